@@ -1,0 +1,9 @@
+/* The keel command: one file per subcommand (cmd_<name>.c), one line per
+ * subcommand in the table in main.c. A subcommand gets argv with argv[0]
+ * set to its own name and returns the process exit status. */
+#ifndef KEEL_CLI_H
+#define KEEL_CLI_H
+
+int keel_cmd_version(int argc, char **argv);
+
+#endif

@@ -1,0 +1,113 @@
+/*
+ * keel/base.h — what every layer shares: error codes, error-message buffers,
+ * logging, and a few compiler helpers.
+ *
+ * Error convention: a function returns 0 (or a non-negative count) on success
+ * and a negative code on failure: -errno for system errors, or a KEEL_E* code
+ * from the reserved range below -KEEL_ERR_BASE. keel_strerror() names both.
+ * Objects that can fail in interesting ways keep a char[KEEL_ERRMSG_LEN]
+ * buffer filled by keel_errmsg_set() with the context ("wal: segment
+ * 00000001.log offset 4096: CRC mismatch"), so the caller can print one line
+ * that says what went wrong and where.
+ */
+#ifndef KEEL_BASE_H
+#define KEEL_BASE_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KEEL_CACHELINE 64
+#define KEEL_CACHE_ALIGNED __attribute__((aligned(KEEL_CACHELINE)))
+#define KEEL_LIKELY(x) __builtin_expect(!!(x), 1)
+#define KEEL_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define KEEL_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#define KEEL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* keel's own codes live below -KEEL_ERR_BASE so they never collide with
+ * -errno. Add a code by adding one line to the table: the enum and
+ * keel_strerror() are both generated from it. */
+#define KEEL_ERR_BASE 10000
+#define KEEL_ERRORS(X)                                                        \
+	X(KEEL_EFULL, 1, "queue or connection full, retry after the writable callback") \
+	X(KEEL_ECLOSED, 2, "connection or object closed")                        \
+	X(KEEL_EPROTO, 3, "malformed message")                                    \
+	X(KEEL_ETOOBIG, 4, "message larger than the configured maximum")          \
+	X(KEEL_EAUTH, 5, "peer authentication failed")                            \
+	X(KEEL_ECONFIG, 6, "invalid configuration")                               \
+	X(KEEL_ETOPO, 7, "placement does not fit the topology")                   \
+	X(KEEL_ECORRUPT, 8, "corrupt data on disk")                               \
+	X(KEEL_ENOTLEADER, 9, "not the leader")                                   \
+	X(KEEL_ESTALE, 10, "stale term, epoch or version")                        \
+	X(KEEL_ENOTSUP, 11, "not supported by this build or backend")             \
+	X(KEEL_ENOTFOUND, 12, "not found")                                        \
+	X(KEEL_EBADJOB, 13, "invalid map-reduce job")                             \
+	X(KEEL_EBADINPUT, 14, "invalid input")                                    \
+	X(KEEL_ESTOPPED, 15, "stopped")                                           \
+	X(KEEL_EUNAVAIL, 16, "no quorum or peer unavailable")                     \
+	X(KEEL_EDURABLE, 17, "durability lost: an fsync failed, data not acknowledged") \
+	X(KEEL_ETIMEOUT, 18, "timed out")                                         \
+	X(KEEL_EBUSY, 19, "busy: another operation is in progress")
+
+enum keel_err {
+#define KEEL_ERR_ENUM(name, n, text) name = -(KEEL_ERR_BASE + (n)),
+	KEEL_ERRORS(KEEL_ERR_ENUM)
+#undef KEEL_ERR_ENUM
+};
+
+/* Text for a code returned by any keel function: a KEEL_E* code, -errno, or
+ * errno itself. Never NULL; the string is static. */
+const char *keel_strerror(int err);
+
+/* Context messages. */
+#define KEEL_ERRMSG_LEN 256
+/* Formats the message into buf (KEEL_ERRMSG_LEN bytes) and returns code, so
+ * a failure path reads `return keel_errmsg_set(e, -EIO, "wal: %s", path);`.
+ * buf may be NULL, then only the code is returned. */
+int keel_errmsg_set(char *buf, int code, const char *fmt, ...) KEEL_PRINTF(3, 4);
+
+/* Logging: levelled, to stderr, one line per event:
+ *   2026-11-27T23:15:20.123456Z INFO  n1/s0 message
+ * The prefix names the node (keel_log_set_node) and the calling thread's
+ * shard (keel_log_set_shard, set by the runtime on each shard thread). */
+enum keel_log_level {
+	KEEL_LOG_DEBUG = 0,
+	KEEL_LOG_INFO = 1,
+	KEEL_LOG_WARN = 2,
+	KEEL_LOG_ERROR = 3,
+	KEEL_LOG_OFF = 4,
+};
+
+void keel_log_set_level(enum keel_log_level level);
+enum keel_log_level keel_log_get_level(void);
+/* Reads KEEL_LOG=debug|info|warn|error|off from the environment, if set. */
+void keel_log_init_from_env(void);
+/* node id for the prefix; -1 prints no node. */
+void keel_log_set_node(int node_id);
+/* this thread's shard for the prefix; -1 (the default) prints '-'. */
+void keel_log_set_shard(int shard_id);
+void keel_log(enum keel_log_level level, const char *fmt, ...) KEEL_PRINTF(2, 3);
+void keel_vlog(enum keel_log_level level, const char *fmt, va_list ap);
+
+#define KEEL_LOG_ENABLED(lvl) ((lvl) >= keel_log_get_level())
+#define keel_debug(...)                                                       \
+	do {                                                                  \
+		if (KEEL_LOG_ENABLED(KEEL_LOG_DEBUG))                         \
+			keel_log(KEEL_LOG_DEBUG, __VA_ARGS__);                \
+	} while (0)
+#define keel_info(...) keel_log(KEEL_LOG_INFO, __VA_ARGS__)
+#define keel_warn(...) keel_log(KEEL_LOG_WARN, __VA_ARGS__)
+#define keel_error(...) keel_log(KEEL_LOG_ERROR, __VA_ARGS__)
+
+/* Monotonic clock in nanoseconds (CLOCK_MONOTONIC). */
+uint64_t keel_now_ns(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KEEL_BASE_H */
