@@ -170,6 +170,8 @@ struct keel_drel {
 	uint64_t rto_cur;
 	uint32_t dupacks;
 	uint32_t timeouts_in_row;
+	bool rec_active;   /* resending in bursts after a timeout */
+	uint32_t rec_next; /* next seq that recovery resends */
 	uint32_t fr_block; /* no fast retransmit until una passes this */
 	bool fr_armed;
 
@@ -185,6 +187,7 @@ struct keel_drel {
 	uint32_t rx_unacked;   /* accepted since we last sent an ack */
 	uint64_t ack_deadline; /* 0: no ack owed */
 	bool ack_now;          /* a dup/out-of-order packet asks for one now */
+	bool ack_hole;         /* ... and it was past a hole (a "dupack") */
 
 	/* reassembly of the current multi-fragment message */
 	uint8_t *ra_buf;
