@@ -18,6 +18,7 @@ static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static bool g_eal_up;
 static struct keel_dpdk_port g_port;
 static bool g_port_up;
+static char *g_eal_args; /* EAL keeps pointers into it: lives forever */
 
 int keel_dpdk_eal_init(const char *args, char *errmsg)
 {
@@ -48,7 +49,7 @@ int keel_dpdk_eal_init(const char *args, char *errmsg)
 		return keel_errmsg_set(errmsg, -e, "dpdk: rte_eal_init(%s): %s", args,
 				       rte_strerror(e));
 	}
-	/* argv strings stay referenced by EAL: keep `copy` alive for good. */
+	g_eal_args = copy;
 	g_eal_up = true;
 	pthread_mutex_unlock(&g_mu);
 	return 0;
