@@ -580,7 +580,7 @@ static void exec(char **tok, int ntok)
 		check_rc(rc, tok, ntok, 3, "read");
 	} else if (!strcmp(c, "conf")) {
 		struct tnode *n = live(tok[1]);
-		enum keel_raft_conf_op op;
+		enum keel_raft_conf_op op = KEEL_RAFT_CONF_ADD_VOTER;
 		if (!strcmp(tok[2], "add-voter")) op = KEEL_RAFT_CONF_ADD_VOTER;
 		else if (!strcmp(tok[2], "add-learner")) op = KEEL_RAFT_CONF_ADD_LEARNER;
 		else if (!strcmp(tok[2], "remove")) op = KEEL_RAFT_CONF_REMOVE;
