@@ -5,5 +5,6 @@
 #define KEEL_CLI_H
 
 int keel_cmd_version(int argc, char **argv);
+int keel_cmd_mr(int argc, char **argv);
 
 #endif

@@ -14,6 +14,7 @@ struct keel_cmd {
 
 static const struct keel_cmd commands[] = {
 	{"version", keel_cmd_version, "print the version and what this build has"},
+	{"mr", keel_cmd_mr, "run map-reduce jobs (wordcount, grep, index, sort, or a job .so)"},
 };
 
 static void usage(FILE *f)
