@@ -178,7 +178,7 @@ int keel_mr_gen_sort(const char *path, uint64_t records, uint64_t seed, uint32_t
 					    : splitmix(&s);
 		uint64_t k2 = distinct_keys ? ks * 31 : splitmix(&s);
 		for (int k = 0; k < 10; k++) {
-			uint64_t v = k < 8 ? ks >> (8 * k) : k2 >> (8 * k);
+			uint64_t v = k < 8 ? ks >> (8 * k) : k2 >> (8 * (k - 8));
 			r[k] = (char)(33 + (v & 0xff) % 94); /* printable, no space */
 		}
 		r[10] = r[11] = ' ';

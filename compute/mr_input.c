@@ -111,7 +111,8 @@ int mr_plan_build(struct mr_plan *p, const char *const *inputs, size_t n_inputs,
 		}
 		closedir(d);
 	}
-	qsort(p->files, p->n_files, sizeof *p->files, cmp_file);
+	if (p->n_files)
+		qsort(p->files, p->n_files, sizeof *p->files, cmp_file);
 
 	uint64_t rs = job->format == KEEL_MR_FIXED ? job->record_size : 1;
 	uint64_t ss = split_size ? split_size : 32ull << 20;

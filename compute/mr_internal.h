@@ -135,7 +135,7 @@ struct mr_table {
 	uint32_t partitions;
 	bool combine;
 	uint8_t *arena;
-	size_t arena_len, arena_cap;
+	size_t arena_len, arena_cap, arena_max;
 	struct { uint32_t tag, off8; } *slots; /* off8: arena offset / 8 + 1 */
 	size_t nslots, nitems;
 	size_t slots_cap_bytes;

@@ -34,7 +34,10 @@ int mr_table_init(struct mr_table *t, const struct keel_mr_job *job, void *state
 	t->shard = shard;
 	if (budget < (1u << 16))
 		budget = 1u << 16;
-	t->arena_cap = t->combine ? budget / 4 * 3 : budget;
+	t->arena_max = t->combine ? budget / 4 * 3 : budget;
+	/* The arena grows by doubling up to its share of the budget, so a
+	 * small job never touches (or, with MALLOC_PERTURB_, fills) it all. */
+	t->arena_cap = t->arena_max < (1u << 20) ? t->arena_max : 1u << 20;
 	t->arena = malloc(t->arena_cap);
 	if (!t->arena)
 		return keel_errmsg_set(errmsg, -ENOMEM, "mr: table arena of %zu bytes", t->arena_cap);
@@ -121,6 +124,20 @@ static int ensure_arena(struct mr_table *t, size_t need)
 {
 	if (t->arena_len + need <= t->arena_cap)
 		return 0;
+	if (t->arena_cap < t->arena_max) {
+		size_t nc = t->arena_cap;
+		while (nc < t->arena_len + need && nc < t->arena_max)
+			nc *= 2;
+		if (nc > t->arena_max)
+			nc = t->arena_max;
+		uint8_t *a = realloc(t->arena, nc);
+		if (a) {
+			t->arena = a;
+			t->arena_cap = nc;
+			if (t->arena_len + need <= t->arena_cap)
+				return 0;
+		}
+	}
 	if (t->arena_len > 0) {
 		int rc = mr_table_spill(t);
 		if (rc)
