@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "keel/transport.h"
+#include "transport/handshake.h"
 #include "transport/wire.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -34,6 +35,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* Reassemble like a connection: accumulate into a bounded buffer,
 	 * decode whole frames, stop at the first error. */
 	uint8_t *acc = malloc(KEEL_WIRE_HDR_LEN + max);
+	/* Handshake frames go to a server and a client state machine. */
+	static const uint8_t secret[] = "fuzz-secret-0123456789";
+	struct keel_hs srv, cli;
+	uint8_t out[KEEL_HS_WELCOME_LEN];
+	char err[KEEL_ERRMSG_LEN];
+	keel_hs_server_start(&srv, secret, sizeof(secret) - 1, 1, 2, 0);
+	keel_hs_client_start(&cli, secret, sizeof(secret) - 1, 1, 1, 0, 2, 0, out);
 	size_t have = 0;
 	size_t off = 0;
 	while (off < size) {
@@ -55,6 +63,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				if ((size_t)rc > have || h.len + KEEL_WIRE_HDR_LEN != (size_t)rc)
 					abort();
 				touch(pl, h.len);
+				if (h.kind == KEEL_WIRE_HELLO)
+					(void)keel_hs_server_on_hello(&srv, pl, h.len, NULL, out, err);
+				else if (h.kind == KEEL_WIRE_WELCOME)
+					(void)keel_hs_client_on_welcome(&cli, pl, h.len, out, err);
+				else if (h.kind == KEEL_WIRE_AUTH)
+					(void)keel_hs_server_on_auth(&srv, pl, h.len, err);
 				memmove(acc, acc + rc, have - (size_t)rc);
 				have -= (size_t)rc;
 			}
