@@ -6,6 +6,9 @@
  *   peer      bare cache-line ping-pong: two threads pinned to the same two
  *             PUs bounce one 64-byte line (A writes, B sees and answers, A
  *             sees): the least any cross-core round trip can cost
+ *   sleeping  the same round trip with shards that sleep when idle (the
+ *             default), against two pinned threads waking each other
+ *             through eventfds (blocking read/write): the wake-up's limit
  *   one-way   shard 0 posts N messages to shard 1 as fast as the ring takes
  *             them, with the default idle policy (sleep), so the wake-up
  *             protocol is paid: "unbatched" publishes and checks the target's
@@ -20,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "keel/runtime.h"
 
@@ -95,10 +100,11 @@ static void rtt_init(struct keel_shard *s, void *arg)
 	keel_shard_call(s, 1, rtt_target, rtt_reply, NULL);
 }
 
-static void run_rtt(uint64_t *p50, uint64_t *p99, unsigned pu[2])
+static void run_rtt(uint64_t *p50, uint64_t *p99, unsigned pu[2], enum keel_idle_policy idle,
+		    unsigned n)
 {
-	R.rt = make_rt(KEEL_IDLE_BUSY_POLL);
-	R.n = rtt_samples;
+	R.rt = make_rt(idle);
+	R.n = n;
 	R.done = 0;
 	R.lat = malloc(R.n * sizeof(uint64_t));
 	pu[0] = keel_runtime_placement(R.rt, 0)->pu;
@@ -174,6 +180,56 @@ static void run_pingpong(uint64_t *p50, uint64_t *p99, const unsigned pu[2])
 	*p50 = pct(PP.lat + skip, PP.n - skip, 0.50);
 	*p99 = pct(PP.lat + skip, PP.n - skip, 0.99);
 	free(PP.lat);
+}
+
+/* ---- bare eventfd ping-pong: two pinned threads blocking in read(2),
+ * waking each other with write(2): the least a sleeping shard's wake-up
+ * round trip can cost ---- */
+static struct {
+	int efd[2];
+	unsigned n;
+	unsigned pu;
+} EP;
+
+static void *efd_pong(void *arg)
+{
+	pin(EP.pu);
+	uint64_t v;
+	for (unsigned i = 0; i < EP.n; i++) {
+		if (read(EP.efd[1], &v, sizeof(v)) != sizeof(v))
+			break;
+		v = 1;
+		if (write(EP.efd[0], &v, sizeof(v)) != sizeof(v))
+			break;
+	}
+	return NULL;
+}
+
+static void run_efd_pingpong(uint64_t *p50, const unsigned pu[2], unsigned n)
+{
+	EP.efd[0] = eventfd(0, 0);
+	EP.efd[1] = eventfd(0, 0);
+	EP.n = n;
+	EP.pu = pu[1];
+	uint64_t *lat = malloc(n * sizeof(uint64_t));
+	pthread_t t;
+	pthread_create(&t, NULL, efd_pong, NULL);
+	cpu_set_t old;
+	pthread_getaffinity_np(pthread_self(), sizeof(old), &old);
+	pin(pu[0]);
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t t0 = keel_now_ns(), v = 1;
+		if (write(EP.efd[1], &v, sizeof(v)) != sizeof(v) || read(EP.efd[0], &v, sizeof(v)) != sizeof(v))
+			break;
+		lat[i] = keel_now_ns() - t0;
+	}
+	pthread_join(t, NULL);
+	pthread_setaffinity_np(pthread_self(), sizeof(old), &old);
+	close(EP.efd[0]);
+	close(EP.efd[1]);
+	size_t skip = n / 100;
+	*p50 = pct(lat + skip, n - skip, 0.50);
+	free(lat);
 }
 
 /* ---- one-way throughput ---- */
@@ -267,22 +323,28 @@ int main(int argc, char **argv)
 		}
 	}
 	keel_log_set_level(KEEL_LOG_WARN);
+	double s50[8], e50[8];
 	double k50[8], k99[8], p50[8], p99[8], ub[8], bt[8], bb[8], ubo[8], bto[8], bbo[8];
 	unsigned pu[2] = {0, 0};
 	for (unsigned r = 0; r < rounds; r++) {
 		uint64_t a, b;
-		run_rtt(&a, &b, pu);
+		run_rtt(&a, &b, pu, KEEL_IDLE_BUSY_POLL, rtt_samples);
 		k50[r] = (double)a;
 		k99[r] = (double)b;
 		run_pingpong(&a, &b, pu);
 		p50[r] = (double)a;
 		p99[r] = (double)b;
+		run_rtt(&a, &b, pu, KEEL_IDLE_SLEEP, rtt_samples / 20);
+		s50[r] = (double)a;
+		run_efd_pingpong(&a, pu, rtt_samples / 20);
+		e50[r] = (double)a;
 		ub[r] = run_oneway(1, KEEL_IDLE_SLEEP, &ubo[r]);
 		bt[r] = run_oneway(64, KEEL_IDLE_SLEEP, &bto[r]);
 		bb[r] = run_oneway(64, KEEL_IDLE_BUSY_POLL, &bbo[r]);
 	}
 	double K50 = median(k50, rounds), K99 = median(k99, rounds);
 	double P50 = median(p50, rounds), P99 = median(p99, rounds);
+	double S50 = median(s50, rounds), E50 = median(e50, rounds);
 	double UB = median(ub, rounds), BT = median(bt, rounds), BB = median(bb, rounds);
 	double UBO = median(ubo, rounds), BTO = median(bto, rounds), BBO = median(bbo, rounds);
 	printf("bench-ring: shards 0,1 on PUs %u,%u; %u rounds (keel and peer alternating), "
@@ -291,6 +353,7 @@ int main(int argc, char **argv)
 	printf("%-40s %12s %12s %8s\n", "case", "keel", "peer", "ratio");
 	printf("%-40s %12.0f %12.0f %8.2f\n", "round trip p50 (ns)", K50, P50, K50 / P50);
 	printf("%-40s %12.0f %12.0f %8.2f\n", "round trip p99 (ns)", K99, P99, K99 / P99);
+	printf("%-40s %12.0f %12.0f %8.2f\n", "round trip p50, sleeping shards (ns)", S50, E50, S50 / E50);
 	printf("%-40s %12.2f %12s %8s\n", "one-way unbatched (M msg/s, median win)", UB / 1e6, "-", "-");
 	printf("%-40s %12.2f %12s %8s\n", "one-way batched 64 (M msg/s, median win)", BT / 1e6, "-", "-");
 	printf("%-40s %12.2f %12s %8s\n", "  same, busy-poll (M msg/s, median win)", BB / 1e6, "-", "-");
@@ -302,6 +365,9 @@ int main(int argc, char **argv)
 	printf("{\"bench\":\"ring\",\"case\":\"rtt_p99_ns\",\"unit\":\"ns\",\"keel\":%.1f,"
 	       "\"peer\":\"cacheline-pingpong\",\"peer_value\":%.1f,\"ratio\":%.2f,\"better\":\"lower\"}\n",
 	       K99, P99, K99 / P99);
+	printf("{\"bench\":\"ring\",\"case\":\"rtt_sleep_p50_ns\",\"unit\":\"ns\",\"keel\":%.1f,"
+	       "\"peer\":\"eventfd-pingpong\",\"peer_value\":%.1f,\"ratio\":%.2f,\"better\":\"lower\"}\n",
+	       S50, E50, S50 / E50);
 	printf("{\"bench\":\"ring\",\"case\":\"oneway_unbatched_msgs_per_s\",\"unit\":\"msg/s\","
 	       "\"keel\":%.0f,\"overall\":%.0f,\"better\":\"higher\"}\n", UB, UBO);
 	/* The 20 M/s target is absolute, not a ratio: "target_abs". */
