@@ -136,6 +136,7 @@ static int reduce_partition(struct worker *w, uint32_t p, struct io_uring *ring)
 	if (!rc)
 		rc = mr_out_open(&out, path, w->errmsg);
 	if (!rc) {
+		out.no_fsync = e->cfg->no_fsync;
 		struct mr_merge_stats ms = {0};
 		rc = mr_merge_reduce(src, k, e->job, e->state, &out, &ms, w->errmsg);
 		w->reduce_keys += ms.keys;

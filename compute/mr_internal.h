@@ -208,6 +208,7 @@ struct keel_mr_out {
 	size_t len, cap;
 	uint64_t bytes;
 	int err;
+	bool no_fsync;
 	char *path;
 };
 

@@ -122,6 +122,9 @@ static int src_advance(struct mr_source *s, char *errmsg)
 			s->done = true;
 			return 0;
 		}
+		/* The pairs are scattered over the arena: fetch ahead. */
+		if (s->i + 8 < s->n)
+			__builtin_prefetch(s->ents[s->i + 8].rec);
 		const struct mr_rec *r = s->ents[s->i++].rec;
 		s->key = r->data;
 		s->klen = r->klen;
