@@ -324,6 +324,12 @@ void keel_raft_destroy(struct keel_raft *r);
  * quorum, lease expiry and transfer timeouts. */
 void keel_raft_tick(struct keel_raft *r);
 
+/* Starts an election now (a pre-election first if pre_vote is on), as if
+ * the election timeout had fired: etcd's MsgHup, for tests and for an
+ * operator who wants this server to lead. KEEL_EBUSY if this server is not
+ * a voter (or already leads). */
+int keel_raft_campaign(struct keel_raft *r);
+
 /* Feeds a message from a peer (or from the transport's decoder). Messages
  * to another id, from unknown terms or stale rounds are dropped: 0. An
  * inconsistent message (bad type, entries not contiguous) is dropped with
