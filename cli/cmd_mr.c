@@ -129,6 +129,10 @@ static int cmd_run(int argc, char **argv)
 		free(inputs);
 		return 2;
 	}
+	/* The progress line is the output; the runtime's start-up notes are
+	 * noise here unless asked for with KEEL_LOG. */
+	if (!getenv("KEEL_LOG"))
+		keel_log_set_level(KEEL_LOG_WARN);
 	char err[KEEL_ERRMSG_LEN];
 	struct keel_mr_jobref job;
 	int rc = keel_mr_job_open(&job, spec, arg, err);
