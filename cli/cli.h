@@ -5,5 +5,10 @@
 #define KEEL_CLI_H
 
 int keel_cmd_version(int argc, char **argv);
+int keel_cmd_topo(int argc, char **argv);
+
+/* Strict unsigned option value: digits only, min..max; prints the error. */
+int keel_cli_parse_uint(const char *opt, const char *s, unsigned min, unsigned max, unsigned *out);
+int keel_cmd_mr(int argc, char **argv);
 
 #endif

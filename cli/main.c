@@ -14,6 +14,8 @@ struct keel_cmd {
 
 static const struct keel_cmd commands[] = {
 	{"version", keel_cmd_version, "print the version and what this build has"},
+	{"topo", keel_cmd_topo, "print the topology and where shards would run"},
+	{"mr", keel_cmd_mr, "run map-reduce jobs (wordcount, grep, index, sort, or a job .so)"},
 };
 
 static void usage(FILE *f)

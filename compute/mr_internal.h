@@ -1,0 +1,222 @@
+/*
+ * compute/mr_internal.h — pieces of the map-reduce engine shared between its
+ * files: input planning (mr_input.c), the per-shard combining table and
+ * sorted runs (mr_table.c), spills and the k-way merge (mr_run.c), output
+ * files (mr_output.c). Not a public API.
+ *
+ * Ownership: a struct mr_table, its arena and its spill files belong to the
+ * one shard that fills them; after the map phase they are read (never
+ * written) by the shards that own the reduce partitions, and freed by the
+ * owner once every partition is reduced.
+ */
+#ifndef KEEL_COMPUTE_MR_INTERNAL_H
+#define KEEL_COMPUTE_MR_INTERNAL_H
+
+#include <liburing.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "keel/mr.h"
+
+/* ---- hashing ---------------------------------------------------------- */
+
+static inline uint64_t mr_rd64(const uint8_t *p)
+{
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return v;
+}
+
+/* A fast multiplicative hash for short keys; the same bytes give the same
+ * hash in every process of a cluster (same architecture). */
+static inline uint64_t mr_hash(const void *key, size_t len)
+{
+	const uint8_t *p = key;
+	uint64_t h = 0x9E3779B97F4A7C15ull ^ ((uint64_t)len * 0xff51afd7ed558ccdull);
+	while (len >= 8) {
+		h = (h ^ mr_rd64(p)) * 0xbf58476d1ce4e5b9ull;
+		h ^= h >> 29;
+		p += 8;
+		len -= 8;
+	}
+	uint64_t t = 0;
+	if (len)
+		memcpy(&t, p, len);
+	h = (h ^ t) * 0x94d049bb133111ebull;
+	h ^= h >> 31;
+	h *= 0xbf58476d1ce4e5b9ull;
+	h ^= h >> 32;
+	return h;
+}
+
+/* Byte order of keys: memcmp, a prefix first. */
+static inline int mr_keycmp(const void *a, size_t al, const void *b, size_t bl)
+{
+	int c = memcmp(a, b, al < bl ? al : bl);
+	if (c)
+		return c;
+	return (al > bl) - (al < bl);
+}
+
+/* ---- input planning (mr_input.c) -------------------------------------- */
+
+struct mr_file {
+	char *path;
+	uint64_t size;
+};
+
+struct mr_split {
+	uint32_t file;
+	uint64_t start, end; /* byte range; records starting in it belong to it */
+};
+
+struct mr_plan {
+	struct mr_file *files;
+	size_t n_files;
+	struct mr_split *splits;
+	size_t n_splits;
+	uint64_t total_bytes;
+};
+
+/* Lists the inputs (files, and the regular files directly inside
+ * directories, skipping names starting with '.' or '_'), sorted by path,
+ * checks each is readable and, for fixed records, a whole number of records;
+ * then cuts them into splits of about split_size bytes. */
+int mr_plan_build(struct mr_plan *plan, const char *const *inputs, size_t n_inputs,
+		  const struct keel_mr_job *job, uint64_t split_size, char *errmsg);
+void mr_plan_free(struct mr_plan *plan);
+
+/* Reads about n records spread over the input (copies, freed with
+ * mr_samples_free). */
+int mr_plan_sample(const struct mr_plan *plan, const struct keel_mr_job *job, size_t n,
+		   struct keel_mr_record **out, size_t *n_out, char *errmsg);
+void mr_samples_free(struct keel_mr_record *s, size_t n);
+
+/* Runs map over every record of one split. */
+typedef int (*mr_record_fn)(void *arg, const struct keel_mr_record *rec);
+int mr_split_scan(const struct mr_plan *plan, const struct mr_split *sp,
+		  const struct keel_mr_job *job, uint8_t **buf, size_t *cap,
+		  mr_record_fn fn, void *arg, uint64_t *bytes_done_atomic, char *errmsg);
+
+/* ---- combining table and sorted runs (mr_table.c, mr_run.c) ----------- */
+
+/* A pair in a table's arena, 8-byte aligned. */
+struct mr_rec {
+	uint32_t part;
+	uint32_t klen;
+	uint32_t vlen;
+	uint32_t hash32;
+	uint8_t data[]; /* key, then value */
+};
+
+static inline size_t mr_rec_size(size_t klen, size_t vlen)
+{
+	return (sizeof(struct mr_rec) + klen + vlen + 7) & ~(size_t)7;
+}
+
+/* A sorted view of a table: index entries grouped by partition. */
+struct mr_sorted_ent {
+	uint64_t prefix; /* first 8 key bytes, big-endian, zero padded */
+	const struct mr_rec *rec;
+};
+
+/* A spilled run: one file, partitions contiguous, each a sequence of
+ * [u32 klen][u32 vlen][key][value] in key order. */
+struct mr_spill {
+	char *path;
+	uint64_t *part_off; /* partitions + 1 offsets */
+	uint64_t bytes;
+};
+
+struct mr_table {
+	const struct keel_mr_job *job;
+	void *state;
+	uint32_t partitions;
+	bool combine;
+	uint8_t *arena;
+	size_t arena_len, arena_cap, arena_max;
+	struct { uint32_t tag, off8; } *slots; /* off8: arena offset / 8 + 1 */
+	size_t nslots, nitems;
+	size_t slots_cap_bytes;
+	/* spills */
+	struct mr_spill *spills;
+	size_t n_spills;
+	const char *spill_dir;
+	int shard;
+	struct io_uring ring;
+	bool ring_ok;
+	uint8_t *wbuf[2];
+	/* final in-memory run after the map phase */
+	struct mr_sorted_ent *sorted;
+	size_t *part_start; /* partitions + 1 */
+	/* counters */
+	uint64_t emitted, spilled_pairs, spill_bytes, shuffled;
+	char errmsg[KEEL_ERRMSG_LEN];
+	int err;
+};
+
+int mr_table_init(struct mr_table *t, const struct keel_mr_job *job, void *state,
+		  uint32_t partitions, uint64_t budget, const char *spill_dir, int shard,
+		  char *errmsg);
+void mr_table_free(struct mr_table *t);
+int mr_table_add(struct mr_table *t, const void *key, size_t klen, const void *val,
+		 size_t vlen);
+/* Sorts the arena into t->sorted / t->part_start (the in-memory run). */
+int mr_table_finish(struct mr_table *t);
+/* Sorts and writes the arena to a new spill file, then empties it. */
+int mr_table_spill(struct mr_table *t);
+
+/* Builds the sorted index of the arena (entries allocated with malloc). */
+int mr_table_sort(struct mr_table *t, struct mr_sorted_ent **ents, size_t **part_start);
+
+/* A source of one partition's sorted pairs for the merge. */
+struct mr_source {
+	int kind; /* 0 memory, 1 file */
+	/* memory */
+	const struct mr_sorted_ent *ents;
+	size_t i, n;
+	/* file */
+	int fd;
+	uint64_t off, end;
+	uint8_t *buf;
+	size_t buf_cap, buf_len, buf_pos;
+	struct io_uring *ring;
+	/* current pair */
+	const uint8_t *key, *val;
+	uint32_t klen, vlen;
+	bool done;
+};
+
+/* Merges sources and calls reduce once per key. */
+struct mr_merge_stats {
+	uint64_t keys, pairs;
+};
+int mr_merge_reduce(struct mr_source *src, size_t n, const struct keel_mr_job *job,
+		    void *state, struct keel_mr_out *out, struct mr_merge_stats *st,
+		    char *errmsg);
+int mr_source_mem(struct mr_source *s, const struct mr_sorted_ent *ents, size_t n);
+int mr_source_file(struct mr_source *s, const char *path, uint64_t off, uint64_t end,
+		   struct io_uring *ring, char *errmsg);
+void mr_source_close(struct mr_source *s);
+
+/* ---- output (mr_output.c) --------------------------------------------- */
+
+struct keel_mr_out {
+	int fd;
+	uint8_t *buf;
+	size_t len, cap;
+	uint64_t bytes;
+	int err;
+	char *path;
+};
+
+int mr_out_open(struct keel_mr_out *o, const char *path, char *errmsg);
+/* Flushes, fsyncs and closes; returns the first error seen. */
+int mr_out_close(struct keel_mr_out *o, char *errmsg);
+void mr_out_abort(struct keel_mr_out *o);
+
+/* Removes a directory tree (the job's temporary directory). */
+void mr_rmtree(const char *path);
+
+#endif

@@ -1,0 +1,277 @@
+/*
+ * compute/mr_run.c — reading sorted runs (a table's in-memory run, spill
+ * files read through io_uring) and the k-way merge that calls reduce once
+ * per key with all of that key's values across runs.
+ *
+ * The merge keeps a binary heap of sources ordered by current key. A value
+ * handed to reduce stays valid until the next keel_mr_values_next(): the
+ * source it came from is advanced lazily, on the next call, so a spill
+ * buffer is never refilled under a pointer reduce still holds.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "compute/mr_internal.h"
+
+#define RBUF (1u << 20)
+
+static int src_advance(struct mr_source *s, char *errmsg);
+
+int mr_source_mem(struct mr_source *s, const struct mr_sorted_ent *ents, size_t n)
+{
+	memset(s, 0, sizeof *s);
+	s->kind = 0;
+	s->fd = -1;
+	s->ents = ents;
+	s->n = n;
+	return src_advance(s, NULL);
+}
+
+int mr_source_file(struct mr_source *s, const char *path, uint64_t off, uint64_t end,
+		   struct io_uring *ring, char *errmsg)
+{
+	memset(s, 0, sizeof *s);
+	s->kind = 1;
+	s->fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (s->fd < 0)
+		return keel_errmsg_set(errmsg, -errno, "mr: spill %s", path);
+	s->off = off;
+	s->end = end;
+	s->ring = ring;
+	s->buf_cap = RBUF;
+	s->buf = malloc(s->buf_cap);
+	if (!s->buf)
+		return keel_errmsg_set(errmsg, -ENOMEM, "mr: merge buffer");
+	return src_advance(s, errmsg);
+}
+
+void mr_source_close(struct mr_source *s)
+{
+	if (s->kind == 1) {
+		if (s->fd >= 0)
+			close(s->fd);
+		free(s->buf);
+	}
+	memset(s, 0, sizeof *s);
+	s->fd = -1;
+}
+
+/* Reads more of the file behind the unread bytes, through the ring when
+ * there is one. */
+static int src_refill(struct mr_source *s, size_t need)
+{
+	size_t rem = s->buf_len - s->buf_pos;
+	if (s->buf_pos)
+		memmove(s->buf, s->buf + s->buf_pos, rem);
+	s->buf_pos = 0;
+	s->buf_len = rem;
+	if (need > s->buf_cap) {
+		size_t nc = s->buf_cap;
+		while (nc < need)
+			nc *= 2;
+		uint8_t *b = realloc(s->buf, nc);
+		if (!b)
+			return -ENOMEM;
+		s->buf = b;
+		s->buf_cap = nc;
+	}
+	while (s->buf_len < need) {
+		size_t want = s->buf_cap - s->buf_len;
+		if (want > s->end - s->off)
+			want = (size_t)(s->end - s->off);
+		if (want == 0)
+			return KEEL_ECORRUPT; /* a pair runs past its partition */
+		ssize_t got;
+		if (s->ring) {
+			struct io_uring_sqe *sqe = io_uring_get_sqe(s->ring);
+			if (!sqe)
+				return -EBUSY;
+			io_uring_prep_read(sqe, s->fd, s->buf + s->buf_len, (unsigned)want, s->off);
+			int rc = io_uring_submit(s->ring);
+			if (rc < 0)
+				return rc;
+			struct io_uring_cqe *cqe;
+			rc = io_uring_wait_cqe(s->ring, &cqe);
+			if (rc < 0)
+				return rc;
+			got = cqe->res;
+			io_uring_cqe_seen(s->ring, cqe);
+		} else {
+			got = pread(s->fd, s->buf + s->buf_len, want, (off_t)s->off);
+			if (got < 0)
+				got = -errno;
+		}
+		if (got == -EINTR || got == -EAGAIN)
+			continue;
+		if (got < 0)
+			return (int)got;
+		if (got == 0)
+			return KEEL_ECORRUPT; /* the spill file is shorter than its index */
+		s->buf_len += (size_t)got;
+		s->off += (uint64_t)got;
+	}
+	return 0;
+}
+
+static int src_advance(struct mr_source *s, char *errmsg)
+{
+	if (s->kind == 0) {
+		if (s->i >= s->n) {
+			s->done = true;
+			return 0;
+		}
+		const struct mr_rec *r = s->ents[s->i++].rec;
+		s->key = r->data;
+		s->klen = r->klen;
+		s->val = r->data + r->klen;
+		s->vlen = r->vlen;
+		return 0;
+	}
+	size_t avail = s->buf_len - s->buf_pos;
+	if (avail == 0 && s->off >= s->end) {
+		s->done = true;
+		return 0;
+	}
+	int rc;
+	if (avail < 8 && (rc = src_refill(s, 8)))
+		return keel_errmsg_set(errmsg, rc, "mr: reading spill");
+	uint32_t hdr[2];
+	memcpy(hdr, s->buf + s->buf_pos, 8);
+	if (hdr[0] > KEEL_MR_MAX_KEY || hdr[1] > KEEL_MR_MAX_VALUE)
+		return keel_errmsg_set(errmsg, KEEL_ECORRUPT, "mr: spill pair of %u+%u bytes", hdr[0], hdr[1]);
+	size_t need = 8 + (size_t)hdr[0] + hdr[1];
+	if (s->buf_len - s->buf_pos < need && (rc = src_refill(s, need)))
+		return keel_errmsg_set(errmsg, rc, "mr: reading spill");
+	s->key = s->buf + s->buf_pos + 8;
+	s->klen = hdr[0];
+	s->val = s->key + hdr[0];
+	s->vlen = hdr[1];
+	s->buf_pos += need;
+	return 0;
+}
+
+/* ---- merge ------------------------------------------------------------ */
+
+struct keel_mr_values {
+	struct mr_source **heap;
+	size_t n;
+	const uint8_t *key;
+	uint32_t klen;
+	struct mr_source *cur; /* source of the last value, advanced lazily */
+	bool exhausted;
+	int err;
+	uint64_t pairs;
+	char *errmsg;
+};
+
+static inline bool src_less(const struct mr_source *a, const struct mr_source *b)
+{
+	return mr_keycmp(a->key, a->klen, b->key, b->klen) < 0;
+}
+
+static void sift_down(struct mr_source **h, size_t n, size_t i)
+{
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, m = i;
+		if (l < n && src_less(h[l], h[m]))
+			m = l;
+		if (r < n && src_less(h[r], h[m]))
+			m = r;
+		if (m == i)
+			return;
+		struct mr_source *t = h[i];
+		h[i] = h[m];
+		h[m] = t;
+		i = m;
+	}
+}
+
+/* Advances the heap's top source and restores the heap. */
+static int heap_pop_advance(struct keel_mr_values *it)
+{
+	struct mr_source *s = it->heap[0];
+	int rc = src_advance(s, it->errmsg);
+	if (rc)
+		return rc;
+	if (s->done)
+		it->heap[0] = it->heap[--it->n];
+	if (it->n)
+		sift_down(it->heap, it->n, 0);
+	return 0;
+}
+
+bool keel_mr_values_next(struct keel_mr_values *it, const void **val, size_t *vlen)
+{
+	if (it->exhausted)
+		return false;
+	if (it->cur) {
+		it->cur = NULL;
+		int rc = heap_pop_advance(it);
+		if (rc) {
+			it->err = rc;
+			it->exhausted = true;
+			return false;
+		}
+	}
+	if (it->n == 0 || mr_keycmp(it->heap[0]->key, it->heap[0]->klen, it->key, it->klen) != 0) {
+		it->exhausted = true;
+		return false;
+	}
+	it->cur = it->heap[0];
+	*val = it->cur->val;
+	*vlen = it->cur->vlen;
+	it->pairs++;
+	return true;
+}
+
+int mr_merge_reduce(struct mr_source *src, size_t n, const struct keel_mr_job *job, void *state,
+		    struct keel_mr_out *out, struct mr_merge_stats *st, char *errmsg)
+{
+	struct keel_mr_values it = {.errmsg = errmsg};
+	it.heap = malloc((n ? n : 1) * sizeof *it.heap);
+	uint8_t *kbuf = malloc(KEEL_MR_MAX_KEY);
+	if (!it.heap || !kbuf) {
+		free(it.heap);
+		free(kbuf);
+		return keel_errmsg_set(errmsg, -ENOMEM, "mr: merge");
+	}
+	for (size_t i = 0; i < n; i++)
+		if (!src[i].done)
+			it.heap[it.n++] = &src[i];
+	for (size_t i = it.n / 2; i-- > 0;)
+		sift_down(it.heap, it.n, i);
+	int rc = 0;
+	while (it.n) {
+		struct mr_source *top = it.heap[0];
+		memcpy(kbuf, top->key, top->klen);
+		it.key = kbuf;
+		it.klen = top->klen;
+		it.exhausted = false;
+		it.cur = NULL;
+		job->reduce(state, kbuf, top->klen, &it, out);
+		const void *v;
+		size_t vl;
+		while (keel_mr_values_next(&it, &v, &vl))
+			;
+		if (it.err) {
+			rc = it.err;
+			break;
+		}
+		if (it.cur) {
+			it.cur = NULL;
+			if ((rc = heap_pop_advance(&it)))
+				break;
+		}
+		st->keys++;
+		if (out->err) {
+			rc = keel_errmsg_set(errmsg, out->err, "mr: writing %s", out->path);
+			break;
+		}
+	}
+	st->pairs += it.pairs;
+	free(it.heap);
+	free(kbuf);
+	return rc;
+}

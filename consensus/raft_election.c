@@ -1,0 +1,135 @@
+/*
+ * raft_election.c — leader election (§3.4), the voting rule that gives
+ * leader completeness (§3.6.1), and pre-vote (§9.6).
+ */
+#include "raft_internal.h"
+
+static bool record(uint64_t *ids, uint32_t *n, uint64_t id)
+{
+	for (uint32_t i = 0; i < *n; i++)
+		if (ids[i] == id)
+			return false;
+	if (*n < KEEL_RAFT_MAX_NODES * 2)
+		ids[(*n)++] = id;
+	return true;
+}
+
+static uint32_t count_voters(const struct keel_raft *r, const uint64_t *ids, uint32_t n)
+{
+	uint32_t c = 0;
+	for (uint32_t i = 0; i < n; i++)
+		if (keel_raft_conf_is_voter(&r->conf, ids[i]))
+			c++;
+	return c;
+}
+
+/* Returns true once the (pre-)election is decided and acted upon. */
+static bool tally(struct keel_raft *r)
+{
+	uint32_t q = raft_quorum(r->conf.n_voters);
+	if (r->conf.n_voters == 0)
+		return false;
+	if (count_voters(r, r->granted, r->n_granted) >= q) {
+		if (r->role == KEEL_RAFT_PRE_CANDIDATE)
+			raft_campaign(r, false, false);
+		else
+			raft_become_leader(r);
+		return true;
+	}
+	if (count_voters(r, r->rejected, r->n_rejected) >= q) {
+		raft_become_follower(r, r->term, KEEL_RAFT_NONE);
+		return true;
+	}
+	return false;
+}
+
+/* Starts a pre-election (§9.6) or an election (§3.4). `force` marks the
+ * election a leadership transfer asked for (§3.10): voters then ignore the
+ * lease of the current leader, which is giving way on purpose. */
+void raft_campaign(struct keel_raft *r, bool pre, bool force)
+{
+	uint32_t type;
+	uint64_t term;
+	if (pre) {
+		raft_become_pre_candidate(r);
+		type = KEEL_RAFT_MSG_PREVOTE;
+		term = r->term + 1;
+	} else {
+		raft_become_candidate(r);
+		type = KEEL_RAFT_MSG_VOTE;
+		term = r->term;
+	}
+	keel_debug("raft %llu: %s at term %llu", (unsigned long long)r->id,
+		   pre ? "pre-campaign" : "campaign", (unsigned long long)term);
+	record(r->granted, &r->n_granted, r->id);
+	if (tally(r))
+		return;
+	uint64_t li = raft_last_index(r), lt = raft_last_term(r);
+	for (uint32_t i = 0; i < r->conf.n_voters; i++) {
+		uint64_t to = r->conf.voters[i];
+		if (to == r->id)
+			continue;
+		struct keel_raft_msg *m = raft_send(r, type, to);
+		if (!m)
+			return;
+		m->term = term;
+		m->index = li;
+		m->log_term = lt;
+		m->force = force;
+	}
+}
+
+void raft_handle_vote(struct keel_raft *r, const struct keel_raft_msg *m)
+{
+	bool pre = m->type == KEEL_RAFT_MSG_PREVOTE;
+	/* One vote per term (§3.4): we may repeat a vote for the same
+	 * candidate; a pre-vote for a later term commits us to nothing. */
+	bool can_vote = r->vote == m->from ||
+			(r->vote == KEEL_RAFT_NONE && r->leader == KEEL_RAFT_NONE) ||
+			(pre && m->term > r->term);
+#ifdef KEEL_RAFT_BUG_DOUBLE_VOTE
+	/* PLANTED BUG: grant every candidate of the term. */
+	if (!pre)
+		can_vote = true;
+#endif
+	/* §3.6.1: only a candidate whose log is at least as up-to-date as
+	 * ours may get our vote, so a leader holds every committed entry. */
+	uint64_t lt = raft_last_term(r), li = raft_last_index(r);
+	bool up_to_date = m->log_term > lt || (m->log_term == lt && m->index >= li);
+#ifdef KEEL_RAFT_BUG_VOTE_STALE_LOG
+	/* PLANTED BUG: ignore the candidate's log. */
+	up_to_date = true;
+#endif
+	uint32_t rt = pre ? KEEL_RAFT_MSG_PREVOTE_RESP : KEEL_RAFT_MSG_VOTE_RESP;
+	if (can_vote && up_to_date) {
+		struct keel_raft_msg *o = raft_send(r, rt, m->from);
+		if (o)
+			o->term = m->term; /* pre-vote: the term it asks about */
+		if (!pre) {
+			r->vote = m->from;
+			r->election_elapsed = 0;
+		}
+	} else {
+		struct keel_raft_msg *o = raft_send(r, rt, m->from);
+		if (o)
+			o->reject = true;
+	}
+}
+
+void raft_handle_vote_resp(struct keel_raft *r, const struct keel_raft_msg *m)
+{
+	if (m->type == KEEL_RAFT_MSG_PREVOTE_RESP) {
+		if (r->role != KEEL_RAFT_PRE_CANDIDATE)
+			return;
+		if (!m->reject && m->term != r->term + 1)
+			return;
+	} else {
+		if (r->role != KEEL_RAFT_CANDIDATE || m->term != r->term)
+			return;
+	}
+	if (m->reject)
+		record(r->rejected, &r->n_rejected, m->from);
+	else
+		record(r->granted, &r->n_granted, m->from);
+	tally(r);
+}

@@ -1,0 +1,84 @@
+/*
+ * keel/config.h — a node's configuration file (INI, parsed with libinih).
+ *
+ *   [node]
+ *   id          = 1                 # this node's id (>= 1)
+ *   cluster     = 42                # cluster id; peers must match (>= 1)
+ *   listen      = 127.0.0.1:7100    # base address; shard s listens on port+s
+ *   shards      = 2                 # shards per node; 0 or absent: one per core
+ *   transport   = tcp               # a backend of keel_transport_registry()
+ *   max_frame   = 16M               # largest message payload (K/M/G suffixes)
+ *   secret_file = secret            # cluster secret; relative to this file's
+ *                                   # directory; mode 0600/0400, owned by us
+ *   [peers]
+ *   1 = 127.0.0.1:7100              # node id = host:port ([v6addr]:port)
+ *   2 = 127.0.0.1:7200
+ *
+ * Other sections ([dpdk], [raft], ...) are kept as raw entries for the
+ * layers that own them (keel_node_config_get). Errors name the file and
+ * line: "n1.ini:4: [node] listen: port 99999 out of range".
+ *
+ * Ownership: keel_node_config_load fills *cfg, which owns every string,
+ * the peers table and the secret (in sodium-guarded, wiped memory) until
+ * keel_node_config_free.
+ */
+#ifndef KEEL_CONFIG_H
+#define KEEL_CONFIG_H
+
+#include "keel/base.h"
+#include "keel/transport.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct keel_config_entry {
+	char *section;
+	char *key;
+	char *value;
+};
+
+struct keel_node_config {
+	char path[512];
+	uint32_t node_id;
+	uint64_t cluster_id;
+	char listen_host[64];
+	uint16_t listen_port;
+	uint32_t shards;                  /* 0: one per core */
+	char transport[32];               /* default "tcp" */
+	uint32_t max_frame;               /* default KEEL_TRANSPORT_MAX_FRAME_DEFAULT */
+	char secret_file[512];            /* resolved path */
+	uint8_t *secret;
+	size_t secret_len;
+	struct keel_transport_peer *peers; /* every [peers] line, self included */
+	size_t npeers;
+	struct keel_config_entry *entries; /* every line of other sections */
+	size_t nentries;
+};
+
+/* Reads and checks path. On error returns KEEL_ECONFIG (or -errno) with
+ * "path:line: what" in errmsg, and *cfg holds nothing to free. */
+int keel_node_config_load(const char *path, struct keel_node_config *cfg, char *errmsg);
+/* The same from a string; name is used in messages, base_dir resolves a
+ * relative secret_file. For tests. */
+int keel_node_config_parse(const char *text, const char *name, const char *base_dir,
+			   struct keel_node_config *cfg, char *errmsg);
+void keel_node_config_free(struct keel_node_config *cfg);
+
+/* Raw value of key in a section other than [node]/[peers], or NULL. */
+const char *keel_node_config_get(const struct keel_node_config *cfg,
+				 const char *section, const char *key);
+/* The [peers] entry for node, or NULL. */
+const struct keel_transport_peer *keel_node_config_peer(const struct keel_node_config *cfg,
+							uint32_t node);
+
+/* Fills the transport configuration of one shard from the node config.
+ * Pointers in *out borrow from cfg; handlers/user/shard are left for the
+ * caller. */
+void keel_node_config_transport(const struct keel_node_config *cfg, uint32_t shard,
+				struct keel_transport_config *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KEEL_CONFIG_H */

@@ -1,0 +1,269 @@
+/*
+ * keel/runtime.h — the shard runtime: topology and placement (hwloc), shard
+ * threads pinned to cores, a run-to-completion reactor per shard on its own
+ * io_uring, per-shard timers, cross-shard messages, per-shard memory.
+ *
+ * Threads and ownership
+ *   A runtime runs S shard threads. Shard i is pinned to the PU its placement
+ *   names and allocates from memory bound to that PU's NUMA node. A shard owns
+ *   its struct keel_shard, its io_uring, its timers and its pools outright:
+ *   every keel_shard_* call below must be made on that shard's own thread
+ *   (keel_shard_self() == shard) unless it says "any thread".
+ *
+ * The reactor loop of a shard, run to completion, never blocking:
+ *   1. pollers (keel_shard_add_poller: transport backends hook in here)
+ *   2. cross-shard rings: run every message other shards sent this shard
+ *   3. io_uring: submit what was queued, reap completions (keel_io_op)
+ *   4. timers whose deadline has passed
+ *   5. flush: publish this shard's outgoing messages, wake sleeping targets
+ *   then repeat. With nothing to do the shard busy-polls (KEEL_IDLE_BUSY_POLL)
+ *   or sleeps in io_uring_enter until its next timer, an I/O completion or a
+ *   wake-up through an eventfd its io_uring reads (KEEL_IDLE_SLEEP, default).
+ *   Nothing on this path takes a lock.
+ *
+ * Cross-shard messages
+ *   One single-producer/single-consumer ring per ordered pair of shards
+ *   (runtime/ring.h says why it is not ck_ring). A message is a function and
+ *   an argument; it runs on the target shard's thread. Messages from one shard
+ *   to another run in the order they were posted. A full ring never loses or
+ *   refuses a message: it goes to the sender's per-target overflow queue and
+ *   enters the ring, in order, as the target drains it (memory, not an error,
+ *   is the backpressure; keel_shard_pending() lets a sender throttle itself).
+ *   Messages still queued when the runtime stops are dropped without running;
+ *   memory from keel_shard_alloc that they carry is reclaimed with the pools.
+ */
+#ifndef KEEL_RUNTIME_H
+#define KEEL_RUNTIME_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "keel/base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct keel_runtime;
+struct keel_shard;
+struct io_uring;
+struct io_uring_sqe;
+
+/* ---- Topology and placement ------------------------------------------- */
+
+/* A set of OS CPU numbers (as in /proc/cpuinfo, taskset -c, cpuset(7)). */
+#define KEEL_CPUSET_MAX 1024
+struct keel_cpuset {
+	uint64_t bits[KEEL_CPUSET_MAX / 64];
+};
+
+/* Parses a cpuset(7) "list format" string: comma-separated decimal CPU
+ * numbers and inclusive ranges ("0-3,8,10-11"), also with a stride
+ * ("0-15:4" = 0,4,8,12, as the kernel's bitmap_parselist). Strict: no empty
+ * items, no spaces, no signs, ranges low-high with low <= high, numbers below
+ * KEEL_CPUSET_MAX. Returns 0, or KEEL_EBADINPUT with the offending item in
+ * errmsg (may be NULL). */
+int keel_cpuset_parse(const char *list, struct keel_cpuset *out, char *errmsg);
+/* Writes the set in list format ("0-3,8") into buf; returns the length that
+ * the full string needs (as snprintf). */
+int keel_cpuset_format(const struct keel_cpuset *set, char *buf, size_t len);
+void keel_cpuset_zero(struct keel_cpuset *set);
+void keel_cpuset_set(struct keel_cpuset *set, unsigned cpu);
+bool keel_cpuset_isset(const struct keel_cpuset *set, unsigned cpu);
+unsigned keel_cpuset_count(const struct keel_cpuset *set);
+
+/* The machine's topology (hwloc), or a synthetic one for tests
+ * ("pack:2 numa:2 core:4 pu:2", hwloc_topology_set_synthetic syntax). The
+ * caller owns it; keel_topo_free releases it. */
+struct keel_topo;
+int keel_topo_load(const char *synthetic, struct keel_topo **out, char *errmsg);
+void keel_topo_free(struct keel_topo *topo);
+struct keel_topo_counts {
+	unsigned packages, numa_nodes, cores, pus;
+};
+void keel_topo_get_counts(const struct keel_topo *topo, struct keel_topo_counts *out);
+/* Prints packages, NUMA nodes, cores and PUs as an indented tree. */
+void keel_topo_print(const struct keel_topo *topo, FILE *f);
+
+/* Where shard `shard` runs: OS PU number, core and NUMA node (OS indexes,
+ * as hwloc-ls -p and numactl print them). */
+struct keel_placement {
+	unsigned shard, pu, core, numa_node;
+};
+
+/* Places nshards shards (0 = one per core of the cpuset) on the cores whose
+ * PUs are in `allowed` (NULL = every PU of the topology), one shard per core,
+ * spread evenly over the NUMA nodes, shard ids contiguous within a node.
+ * More shards than cores is KEEL_ETOPO with a message naming both counts,
+ * unless overcommit: then the extra shards go to the cores' other PUs
+ * (hyperthreads) and then wrap around. A CPU in `allowed` that the topology
+ * lacks is KEEL_ETOPO. On success *out is a malloc'd array of *nout
+ * placements (index = shard id) that the caller frees. */
+int keel_topo_place(const struct keel_topo *topo, const struct keel_cpuset *allowed,
+		    unsigned nshards, bool overcommit, struct keel_placement **out,
+		    unsigned *nout, char *errmsg);
+
+/* ---- Runtime ------------------------------------------------------------ */
+
+enum keel_idle_policy {
+	KEEL_IDLE_SLEEP = 0,     /* sleep in io_uring until timer/I/O/wake-up */
+	KEEL_IDLE_BUSY_POLL = 1, /* never sleep: lowest latency, burns the core */
+};
+
+/* Zero-initialise and set what you need; every zero field has a default. */
+struct keel_runtime_config {
+	unsigned nshards;          /* 0 = one per core of the cpuset */
+	const char *cpuset;        /* cpuset(7) list; NULL = every allowed PU */
+	bool overcommit;           /* allow more shards than cores */
+	enum keel_idle_policy idle;
+	int node_id;               /* for the log prefix; -1 = none */
+	const char *synthetic_topology; /* tests: place on this hwloc synthetic
+					 * topology; threads are then not pinned */
+	unsigned ring_capacity;    /* messages per ordered shard pair; 0 = 512;
+				    * rounded up to a power of two */
+	unsigned uring_entries;    /* io_uring SQ size per shard; 0 = 256 */
+};
+
+/* Builds a runtime (topology, placement, rings) without starting threads.
+ * errmsg (KEEL_ERRMSG_LEN, may be NULL) says what was wrong: bad cpuset,
+ * too many shards, ... The caller owns *out: keel_runtime_destroy. */
+int keel_runtime_create(const struct keel_runtime_config *cfg, struct keel_runtime **out,
+			char *errmsg);
+
+/* Starts every shard thread, calls shard_init(shard, arg) on each shard's
+ * thread (all inits finish before any shard's loop starts), runs the loops
+ * until keel_runtime_stop, then calls shard_fini on each shard's thread (all
+ * loops have ended before any fini starts, so fini may free what messages of
+ * other shards pointed to). Blocks until all shard threads have exited.
+ * Returns 0, or the error that kept a shard from starting (io_uring setup,
+ * pinning), with the message in keel_runtime_errmsg(). A runtime runs once. */
+int keel_runtime_run(struct keel_runtime *rt, void (*shard_init)(struct keel_shard *, void *arg),
+		     void (*shard_fini)(struct keel_shard *, void *arg), void *arg);
+/* keel_runtime_run in two halves, for a caller that wants its thread back
+ * (a test, the CLI): start returns once every shard_init has run (or a shard
+ * failed to start: then the error, after the threads have exited); wait
+ * blocks until the runtime has stopped and returns the run's result. */
+int keel_runtime_start(struct keel_runtime *rt, void (*shard_init)(struct keel_shard *, void *arg),
+		       void (*shard_fini)(struct keel_shard *, void *arg), void *arg);
+int keel_runtime_wait(struct keel_runtime *rt);
+
+/* Any thread, async-signal-safe: asks every shard to leave its loop. */
+void keel_runtime_stop(struct keel_runtime *rt);
+bool keel_runtime_stopping(const struct keel_runtime *rt);
+/* Installs SIGINT and SIGTERM handlers that call keel_runtime_stop(rt)
+ * (for the keel command); keel_runtime_destroy restores the old ones. */
+int keel_runtime_stop_on_signals(struct keel_runtime *rt);
+/* After keel_runtime_wait/run. Frees everything, pools included. */
+void keel_runtime_destroy(struct keel_runtime *rt);
+
+unsigned keel_runtime_shard_count(const struct keel_runtime *rt);
+const struct keel_placement *keel_runtime_placement(const struct keel_runtime *rt, unsigned shard);
+/* Shard i's struct, for reading its id or placement from outside; only its
+ * "any thread" functions may be called off its thread. */
+struct keel_shard *keel_runtime_shard(struct keel_runtime *rt, unsigned shard);
+const char *keel_runtime_errmsg(const struct keel_runtime *rt);
+
+/* ---- Shards ------------------------------------------------------------- */
+
+unsigned keel_shard_id(const struct keel_shard *shard);        /* any thread */
+unsigned keel_shard_count(const struct keel_shard *shard);     /* any thread */
+struct keel_shard *keel_shard_self(void); /* this thread's shard; NULL off shard threads */
+struct keel_runtime *keel_shard_runtime(struct keel_shard *shard); /* any thread */
+const struct keel_placement *keel_shard_placement(const struct keel_shard *shard); /* any thread */
+/* Any thread: wakes the shard if it sleeps (an eventfd write its io_uring
+ * reads); cheap when it is awake. */
+void keel_shard_wake(struct keel_shard *shard);
+
+/* Pollers run first in every loop iteration and return the amount of work
+ * they did (0 = nothing; the shard may then sleep, so a poller that needs
+ * to be called again must keep returning > 0 or arrange a wake-up). Returns
+ * an id >= 0 for keel_shard_remove_poller, or -ENOMEM. A poller may remove
+ * itself or others from its callback. */
+int keel_shard_add_poller(struct keel_shard *shard, int (*poll)(void *arg), void *arg);
+void keel_shard_remove_poller(struct keel_shard *shard, int id);
+
+/* ---- io_uring ----------------------------------------------------------- */
+
+/* An I/O request: embed it in your own struct (container_of). complete()
+ * runs on the shard's thread once per CQE: multishot operations get one call
+ * per CQE, with IORING_CQE_F_MORE in cqe_flags while more will come. The op
+ * is owned by the caller and must stay valid until its last completion. */
+struct keel_io_op {
+	void (*complete)(struct keel_io_op *op, int32_t res, uint32_t cqe_flags);
+};
+
+/* An SQE whose user_data already points at op: prepare it with
+ * io_uring_prep_*() (which leave user_data alone) and return to the loop,
+ * which submits it. Never NULL: a full SQ is submitted first. op == NULL
+ * means "no completion wanted" (its CQE, if any, is ignored). */
+struct io_uring_sqe *keel_shard_get_sqe(struct keel_shard *shard, struct keel_io_op *op);
+/* The shard's ring, for registering buffers, buffer rings and files. Don't
+ * reap CQEs from it yourself: the loop does. */
+struct io_uring *keel_shard_uring(struct keel_shard *shard);
+
+/* ---- Timers ------------------------------------------------------------- */
+
+/* A one-shot timer owned by the caller; armed on one shard at a time and
+ * must not be freed while armed. fn runs on that shard's thread, with the
+ * timer already disarmed, so it may re-arm or free it; a callback may also
+ * cancel any other timer of its shard. Timers with equal deadlines fire in
+ * the order they were armed. */
+struct keel_timer {
+	uint64_t deadline_ns; /* private */
+	uint64_t seq;         /* private: tie-break, arm order */
+	uint32_t heap_idx;    /* private: 0 = not armed */
+	struct keel_shard *shard; /* private */
+	void (*fn)(struct keel_timer *t);
+	void *arg;
+};
+void keel_timer_init(struct keel_timer *t, void (*fn)(struct keel_timer *t), void *arg);
+/* Arms (or re-arms) t to fire delay_ns from now on `shard` (this thread's). */
+void keel_timer_arm(struct keel_shard *shard, struct keel_timer *t, uint64_t delay_ns);
+/* Disarms t if armed; a no-op otherwise. */
+void keel_timer_cancel(struct keel_shard *shard, struct keel_timer *t);
+bool keel_timer_armed(const struct keel_timer *t);
+/* The shard's view of the clock, read once per loop iteration (ns). */
+uint64_t keel_shard_now_ns(const struct keel_shard *shard);
+
+/* ---- Cross-shard messages ----------------------------------------------- */
+
+/* From `from` (this thread's shard) to shard `to` (may be from itself): runs
+ * fn(on = shard `to`, arg) on shard to's thread. arg is passed as is; who
+ * owns what it points to is the caller's protocol. Returns 0, -EINVAL for a
+ * bad shard id, KEEL_ESTOPPED once the runtime stops, or -ENOMEM if the
+ * overflow queue could not grow. Messages are published at the end of the
+ * current loop phase (batched); keel_shard_flush publishes now. */
+int keel_shard_post(struct keel_shard *from, unsigned to,
+		    void (*fn)(struct keel_shard *on, void *arg), void *arg);
+/* As Seastar's submit_to: runs result = fn(on = shard to, arg) on shard to,
+ * then reply(from, result, arg) back on the calling shard. Same returns. */
+int keel_shard_call(struct keel_shard *from, unsigned to,
+		    void *(*fn)(struct keel_shard *on, void *arg),
+		    void (*reply)(struct keel_shard *from, void *result, void *arg), void *arg);
+/* Publishes this shard's outgoing messages now and wakes sleeping targets
+ * (the loop does this once per phase; call it to cut latency or in tests). */
+void keel_shard_flush(struct keel_shard *shard);
+/* Messages this shard has posted to `to` that the target has not taken
+ * yet, overflow included (for senders that throttle themselves). */
+size_t keel_shard_pending(const struct keel_shard *shard, unsigned to);
+
+/* ---- Per-shard memory --------------------------------------------------- */
+
+/* Allocates from this shard's pools (memory bound to its NUMA node), 16-byte
+ * aligned. Size classes up to 64 KiB; larger sizes come from malloc. Returns
+ * NULL when out of memory. */
+void *keel_shard_alloc(struct keel_shard *shard, size_t size);
+/* Any thread: frees p (from keel_shard_alloc; NULL is a no-op). A block
+ * freed off its owner shard goes back to the owner (through the ring from
+ * this shard, or a lock-free list from a non-shard thread) and is reused
+ * there. Valid until keel_runtime_destroy, which frees all pools. */
+void keel_shard_free(void *p);
+/* Bytes the block was allocated with (its size class). */
+size_t keel_shard_alloc_size(const void *p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KEEL_RUNTIME_H */

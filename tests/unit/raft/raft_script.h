@@ -1,0 +1,47 @@
+/*
+ * raft_script.h — scenario scripts for the Raft core, in the style of
+ * etcd's raft interaction tests: a small in-test network delivers messages
+ * between real cores step by step, and a readable script of commands says
+ * what happens and what must be true. Every message crosses the network
+ * through keel_raft_msg_encode/decode, and after every step the harness
+ * checks election safety, agreement of committed entries and of the state
+ * machines.
+ *
+ * Commands (one per line, '#' starts a comment):
+ *   nodes N [prevote] [checkquorum] [lease] [election=T] [heartbeat=T]
+ *           [inflight=N] [inflight-bytes=B] [maxmsg=B] [chunk=B]
+ *                        founding members 1..N
+ *   join ID              a server that starts with an empty configuration
+ *   campaign ID          start an election now
+ *   tick ID [N]          tick one server N times (no delivery)
+ *   run N                N rounds of: tick every live server, stabilize
+ *   stabilize            process readies and deliver until quiet
+ *   process ID           handle one server's ready batches
+ *   deliver [ID]         deliver the queued messages (to ID) once
+ *   drop [ID]            discard the queued messages (to ID)
+ *   expect-queued TYPE N N queued messages of TYPE (e.g. append, vote)
+ *   propose ID DATA [-> ERR]
+ *   propose-n ID N       N proposals v1..vN (must succeed)
+ *   read ID CTX [-> ERR]
+ *   conf ID add-voter|add-learner|remove NODE [-> ERR]
+ *   transfer ID TO [-> ERR]
+ *   snapshot ID KEEP     snapshot the state machine at its applied index
+ *   crash ID / restart ID (restart from what was persisted)
+ *   isolate ID / cut A B / heal
+ *   expect ID key=value ... keys: role term leader vote commit applied last
+ *                        first snap voters learners (lists: 1,2,3 or -)
+ *                        key>N and key<N compare numbers
+ *   expect-leader [ID]   one leader in the highest term, all others follow it
+ *   expect-sm ID STRING  the state machine (applied data joined by ',')
+ *   expect-read ID CTX INDEX|*   a read state was delivered
+ *   expect-no-read ID CTX
+ * ERR is OK or a KEEL_E* name without the prefix (ENOTLEADER, EBUSY, ...).
+ */
+#ifndef KEEL_TEST_RAFT_SCRIPT_H
+#define KEEL_TEST_RAFT_SCRIPT_H
+
+/* Runs a script; fails the current Criterion test at the first line that
+ * does not hold, naming it. */
+void raft_script(const char *script);
+
+#endif

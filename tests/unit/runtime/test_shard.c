@@ -1,0 +1,245 @@
+/* Shards on this machine: pinning to the placed PU, io_uring operations
+ * through the loop, pollers, stop by signal within a second, and shutdown
+ * with messages in flight (run under ASan by scripts/test). */
+#include <criterion/criterion.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <unistd.h>
+
+#include "rt_test.h"
+
+#define MAXSH 64
+static struct {
+	int cpu[MAXSH];
+	int affinity_count[MAXSH];
+	bool affinity_has_pu[MAXSH];
+	bool self_ok[MAXSH];
+} PIN;
+
+static void pin_init(struct keel_shard *s, void *arg)
+{
+	unsigned id = keel_shard_id(s);
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	sched_getaffinity(0, sizeof(set), &set);
+	PIN.affinity_count[id] = CPU_COUNT(&set);
+	PIN.affinity_has_pu[id] = CPU_ISSET(keel_shard_placement(s)->pu, &set);
+	PIN.cpu[id] = sched_getcpu();
+	PIN.self_ok[id] = keel_shard_self() == s && keel_shard_count(s) == keel_runtime_shard_count(keel_shard_runtime(s));
+}
+
+Test(shard, each_thread_runs_on_the_pu_its_placement_names, .timeout = 30)
+{
+	/* Default config: one shard per core of this machine, as keel topo
+	 * prints it. */
+	struct keel_runtime_config cfg = {.node_id = -1};
+	struct keel_runtime *rt;
+	char em[KEEL_ERRMSG_LEN];
+	cr_assert_eq(keel_runtime_create(&cfg, &rt, em), 0, "%s", em);
+	unsigned n = keel_runtime_shard_count(rt);
+	cr_assert(n >= 1 && n <= MAXSH);
+	/* the same placement keel topo computes */
+	struct keel_topo *topo;
+	struct keel_placement *pl;
+	unsigned m;
+	cr_assert_eq(keel_topo_load(NULL, &topo, em), 0);
+	cr_assert_eq(keel_topo_place(topo, NULL, 0, false, &pl, &m, em), 0);
+	cr_assert_eq(m, n);
+	cr_assert_eq(keel_runtime_start(rt, pin_init, NULL, NULL), 0, "%s", keel_runtime_errmsg(rt));
+	keel_runtime_stop(rt);
+	cr_assert_eq(keel_runtime_wait(rt), 0);
+	for (unsigned i = 0; i < n; i++) {
+		cr_expect_eq(keel_runtime_placement(rt, i)->pu, pl[i].pu);
+		cr_expect_eq(PIN.affinity_count[i], 1, "shard %u may run on %d CPUs", i, PIN.affinity_count[i]);
+		cr_expect(PIN.affinity_has_pu[i], "shard %u not bound to its PU", i);
+		cr_expect_eq(PIN.cpu[i], (int)pl[i].pu, "shard %u ran on CPU %d, placed on PU %u", i,
+			     PIN.cpu[i], pl[i].pu);
+		cr_expect(PIN.self_ok[i]);
+	}
+	cr_expect_null(keel_shard_self(), "keel_shard_self off shard threads");
+	free(pl);
+	keel_topo_free(topo);
+	keel_runtime_destroy(rt);
+}
+
+Test(shard, cpuset_and_too_many_shards_errors, .timeout = 30)
+{
+	struct keel_runtime *rt = NULL;
+	char em[KEEL_ERRMSG_LEN] = "";
+	struct keel_runtime_config cfg = {.node_id = -1, .nshards = 64};
+	cr_expect_eq(keel_runtime_create(&cfg, &rt, em), KEEL_ETOPO);
+	cr_expect(strstr(em, "--overcommit") != NULL, "%s", em);
+	cr_expect_null(rt);
+	cfg = (struct keel_runtime_config){.node_id = -1, .cpuset = "0-1,,"};
+	cr_expect_eq(keel_runtime_create(&cfg, &rt, em), KEEL_EBADINPUT);
+	cr_expect(strstr(em, "cpuset") != NULL, "%s", em);
+	cfg = (struct keel_runtime_config){.node_id = -1, .cpuset = "0", .nshards = 1};
+	cr_expect_eq(keel_runtime_create(&cfg, &rt, em), 0, "%s", em);
+	cr_expect_eq(keel_runtime_shard_count(rt), 1);
+	cr_expect_eq(keel_runtime_placement(rt, 0)->pu, 0);
+	keel_runtime_destroy(rt);
+}
+
+/* io_uring through the loop: a NOP and a timeout complete on the shard. */
+struct io_ctx {
+	struct keel_io_op nop, tmo;
+	struct __kernel_timespec ts;
+	int nop_res, tmo_res;
+	bool on_shard;
+	int polls;
+	int poller_id;
+	struct keel_runtime *rt;
+};
+static struct io_ctx IO;
+
+static void nop_done(struct keel_io_op *op, int32_t res, uint32_t fl)
+{
+	IO.nop_res = res;
+	IO.on_shard = keel_shard_self() != NULL;
+}
+
+static void tmo_done(struct keel_io_op *op, int32_t res, uint32_t fl)
+{
+	IO.tmo_res = res;
+	keel_runtime_stop(IO.rt);
+}
+
+static int poller(void *arg)
+{
+	struct keel_shard *s = arg;
+	if (++IO.polls == 3)
+		keel_shard_remove_poller(s, IO.poller_id);
+	return 1;
+}
+
+static void io_init(struct keel_shard *s, void *arg)
+{
+	IO.nop.complete = nop_done;
+	IO.tmo.complete = tmo_done;
+	io_uring_prep_nop(keel_shard_get_sqe(s, &IO.nop));
+	IO.ts.tv_nsec = 5 * 1000 * 1000;
+	io_uring_prep_timeout(keel_shard_get_sqe(s, &IO.tmo), &IO.ts, 0, 0);
+	IO.poller_id = keel_shard_add_poller(s, poller, s);
+	cr_expect_eq(keel_shard_uring(s) != NULL, true);
+}
+
+Test(shard, io_uring_ops_and_pollers_run_on_the_shard, .timeout = 30)
+{
+	memset(&IO, 0, sizeof(IO));
+	IO.nop_res = 1;
+	IO.rt = rt_make(1, KEEL_IDLE_SLEEP, 0);
+	cr_assert_eq(keel_runtime_run(IO.rt, io_init, NULL, NULL), 0);
+	cr_expect_eq(IO.nop_res, 0);
+	cr_expect_eq(IO.tmo_res, -ETIME);
+	cr_expect(IO.on_shard);
+	cr_expect_eq(IO.polls, 3, "poller ran %d times after removing itself at 3", IO.polls);
+	keel_runtime_destroy(IO.rt);
+}
+
+static void run_signal(enum keel_idle_policy idle, int sig)
+{
+	struct keel_runtime *rt = rt_make(3, idle, 0);
+	cr_assert_eq(keel_runtime_stop_on_signals(rt), 0);
+	cr_assert_eq(keel_runtime_start(rt, NULL, NULL, NULL), 0);
+	usleep(50 * 1000);
+	uint64_t t0 = keel_now_ns();
+	kill(getpid(), sig);
+	cr_assert_eq(keel_runtime_wait(rt), 0);
+	uint64_t dt = keel_now_ns() - t0;
+	cr_expect_lt(dt, 1000000000ull, "stopping took %llu ns", (unsigned long long)dt);
+	keel_runtime_destroy(rt);
+	/* destroy restored the default action; SIGINT would now kill us */
+	struct sigaction sa;
+	sigaction(sig, NULL, &sa);
+	cr_expect_eq(sa.sa_handler, SIG_DFL);
+}
+
+Test(shard, sigterm_stops_sleeping_shards_within_a_second, .timeout = 30)
+{
+	run_signal(KEEL_IDLE_SLEEP, SIGTERM);
+}
+Test(shard, sigint_stops_busy_polling_shards_within_a_second, .timeout = 30)
+{
+	run_signal(KEEL_IDLE_BUSY_POLL, SIGINT);
+}
+
+/* Shutdown with messages in flight: every shard floods every other with
+ * pool buffers and calls, rings are small so overflow queues fill too, and
+ * a timer stops the runtime mid-flood. ASan checks nothing leaks or is
+ * touched after free. */
+#define FSH 4
+struct flood {
+	struct keel_runtime *rt;
+	struct keel_timer stop;
+	_Atomic uint64_t handled, posted;
+	_Atomic uint64_t pending_at_fini;
+};
+static struct flood F;
+
+static void eat(struct keel_shard *on, void *arg)
+{
+	memset(arg, 0x5a, 200);
+	keel_shard_free(arg);
+	atomic_fetch_add_explicit(&F.handled, 1, memory_order_relaxed);
+}
+
+static void *echo(struct keel_shard *on, void *arg) { return arg; }
+
+static void echoed(struct keel_shard *from, void *result, void *arg)
+{
+	keel_shard_free(result);
+}
+
+static int flood_poller(void *arg)
+{
+	struct keel_shard *s = arg;
+	unsigned me = keel_shard_id(s);
+	for (unsigned to = 0; to < FSH; to++) {
+		if (to == me || keel_shard_pending(s, to) > 2000)
+			continue;
+		for (int k = 0; k < 32; k++) {
+			void *b = keel_shard_alloc(s, 200);
+			if (!b)
+				return 1;
+			int rc = (k & 1) ? keel_shard_post(s, to, eat, b)
+					 : keel_shard_call(s, to, echo, echoed, b);
+			if (rc) {
+				keel_shard_free(b);
+				return 1;
+			}
+			atomic_fetch_add_explicit(&F.posted, 1, memory_order_relaxed);
+		}
+	}
+	return 1;
+}
+
+static void stop_now(struct keel_timer *t) { keel_runtime_stop(F.rt); }
+
+static void flood_init(struct keel_shard *s, void *arg)
+{
+	keel_shard_add_poller(s, flood_poller, s);
+	if (keel_shard_id(s) == 0) {
+		keel_timer_init(&F.stop, stop_now, NULL);
+		keel_timer_arm(s, &F.stop, 100 * 1000 * 1000);
+	}
+}
+
+static void flood_fini(struct keel_shard *s, void *arg)
+{
+	uint64_t p = 0;
+	for (unsigned to = 0; to < FSH; to++)
+		p += keel_shard_pending(s, to);
+	atomic_fetch_add(&F.pending_at_fini, p);
+	keel_timer_cancel(s, &F.stop);
+}
+
+Test(shard, shutdown_with_messages_in_flight, .timeout = 60)
+{
+	memset(&F, 0, sizeof(F));
+	F.rt = rt_make(FSH, KEEL_IDLE_SLEEP, 64);
+	cr_assert_eq(keel_runtime_run(F.rt, flood_init, flood_fini, NULL), 0);
+	cr_expect_gt(atomic_load(&F.handled), 0);
+	cr_expect_gt(atomic_load(&F.pending_at_fini), 0, "nothing was in flight at stop");
+	keel_runtime_destroy(F.rt);
+}
