@@ -104,7 +104,7 @@ struct keel_raft {
 	uint64_t conf_index;
 
 	/* Leader state (raft_replication.c). */
-	struct progress prs[KEEL_RAFT_MAX_NODES * 2];
+	struct progress prs[KEEL_RAFT_MAX_NODES * 4 + 1];
 	uint32_t n_prs;
 
 	/* Reads (raft_read.c). */

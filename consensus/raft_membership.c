@@ -101,34 +101,46 @@ static bool member(const struct keel_raft_conf *c, uint64_t id)
 	return keel_raft_conf_is_voter(c, id) || keel_raft_conf_is_learner(c, id);
 }
 
-/* Leader: one progress per member (voters, learners) plus itself. */
+/* Leader: one progress per member (voters, learners) plus itself. While
+ * the latest configuration is uncommitted, members it removed keep theirs,
+ * so they receive the entry that removes them and stop campaigning. */
+static bool tracked(const struct keel_raft *r, uint64_t id)
+{
+	return id == r->id || member(&r->conf, id) ||
+	       (r->conf_index > r->commit && member(&r->prev_conf, id));
+}
+
 void raft_sync_progress(struct keel_raft *r)
 {
 	uint32_t j = 0;
 	for (uint32_t i = 0; i < r->n_prs; i++) {
 		struct progress *p = &r->prs[i];
-		if (p->id != r->id && !member(&r->conf, p->id)) {
+		if (!tracked(r, p->id)) {
 			raft_progress_free(p);
 			continue;
 		}
 		r->prs[j++] = *p;
 	}
 	r->n_prs = j;
-	uint64_t ids[KEEL_RAFT_MAX_NODES * 2 + 1];
-	uint32_t n = 0;
-	ids[n++] = r->id;
-	for (uint32_t i = 0; i < r->conf.n_voters; i++)
-		ids[n++] = r->conf.voters[i];
-	for (uint32_t i = 0; i < r->conf.n_learners; i++)
-		ids[n++] = r->conf.learners[i];
-	for (uint32_t i = 0; i < n; i++) {
-		if (raft_progress(r, ids[i]) || r->n_prs >= KEEL_RAFT_MAX_NODES * 2)
-			continue;
-		struct progress *p = &r->prs[r->n_prs++];
-		memset(p, 0, sizeof(*p));
-		p->id = ids[i];
-		raft_progress_reset(r, p, raft_last_index(r) + 1);
-		p->recent_active = true; /* a new member gets a grace period */
+	const struct keel_raft_conf *cs[2] = {&r->conf, &r->prev_conf};
+	for (int k = 0; k < 2; k++) {
+		uint64_t ids[KEEL_RAFT_MAX_NODES * 2 + 1];
+		uint32_t n = 0;
+		ids[n++] = r->id;
+		for (uint32_t i = 0; i < cs[k]->n_voters; i++)
+			ids[n++] = cs[k]->voters[i];
+		for (uint32_t i = 0; i < cs[k]->n_learners; i++)
+			ids[n++] = cs[k]->learners[i];
+		for (uint32_t i = 0; i < n; i++) {
+			if (!tracked(r, ids[i]) || raft_progress(r, ids[i]) ||
+			    r->n_prs >= KEEL_RAFT_MAX_NODES * 4 + 1)
+				continue;
+			struct progress *p = &r->prs[r->n_prs++];
+			memset(p, 0, sizeof(*p));
+			p->id = ids[i];
+			raft_progress_reset(r, p, raft_last_index(r) + 1);
+			p->recent_active = true; /* a new member gets a grace period */
+		}
 	}
 }
 

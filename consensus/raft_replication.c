@@ -160,21 +160,23 @@ void raft_flush_appends(struct keel_raft *r)
 	}
 }
 
+static void send_heartbeat(struct keel_raft *r, struct progress *p)
+{
+	struct keel_raft_msg *m = raft_send(r, KEEL_RAFT_MSG_HEARTBEAT, p->id);
+	if (!m)
+		return;
+	/* Never tell a follower of a commit beyond what it is known to
+	 * hold: its log past match may still differ from ours. */
+	m->commit = p->match < r->commit ? p->match : r->commit;
+	m->ctx = r->read_seq;
+	m->lease_tick = r->ticks;
+}
+
 void raft_bcast_heartbeat(struct keel_raft *r)
 {
-	for (uint32_t i = 0; i < r->n_prs; i++) {
-		struct progress *p = &r->prs[i];
-		if (p->id == r->id)
-			continue;
-		struct keel_raft_msg *m = raft_send(r, KEEL_RAFT_MSG_HEARTBEAT, p->id);
-		if (!m)
-			return;
-		/* Never tell a follower of a commit beyond what it is known to
-		 * hold: its log past match may still differ from ours. */
-		m->commit = p->match < r->commit ? p->match : r->commit;
-		m->ctx = r->read_seq;
-		m->lease_tick = r->ticks;
-	}
+	for (uint32_t i = 0; i < r->n_prs; i++)
+		if (r->prs[i].id != r->id)
+			send_heartbeat(r, &r->prs[i]);
 }
 
 uint64_t raft_quorum_value(struct keel_raft *r, raft_voter_value_fn fn)
@@ -244,11 +246,45 @@ void raft_after_commit(struct keel_raft *r)
 	if (!r->committed_in_term && raft_term_at(r, r->commit, &t) && t == r->term)
 		r->committed_in_term = true;
 	raft_reads_on_commit(r);
-	/* §4.2.2: a leader removed by a configuration entry keeps leading
-	 * until that entry commits, without counting itself, then steps
-	 * down. */
-	if (r->conf_index <= r->commit && !keel_raft_conf_is_voter(&r->conf, r->id))
+	if (r->conf_index > r->commit)
+		return;
+	if (!keel_raft_conf_is_voter(&r->conf, r->id)) {
+		/* §4.2.2: a leader removed by a configuration entry keeps
+		 * leading until that entry commits, without counting itself,
+		 * then steps down. On the way out it tells the others the
+		 * commit index and hands leadership to an up-to-date voter
+		 * (§3.10) rather than leave them to time out. */
+		uint64_t heir = KEEL_RAFT_NONE, last = raft_last_index(r);
+		for (uint32_t i = 0; i < r->n_prs; i++)
+			if (r->prs[i].match == last && keel_raft_conf_is_voter(&r->conf, r->prs[i].id))
+				heir = r->prs[i].id;
 		raft_become_follower(r, r->term, KEEL_RAFT_NONE);
+		raft_bcast_heartbeat(r);
+		if (heir)
+			raft_send(r, KEEL_RAFT_MSG_TIMEOUT_NOW, heir);
+		return;
+	}
+	/* The removed members' progress may go now; first tell them the
+	 * commit, so one that holds its removal knows it is final and stops
+	 * campaigning. */
+	uint64_t ct;
+	raft_term_at(r, r->commit, &ct);
+	for (uint32_t i = 0; i < r->n_prs; i++) {
+		struct progress *p = &r->prs[i];
+		if (p->id == r->id || keel_raft_conf_is_voter(&r->conf, p->id) ||
+		    keel_raft_conf_is_learner(&r->conf, p->id))
+			continue;
+		/* An empty append anchored at the commit index: it commits
+		 * only if its log matches there (§3.5), so it is safe even
+		 * though we never learned what it holds. */
+		struct keel_raft_msg *m = raft_send(r, KEEL_RAFT_MSG_APPEND, p->id);
+		if (m) {
+			m->index = r->commit;
+			m->log_term = ct;
+			m->commit = r->commit;
+		}
+	}
+	raft_sync_progress(r);
 }
 
 /* ---- follower side ---------------------------------------------------- */

@@ -200,6 +200,11 @@ static int node_key(struct parse *p, const char *key, const char *value)
 			return perr(p, KEEL_ECONFIG, "[node] max_frame: '%s' is not a size from 64 to 1G",
 				    value);
 		cfg->max_frame = (uint32_t)v;
+	} else if (!strcmp(key, "handshake_timeout_ms")) {
+		if (!parse_u64(value, 3600000, &v) || v == 0)
+			return perr(p, KEEL_ECONFIG,
+				    "[node] handshake_timeout_ms: '%s' is not 1..3600000", value);
+		cfg->handshake_timeout_ms = (uint32_t)v;
 	} else if (!strcmp(key, "secret_file")) {
 		return load_secret(p, value);
 	} else if (!strcmp(key, "secret")) {
@@ -385,5 +390,6 @@ void keel_node_config_transport(const struct keel_node_config *cfg, uint32_t sha
 	out->secret = cfg->secret;
 	out->secret_len = cfg->secret_len;
 	out->max_frame = cfg->max_frame;
+	out->handshake_timeout_ms = cfg->handshake_timeout_ms;
 	out->node = cfg;
 }

@@ -7,10 +7,12 @@
 #include "keel/transport.h"
 #include "keel_config.h"
 
+extern const struct keel_transport_ops keel_transport_tcp_ops; /* transport/tcp.c */
 extern const struct keel_transport_ops keel_transport_sim_ops; /* transport/sim.c */
 
 /* One line per backend, in preference order. */
 static const struct keel_transport_ops *const backends[] = {
+	&keel_transport_tcp_ops,
 	&keel_transport_sim_ops,
 	NULL,
 };

@@ -14,7 +14,7 @@
 #include "raft_script.h"
 
 #define MAXN 16
-#define MAXQ 65536
+#define MAXQ 8192
 #define MAXTERMS 4096
 
 struct tnode {
@@ -46,6 +46,8 @@ struct net {
 	uint64_t leader_of_term[MAXTERMS];
 	struct keel_raft_config base;
 	int line;
+	uint64_t loss_every, loss_ctr;
+	uint64_t delivered[KEEL_RAFT_MSG_TYPE_MAX + 1];
 };
 
 static struct net *N;
@@ -133,6 +135,8 @@ static void enqueue(const struct keel_raft_msg *m)
 {
 	uint64_t f = m->from, t = m->to;
 	if (t == 0 || t > MAXN || !N->n[t].exists || N->cut[f][t])
+		return;
+	if (N->loss_every && ++N->loss_ctr % N->loss_every == 0)
 		return;
 	if (N->nq == MAXQ)
 		FAIL("message queue overflow");
@@ -261,6 +265,7 @@ static bool deliver(uint64_t to)
 		}
 		struct tnode *d = &N->n[m->to];
 		if (d->up && !N->cut[m->from][m->to]) {
+			N->delivered[m->type]++;
 			int rc = keel_raft_step(d->r, m);
 			if (rc)
 				FAIL("step %s %llu->%llu: %s", keel_raft_msg_type_name(m->type),
@@ -339,9 +344,27 @@ static void node_free(struct tnode *n)
 	memset(n, 0, sizeof(*n));
 }
 
+static uint64_t current_leader(void)
+{
+	uint64_t lead = 0, term = 0;
+	for (int j = 1; j <= MAXN; j++) {
+		if (!N->n[j].up)
+			continue;
+		struct keel_raft_status st;
+		keel_raft_status(N->n[j].r, &st);
+		if (st.role == KEEL_RAFT_LEADER && st.term >= term) {
+			lead = st.id;
+			term = st.term;
+		}
+	}
+	return lead;
+}
+
 static struct tnode *node(const char *tok)
 {
 	long id = tok ? strtol(tok, NULL, 10) : 0;
+	if (tok && !strcmp(tok, "L"))
+		id = (long)current_leader();
 	if (id < 1 || id > MAXN || !N->n[id].exists)
 		FAIL("no node '%s'", tok ? tok : "(missing)");
 	return &N->n[id];
@@ -620,6 +643,18 @@ static void exec(char **tok, int ntok)
 		memset(N->cut, 0, sizeof(N->cut));
 	} else if (!strcmp(c, "expect")) {
 		expect(live(tok[1]), tok, ntok);
+	} else if (!strcmp(c, "loss")) {
+		N->loss_every = num(tok[1]);
+	} else if (!strcmp(c, "expect-delivered")) {
+		/* expect-delivered TYPE >N | <N | N */
+		uint64_t got = 0;
+		for (uint32_t t = 1; t <= KEEL_RAFT_MSG_TYPE_MAX; t++)
+			if (!strcmp(keel_raft_msg_type_name(t), tok[1]))
+				got = N->delivered[t];
+		const char *v = tok[2];
+		bool ok = v[0] == '>' ? got > num(v + 1) : v[0] == '<' ? got < num(v + 1) : got == num(v);
+		if (!ok)
+			FAIL("%llu %s messages delivered, expected %s", (unsigned long long)got, tok[1], v);
 	} else if (!strcmp(c, "show")) {
 		/* debugging aid: the queue and every live server, on stderr */
 		for (size_t i = 0; i < N->nq; i++) {
@@ -643,16 +678,11 @@ static void exec(char **tok, int ntok)
 	} else if (!strcmp(c, "expect-leader")) {
 		/* exactly one live leader in the highest term, and every live
 		 * server of that term follows it */
-		uint64_t lead = 0, term = 0;
-		for (int j = 1; j <= MAXN; j++) {
-			if (!N->n[j].up)
-				continue;
+		uint64_t lead = current_leader(), term = 0;
+		if (lead) {
 			struct keel_raft_status st;
-			keel_raft_status(N->n[j].r, &st);
-			if (st.role == KEEL_RAFT_LEADER && st.term >= term) {
-				lead = st.id;
-				term = st.term;
-			}
+			keel_raft_status(N->n[lead].r, &st);
+			term = st.term;
 		}
 		if (!lead)
 			FAIL("no leader");

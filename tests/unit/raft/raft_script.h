@@ -35,6 +35,10 @@
  *   expect-sm ID STRING  the state machine (applied data joined by ',')
  *   expect-read ID CTX INDEX|*   a read state was delivered
  *   expect-no-read ID CTX
+ *   loss K               drop every K-th message sent from now on (0: none)
+ *   expect-delivered TYPE N|>N|<N   messages of TYPE delivered so far
+ *   show                 print the queue and the servers (debugging)
+ * ID may be L: the live leader of the highest term.
  * ERR is OK or a KEEL_E* name without the prefix (ENOTLEADER, EBUSY, ...).
  */
 #ifndef KEEL_TEST_RAFT_SCRIPT_H

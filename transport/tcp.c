@@ -1,0 +1,1154 @@
+/*
+ * transport/tcp.c — the TCP backend, driven by the shard's io_uring.
+ *
+ * One struct tcp_transport per shard. Shard s listens on listen_port + s and
+ * dials shard s' = peer.shard of a peer at peer.port + s'. Everything runs on
+ * the shard's thread: completions (keel_io_op) and one poller that flushes
+ * batched sends and frees closed connections.
+ *
+ * Receive: one multishot recv per connection, taking buffers from a ring of
+ * provided buffers shared by the shard's connections (io_uring buffer ring,
+ * kernel >= 5.19); where the kernel refuses the ring, single-shot recv into
+ * a per-connection buffer. A frame that lies whole inside the received
+ * bytes is handed to on_recv in place (no copy); a frame that straddles two
+ * receives is assembled in the connection's rx buffer. The buffer goes back
+ * to the ring as soon as its bytes are consumed.
+ *
+ * Send: send buffers carry room for the frame header in front of the
+ * payload, so a frame is one contiguous iovec. send() appends to the
+ * connection's queue and marks it dirty; the poller (first phase of the next
+ * loop iteration) submits one sendmsg with every queued frame (up to 64
+ * iovecs), so messages sent by handlers in one pass go out in one syscall.
+ * One sendmsg is in flight per connection at a time, which keeps order; a
+ * short send resumes where it stopped.
+ *
+ * Failure handling: a malformed or oversized frame, a failed handshake, a
+ * handshake that takes longer than handshake_timeout_ms, a peer that resets
+ * or goes silent (TCP keepalive and TCP_USER_TIMEOUT) closes that connection
+ * with a logged reason; the transport keeps serving the others. Memory of a
+ * closing connection is freed only after the kernel has returned every
+ * operation that points into it.
+ */
+#include <errno.h>
+#include <liburing.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include "keel/runtime.h"
+#include "keel/transport.h"
+#include "transport/handshake.h"
+#include "transport/wire.h"
+
+#define container_of(p, T, m) ((T *)(void *)((char *)(p)-offsetof(T, m)))
+
+#define TCP_IOV_MAX 64
+#define TCP_SEND_BATCH_BYTES (4u << 20)
+#define TCP_BUFRING_ENTRIES 128 /* power of two */
+#define TCP_BUFRING_SIZE (64u << 10)
+#define TCP_PLAIN_RX (64u << 10)
+#define TCP_SMALL_BLOCK 2048 /* bytes of one small send buffer block */
+#define TCP_SMALL_FREE_MAX 4096
+#define TCP_MAX_UNAUTH 128
+
+enum cstate { C_CONNECTING, C_HANDSHAKE, C_UP, C_CLOSING };
+
+struct tbuf {
+	struct keel_send_buf pub;
+	struct tbuf *next;
+	uint32_t alloc;  /* payload capacity */
+	bool small;      /* from the small-block free list */
+	bool counted;    /* reserved in tx_bytes (data, not handshake frames) */
+	uint8_t frame[]; /* KEEL_WIRE_HDR_LEN + alloc */
+};
+
+struct tcp_transport;
+
+struct tconn {
+	struct keel_conn pub;
+	struct tcp_transport *t;
+	int fd;
+	enum cstate state;
+	bool report_down; /* on_conn_down owed to the layer above */
+	int reason;
+	unsigned inflight; /* kernel operations pointing into this struct */
+	struct keel_io_op connect_op, recv_op, send_op;
+	bool recv_armed, send_inflight;
+	struct keel_timer hs_timer;
+	struct keel_hs hs;
+	char name[96]; /* for logs: "n2/s0 127.0.0.1:7200" */
+
+	/* send side */
+	struct tbuf *txq, *txq_tail;   /* encoded frames, in order */
+	struct tbuf *hold, *hold_tail; /* data sent before the handshake ended */
+	uint32_t head_off;             /* bytes of txq already sent */
+	size_t tx_bytes;               /* payload bytes reserved or queued */
+	bool want_writable;
+	bool dirty;
+	struct tconn *dirty_next;
+	uint32_t tx_seq, rx_seq;
+	struct iovec iov[TCP_IOV_MAX];
+	struct msghdr msg;
+
+	/* receive side */
+	uint8_t *rx;      /* a frame assembled across receives */
+	size_t rx_len, rx_cap;
+	uint8_t *plain;   /* recv buffer when there is no buffer ring */
+
+	struct sockaddr_storage sa;
+	socklen_t salen;
+	struct tconn *prev, *next;
+	bool reaping;
+	bool unauth;      /* counted in t->unauth (accepted, not yet up) */
+	struct tconn *reap_next;
+};
+
+struct tcp_transport {
+	struct keel_transport pub;
+	struct keel_shard *shard;
+	uint32_t shards;
+	char listen_host[64];
+	uint16_t listen_port;
+	struct keel_transport_peer *peers;
+	size_t npeers;
+	uint8_t *secret;
+	size_t secret_len;
+	uint32_t sendq;
+	uint64_t hs_timeout_ns;
+
+	int lfd;
+	struct keel_io_op accept_op;
+	bool accept_armed;
+
+	struct io_uring_buf_ring *br;
+	uint8_t *bufs;
+	uint16_t bgid;
+	bool bufring;
+
+	struct tconn *conns;
+	struct tconn *dirty;
+	struct tconn *reap;
+	struct tbuf *free_small;
+	unsigned nfree_small;
+	unsigned unauth;
+	int poller_id;
+	bool closing;
+	struct keel_hs_nonce_cache nonces;
+};
+
+extern const struct keel_transport_ops keel_transport_tcp_ops;
+
+/* Buffer group ids must be unique per io_uring; one counter for all. */
+static atomic_uint next_bgid = 0x4b00;
+
+static void conn_close(struct tconn *c, int reason, const char *why);
+static void conn_flush(struct tconn *c);
+static void connect_complete(struct keel_io_op *op, int32_t res, uint32_t flags);
+static void recv_complete(struct keel_io_op *op, int32_t res, uint32_t flags);
+static void send_complete(struct keel_io_op *op, int32_t res, uint32_t flags);
+
+/* ---- send buffers ---------------------------------------------------- */
+
+static struct tbuf *tbuf_new(struct tcp_transport *t, uint32_t len)
+{
+	struct tbuf *b;
+	const size_t small_cap = TCP_SMALL_BLOCK - sizeof(struct tbuf) - KEEL_WIRE_HDR_LEN;
+	if (len <= small_cap) {
+		if (t->free_small) {
+			b = t->free_small;
+			t->free_small = b->next;
+			t->nfree_small--;
+		} else {
+			b = malloc(TCP_SMALL_BLOCK);
+			if (!b)
+				return NULL;
+		}
+		b->alloc = (uint32_t)small_cap;
+		b->small = true;
+	} else {
+		b = malloc(sizeof(*b) + KEEL_WIRE_HDR_LEN + (size_t)len);
+		if (!b)
+			return NULL;
+		b->alloc = len;
+		b->small = false;
+	}
+	b->next = NULL;
+	b->counted = false;
+	b->pub.data = b->frame + KEEL_WIRE_HDR_LEN;
+	b->pub.cap = b->alloc;
+	b->pub.len = 0;
+	b->pub.type = 0;
+	return b;
+}
+
+static void tbuf_free(struct tcp_transport *t, struct tbuf *b)
+{
+	if (b->small && t->nfree_small < TCP_SMALL_FREE_MAX) {
+		b->next = t->free_small;
+		t->free_small = b;
+		t->nfree_small++;
+	} else {
+		free(b);
+	}
+}
+
+/* Releases b's reservation and frees it; may make c writable. */
+static void tbuf_release(struct tconn *c, struct tbuf *b)
+{
+	if (b->counted)
+		c->tx_bytes -= b->alloc;
+	tbuf_free(c->t, b);
+}
+
+static void free_list(struct tconn *c, struct tbuf *b)
+{
+	while (b) {
+		struct tbuf *n = b->next;
+		tbuf_release(c, b);
+		b = n;
+	}
+}
+
+static void mark_dirty(struct tconn *c)
+{
+	if (c->dirty)
+		return;
+	c->dirty = true;
+	c->dirty_next = c->t->dirty;
+	c->t->dirty = c;
+}
+
+/* Encodes the header and appends b to the wire queue. */
+static void enqueue_frame(struct tconn *c, struct tbuf *b, uint8_t kind)
+{
+	struct keel_wire_hdr h = {.version = KEEL_TRANSPORT_PROTO_VERSION, .kind = kind,
+				  .type = kind == KEEL_WIRE_DATA ? b->pub.type : 0,
+				  .len = b->pub.len, .seq = c->tx_seq++};
+	keel_wire_encode_hdr(b->frame, &h);
+	b->next = NULL;
+	if (c->txq_tail)
+		c->txq_tail->next = b;
+	else
+		c->txq = b;
+	c->txq_tail = b;
+	mark_dirty(c);
+}
+
+static int send_control(struct tconn *c, uint8_t kind, const void *p, uint32_t len)
+{
+	struct tbuf *b = tbuf_new(c->t, len);
+	if (!b)
+		return -ENOMEM;
+	memcpy(b->pub.data, p, len);
+	b->pub.len = len;
+	enqueue_frame(c, b, kind);
+	return 0;
+}
+
+/* ---- connections ----------------------------------------------------- */
+
+static void set_sockopts(int fd)
+{
+	int one = 1;
+	/* Latency: every message goes out now; batching is ours. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* Half-open peers: an idle connection probes after 10 s and is
+	 * dropped after 3 unanswered probes 5 s apart; unacknowledged data
+	 * times the connection out after 30 s. */
+	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+	int idle = 10, intvl = 5, cnt = 3;
+	unsigned uto = 30000;
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof(uto));
+}
+
+static void sa_name(const struct sockaddr_storage *sa, char *buf, size_t len)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+	if (sa->ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const void *)sa;
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		port = ntohs(in->sin_port);
+	} else if (sa->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const void *)sa;
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		port = ntohs(in6->sin6_port);
+	}
+	snprintf(buf, len, "%s:%u", host, port);
+}
+
+static void conn_name(struct tconn *c)
+{
+	char a[64];
+	sa_name(&c->sa, a, sizeof(a));
+	if (c->state == C_UP || !c->pub.inbound)
+		snprintf(c->name, sizeof(c->name), "n%u/s%u %s", c->pub.peer.node,
+			 c->pub.peer.shard, a);
+	else
+		snprintf(c->name, sizeof(c->name), "unauthenticated %s", a);
+}
+
+static void hs_timeout(struct keel_timer *tm)
+{
+	struct tconn *c = tm->arg;
+	conn_close(c, KEEL_ETIMEOUT, "handshake did not finish in time");
+}
+
+static struct tconn *conn_new(struct tcp_transport *t, int fd, bool inbound)
+{
+	struct tconn *c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	c->pub.t = &t->pub;
+	c->pub.inbound = inbound;
+	c->t = t;
+	c->fd = fd;
+	c->connect_op.complete = connect_complete;
+	c->recv_op.complete = recv_complete;
+	c->send_op.complete = send_complete;
+	keel_timer_init(&c->hs_timer, hs_timeout, c);
+	c->next = t->conns;
+	if (t->conns)
+		t->conns->prev = c;
+	t->conns = c;
+	if (!t->bufring) {
+		c->plain = malloc(TCP_PLAIN_RX);
+		if (!c->plain) {
+			t->conns = c->next;
+			if (c->next)
+				c->next->prev = NULL;
+			free(c);
+			return NULL;
+		}
+	}
+	return c;
+}
+
+static void conn_destroy(struct tconn *c)
+{
+	struct tcp_transport *t = c->t;
+	if (c->fd >= 0)
+		close(c->fd);
+	keel_timer_cancel(t->shard, &c->hs_timer);
+	if (c->unauth)
+		t->unauth--;
+	if (c->report_down && t->pub.handlers->on_conn_down && !t->closing)
+		t->pub.handlers->on_conn_down(&t->pub, &c->pub, c->reason);
+	free_list(c, c->txq);
+	free_list(c, c->hold);
+	keel_hs_wipe(&c->hs);
+	free(c->rx);
+	free(c->plain);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		t->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	free(c);
+}
+
+static void conn_close(struct tconn *c, int reason, const char *why)
+{
+	struct tcp_transport *t = c->t;
+	if (c->state == C_CLOSING)
+		return;
+	c->reason = reason;
+	/* why == NULL: the caller logged already, or it is a local close. A
+	 * peer that hangs up is news, not a problem. */
+	if (why && !t->closing) {
+		if (reason == -ECONNRESET && c->state == C_UP)
+			keel_info("tcp: connection %s: %s", c->name, why);
+		else
+			keel_warn("tcp: closing connection %s: %s: %s", c->name, why,
+				  keel_strerror(reason));
+	}
+	c->state = C_CLOSING;
+	keel_timer_cancel(t->shard, &c->hs_timer);
+	if (c->fd >= 0) {
+		/* Ends the multishot recv (it completes with 0) and fails a
+		 * parked send; the cancel catches a pending connect. */
+		shutdown(c->fd, SHUT_RDWR);
+		if (c->inflight) {
+			struct io_uring_sqe *sqe = keel_shard_get_sqe(t->shard, NULL);
+			io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
+		}
+	}
+	if (!c->reaping) {
+		c->reaping = true;
+		c->reap_next = t->reap;
+		t->reap = c;
+	}
+}
+
+/* ---- receive ---------------------------------------------------------- */
+
+/* errmsg already ends with the code's text (keel_errmsg_set). */
+static void hs_fail(struct tconn *c, int rc, const char *errmsg)
+{
+	struct tcp_transport *t = c->t;
+	if (c->pub.inbound) {
+		keel_warn("tcp: refused peer %s: %s", c->name, errmsg);
+	} else {
+		keel_warn("tcp: handshake with %s failed: %s", c->name, errmsg);
+		snprintf(t->pub.errmsg, sizeof(t->pub.errmsg), "%s", errmsg);
+	}
+	conn_close(c, rc, NULL);
+}
+
+static const struct keel_transport_peer *find_peer(struct tcp_transport *t, uint32_t node)
+{
+	for (size_t i = 0; i < t->npeers; i++)
+		if (t->peers[i].node == node)
+			return &t->peers[i];
+	return NULL;
+}
+
+static void conn_up(struct tconn *c)
+{
+	struct tcp_transport *t = c->t;
+	keel_timer_cancel(t->shard, &c->hs_timer);
+	if (c->pub.inbound) {
+		c->pub.peer.node = c->hs.peer.node;
+		c->pub.peer.shard = c->hs.peer.shard;
+		if (c->unauth)
+			t->unauth--;
+		c->unauth = false;
+	}
+	c->state = C_UP;
+	conn_name(c);
+	keel_hs_wipe(&c->hs);
+	/* Data sent while the handshake ran goes out now, after AUTH. */
+	struct tbuf *b = c->hold;
+	c->hold = c->hold_tail = NULL;
+	while (b) {
+		struct tbuf *n = b->next;
+		enqueue_frame(c, b, KEEL_WIRE_DATA);
+		b = n;
+	}
+	c->report_down = true;
+	keel_info("tcp: connection %s up (%s)", c->name, c->pub.inbound ? "accepted" : "dialled");
+	if (t->pub.handlers->on_conn_up)
+		t->pub.handlers->on_conn_up(&t->pub, &c->pub);
+}
+
+/* One whole frame. Returns false when c is closing (stop reading). */
+static bool on_frame(struct tconn *c, const struct keel_wire_hdr *h, const uint8_t *p)
+{
+	struct tcp_transport *t = c->t;
+	char err[KEEL_ERRMSG_LEN];
+	if (h->seq != c->rx_seq) {
+		conn_close(c, KEEL_EPROTO, "frame out of sequence");
+		return false;
+	}
+	c->rx_seq++;
+	if (c->state == C_UP) {
+		if (h->kind != KEEL_WIRE_DATA) {
+			conn_close(c, KEEL_EPROTO, "handshake frame after the handshake");
+			return false;
+		}
+		struct keel_msg m = {.data = p, .len = h->len, .type = h->type,
+				     .from = c->pub.peer};
+		t->pub.handlers->on_recv(&t->pub, &c->pub, &m);
+		return c->state != C_CLOSING;
+	}
+	int rc;
+	if (c->pub.inbound && h->kind == KEEL_WIRE_HELLO) {
+		uint8_t welcome[KEEL_HS_WELCOME_LEN];
+		rc = keel_hs_server_on_hello(&c->hs, p, h->len, &t->nonces, welcome, err);
+		if (rc == 0 && (c->hs.peer.node == t->pub.self.node ||
+				!find_peer(t, c->hs.peer.node)))
+			rc = keel_errmsg_set(err, KEEL_EAUTH,
+					     "handshake: node %u is not a peer in our configuration",
+					     c->hs.peer.node);
+		if (rc == 0)
+			rc = send_control(c, KEEL_WIRE_WELCOME, welcome, sizeof(welcome));
+	} else if (c->pub.inbound && h->kind == KEEL_WIRE_AUTH) {
+		rc = keel_hs_server_on_auth(&c->hs, p, h->len, err);
+		if (rc == 0) {
+			conn_up(c);
+			return c->state != C_CLOSING;
+		}
+	} else if (!c->pub.inbound && h->kind == KEEL_WIRE_WELCOME) {
+		uint8_t auth[KEEL_HS_AUTH_LEN];
+		rc = keel_hs_client_on_welcome(&c->hs, p, h->len, auth, err);
+		if (rc == 0)
+			rc = send_control(c, KEEL_WIRE_AUTH, auth, sizeof(auth));
+		if (rc == 0) {
+			conn_up(c);
+			return c->state != C_CLOSING;
+		}
+	} else {
+		rc = keel_errmsg_set(err, KEEL_EPROTO, "handshake: unexpected frame kind %u",
+				     h->kind);
+	}
+	if (rc < 0) {
+		hs_fail(c, rc, err);
+		return false;
+	}
+	return true;
+}
+
+static uint32_t max_payload(const struct tconn *c)
+{
+	/* Nothing larger than a handshake message before the peer proved it
+	 * knows the secret: an unauthenticated peer cannot make us buffer
+	 * 16 MiB. */
+	return c->state == C_UP ? c->t->pub.max_frame : KEEL_HS_WELCOME_LEN;
+}
+
+static bool rx_reserve(struct tconn *c, size_t need)
+{
+	if (c->rx_cap >= need)
+		return true;
+	size_t cap = c->rx_cap ? c->rx_cap : 4096;
+	while (cap < need)
+		cap *= 2;
+	uint8_t *n = realloc(c->rx, cap);
+	if (!n)
+		return false;
+	c->rx = n;
+	c->rx_cap = cap;
+	return true;
+}
+
+/* Consumes n received bytes. Frames whole within them are delivered in
+ * place; a frame cut by the end of the receive is copied to c->rx. */
+static void on_bytes(struct tconn *c, const uint8_t *data, size_t n)
+{
+	struct keel_wire_hdr h;
+	const void *pl;
+	while (n > 0 && c->state != C_CLOSING) {
+		if (c->rx_len > 0) {
+			if (c->rx_len < KEEL_WIRE_HDR_LEN) {
+				size_t take = KEEL_WIRE_HDR_LEN - c->rx_len;
+				if (take > n)
+					take = n;
+				memcpy(c->rx + c->rx_len, data, take);
+				c->rx_len += take;
+				data += take;
+				n -= take;
+			}
+			int rc = keel_wire_decode_hdr(c->rx, c->rx_len, max_payload(c), &h);
+			if (rc < 0) {
+				conn_close(c, rc, "bad frame header");
+				return;
+			}
+			if (rc == 0)
+				return; /* header still incomplete, n == 0 */
+			size_t need = KEEL_WIRE_HDR_LEN + (size_t)h.len;
+			if (!rx_reserve(c, need)) {
+				conn_close(c, -ENOMEM, "frame buffer");
+				return;
+			}
+			size_t take = need - c->rx_len;
+			if (take > n)
+				take = n;
+			memcpy(c->rx + c->rx_len, data, take);
+			c->rx_len += take;
+			data += take;
+			n -= take;
+			if (c->rx_len < need)
+				return;
+			c->rx_len = 0;
+			if (!on_frame(c, &h, c->rx + KEEL_WIRE_HDR_LEN))
+				return;
+			if (c->rx_cap > (1u << 20)) {
+				/* Do not keep a 16 MiB buffer for one big frame. */
+				free(c->rx);
+				c->rx = NULL;
+				c->rx_cap = 0;
+			}
+			continue;
+		}
+		int rc = keel_wire_decode(data, n, max_payload(c), &h, &pl);
+		if (rc < 0) {
+			conn_close(c, rc, rc == KEEL_ETOOBIG ? "oversized frame" : "malformed frame");
+			return;
+		}
+		if (rc == 0) {
+			/* Keep the partial frame; its header, if whole, is valid. */
+			size_t need = n < KEEL_WIRE_HDR_LEN ? KEEL_WIRE_HDR_LEN
+							    : KEEL_WIRE_HDR_LEN + (size_t)h.len;
+			if (!rx_reserve(c, need)) {
+				conn_close(c, -ENOMEM, "frame buffer");
+				return;
+			}
+			memcpy(c->rx, data, n);
+			c->rx_len = n;
+			return;
+		}
+		if (!on_frame(c, &h, pl))
+			return;
+		data += rc;
+		n -= (size_t)rc;
+	}
+}
+
+static void recv_arm(struct tconn *c)
+{
+	struct tcp_transport *t = c->t;
+	struct io_uring_sqe *sqe = keel_shard_get_sqe(t->shard, &c->recv_op);
+	if (t->bufring) {
+		io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+		sqe->flags |= IOSQE_BUFFER_SELECT;
+		sqe->buf_group = t->bgid;
+	} else {
+		io_uring_prep_recv(sqe, c->fd, c->plain, TCP_PLAIN_RX, 0);
+	}
+	c->recv_armed = true;
+	c->inflight++;
+}
+
+static void buf_recycle(struct tcp_transport *t, unsigned bid)
+{
+	io_uring_buf_ring_add(t->br, t->bufs + (size_t)bid * TCP_BUFRING_SIZE, TCP_BUFRING_SIZE,
+			      (unsigned short)bid, io_uring_buf_ring_mask(TCP_BUFRING_ENTRIES), 0);
+	io_uring_buf_ring_advance(t->br, 1);
+}
+
+static void recv_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
+{
+	struct tconn *c = container_of(op, struct tconn, recv_op);
+	struct tcp_transport *t = c->t;
+	bool more = flags & IORING_CQE_F_MORE;
+	if (res > 0) {
+		const uint8_t *data = c->plain;
+		unsigned bid = 0;
+		if (flags & IORING_CQE_F_BUFFER) {
+			bid = flags >> IORING_CQE_BUFFER_SHIFT;
+			data = t->bufs + (size_t)bid * TCP_BUFRING_SIZE;
+		}
+		if (c->state != C_CLOSING)
+			on_bytes(c, data, (size_t)res);
+		if (flags & IORING_CQE_F_BUFFER)
+			buf_recycle(t, bid);
+	} else if (flags & IORING_CQE_F_BUFFER) {
+		buf_recycle(t, flags >> IORING_CQE_BUFFER_SHIFT);
+	}
+	if (more)
+		return;
+	c->recv_armed = false;
+	c->inflight--;
+	if (c->state == C_CLOSING)
+		return;
+	if (res == 0 && c->pub.inbound && c->state == C_HANDSHAKE)
+		hs_fail(c, KEEL_EAUTH,
+			"it left during the handshake (it refused our proof: wrong secret or cluster?)");
+	else if (res == 0)
+		conn_close(c, -ECONNRESET, "peer closed the connection");
+	else if (res == -ENOBUFS || res > 0)
+		recv_arm(c); /* ran out of ring buffers, or single-shot recv */
+	else if (res < 0)
+		conn_close(c, res, "receive");
+}
+
+/* ---- send ------------------------------------------------------------- */
+
+static void send_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
+{
+	struct tconn *c = container_of(op, struct tconn, send_op);
+	c->send_inflight = false;
+	c->inflight--;
+	if (c->state == C_CLOSING)
+		return;
+	if (res < 0) {
+		conn_close(c, res, "send");
+		return;
+	}
+	size_t done = (size_t)res;
+	while (done > 0 && c->txq) {
+		struct tbuf *b = c->txq;
+		size_t left = KEEL_WIRE_HDR_LEN + (size_t)b->pub.len - c->head_off;
+		if (done < left) {
+			c->head_off += (uint32_t)done;
+			break;
+		}
+		done -= left;
+		c->head_off = 0;
+		c->txq = b->next;
+		if (!c->txq)
+			c->txq_tail = NULL;
+		tbuf_release(c, b);
+	}
+	if (c->txq)
+		conn_flush(c);
+	if (c->want_writable && c->tx_bytes <= c->t->sendq / 2) {
+		c->want_writable = false;
+		if (c->t->pub.handlers->on_writable)
+			c->t->pub.handlers->on_writable(&c->t->pub, &c->pub);
+	}
+}
+
+static void conn_flush(struct tconn *c)
+{
+	if (c->send_inflight || !c->txq || c->state == C_CONNECTING || c->state == C_CLOSING)
+		return;
+	unsigned n = 0;
+	size_t bytes = 0;
+	uint32_t off = c->head_off;
+	for (struct tbuf *b = c->txq; b && n < TCP_IOV_MAX && bytes < TCP_SEND_BATCH_BYTES;
+	     b = b->next) {
+		size_t len = KEEL_WIRE_HDR_LEN + (size_t)b->pub.len - off;
+		c->iov[n].iov_base = b->frame + off;
+		c->iov[n].iov_len = len;
+		bytes += len;
+		n++;
+		off = 0;
+	}
+	memset(&c->msg, 0, sizeof(c->msg));
+	c->msg.msg_iov = c->iov;
+	c->msg.msg_iovlen = n;
+	struct io_uring_sqe *sqe = keel_shard_get_sqe(c->t->shard, &c->send_op);
+	io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+	c->send_inflight = true;
+	c->inflight++;
+}
+
+/* ---- the poller: flush dirty connections, free closed ones ------------ */
+
+static void tcp_free(struct tcp_transport *t);
+
+static int tcp_poller(void *arg)
+{
+	struct tcp_transport *t = arg;
+	int work = 0;
+	while (t->dirty) {
+		struct tconn *c = t->dirty;
+		t->dirty = c->dirty_next;
+		c->dirty = false;
+		if (c->state != C_CLOSING) {
+			conn_flush(c);
+			work++;
+		}
+	}
+	struct tconn **pp = &t->reap;
+	while (*pp) {
+		struct tconn *c = *pp;
+		if (c->inflight == 0) {
+			*pp = c->reap_next;
+			if (c->dirty) {
+				/* unlink from the dirty list: it was flushed above,
+				 * so the list is empty here */
+				c->dirty = false;
+			}
+			conn_destroy(c);
+			work++;
+		} else {
+			pp = &c->reap_next;
+		}
+	}
+	if (t->closing && !t->conns && !t->accept_armed) {
+		tcp_free(t);
+		return 1;
+	}
+	return work;
+}
+
+/* ---- accept, connect -------------------------------------------------- */
+
+static void accept_arm(struct tcp_transport *t)
+{
+	struct io_uring_sqe *sqe = keel_shard_get_sqe(t->shard, &t->accept_op);
+	io_uring_prep_multishot_accept(sqe, t->lfd, NULL, NULL, SOCK_CLOEXEC);
+	t->accept_armed = true;
+}
+
+static void accept_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
+{
+	struct tcp_transport *t = container_of(op, struct tcp_transport, accept_op);
+	if (!(flags & IORING_CQE_F_MORE))
+		t->accept_armed = false;
+	if (res >= 0) {
+		int fd = res;
+		if (t->closing) {
+			close(fd);
+			return;
+		}
+		struct sockaddr_storage sa;
+		socklen_t salen = sizeof(sa);
+		memset(&sa, 0, sizeof(sa));
+		getpeername(fd, (struct sockaddr *)&sa, &salen);
+		if (t->unauth >= TCP_MAX_UNAUTH) {
+			char a[64];
+			sa_name(&sa, a, sizeof(a));
+			keel_warn("tcp: refused %s: %u connections still in the handshake", a,
+				  t->unauth);
+			close(fd);
+		} else {
+			struct tconn *c = conn_new(t, fd, true);
+			if (!c) {
+				close(fd);
+			} else {
+				t->unauth++;
+				c->unauth = true;
+				c->sa = sa;
+				c->salen = salen;
+				c->state = C_HANDSHAKE;
+				conn_name(c);
+				set_sockopts(fd);
+				keel_hs_server_start(&c->hs, t->secret, t->secret_len,
+						     t->pub.cluster_id, t->pub.self.node,
+						     t->pub.self.shard);
+				keel_timer_arm(t->shard, &c->hs_timer, t->hs_timeout_ns);
+				recv_arm(c);
+			}
+		}
+	} else if (res != -ECANCELED && !t->closing) {
+		keel_warn("tcp: accept on shard %u: %s", t->pub.self.shard, keel_strerror(res));
+	}
+	if (!t->accept_armed && !t->closing)
+		accept_arm(t);
+}
+
+static void connect_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
+{
+	struct tconn *c = container_of(op, struct tconn, connect_op);
+	c->inflight--;
+	if (c->state == C_CLOSING)
+		return;
+	if (res < 0) {
+		conn_close(c, res, "connect");
+		return;
+	}
+	c->state = C_HANDSHAKE;
+	recv_arm(c);
+	conn_flush(c); /* the HELLO queued by tcp_connect */
+}
+
+static int resolve(const char *host, uint16_t port, struct sockaddr_storage *sa,
+		   socklen_t *salen)
+{
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				 .ai_flags = AI_NUMERICSERV};
+	struct addrinfo *ai;
+	char ps[8];
+	snprintf(ps, sizeof(ps), "%u", port);
+	int rc = getaddrinfo(host, ps, &hints, &ai);
+	if (rc != 0)
+		return -EHOSTUNREACH;
+	memcpy(sa, ai->ai_addr, ai->ai_addrlen);
+	*salen = ai->ai_addrlen;
+	freeaddrinfo(ai);
+	return 0;
+}
+
+static int tcp_connect(struct keel_transport *pub, struct keel_addr peer, struct keel_conn **out)
+{
+	struct tcp_transport *t = (struct tcp_transport *)pub;
+	*out = NULL;
+	if (t->closing)
+		return KEEL_ECLOSED;
+	const struct keel_transport_peer *p = find_peer(t, peer.node);
+	if (!p || peer.node == pub->self.node)
+		return keel_errmsg_set(pub->errmsg, KEEL_ENOTFOUND,
+				       "tcp: node %u is not a peer in the configuration", peer.node);
+	if ((uint32_t)p->port + peer.shard > 65535)
+		return keel_errmsg_set(pub->errmsg, KEEL_ECONFIG, "tcp: port %u + shard %u",
+				       p->port, peer.shard);
+	struct sockaddr_storage sa;
+	socklen_t salen;
+	int rc = resolve(p->host, (uint16_t)(p->port + peer.shard), &sa, &salen);
+	if (rc < 0)
+		return keel_errmsg_set(pub->errmsg, rc, "tcp: resolving %s", p->host);
+	int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return keel_errmsg_set(pub->errmsg, -errno, "tcp: socket");
+	set_sockopts(fd);
+	struct tconn *c = conn_new(t, fd, false);
+	if (!c) {
+		close(fd);
+		return -ENOMEM;
+	}
+	c->pub.peer = peer;
+	c->sa = sa;
+	c->salen = salen;
+	c->state = C_CONNECTING;
+	c->report_down = true; /* every connection connect() returns ends with on_conn_down */
+	conn_name(c);
+	uint8_t hello[KEEL_HS_HELLO_LEN];
+	keel_hs_client_start(&c->hs, t->secret, t->secret_len, pub->cluster_id, pub->self.node,
+			     pub->self.shard, peer.node, peer.shard, hello);
+	rc = send_control(c, KEEL_WIRE_HELLO, hello, sizeof(hello));
+	if (rc < 0) {
+		c->report_down = false;
+		conn_destroy(c);
+		return rc;
+	}
+	keel_timer_arm(t->shard, &c->hs_timer, t->hs_timeout_ns);
+	struct io_uring_sqe *sqe = keel_shard_get_sqe(t->shard, &c->connect_op);
+	io_uring_prep_connect(sqe, fd, (struct sockaddr *)&c->sa, c->salen);
+	c->inflight++;
+	*out = &c->pub;
+	return 0;
+}
+
+static int tcp_listen(struct keel_transport *pub)
+{
+	struct tcp_transport *t = (struct tcp_transport *)pub;
+	if (t->lfd >= 0)
+		return 0;
+	uint32_t port = (uint32_t)t->listen_port + pub->self.shard;
+	if (port > 65535)
+		return keel_errmsg_set(pub->errmsg, KEEL_ECONFIG, "tcp: listen port %u + shard %u",
+				       t->listen_port, pub->self.shard);
+	struct sockaddr_storage sa;
+	socklen_t salen;
+	int rc = resolve(t->listen_host, (uint16_t)port, &sa, &salen);
+	if (rc < 0)
+		return keel_errmsg_set(pub->errmsg, rc, "tcp: resolving listen address %s",
+				       t->listen_host);
+	int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return keel_errmsg_set(pub->errmsg, -errno, "tcp: socket");
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&sa, salen) < 0 || listen(fd, 256) < 0) {
+		rc = -errno;
+		close(fd);
+		return keel_errmsg_set(pub->errmsg, rc, "tcp: listening on %s:%u",
+				       t->listen_host, port);
+	}
+	t->lfd = fd;
+	accept_arm(t);
+	keel_info("tcp: shard %u listening on %s:%u", pub->self.shard, t->listen_host, port);
+	return 0;
+}
+
+/* ---- buffers for the layer above -------------------------------------- */
+
+static int tcp_alloc(struct keel_conn *pc, uint32_t len, struct keel_send_buf **out)
+{
+	struct tconn *c = (struct tconn *)pc;
+	struct tcp_transport *t = c->t;
+	*out = NULL;
+	if (c->state == C_CLOSING)
+		return KEEL_ECLOSED;
+	if (len > t->pub.max_frame)
+		return KEEL_ETOOBIG;
+	if (c->tx_bytes > 0 && c->tx_bytes + len > t->sendq) {
+		c->want_writable = true;
+		return KEEL_EFULL;
+	}
+	struct tbuf *b = tbuf_new(t, len);
+	if (!b)
+		return -ENOMEM;
+	b->counted = true;
+	c->tx_bytes += b->alloc;
+	*out = &b->pub;
+	return 0;
+}
+
+static int tcp_send(struct keel_conn *pc, struct keel_send_buf *pb)
+{
+	struct tconn *c = (struct tconn *)pc;
+	struct tbuf *b = container_of(pb, struct tbuf, pub);
+	if (c->state == C_CLOSING) {
+		tbuf_release(c, b);
+		return KEEL_ECLOSED;
+	}
+	if (pb->len > pb->cap) {
+		tbuf_release(c, b);
+		return KEEL_ETOOBIG;
+	}
+	if (c->state == C_UP) {
+		enqueue_frame(c, b, KEEL_WIRE_DATA);
+	} else {
+		b->next = NULL;
+		if (c->hold_tail)
+			c->hold_tail->next = b;
+		else
+			c->hold = b;
+		c->hold_tail = b;
+	}
+	return 0;
+}
+
+static void tcp_discard(struct keel_conn *pc, struct keel_send_buf *pb)
+{
+	struct tconn *c = (struct tconn *)pc;
+	tbuf_release(c, container_of(pb, struct tbuf, pub));
+}
+
+static int tcp_poll(struct keel_transport *pub, int budget)
+{
+	(void)budget;
+	return tcp_poller(pub);
+}
+
+static void tcp_close_conn(struct keel_conn *pc)
+{
+	conn_close((struct tconn *)pc, 0, NULL);
+}
+
+/* ---- open, close ------------------------------------------------------ */
+
+static int setup_bufring(struct tcp_transport *t)
+{
+	size_t ring_bytes = TCP_BUFRING_ENTRIES * sizeof(struct io_uring_buf);
+	void *ring = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE,
+			  -1, 0);
+	if (ring == MAP_FAILED)
+		return -errno;
+	size_t bytes = (size_t)TCP_BUFRING_ENTRIES * TCP_BUFRING_SIZE;
+	void *bufs = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	if (bufs == MAP_FAILED) {
+		munmap(ring, ring_bytes);
+		return -errno;
+	}
+	t->bgid = (uint16_t)atomic_fetch_add(&next_bgid, 1);
+	struct io_uring_buf_reg reg = {.ring_addr = (unsigned long)ring,
+				       .ring_entries = TCP_BUFRING_ENTRIES, .bgid = t->bgid};
+	int rc = io_uring_register_buf_ring(keel_shard_uring(t->shard), &reg, 0);
+	if (rc < 0) {
+		munmap(ring, ring_bytes);
+		munmap(bufs, bytes);
+		return rc;
+	}
+	t->br = ring;
+	t->bufs = bufs;
+	io_uring_buf_ring_init(t->br);
+	for (unsigned i = 0; i < TCP_BUFRING_ENTRIES; i++)
+		io_uring_buf_ring_add(t->br, t->bufs + (size_t)i * TCP_BUFRING_SIZE,
+				      TCP_BUFRING_SIZE, (unsigned short)i,
+				      io_uring_buf_ring_mask(TCP_BUFRING_ENTRIES), (int)i);
+	io_uring_buf_ring_advance(t->br, TCP_BUFRING_ENTRIES);
+	t->bufring = true;
+	return 0;
+}
+
+static void tcp_free(struct tcp_transport *t)
+{
+	if (t->poller_id >= 0)
+		keel_shard_remove_poller(t->shard, t->poller_id);
+	if (t->lfd >= 0)
+		close(t->lfd);
+	if (t->bufring) {
+		io_uring_unregister_buf_ring(keel_shard_uring(t->shard), t->bgid);
+		munmap(t->br, TCP_BUFRING_ENTRIES * sizeof(struct io_uring_buf));
+		munmap(t->bufs, (size_t)TCP_BUFRING_ENTRIES * TCP_BUFRING_SIZE);
+	}
+	while (t->free_small) {
+		struct tbuf *b = t->free_small;
+		t->free_small = b->next;
+		free(b);
+	}
+	if (t->secret) {
+		memset(t->secret, 0, t->secret_len);
+		__asm__ volatile("" ::"r"(t->secret) : "memory");
+		free(t->secret);
+	}
+	free(t->peers);
+	free(t);
+}
+
+static int tcp_open(const struct keel_transport_config *cfg, struct keel_transport **out,
+		    char *errmsg)
+{
+	*out = NULL;
+	if (!cfg->shard)
+		return keel_errmsg_set(errmsg, -EINVAL, "tcp: needs the shard's reactor");
+	if (!cfg->secret || cfg->secret_len < KEEL_HS_SECRET_MIN)
+		return keel_errmsg_set(errmsg, KEEL_ECONFIG,
+				       "tcp: a cluster secret of at least %d bytes is required",
+				       KEEL_HS_SECRET_MIN);
+	struct tcp_transport *t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	t->pub.ops = &keel_transport_tcp_ops;
+	t->pub.handlers = cfg->handlers;
+	t->pub.user = cfg->user;
+	t->pub.self = cfg->self;
+	t->pub.cluster_id = cfg->cluster_id;
+	t->pub.max_frame = cfg->max_frame ? cfg->max_frame : KEEL_TRANSPORT_MAX_FRAME_DEFAULT;
+	t->shard = cfg->shard;
+	t->shards = cfg->shards;
+	t->lfd = -1;
+	t->poller_id = -1;
+	t->sendq = cfg->sendq_bytes ? cfg->sendq_bytes : KEEL_TRANSPORT_SENDQ_DEFAULT;
+	t->hs_timeout_ns = (uint64_t)(cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms : 5000) *
+			   1000000u;
+	snprintf(t->listen_host, sizeof(t->listen_host), "%s",
+		 cfg->listen_host ? cfg->listen_host : "127.0.0.1");
+	t->listen_port = cfg->listen_port;
+	t->accept_op.complete = accept_complete;
+	t->secret = malloc(cfg->secret_len);
+	t->peers = calloc(cfg->npeers ? cfg->npeers : 1, sizeof(*t->peers));
+	if (!t->secret || !t->peers) {
+		tcp_free(t);
+		return -ENOMEM;
+	}
+	memcpy(t->secret, cfg->secret, cfg->secret_len);
+	t->secret_len = cfg->secret_len;
+	if (cfg->npeers)
+		memcpy(t->peers, cfg->peers, cfg->npeers * sizeof(*t->peers));
+	t->npeers = cfg->npeers;
+	int rc = setup_bufring(t);
+	if (rc < 0)
+		keel_info("tcp: no io_uring buffer ring (%s): single-shot receives",
+			  keel_strerror(rc));
+	rc = keel_shard_add_poller(t->shard, tcp_poller, t);
+	if (rc < 0) {
+		tcp_free(t);
+		return keel_errmsg_set(errmsg, rc, "tcp: adding the shard poller");
+	}
+	t->poller_id = rc;
+	*out = &t->pub;
+	return 0;
+}
+
+static void tcp_close(struct keel_transport *pub)
+{
+	struct tcp_transport *t = (struct tcp_transport *)pub;
+	t->closing = true; /* no handler runs from here on */
+	if (t->lfd >= 0) {
+		shutdown(t->lfd, SHUT_RDWR);
+		if (t->accept_armed) {
+			struct io_uring_sqe *sqe = keel_shard_get_sqe(t->shard, NULL);
+			io_uring_prep_cancel_fd(sqe, t->lfd, IORING_ASYNC_CANCEL_ALL);
+		}
+	}
+	for (struct tconn *c = t->conns; c; c = c->next)
+		conn_close(c, 0, NULL);
+	if (keel_runtime_stopping(keel_shard_runtime(t->shard))) {
+		/* The loop has ended (shard_fini): no completion will come
+		 * back; the ring is torn down next. Sockets are shut down, so
+		 * the kernel neither receives into nor sends from our memory
+		 * any more; the buffer ring is unregistered in tcp_free. */
+		while (t->conns) {
+			t->conns->inflight = 0;
+			conn_destroy(t->conns);
+		}
+		t->reap = NULL;
+		t->dirty = NULL;
+		tcp_free(t);
+	}
+	/* Otherwise the poller frees t once every operation has come back. */
+}
+
+const struct keel_transport_ops keel_transport_tcp_ops = {
+	.name = "tcp",
+	.description = "kernel TCP on the shard's io_uring (multishot recv, batched sendmsg)",
+	.caps = KEEL_TRANSPORT_RELIABLE | KEEL_TRANSPORT_ZERO_COPY_RECV | KEEL_TRANSPORT_AUTH |
+		KEEL_TRANSPORT_REACTOR,
+	.max_msg = 0,
+	.open = tcp_open,
+	.listen = tcp_listen,
+	.connect = tcp_connect,
+	.alloc_send_buf = tcp_alloc,
+	.send = tcp_send,
+	.discard_send_buf = tcp_discard,
+	.poll = tcp_poll,
+	.close_conn = tcp_close_conn,
+	.close = tcp_close,
+};
