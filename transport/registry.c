@@ -9,11 +9,17 @@
 
 extern const struct keel_transport_ops keel_transport_tcp_ops; /* transport/tcp.c */
 extern const struct keel_transport_ops keel_transport_sim_ops; /* transport/sim.c */
+#if KEEL_HAVE_DPDK
+extern const struct keel_transport_ops keel_transport_dpdk_ops; /* transport/dpdk/ */
+#endif
 
 /* One line per backend, in preference order. */
 static const struct keel_transport_ops *const backends[] = {
 	&keel_transport_tcp_ops,
 	&keel_transport_sim_ops,
+#if KEEL_HAVE_DPDK
+	&keel_transport_dpdk_ops,
+#endif
 	NULL,
 };
 

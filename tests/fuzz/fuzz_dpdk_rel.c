@@ -34,7 +34,7 @@ static void f_release(void *ctx, void *pkt)
 static void f_msg_done(void *ctx, struct keel_drel_msg *m)
 {
 }
-static void f_deliver(void *ctx, const uint8_t *d, uint32_t len, bool view)
+static void f_deliver(void *ctx, uint16_t type, const uint8_t *d, uint32_t len, bool view)
 {
 	/* touch every byte: ASan checks the view is in bounds */
 	volatile uint8_t x = 0;

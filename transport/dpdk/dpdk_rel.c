@@ -46,7 +46,7 @@ void keel_drel_hdr_encode(uint8_t *p, const struct keel_drel_hdr *h)
 	put16(p + 4, h->src_shard);
 	put16(p + 6, h->dst_shard);
 	put16(p + 8, h->len);
-	put16(p + 10, 0);
+	put16(p + 10, h->msg_type);
 	put32(p + 12, h->src_node);
 	put32(p + 16, h->epoch);
 	put32(p + 20, h->dst_epoch);
@@ -71,8 +71,7 @@ int keel_drel_hdr_decode(struct keel_drel_hdr *h, const uint8_t *p, size_t n,
 	h->src_shard = get16(p + 4);
 	h->dst_shard = get16(p + 6);
 	h->len = get16(p + 8);
-	if (get16(p + 10) != 0)
-		return keel_errmsg_set(errmsg, KEEL_EPROTO, "dpdk: reserved bits set");
+	h->msg_type = get16(p + 10);
 	h->src_node = get32(p + 12);
 	h->epoch = get32(p + 16);
 	h->dst_epoch = get32(p + 20);
@@ -89,13 +88,13 @@ int keel_drel_hdr_decode(struct keel_drel_hdr *h, const uint8_t *p, size_t n,
 				       h->len, n - KEEL_DREL_HDR_LEN);
 	switch (h->type) {
 	case KEEL_DREL_ACK:
-		if (h->flags & ~F_DUPACK)
+		if (h->flags & ~(F_DUPACK | KEEL_DREL_F_INIT))
 			return keel_errmsg_set(errmsg, KEEL_EPROTO, "dpdk: bad ACK flags %#x", h->flags);
 		if (h->len != 0)
 			return keel_errmsg_set(errmsg, KEEL_EPROTO, "dpdk: ACK with payload");
 		return 0;
 	case KEEL_DREL_DATA: {
-		if (h->flags & ~(KEEL_DREL_F_FIRST | KEEL_DREL_F_LAST))
+		if (h->flags & ~(KEEL_DREL_F_FIRST | KEEL_DREL_F_LAST | KEEL_DREL_F_INIT))
 			return keel_errmsg_set(errmsg, KEEL_EPROTO, "dpdk: bad DATA flags %#x", h->flags);
 		if (h->msg_len > max_msg)
 			return keel_errmsg_set(errmsg, KEEL_ETOOBIG,
@@ -128,10 +127,13 @@ void keel_drel_cfg_default(struct keel_drel_cfg *cfg)
 		.max_msg = 16u << 20,
 		.ack_every = 32,
 		.ack_delay_ns = 20000,
-		.rto_ns = 2000000,
-		.rto_max_ns = 200000000,
+		/* Shared or overloaded hosts stall a process for milliseconds;
+		 * fast retransmission covers ordinary loss well before this. */
+		.rto_ns = 5000000,
+		.rto_max_ns = 500000000,
 		.queue_msgs = 4096,
 		.queue_bytes = 8u << 20,
+		.max_timeouts = 16,
 	};
 }
 
@@ -211,12 +213,15 @@ void keel_drel_reset(struct keel_drel *s)
 	s->rt_deadline = 0;
 	s->rto_cur = s->cfg.rto_ns;
 	s->dupacks = 0;
+	s->timeouts_in_row = 0;
 	s->fr_armed = false;
+	s->rec_active = false;
 	s->q_was_full = true; /* the layer above hears "writable" again */
 	s->rx_next = 0;
 	s->rx_unacked = 0;
 	s->ack_deadline = 0;
 	s->ack_now = false;
+	s->ack_hole = false;
 	s->ra_active = false;
 	s->peer_epoch = 0;
 	s->st.resets++;
@@ -231,6 +236,7 @@ void keel_drel_hdr_fill(const struct keel_drel *s, struct keel_drel_hdr *h)
 	h->dst_epoch = s->peer_epoch;
 	h->ack = s->rx_next;
 	h->credit = s->rx_next + s->cfg.rx_window;
+	h->flags = s->hdr_flags;
 }
 
 int keel_drel_send(struct keel_drel *s, struct keel_drel_msg *m)
@@ -276,11 +282,12 @@ int keel_drel_pump(struct keel_drel *s, uint64_t now_ns)
 		struct keel_drel_hdr h;
 		keel_drel_hdr_fill(s, &h);
 		h.type = KEEL_DREL_DATA;
-		h.flags = (uint8_t)((s->q_off == 0 ? KEEL_DREL_F_FIRST : 0) |
+		h.flags |= (uint8_t)((s->q_off == 0 ? KEEL_DREL_F_FIRST : 0) |
 				    (len == left ? KEEL_DREL_F_LAST : 0));
 		h.len = (uint16_t)len;
 		h.seq = s->tx_next;
 		h.msg_len = m->len;
+		h.msg_type = m->type;
 		h.offset = s->q_off;
 		void *pkt = s->io.emit(s->io.ctx, &h, m);
 		if (!pkt)
@@ -292,6 +299,8 @@ int keel_drel_pump(struct keel_drel *s, uint64_t now_ns)
 		if (!s->rt_deadline)
 			s->rt_deadline = now_ns + s->rto_cur;
 		ack_sent(s); /* the ack rode along */
+		if (!s->ack_hole)
+			s->ack_now = false; /* a dupack must go alone to count */
 		s->q_off += len;
 		if (len == left) {
 			s->q_head = (s->q_head + 1) & (s->q_cap - 1);
@@ -305,15 +314,30 @@ int keel_drel_pump(struct keel_drel *s, uint64_t now_ns)
 	return n;
 }
 
-/* Go-back-N: the receiver dropped everything after the hole. */
-static void resend_all(struct keel_drel *s)
+/* Go-back-N: the receiver dropped everything after the hole. Resends
+ * [from, from + max) within what is in flight; returns the next seq. */
+static uint32_t resend(struct keel_drel *s, uint32_t from, uint32_t max)
 {
-	for (uint32_t q = s->tx_una; q != s->tx_next; q++) {
+	uint32_t q = from;
+	for (; q != s->tx_next && max; q++, max--) {
 		if (s->io.retransmit(s->io.ctx, s->inflight[q & s->mask]) < 0)
 			break;
 		s->st.retransmits++;
 	}
+	return q;
 }
+
+static void resend_all(struct keel_drel *s)
+{
+	resend(s, s->tx_una, UINT32_MAX);
+}
+
+/* After a timeout we resend only a burst: the timeout may be spurious (a
+ * stalled peer process has everything and its ack is merely late). The
+ * next burst goes when an ack lands exactly at the end of the last one,
+ * which (acks being cumulative and the receiver in-order only) means the
+ * receiver has nothing beyond it. */
+#define RECOVERY_BURST 64
 
 static int proto_reset(struct keel_drel *s, const char *why, uint32_t a, uint32_t b)
 {
@@ -341,6 +365,13 @@ static void take_ack(struct keel_drel *s, const struct keel_drel_hdr *h, uint64_
 		}
 		s->tx_una = h->ack;
 		s->dupacks = 0;
+		s->timeouts_in_row = 0;
+		if (s->rec_active) {
+			if (s->tx_una == s->rec_next && s->tx_una != s->tx_next)
+				s->rec_next = resend(s, s->tx_una, RECOVERY_BURST);
+			else if (!seq_lt(s->tx_una, s->rec_next) || s->tx_una == s->tx_next)
+				s->rec_active = false;
+		}
 		s->rto_cur = s->cfg.rto_ns;
 		s->rt_deadline = s->tx_una == s->tx_next ? 0 : now_ns + s->rto_cur;
 	} else if (h->ack == s->tx_una && s->tx_una != s->tx_next &&
@@ -350,6 +381,7 @@ static void take_ack(struct keel_drel *s, const struct keel_drel_hdr *h, uint64_
 			s->dupacks = 0;
 			s->fr_armed = true;
 			s->fr_block = s->tx_next;
+			s->rec_active = false;
 			resend_all(s);
 			s->rt_deadline = now_ns + s->rto_cur;
 		}
@@ -362,11 +394,16 @@ static int take_data(struct keel_drel *s, const struct keel_drel_hdr *h,
 		     const uint8_t *payload, uint64_t now_ns)
 {
 	if (h->seq != s->rx_next) {
-		if (seq_lt(h->seq, s->rx_next))
+		/* Tell the sender where we are, at once. Only a packet past a
+		 * hole counts toward its fast retransmission; a duplicate
+		 * means it resent what we have (its ack was lost or late). */
+		if (seq_lt(h->seq, s->rx_next)) {
 			s->st.dups++;
-		else
+		} else {
 			s->st.out_of_order++;
-		s->ack_now = true; /* tell the sender where we are, at once */
+			s->ack_hole = true;
+		}
+		s->ack_now = true;
 		return 1;
 	}
 	bool first = h->flags & KEEL_DREL_F_FIRST, last = h->flags & KEEL_DREL_F_LAST;
@@ -381,7 +418,7 @@ static int take_data(struct keel_drel *s, const struct keel_drel_hdr *h,
 	s->rx_unacked++;
 	if (first && last) {
 		s->st.msgs_delivered++;
-		s->io.deliver(s->io.ctx, payload, h->len, true);
+		s->io.deliver(s->io.ctx, h->msg_type, payload, h->len, true);
 		return 0;
 	}
 	if (first) {
@@ -398,6 +435,7 @@ static int take_data(struct keel_drel *s, const struct keel_drel_hdr *h,
 		}
 		s->ra_active = true;
 		s->ra_len = h->msg_len;
+		s->ra_type = h->msg_type;
 		s->ra_got = 0;
 	}
 	memcpy(s->ra_buf + s->ra_got, payload, h->len);
@@ -405,7 +443,7 @@ static int take_data(struct keel_drel *s, const struct keel_drel_hdr *h,
 	if (last) {
 		s->ra_active = false;
 		s->st.msgs_delivered++;
-		s->io.deliver(s->io.ctx, s->ra_buf, s->ra_len, false);
+		s->io.deliver(s->io.ctx, s->ra_type, s->ra_buf, s->ra_len, false);
 		/* Don't pin a huge buffer for a session that sent one big message. */
 		if (s->ra_cap > (4u << 20)) {
 			free(s->ra_buf);
@@ -455,11 +493,16 @@ int keel_drel_input(struct keel_drel *s, const struct keel_drel_hdr *h,
 	return rc;
 }
 
-void keel_drel_tick(struct keel_drel *s, uint64_t now_ns)
+int keel_drel_tick(struct keel_drel *s, uint64_t now_ns)
 {
 	if (s->rt_deadline && now_ns >= s->rt_deadline) {
 		s->st.timeouts++;
-		resend_all(s);
+		if (++s->timeouts_in_row > s->cfg.max_timeouts && s->cfg.max_timeouts)
+			return keel_errmsg_set(s->errmsg, KEEL_ETIMEOUT,
+					       "dpdk: peer %u/%u: %u retransmissions unanswered",
+					       s->peer_node, s->peer_shard, s->timeouts_in_row - 1);
+		s->rec_active = true;
+		s->rec_next = resend(s, s->tx_una, RECOVERY_BURST);
 		s->rto_cur *= 2;
 		if (s->rto_cur > s->cfg.rto_max_ns)
 			s->rto_cur = s->cfg.rto_max_ns;
@@ -469,12 +512,14 @@ void keel_drel_tick(struct keel_drel *s, uint64_t now_ns)
 					       s->rx_unacked >= s->cfg.ack_every))) {
 		struct keel_drel_hdr h = {.type = KEEL_DREL_ACK};
 		keel_drel_hdr_fill(s, &h);
-		h.flags = s->ack_now ? F_DUPACK : 0;
+		h.flags |= s->ack_hole ? F_DUPACK : 0;
 		h.seq = s->tx_next;
 		if (s->io.send_ack(s->io.ctx, &h) == 0) {
 			s->st.acks_sent++;
 			s->ack_now = false;
+			s->ack_hole = false;
 			ack_sent(s);
 		}
 	}
+	return 0;
 }

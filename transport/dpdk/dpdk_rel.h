@@ -61,6 +61,9 @@ enum keel_drel_type {
 
 #define KEEL_DREL_F_FIRST 0x1u /* first fragment of a message */
 #define KEEL_DREL_F_LAST 0x2u  /* last fragment of a message */
+/* The sender dialled this session (connect); the receiver keys sessions by
+ * (node, shard, who dialled), so A->B and B->A are two connections. */
+#define KEEL_DREL_F_INIT 0x8u
 
 struct keel_drel_hdr {
 	uint8_t type;       /* enum keel_drel_type */
@@ -68,6 +71,7 @@ struct keel_drel_hdr {
 	uint16_t src_shard; /* sender's shard */
 	uint16_t dst_shard; /* receiver's shard (also chosen by UDP port) */
 	uint16_t len;       /* payload bytes following the header */
+	uint16_t msg_type;  /* DATA: the layer above's message type */
 	uint32_t src_node;  /* sender's node id */
 	uint32_t epoch;     /* sender's epoch (random per process start) */
 	uint32_t dst_epoch; /* receiver's epoch as the sender knows it; 0 unknown */
@@ -101,6 +105,7 @@ struct keel_drel_cfg {
 	uint64_t rto_ns;       /* first retransmission timeout */
 	uint64_t rto_max_ns;   /* backoff cap */
 	uint32_t queue_msgs;   /* messages queued before send says KEEL_EFULL */
+	uint32_t max_timeouts; /* timeouts in a row before the peer is dead */
 	uint64_t queue_bytes;  /* bytes queued before send says KEEL_EFULL */
 };
 
@@ -113,6 +118,7 @@ void keel_drel_cfg_default(struct keel_drel_cfg *cfg);
 struct keel_drel_msg {
 	const uint8_t *data;
 	uint32_t len;
+	uint16_t type;
 	void *user;
 };
 
@@ -134,8 +140,8 @@ struct keel_drel_io {
 	/* A whole message arrived, in order. data is valid only during the
 	 * call. `pkt_view` is true when data points into the received packet
 	 * itself (no copy was made). */
-	void (*deliver)(void *ctx, const uint8_t *data, uint32_t len,
-			bool pkt_view);
+	void (*deliver)(void *ctx, uint16_t type, const uint8_t *data,
+			uint32_t len, bool pkt_view);
 	/* Send a standalone ACK with header h (type ACK, fully filled).
 	 * Return 0, or <0 if it could not be sent (retried later). */
 	int (*send_ack)(void *ctx, const struct keel_drel_hdr *h);
@@ -153,6 +159,7 @@ struct keel_drel {
 	struct keel_drel_io io;
 	uint32_t my_node, peer_node;
 	uint16_t my_shard, peer_shard;
+	uint8_t hdr_flags; /* KEEL_DREL_F_INIT on a session we dialled */
 	uint32_t my_epoch, peer_epoch; /* peer_epoch 0: not heard from yet */
 	uint32_t prev_peer_epoch;      /* the peer's run before its restart */
 
@@ -162,6 +169,9 @@ struct keel_drel {
 	uint64_t rt_deadline; /* 0 when nothing is in flight */
 	uint64_t rto_cur;
 	uint32_t dupacks;
+	uint32_t timeouts_in_row;
+	bool rec_active;   /* resending in bursts after a timeout */
+	uint32_t rec_next; /* next seq that recovery resends */
 	uint32_t fr_block; /* no fast retransmit until una passes this */
 	bool fr_armed;
 
@@ -177,10 +187,12 @@ struct keel_drel {
 	uint32_t rx_unacked;   /* accepted since we last sent an ack */
 	uint64_t ack_deadline; /* 0: no ack owed */
 	bool ack_now;          /* a dup/out-of-order packet asks for one now */
+	bool ack_hole;         /* ... and it was past a hole (a "dupack") */
 
 	/* reassembly of the current multi-fragment message */
 	uint8_t *ra_buf;
 	uint32_t ra_cap, ra_len, ra_got;
+	uint16_t ra_type;
 	bool ra_active;
 
 	struct keel_drel_stats st;
@@ -228,8 +240,10 @@ int keel_drel_input(struct keel_drel *s, const struct keel_drel_hdr *h,
 		    const uint8_t *payload, uint64_t now_ns);
 
 /* Timers: retransmission on timeout and the delayed standalone ack. Call
- * once per poll (it is cheap when nothing is due). */
-void keel_drel_tick(struct keel_drel *s, uint64_t now_ns);
+ * once per poll (it is cheap when nothing is due). Returns 0, or
+ * KEEL_ETIMEOUT when max_timeouts retransmissions in a row went
+ * unanswered: the peer is gone (the caller reports the connection broken). */
+int keel_drel_tick(struct keel_drel *s, uint64_t now_ns);
 
 /* Fills a header with this session's addressing, ack and credit (type and
  * the DATA fields left to the caller). */

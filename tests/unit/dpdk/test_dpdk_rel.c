@@ -145,12 +145,17 @@ static void io_msg_done(void *ctx, struct keel_drel_msg *m)
 	mb->queued = false;
 }
 
-static void io_deliver(void *ctx, const uint8_t *data, uint32_t len, bool view)
+static void io_deliver(void *ctx, uint16_t type, const uint8_t *data, uint32_t len, bool view)
 {
 	struct end *e = ctx;
 	if (e->failed)
 		return;
 	uint32_t want = msg_len_of(e->exp_seed, e->rx_count, e->max_len);
+	if (type != (uint16_t)(e->rx_count * 7)) {
+		e->failed = true;
+		snprintf(e->why, sizeof(e->why), "message %lu: type %u", (unsigned long)e->rx_count, type);
+		return;
+	}
 	if (len != want) {
 		e->failed = true;
 		snprintf(e->why, sizeof(e->why), "message %lu: %u bytes, want %u",
@@ -230,7 +235,8 @@ static void end_feed(struct end *e, uint64_t total)
 			return;
 		uint32_t len = msg_len_of(e->gen_seed, e->tx_count, e->max_len);
 		msg_fill(e->gen_seed, e->tx_count, mb->buf, len);
-		mb->m = (struct keel_drel_msg){.data = mb->buf, .len = len};
+		mb->m = (struct keel_drel_msg){.data = mb->buf, .len = len,
+					       .type = (uint16_t)(e->tx_count * 7)};
 		int rc = keel_drel_send(&e->s, &mb->m);
 		if (rc == KEEL_EFULL)
 			return;
@@ -302,8 +308,8 @@ static void run_pair(const struct run *r, const struct keel_drel_cfg *cfg,
 		link_deliver(&ba, &a, now);
 		keel_drel_pump(&a.s, now);
 		keel_drel_pump(&b.s, now);
-		keel_drel_tick(&a.s, now);
-		keel_drel_tick(&b.s, now);
+		cr_assert_eq(keel_drel_tick(&a.s, now), 0);
+		cr_assert_eq(keel_drel_tick(&b.s, now), 0);
 		cr_assert(!a.failed, "A: %s", a.why);
 		cr_assert(!b.failed, "B: %s", b.why);
 		if (a.rx_count == r->msgs && b.rx_count == r->msgs && keel_drel_idle(&a.s) &&
@@ -496,7 +502,7 @@ Test(dpdk_rel, decoder_rejects_every_truncation_and_bad_field)
 	struct {
 		size_t off;
 		uint8_t v;
-	} bad[] = {{0, 0}, {1, 2}, {2, 9}, {3, 0x8}, {3, KEEL_DREL_F_FIRST}, {10, 1},
+	} bad[] = {{0, 0}, {1, 2}, {2, 9}, {3, 0x8}, {3, KEEL_DREL_F_FIRST},
 		   {16, 0}, {36, 15}};
 	for (size_t i = 0; i < KEEL_ARRAY_LEN(bad); i++) {
 		uint8_t q[sizeof(p)];
@@ -517,4 +523,27 @@ Test(dpdk_rel, decoder_rejects_every_truncation_and_bad_field)
 	struct keel_drel_hdr a = {.type = KEEL_DREL_ACK, .epoch = 1, .len = 4};
 	keel_drel_hdr_encode(p, &a);
 	cr_expect_eq(keel_drel_hdr_decode(&d, p, sizeof(p), 1 << 20, err), KEEL_EPROTO);
+}
+
+Test(dpdk_rel, silent_peer_times_out)
+{
+	struct keel_drel_cfg cfg;
+	keel_drel_cfg_default(&cfg);
+	cfg.max_timeouts = 3;
+	uint64_t now = 1;
+	struct link ab = {.rng = 1, .drop_pm = 1000};
+	struct end a;
+	end_init(&a, &cfg, 1, 2, 7, &ab, &now, 3, 3, 100);
+	end_feed(&a, 3);
+	keel_drel_pump(&a.s, now);
+	int rc = 0;
+	for (int i = 0; i < 100 && rc == 0; i++) {
+		now += cfg.rto_max_ns;
+		rc = keel_drel_tick(&a.s, now);
+	}
+	cr_expect_eq(rc, KEEL_ETIMEOUT);
+	cr_expect_eq(a.s.st.timeouts, 4);
+	cr_expect_eq(a.s.st.retransmits, 3 * 3);
+	end_fini(&a);
+	link_free(&ab);
 }

@@ -1,0 +1,863 @@
+/*
+ * transport/dpdk/dpdk_transport.c — the `dpdk` backend of keel/transport.h:
+ * Ethernet + IPv4 + UDP frames on a DPDK port, one RX/TX queue pair per
+ * shard, busy-polled by the shard's thread, made reliable by dpdk_rel.
+ *
+ * A connection is one reliability session, keyed by (peer node, peer shard,
+ * who dialled): A->B and B->A are two connections, as with TCP. The first
+ * message of a dialled session is HELLO (cluster id); the listener answers
+ * WELCOME and both sides then announce on_conn_up. Sends before that queue.
+ *
+ * Zero-copy: a send buffer up to one packet's payload IS an mbuf (the
+ * headers are written in front of the caller's bytes at send time) and
+ * stays referenced until the peer acknowledges it; a bigger one is heap
+ * memory cut into fragments (copied into mbufs). On receive, a message that
+ * fits in one packet is lent to on_recv straight from the mbuf; a
+ * fragmented one from the session's reassembly buffer.
+ *
+ * Ownership: everything here belongs to the shard thread that opened the
+ * transport; the port, pool and steering rings are process-wide
+ * (dpdk_port.h).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include <rte_arp.h>
+#include <rte_ether.h>
+#include <rte_ip.h>
+#include <rte_lcore.h>
+#include <rte_malloc.h>
+#include <rte_mbuf.h>
+#include <rte_udp.h>
+
+#include "keel/transport.h"
+#include "transport/dpdk/dpdk.h"
+#include "transport/dpdk/dpdk_port.h"
+#include "transport/dpdk/dpdk_rel.h"
+
+/* Internal message types, above what the layer above may use. */
+#define T_HELLO 0xfff0
+#define T_WELCOME 0xfff1
+#define INTERNAL_TYPES 0xfff0
+
+#define HDRS (KEEL_DPDK_L2L4_LEN + KEEL_DREL_HDR_LEN)
+#define TXQ_LEN 512
+#define RX_BURST 32
+
+struct dconn;
+
+struct dbuf {
+	struct keel_send_buf pub;
+	struct keel_drel_msg msg;
+	struct dconn *c;
+	struct rte_mbuf *m; /* zero-copy: the payload lives in this mbuf */
+	uint8_t *heap;
+	struct dbuf *next_free;
+};
+
+struct dconn {
+	struct keel_conn pub;
+	struct dtrans *t;
+	struct keel_drel s;
+	struct rte_ether_addr mac;
+	uint32_t ip; /* host order */
+	uint16_t udp_port; /* the peer shard's port */
+	bool initiator, up, closing, reported;
+	int down_reason;
+	uint64_t queued_bytes; /* allocated or queued, not yet emitted */
+	uint32_t queued_n;
+	bool was_full;
+	struct dconn *next_dead;
+};
+
+struct dtrans {
+	struct keel_transport pub;
+	struct keel_dpdk_config cfg;
+	struct keel_dpdk_port *port;
+	uint16_t queue;
+	uint16_t my_udp;
+	uint32_t shards;
+	uint32_t epoch;
+	uint32_t sendq_bytes;
+	struct keel_drel_cfg rcfg;
+	bool listening;
+	struct dconn **conns;
+	uint32_t nconns, capconns;
+	struct dconn *dead; /* closed or broken, on_conn_down pending */
+	struct dbuf *free_bufs;
+	struct rte_mbuf *txq[TXQ_LEN];
+	uint16_t ntx;
+	uint64_t rng;
+	uint64_t now;
+	uint32_t zc_held; /* mbufs held by zero-copy buffers not yet emitted */
+	uint32_t zc_limit;
+	struct keel_dpdk_stats st;
+};
+
+static inline struct dtrans *T(struct keel_transport *t)
+{
+	return (struct dtrans *)t;
+}
+
+/* ---- tx batch ----------------------------------------------------------- */
+
+static void tx_flush(struct dtrans *t)
+{
+	uint16_t off = 0;
+	while (off < t->ntx) {
+		uint16_t n = rte_eth_tx_burst(t->port->port_id, t->queue, t->txq + off,
+					      (uint16_t)(t->ntx - off));
+		if (n == 0)
+			break;
+		off = (uint16_t)(off + n);
+	}
+	t->st.tx_pkts += off;
+	if (off && off < t->ntx)
+		memmove(t->txq, t->txq + off, (size_t)(t->ntx - off) * sizeof(t->txq[0]));
+	t->ntx = (uint16_t)(t->ntx - off);
+}
+
+/* Takes one reference of m into the batch; false when the wire is full. */
+static bool tx_push(struct dtrans *t, struct rte_mbuf *m)
+{
+	if (t->ntx == TXQ_LEN) {
+		tx_flush(t);
+		if (t->ntx == TXQ_LEN)
+			return false;
+	}
+	t->txq[t->ntx++] = m;
+	if (t->ntx >= 64)
+		tx_flush(t);
+	return true;
+}
+
+/* ---- frames ------------------------------------------------------------- */
+
+static void write_l2l4(struct dtrans *t, struct dconn *c, struct rte_mbuf *m, uint16_t l4_payload)
+{
+	uint8_t *p = rte_pktmbuf_mtod(m, uint8_t *);
+	struct rte_ether_hdr *eth = (struct rte_ether_hdr *)p;
+	eth->dst_addr = c->mac;
+	eth->src_addr = t->port->mac;
+	eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
+	ip->version_ihl = RTE_IPV4_VHL_DEF;
+	ip->type_of_service = 0;
+	ip->total_length = rte_cpu_to_be_16((uint16_t)(20 + 8 + l4_payload));
+	ip->packet_id = 0;
+	ip->fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG);
+	ip->time_to_live = 64;
+	ip->next_proto_id = IPPROTO_UDP;
+	ip->hdr_checksum = 0;
+	ip->src_addr = rte_cpu_to_be_32(t->cfg.ip);
+	ip->dst_addr = rte_cpu_to_be_32(c->ip);
+	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)(ip + 1);
+	udp->src_port = rte_cpu_to_be_16(t->my_udp);
+	udp->dst_port = rte_cpu_to_be_16(c->udp_port);
+	udp->dgram_len = rte_cpu_to_be_16((uint16_t)(8 + l4_payload));
+	udp->dgram_cksum = 0;
+	if (t->port->tx_ip_csum) {
+		m->l2_len = sizeof(*eth);
+		m->l3_len = sizeof(*ip);
+		m->ol_flags |= RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM | RTE_MBUF_F_TX_UDP_CKSUM;
+		udp->dgram_cksum = rte_ipv4_phdr_cksum(ip, m->ol_flags);
+	} else {
+		ip->hdr_checksum = rte_ipv4_cksum(ip);
+		udp->dgram_cksum = rte_ipv4_udptcp_cksum(ip, udp);
+	}
+}
+
+static struct rte_mbuf *frame_alloc(struct dtrans *t)
+{
+	struct rte_mbuf *m = rte_pktmbuf_alloc(t->port->pool);
+	if (!m)
+		t->st.no_mbuf++;
+	return m;
+}
+
+/* ---- reliability io ------------------------------------------------------ */
+
+static void *io_emit(void *ctx, const struct keel_drel_hdr *h, struct keel_drel_msg *msg)
+{
+	struct dconn *c = ctx;
+	struct dtrans *t = c->t;
+	struct dbuf *b = (struct dbuf *)((char *)msg - offsetof(struct dbuf, msg));
+	if (t->ntx == TXQ_LEN) {
+		tx_flush(t);
+		if (t->ntx == TXQ_LEN)
+			return NULL;
+	}
+	struct rte_mbuf *m;
+	if (b->m) {
+		m = b->m; /* zero-copy: the payload is already in place */
+		b->m = NULL;
+		t->zc_held--;
+	} else {
+		m = frame_alloc(t);
+		if (!m)
+			return NULL;
+		rte_memcpy(rte_pktmbuf_mtod_offset(m, uint8_t *, HDRS), msg->data + h->offset,
+			   h->len);
+	}
+	m->data_len = m->pkt_len = (uint32_t)(HDRS + h->len);
+	/* Our header first: the UDP checksum covers it. */
+	keel_drel_hdr_encode(rte_pktmbuf_mtod_offset(m, uint8_t *, KEEL_DPDK_L2L4_LEN), h);
+	write_l2l4(t, c, m, (uint16_t)(KEEL_DREL_HDR_LEN + h->len));
+	rte_mbuf_refcnt_update(m, 1); /* one for the wire, one kept until acked */
+	tx_push(t, m);
+	return m;
+}
+
+static int io_retransmit(void *ctx, void *pkt)
+{
+	struct dconn *c = ctx;
+	struct rte_mbuf *m = pkt;
+	rte_mbuf_refcnt_update(m, 1);
+	if (!tx_push(c->t, m)) {
+		rte_mbuf_refcnt_update(m, -1);
+		return -1;
+	}
+	c->t->st.retransmits++;
+	return 0;
+}
+
+static void io_release(void *ctx, void *pkt)
+{
+	rte_pktmbuf_free(pkt);
+}
+
+static void buf_recycle(struct dtrans *t, struct dbuf *b)
+{
+	if (b->m) {
+		rte_pktmbuf_free(b->m);
+		t->zc_held--;
+	}
+	free(b->heap);
+	b->m = NULL;
+	b->heap = NULL;
+	b->next_free = t->free_bufs;
+	t->free_bufs = b;
+}
+
+static void io_msg_done(void *ctx, struct keel_drel_msg *msg)
+{
+	struct dconn *c = ctx;
+	struct dbuf *b = (struct dbuf *)((char *)msg - offsetof(struct dbuf, msg));
+	c->queued_bytes -= msg->len;
+	c->queued_n--;
+	buf_recycle(c->t, b);
+}
+
+static void conn_fail(struct dconn *c, int reason);
+static int send_internal(struct dconn *c, uint16_t type, const void *data, uint32_t len);
+
+static void io_deliver(void *ctx, uint16_t type, const uint8_t *data, uint32_t len, bool view)
+{
+	struct dconn *c = ctx;
+	struct dtrans *t = c->t;
+	if (c->closing)
+		return;
+	if (type >= INTERNAL_TYPES) {
+		uint64_t cid;
+		if (len != sizeof(cid)) {
+			conn_fail(c, KEEL_EPROTO);
+			return;
+		}
+		memcpy(&cid, data, sizeof(cid));
+		if (cid != t->pub.cluster_id) {
+			keel_warn("dpdk: peer %u/%u is in cluster %#llx, we are %#llx: dropped",
+				  c->pub.peer.node, c->pub.peer.shard, (unsigned long long)cid,
+				  (unsigned long long)t->pub.cluster_id);
+			conn_fail(c, KEEL_EAUTH);
+			return;
+		}
+		if (type == T_HELLO && !c->initiator && !c->up) {
+			if (send_internal(c, T_WELCOME, &t->pub.cluster_id, sizeof(cid)) != 0) {
+				conn_fail(c, KEEL_EFULL);
+				return;
+			}
+		} else if (!(type == T_WELCOME && c->initiator && !c->up)) {
+			conn_fail(c, KEEL_EPROTO);
+			return;
+		}
+		c->up = true;
+		if (t->pub.handlers->on_conn_up)
+			t->pub.handlers->on_conn_up(&t->pub, &c->pub);
+		return;
+	}
+	if (!c->up) {
+		conn_fail(c, KEEL_EPROTO); /* data before the handshake */
+		return;
+	}
+	struct keel_msg m = {.data = data, .len = len, .type = type, .from = c->pub.peer};
+	t->st.rx_msgs++;
+	t->st.rx_zero_copy += view;
+	t->pub.handlers->on_recv(&t->pub, &c->pub, &m);
+}
+
+static int io_send_ack(void *ctx, const struct keel_drel_hdr *h)
+{
+	struct dconn *c = ctx;
+	struct dtrans *t = c->t;
+	struct rte_mbuf *m = frame_alloc(t);
+	if (!m)
+		return -1;
+	m->data_len = m->pkt_len = HDRS;
+	keel_drel_hdr_encode(rte_pktmbuf_mtod_offset(m, uint8_t *, KEEL_DPDK_L2L4_LEN), h);
+	write_l2l4(t, c, m, KEEL_DREL_HDR_LEN);
+	if (!tx_push(t, m)) {
+		rte_pktmbuf_free(m);
+		return -1;
+	}
+	return 0;
+}
+
+static const struct keel_drel_io dconn_io = {
+	.emit = io_emit,
+	.retransmit = io_retransmit,
+	.release = io_release,
+	.msg_done = io_msg_done,
+	.deliver = io_deliver,
+	.send_ack = io_send_ack,
+};
+
+/* ---- connections ---------------------------------------------------------- */
+
+static struct dconn *conn_new(struct dtrans *t, uint32_t node, uint16_t shard, bool initiator,
+			      const struct rte_ether_addr *mac, uint32_t ip, uint16_t udp_port)
+{
+	if (t->nconns == t->capconns) {
+		uint32_t cap = t->capconns ? t->capconns * 2 : 8;
+		struct dconn **n = realloc(t->conns, cap * sizeof(*n));
+		if (!n)
+			return NULL;
+		t->conns = n;
+		t->capconns = cap;
+	}
+	struct dconn *c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	c->pub.t = &t->pub;
+	c->pub.peer = (struct keel_addr){node, shard};
+	c->pub.inbound = !initiator;
+	c->t = t;
+	c->initiator = initiator;
+	c->mac = *mac;
+	c->ip = ip;
+	c->udp_port = udp_port;
+	struct keel_drel_io io = dconn_io;
+	io.ctx = c;
+	if (keel_drel_init(&c->s, &t->rcfg, &io, t->pub.self.node, (uint16_t)t->pub.self.shard,
+			   node, shard, t->epoch) != 0) {
+		free(c);
+		return NULL;
+	}
+	c->s.hdr_flags = initiator ? KEEL_DREL_F_INIT : 0;
+	t->conns[t->nconns++] = c;
+	return c;
+}
+
+static struct dconn *conn_find(struct dtrans *t, uint32_t node, uint16_t shard, bool initiator)
+{
+	for (uint32_t i = 0; i < t->nconns; i++) {
+		struct dconn *c = t->conns[i];
+		if (c->pub.peer.node == node && c->pub.peer.shard == shard &&
+		    c->initiator == initiator)
+			return c;
+	}
+	return NULL;
+}
+
+/* Marks c broken or closed; on_conn_down runs from poll, after the current
+ * callback (and the lent message) is done. */
+static void conn_fail(struct dconn *c, int reason)
+{
+	if (c->closing)
+		return;
+	c->closing = true;
+	c->down_reason = reason;
+	if (reason)
+		keel_info("dpdk: connection %s %u/%u down: %s (%s)",
+			  c->initiator ? "to" : "from", c->pub.peer.node, c->pub.peer.shard,
+			  keel_strerror(reason), c->s.errmsg[0] ? c->s.errmsg : "-");
+	c->next_dead = c->t->dead;
+	c->t->dead = c;
+}
+
+static void conn_free(struct dtrans *t, struct dconn *c)
+{
+	for (uint32_t i = 0; i < t->nconns; i++)
+		if (t->conns[i] == c) {
+			t->conns[i] = t->conns[--t->nconns];
+			break;
+		}
+	keel_drel_fini(&c->s);
+	free(c);
+}
+
+static void reap_dead(struct dtrans *t)
+{
+	while (t->dead) {
+		struct dconn *c = t->dead;
+		t->dead = c->next_dead;
+		/* Announced connections and dialled ones hear on_conn_down. */
+		bool tell = c->up || c->initiator;
+		if (tell && t->pub.handlers->on_conn_down)
+			t->pub.handlers->on_conn_down(&t->pub, &c->pub, c->down_reason);
+		conn_free(t, c);
+	}
+}
+
+static int send_internal(struct dconn *c, uint16_t type, const void *data, uint32_t len)
+{
+	struct dtrans *t = c->t;
+	struct dbuf *b = t->free_bufs;
+	if (b)
+		t->free_bufs = b->next_free;
+	else if (!(b = calloc(1, sizeof(*b))))
+		return -ENOMEM;
+	b->heap = malloc(len ? len : 1);
+	if (!b->heap) {
+		buf_recycle(t, b);
+		return -ENOMEM;
+	}
+	memcpy(b->heap, data, len);
+	b->c = c;
+	b->msg = (struct keel_drel_msg){.data = b->heap, .len = len, .type = type};
+	int rc = keel_drel_send(&c->s, &b->msg);
+	if (rc) {
+		buf_recycle(t, b);
+		return rc;
+	}
+	c->queued_bytes += len;
+	c->queued_n++;
+	return 0;
+}
+
+/* ---- receive -------------------------------------------------------------- */
+
+static uint64_t rng_next(uint64_t *s)
+{
+	uint64_t x = *s;
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *s = x;
+}
+
+static void answer_arp(struct dtrans *t, struct rte_mbuf *m)
+{
+	if (m->data_len < sizeof(struct rte_ether_hdr) + sizeof(struct rte_arp_hdr))
+		return;
+	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+	struct rte_arp_hdr *arp = (struct rte_arp_hdr *)(eth + 1);
+	if (arp->arp_opcode != rte_cpu_to_be_16(RTE_ARP_OP_REQUEST) ||
+	    arp->arp_hardware != rte_cpu_to_be_16(RTE_ARP_HRD_ETHER) ||
+	    arp->arp_protocol != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4) ||
+	    arp->arp_data.arp_tip != rte_cpu_to_be_32(t->cfg.ip))
+		return;
+	struct rte_mbuf *r = frame_alloc(t);
+	if (!r)
+		return;
+	r->data_len = r->pkt_len = sizeof(struct rte_ether_hdr) + sizeof(struct rte_arp_hdr);
+	struct rte_ether_hdr *re = rte_pktmbuf_mtod(r, struct rte_ether_hdr *);
+	struct rte_arp_hdr *ra = (struct rte_arp_hdr *)(re + 1);
+	re->dst_addr = eth->src_addr;
+	re->src_addr = t->port->mac;
+	re->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP);
+	*ra = *arp;
+	ra->arp_opcode = rte_cpu_to_be_16(RTE_ARP_OP_REPLY);
+	ra->arp_data.arp_tha = arp->arp_data.arp_sha;
+	ra->arp_data.arp_tip = arp->arp_data.arp_sip;
+	ra->arp_data.arp_sha = t->port->mac;
+	ra->arp_data.arp_sip = arp->arp_data.arp_tip;
+	if (!tx_push(t, r))
+		rte_pktmbuf_free(r);
+	else
+		t->st.arp_replies++;
+}
+
+/* Handles one frame for this shard; frees it. */
+static void rx_frame(struct dtrans *t, struct rte_mbuf *m, bool steer)
+{
+	uint32_t dlen = rte_pktmbuf_data_len(m);
+	if (m->nb_segs != 1 || dlen < KEEL_DPDK_L2L4_LEN)
+		goto drop;
+	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+	if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP)) {
+		if (t->queue == 0)
+			answer_arp(t, m);
+		goto drop;
+	}
+	if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
+		goto drop;
+	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
+	if (ip->version_ihl != RTE_IPV4_VHL_DEF || ip->next_proto_id != IPPROTO_UDP ||
+	    ip->dst_addr != rte_cpu_to_be_32(t->cfg.ip) ||
+	    (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK)))
+		goto drop;
+	uint16_t iplen = rte_be_to_cpu_16(ip->total_length);
+	if (iplen < 28 || (uint32_t)iplen + 14 > dlen)
+		goto drop;
+	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)(ip + 1);
+	uint16_t ulen = rte_be_to_cpu_16(udp->dgram_len);
+	uint16_t dport = rte_be_to_cpu_16(udp->dst_port);
+	if (ulen < 8 || ulen > iplen - 20)
+		goto drop;
+	if (dport < t->cfg.udp_port || dport >= t->cfg.udp_port + t->shards)
+		goto drop;
+	uint16_t shard = (uint16_t)(dport - t->cfg.udp_port);
+	if (shard != t->queue) {
+		/* Software steering: the PMD has no flow rules for this. */
+		if (!steer || rte_ring_enqueue(t->port->inbox[shard], m) != 0)
+			goto drop;
+		t->st.steered++;
+		return;
+	}
+	uint64_t fl = m->ol_flags;
+	if ((fl & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_BAD ||
+	    (fl & RTE_MBUF_F_RX_L4_CKSUM_MASK) == RTE_MBUF_F_RX_L4_CKSUM_BAD)
+		goto bad_csum;
+	if ((fl & RTE_MBUF_F_RX_IP_CKSUM_MASK) != RTE_MBUF_F_RX_IP_CKSUM_GOOD &&
+	    rte_raw_cksum(ip, 20) != 0xffff)
+		goto bad_csum;
+	if ((fl & RTE_MBUF_F_RX_L4_CKSUM_MASK) != RTE_MBUF_F_RX_L4_CKSUM_GOOD &&
+	    udp->dgram_cksum != 0 && rte_ipv4_udptcp_cksum_verify(ip, udp) != 0)
+		goto bad_csum;
+	if (t->cfg.loss_ppm && rng_next(&t->rng) % 1000000 < t->cfg.loss_ppm) {
+		t->st.injected_drops++;
+		goto drop;
+	}
+	const uint8_t *pl = (const uint8_t *)(udp + 1);
+	struct keel_drel_hdr h;
+	char err[KEEL_ERRMSG_LEN];
+	if (keel_drel_hdr_decode(&h, pl, (size_t)ulen - 8, t->pub.max_frame, err) != 0) {
+		t->st.bad_frames++;
+		keel_debug("dpdk: dropped frame: %s", err);
+		goto drop;
+	}
+	if (h.dst_shard != t->queue)
+		goto drop;
+	bool peer_dialled = h.flags & KEEL_DREL_F_INIT;
+	struct dconn *c = conn_find(t, h.src_node, h.src_shard, !peer_dialled);
+	if (!c) {
+		/* A new inbound session starts with its first packet. */
+		if (!peer_dialled || !t->listening || h.type != KEEL_DREL_DATA || h.seq != 0 ||
+		    h.msg_type != T_HELLO)
+			goto drop;
+		c = conn_new(t, h.src_node, h.src_shard, false, &eth->src_addr,
+			     rte_be_to_cpu_32(ip->src_addr), rte_be_to_cpu_16(udp->src_port));
+		if (!c)
+			goto drop;
+	}
+	if (c->closing)
+		goto drop;
+	t->st.rx_pkts++;
+	int rc = keel_drel_input(&c->s, &h, pl + KEEL_DREL_HDR_LEN, t->now);
+	if (rc < 0)
+		conn_fail(c, rc);
+drop:
+	rte_pktmbuf_free(m);
+	return;
+bad_csum:
+	t->st.bad_csum++;
+	rte_pktmbuf_free(m);
+}
+
+/* ---- ops ---------------------------------------------------------------- */
+
+static int dpdk_open(const struct keel_transport_config *cfg, struct keel_transport **out,
+		     char *errmsg)
+{
+	const struct keel_dpdk_config *dc = cfg->backend_arg;
+	if (!dc)
+		return keel_errmsg_set(errmsg, KEEL_ECONFIG,
+				       "transport dpdk: no [dpdk] configuration (backend_arg)");
+	if (dc->ip == 0)
+		return keel_errmsg_set(errmsg, KEEL_ECONFIG, "transport dpdk: [dpdk] ip is not set");
+	uint32_t shards = cfg->shards ? cfg->shards : 1;
+	if (cfg->self.shard >= shards)
+		return keel_errmsg_set(errmsg, KEEL_ECONFIG, "transport dpdk: shard %u of %u",
+				       cfg->self.shard, shards);
+	if ((uint32_t)dc->udp_port + shards > 65536)
+		return keel_errmsg_set(errmsg, KEEL_ECONFIG, "transport dpdk: udp_port too high");
+	struct keel_dpdk_port *port;
+	int rc = keel_dpdk_port_get(dc, (uint16_t)shards, &port, errmsg);
+	if (rc)
+		return rc;
+	rc = keel_dpdk_thread_join(errmsg);
+	if (rc)
+		return rc;
+	struct dtrans *t = rte_zmalloc("keel_dpdk_t", sizeof(*t), RTE_CACHE_LINE_SIZE);
+	if (!t)
+		return keel_errmsg_set(errmsg, -ENOMEM, "transport dpdk: out of memory");
+	t->pub.ops = &keel_transport_dpdk_ops;
+	t->pub.handlers = cfg->handlers;
+	t->pub.user = cfg->user;
+	t->pub.self = cfg->self;
+	t->pub.cluster_id = cfg->cluster_id;
+	t->pub.max_frame = cfg->max_frame ? cfg->max_frame : KEEL_TRANSPORT_MAX_FRAME_DEFAULT;
+	t->cfg = *dc;
+	t->port = port;
+	t->queue = (uint16_t)cfg->self.shard;
+	t->shards = shards;
+	t->my_udp = (uint16_t)(dc->udp_port + cfg->self.shard);
+	t->sendq_bytes = cfg->sendq_bytes ? cfg->sendq_bytes : KEEL_TRANSPORT_SENDQ_DEFAULT;
+	keel_drel_cfg_default(&t->rcfg);
+	t->rcfg.mss = port->mtu - 20 - 8 - KEEL_DREL_HDR_LEN;
+	if (t->rcfg.mss > RTE_MBUF_DEFAULT_DATAROOM - HDRS)
+		t->rcfg.mss = RTE_MBUF_DEFAULT_DATAROOM - HDRS;
+	t->rcfg.max_msg = t->pub.max_frame;
+	t->rcfg.queue_msgs = 1u << 13; /* the backend stops at half */
+	/* Queued zero-copy buffers hold mbufs: leave most of the pool to
+	 * the receive rings and the retransmission windows. */
+	t->zc_limit = dc->mbufs / 8 / shards;
+	t->rcfg.queue_bytes = UINT64_MAX / 2; /* the backend bounds bytes itself */
+	if (dc->rto_us)
+		t->rcfg.rto_ns = (uint64_t)dc->rto_us * 1000;
+	while (getrandom(&t->epoch, sizeof(t->epoch), 0) != sizeof(t->epoch) || !t->epoch)
+		;
+	t->rng = (dc->loss_seed ? dc->loss_seed : 1) * 0x9e3779b97f4a7c15ull + cfg->self.shard + 1;
+	if (!t->rng)
+		t->rng = 1;
+	*out = &t->pub;
+	keel_info("transport dpdk: %u/%u on %s queue %u, udp %u, epoch %#x%s", cfg->self.node,
+		  cfg->self.shard, port->name, t->queue, t->my_udp, t->epoch,
+		  dc->loss_ppm ? " (loss injection on)" : "");
+	return 0;
+}
+
+static int dpdk_listen(struct keel_transport *kt)
+{
+	T(kt)->listening = true;
+	return 0;
+}
+
+static int dpdk_connect(struct keel_transport *kt, struct keel_addr peer, struct keel_conn **out)
+{
+	struct dtrans *t = T(kt);
+	const struct keel_dpdk_peer *p = keel_dpdk_config_peer(&t->cfg, peer.node);
+	if (!p)
+		return keel_errmsg_set(kt->errmsg, KEEL_ENOTFOUND,
+				       "transport dpdk: node %u is not in the [dpdk] peer table",
+				       peer.node);
+	if (peer.shard >= t->shards)
+		return keel_errmsg_set(kt->errmsg, KEEL_EBADINPUT, "transport dpdk: shard %u",
+				       peer.shard);
+	struct dconn *old = conn_find(t, peer.node, (uint16_t)peer.shard, true);
+	if (old && !old->closing)
+		return keel_errmsg_set(kt->errmsg, -EISCONN,
+				       "transport dpdk: already connected to %u/%u", peer.node,
+				       peer.shard);
+	struct rte_ether_addr mac;
+	memcpy(mac.addr_bytes, p->mac, 6);
+	uint16_t base = p->udp_port ? p->udp_port : t->cfg.udp_port;
+	struct dconn *c = conn_new(t, peer.node, (uint16_t)peer.shard, true, &mac, p->ip,
+				   (uint16_t)(base + peer.shard));
+	if (!c)
+		return keel_errmsg_set(kt->errmsg, -ENOMEM, "transport dpdk: out of memory");
+	int rc = send_internal(c, T_HELLO, &t->pub.cluster_id, sizeof(t->pub.cluster_id));
+	if (rc) {
+		conn_free(t, c);
+		return rc;
+	}
+	*out = &c->pub;
+	return 0;
+}
+
+static int dpdk_alloc(struct keel_conn *kc, uint32_t len, struct keel_send_buf **out)
+{
+	struct dconn *c = (struct dconn *)kc;
+	struct dtrans *t = c->t;
+	if (c->closing)
+		return KEEL_ECLOSED;
+	if (len > t->pub.max_frame)
+		return KEEL_ETOOBIG;
+	if ((c->queued_n && c->queued_bytes + len > t->sendq_bytes) ||
+	    c->queued_n >= t->rcfg.queue_msgs / 2) {
+		c->was_full = true;
+		return KEEL_EFULL;
+	}
+	struct dbuf *b = t->free_bufs;
+	if (b)
+		t->free_bufs = b->next_free;
+	else if (!(b = calloc(1, sizeof(*b))))
+		return -ENOMEM;
+	b->c = c;
+	if (len <= t->rcfg.mss && t->zc_held < t->zc_limit) {
+		b->m = frame_alloc(t);
+		if (!b->m) {
+			buf_recycle(t, b);
+			c->was_full = true;
+			return KEEL_EFULL; /* pool exhausted: as good as a full queue */
+		}
+		t->zc_held++;
+		b->pub.data = rte_pktmbuf_mtod_offset(b->m, uint8_t *, HDRS);
+		b->pub.cap = t->rcfg.mss;
+	} else {
+		b->heap = malloc(len);
+		if (!b->heap) {
+			buf_recycle(t, b);
+			return -ENOMEM;
+		}
+		b->pub.data = b->heap;
+		b->pub.cap = len;
+	}
+	b->pub.len = 0;
+	b->pub.type = 0;
+	c->queued_bytes += len;
+	c->queued_n++;
+	b->msg.len = len; /* reserved; send() sets the real length */
+	*out = &b->pub;
+	return 0;
+}
+
+static void dpdk_discard(struct keel_conn *kc, struct keel_send_buf *kb)
+{
+	struct dconn *c = (struct dconn *)kc;
+	struct dbuf *b = (struct dbuf *)kb;
+	c->queued_bytes -= b->msg.len;
+	c->queued_n--;
+	buf_recycle(c->t, b);
+}
+
+static int dpdk_send(struct keel_conn *kc, struct keel_send_buf *kb)
+{
+	struct dconn *c = (struct dconn *)kc;
+	struct dbuf *b = (struct dbuf *)kb;
+	if (c->closing) {
+		dpdk_discard(kc, kb);
+		return KEEL_ECLOSED;
+	}
+	if (b->pub.len > b->pub.cap) {
+		dpdk_discard(kc, kb);
+		return KEEL_ETOOBIG;
+	}
+	if (b->pub.type >= INTERNAL_TYPES) {
+		dpdk_discard(kc, kb);
+		return KEEL_EBADINPUT;
+	}
+	c->queued_bytes -= b->msg.len;
+	c->queued_bytes += b->pub.len;
+	b->msg = (struct keel_drel_msg){.data = b->pub.data, .len = b->pub.len,
+					.type = b->pub.type};
+	int rc = keel_drel_send(&c->s, &b->msg);
+	if (rc) { /* cannot happen: room was reserved at alloc */
+		c->queued_bytes -= b->msg.len;
+		c->queued_n--;
+		buf_recycle(c->t, b);
+		return rc;
+	}
+	/* Send at once when the window allows: latency over batching. */
+	keel_drel_pump(&c->s, c->t->now ? c->t->now : keel_now_ns());
+	return 0;
+}
+
+static int dpdk_poll(struct keel_transport *kt, int budget)
+{
+	struct dtrans *t = T(kt);
+	t->now = keel_now_ns();
+	int done = 0;
+	struct rte_mbuf *pkts[RX_BURST];
+	uint16_t want = (uint16_t)(budget > 0 && budget < RX_BURST ? budget : RX_BURST);
+	uint16_t n = rte_eth_rx_burst(t->port->port_id, t->queue, pkts, want);
+	for (uint16_t i = 0; i < n; i++)
+		rx_frame(t, pkts[i], !t->port->flow_steering);
+	done += n;
+	if (t->shards > 1 && !t->port->flow_steering) {
+		unsigned k = rte_ring_sc_dequeue_burst(t->port->inbox[t->queue], (void **)pkts,
+						       RX_BURST, NULL);
+		for (unsigned i = 0; i < k; i++)
+			rx_frame(t, pkts[i], false);
+		done += (int)k;
+	}
+	for (uint32_t i = 0; i < t->nconns; i++) {
+		struct dconn *c = t->conns[i];
+		if (c->closing)
+			continue;
+		keel_drel_pump(&c->s, t->now);
+		int rc = keel_drel_tick(&c->s, t->now);
+		if (rc < 0) {
+			conn_fail(c, rc);
+			continue;
+		}
+		if (c->was_full && c->queued_bytes <= t->sendq_bytes / 2 &&
+		    c->queued_n < t->rcfg.queue_msgs / 4) {
+			c->was_full = false;
+			if (kt->handlers->on_writable)
+				kt->handlers->on_writable(kt, &c->pub);
+		}
+	}
+	tx_flush(t);
+	reap_dead(t);
+	return done;
+}
+
+static void dpdk_close_conn(struct keel_conn *kc)
+{
+	conn_fail((struct dconn *)kc, 0);
+}
+
+static void dpdk_close(struct keel_transport *kt)
+{
+	struct dtrans *t = T(kt);
+	tx_flush(t);
+	while (t->nconns)
+		conn_free(t, t->conns[t->nconns - 1]);
+	free(t->conns);
+	while (t->free_bufs) {
+		struct dbuf *b = t->free_bufs;
+		t->free_bufs = b->next_free;
+		free(b);
+	}
+	/* Whatever the PMD would not take is dropped. */
+	for (uint16_t i = 0; i < t->ntx; i++)
+		rte_pktmbuf_free(t->txq[i]);
+	rte_free(t);
+}
+
+void keel_dpdk_get_stats(struct keel_transport *kt, struct keel_dpdk_stats *out)
+{
+	struct dtrans *t = T(kt);
+	*out = t->st;
+	struct rte_eth_stats es;
+	if (rte_eth_stats_get(t->port->port_id, &es) == 0) {
+		out->port_imissed = es.imissed;
+		out->port_ierrors = es.ierrors;
+		out->port_rx_nombuf = es.rx_nombuf;
+		out->port_oerrors = es.oerrors;
+	}
+	for (uint32_t i = 0; i < t->nconns; i++) {
+		const struct keel_drel_stats *s = &t->conns[i]->s.st;
+		out->rel_retransmits += s->retransmits;
+		out->rel_timeouts += s->timeouts;
+		out->rel_dups += s->dups;
+		out->rel_out_of_order += s->out_of_order;
+	}
+}
+
+bool keel_dpdk_link_up(struct keel_transport *kt)
+{
+	struct rte_eth_link link;
+	return rte_eth_link_get_nowait(T(kt)->port->port_id, &link) == 0 &&
+	       link.link_status == RTE_ETH_LINK_UP;
+}
+
+const struct keel_transport_ops keel_transport_dpdk_ops = {
+	.name = "dpdk",
+	.description = "DPDK kernel bypass: Ethernet/IPv4/UDP, seq/ack/retransmit/credits, busy-poll",
+	.caps = KEEL_TRANSPORT_RELIABLE | KEEL_TRANSPORT_ZERO_COPY_SEND |
+		KEEL_TRANSPORT_ZERO_COPY_RECV | KEEL_TRANSPORT_BUSY_POLL,
+	.max_msg = 0,
+	.open = dpdk_open,
+	.listen = dpdk_listen,
+	.connect = dpdk_connect,
+	.alloc_send_buf = dpdk_alloc,
+	.send = dpdk_send,
+	.discard_send_buf = dpdk_discard,
+	.poll = dpdk_poll,
+	.close_conn = dpdk_close_conn,
+	.close = dpdk_close,
+};
