@@ -891,6 +891,9 @@ void keel_dpdk_get_stats(struct keel_transport *kt, struct keel_dpdk_stats *out)
 		out->rel_timeouts += s->timeouts;
 		out->rel_dups += s->dups;
 		out->rel_out_of_order += s->out_of_order;
+		out->rel_acks_sent += s->acks_sent;
+		out->rel_data_sent += s->data_sent;
+		out->rel_stale += s->stale;
 	}
 }
 
