@@ -6,11 +6,13 @@
 
 int keel_cmd_version(int argc, char **argv);
 int keel_cmd_topo(int argc, char **argv);
-
-/* Strict unsigned option value: digits only, min..max; prints the error. */
-int keel_cli_parse_uint(const char *opt, const char *s, unsigned min, unsigned max, unsigned *out);
+int keel_cmd_shards(int argc, char **argv);
 int keel_cmd_mr(int argc, char **argv);
 int keel_cmd_node(int argc, char **argv);
 int keel_cmd_send(int argc, char **argv);
+
+/* Strict unsigned option value: digits only, min..max; prints the error
+ * (cmd_topo.c). */
+int keel_cli_parse_uint(const char *opt, const char *s, unsigned min, unsigned max, unsigned *out);
 
 #endif

@@ -38,6 +38,7 @@ static void usage(FILE *f)
 		"  --mem MB          memory budget per shard before spilling (default 256)\n"
 		"  --split MB        bytes of input per map task (default 32)\n"
 		"  --spill-dir DIR   where sorted runs spill (default: inside the output's temp dir)\n"
+		"  --no-fsync        do not fsync the output files before committing them\n"
 		"  --json            print the result as one JSON object\n"
 		"  --quiet           no progress line\n");
 }
@@ -90,6 +91,7 @@ static int cmd_run(int argc, char **argv)
 		{"mem", required_argument, 0, 'm'},   {"split", required_argument, 0, 'S'},
 		{"spill-dir", required_argument, 0, 'D'}, {"json", no_argument, 0, 'J'},
 		{"quiet", no_argument, 0, 'q'},       {"help", no_argument, 0, 'h'},
+		{"no-fsync", no_argument, 0, 'F'},
 		{0, 0, 0, 0},
 	};
 	const char **inputs = calloc((size_t)argc + 1, sizeof *inputs);
@@ -100,7 +102,7 @@ static int cmd_run(int argc, char **argv)
 	struct keel_mr_config cfg = {0};
 	int c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "i:o:j:a:s:r:m:S:D:Jqh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "i:o:j:a:s:r:m:S:D:JqhF", opts, NULL)) != -1) {
 		switch (c) {
 		case 'i': inputs[n_inputs++] = optarg; break;
 		case 'o': cfg.output = optarg; break;
@@ -113,6 +115,7 @@ static int cmd_run(int argc, char **argv)
 		case 'D': cfg.spill_dir = optarg; break;
 		case 'J': json = true; break;
 		case 'q': pr.quiet = true; break;
+		case 'F': cfg.no_fsync = true; break;
 		case 'h': usage(stdout); free(inputs); return 0;
 		default: usage(stderr); free(inputs); return 2;
 		}
@@ -126,6 +129,10 @@ static int cmd_run(int argc, char **argv)
 		free(inputs);
 		return 2;
 	}
+	/* The progress line is the output; the runtime's start-up notes are
+	 * noise here unless asked for with KEEL_LOG. */
+	if (!getenv("KEEL_LOG"))
+		keel_log_set_level(KEEL_LOG_WARN);
 	char err[KEEL_ERRMSG_LEN];
 	struct keel_mr_jobref job;
 	int rc = keel_mr_job_open(&job, spec, arg, err);

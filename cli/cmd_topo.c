@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "keel/runtime.h"
+#include "keel/transport.h"
 
 static void usage(FILE *f)
 {
@@ -37,11 +38,11 @@ bad:
 	return -1;
 }
 
-/* The transport backends this build has. Transport layer: print the
- * registry here (name, capabilities) when transport/ has one. */
+/* The transport backends this build has (transport/registry.c). */
 static void print_transports(FILE *f)
 {
-	fprintf(f, "transports: (none registered yet)\n");
+	fprintf(f, "transports:\n");
+	keel_transport_registry_print(f);
 }
 
 int keel_cmd_topo(int argc, char **argv)
@@ -98,7 +99,6 @@ int keel_cmd_topo(int argc, char **argv)
 		fprintf(stderr, "keel topo: %s\n", em);
 		return 1;
 	}
-	keel_topo_print(topo, stdout);
 	struct keel_placement *pl;
 	unsigned n;
 	int rc = keel_topo_place(topo, cpuset ? &set : NULL, nshards, overcommit, &pl, &n, em);
@@ -107,6 +107,7 @@ int keel_cmd_topo(int argc, char **argv)
 		keel_topo_free(topo);
 		return 1;
 	}
+	keel_topo_print(topo, stdout);
 	struct keel_topo_counts cnt;
 	keel_topo_get_counts(topo, &cnt);
 	unsigned ncores = 0;
@@ -116,8 +117,8 @@ int keel_cmd_topo(int argc, char **argv)
 			seen |= pl[j].core == pl[i].core;
 		ncores += !seen;
 	}
-	printf("placement: %u shard%s on cpuset %s, %u core%s%s\n", n, n == 1 ? "" : "s",
-	       cpuset ? cpuset : "all", ncores, ncores == 1 ? "" : "s",
+	printf("placement: %u shard%s on %s%s, %u core%s%s\n", n, n == 1 ? "" : "s",
+	       cpuset ? "cpuset " : "all PUs", cpuset ? cpuset : "", ncores, ncores == 1 ? "" : "s",
 	       ncores < n ? " (overcommitted: shards share cores)" : "");
 	printf("  %-6s %-5s %-5s %s\n", "shard", "PU", "core", "NUMA");
 	for (unsigned i = 0; i < n; i++)

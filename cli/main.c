@@ -15,6 +15,7 @@ struct keel_cmd {
 static const struct keel_cmd commands[] = {
 	{"version", keel_cmd_version, "print the version and what this build has"},
 	{"topo", keel_cmd_topo, "print the topology and where shards would run"},
+	{"shards", keel_cmd_shards, "run pinned shards exchanging messages; print a summary"},
 	{"node", keel_cmd_node, "run a node from its configuration file"},
 	{"send", keel_cmd_send, "send a verified message stream to a node (tests, demo)"},
 	{"mr", keel_cmd_mr, "run map-reduce jobs (wordcount, grep, index, sort, or a job .so)"},

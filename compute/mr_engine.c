@@ -1,16 +1,29 @@
 /*
  * compute/mr_engine.c — running a job on this node: planning, the map phase
- * on every shard, the reduce phase (R partitions spread over the shards,
- * each a k-way merge of that partition's runs from every shard), and the
- * atomic commit of the output directory.
+ * on every shard of a keel runtime, the reduce phase (R partitions spread
+ * over the shards, each a k-way merge of that partition's runs from every
+ * shard), and the atomic commit of the output directory.
  *
- * Each shard owns its combining table and spill files outright during the
- * map phase (no locks on the emit path; map tasks are handed out through
- * one atomic counter, so a fast shard takes more of them). The phase
- * barrier publishes the sorted runs; in the reduce phase shards only read
- * each other's runs (by pointer for memory runs, through their own io_uring
- * for spill files), and a second barrier keeps every run alive until all
- * partitions are reduced, after which each shard frees its own.
+ * On the runtime (include/keel/runtime.h), everything is messages and I/O
+ * completions on the shards' reactors, run to completion:
+ *   map: a shard takes the next split (one atomic counter over the node's
+ *        tasks, so a fast shard takes more), reads it through its own
+ *        io_uring a chunk per completion, and folds what map emits into its
+ *        own combining table (spilling sorted runs past the budget). When no
+ *        split is left it sorts its table and tells shard 0 (map_done).
+ *   barrier: shard 0 counts map_done messages, then sends reduce_start.
+ *   shuffle: for each partition it owns (p % S == shard), a shard asks every
+ *        shard for its run of p with keel_shard_call; the reply hands the
+ *        sorted run over by reference (memory runs are read in place, spill
+ *        files through a private ring), so no pair is copied between shards.
+ *   reduce: the merge runs a batch of keys per message, re-posting itself,
+ *        so a shard's loop keeps turning; then `release` goes back to every
+ *        source shard, which frees its own table once all R partitions have
+ *        released it (memory is freed by the shard that allocated it).
+ *   end: shard 0 counts reduce_done messages and stops the runtime; the
+ *        caller's thread commits the output.
+ * Where a runtime cannot start (io_uring forbidden in a container), the same
+ * phases run on plain threads with a barrier between them.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -20,6 +33,7 @@
 #include <unistd.h>
 
 #include "compute/mr_internal.h"
+#include "keel/runtime.h"
 
 struct keel_mr_emit {
 	struct mr_table *t;
@@ -32,16 +46,48 @@ int keel_mr_emit(struct keel_mr_emit *e, const void *key, size_t klen, const voi
 
 struct engine;
 
+struct worker;
+
+/* One outstanding run request of a reducer to a source shard. */
+struct run_req {
+	struct worker *w;
+	unsigned from;
+};
+
 struct worker {
 	struct engine *e;
 	int id;
 	pthread_t th;
+	struct keel_shard *sh;
 	struct mr_table t;
+	bool table_ok;
 	struct keel_mr_emit emit;
 	uint8_t *rbuf;
 	size_t rcap;
 	uint64_t records;
 	uint64_t reduce_keys, output_bytes;
+	/* map on the runtime */
+	struct mr_scan scan;
+	bool scanning;
+	struct keel_io_op rd;
+	/* reduce on the runtime */
+	uint32_t part;
+	unsigned replies;
+	struct run_req *req;
+	const struct mr_table **peer;
+	struct mr_source *src;
+	size_t nsrc;
+	struct mr_merge *merge;
+	struct mr_merge_stats ms;
+	struct keel_mr_out out;
+	bool out_open;
+	struct io_uring ring;
+	bool ring_ok;
+	uint32_t released;
+	/* the table's counters, kept when the table is freed */
+	struct {
+		uint64_t emitted, shuffled, spills, spill_bytes;
+	} tc;
 	char errmsg[KEEL_ERRMSG_LEN];
 } KEEL_CACHE_ALIGNED;
 
@@ -64,6 +110,8 @@ struct engine {
 	char errmsg[KEEL_ERRMSG_LEN];
 	pthread_barrier_t barrier;
 	struct worker *w;
+	struct keel_runtime *rt;
+	unsigned maps_done, reduces_done; /* shard 0 only */
 	uint64_t t0, t_map_end;
 };
 
@@ -75,6 +123,14 @@ static void engine_fail(struct engine *e, int rc, const char *msg)
 		atomic_store(&e->err, rc);
 	}
 	pthread_mutex_unlock(&e->errmu);
+}
+
+static void keep_counters(struct worker *w)
+{
+	w->tc.emitted = w->t.emitted;
+	w->tc.shuffled = w->t.shuffled;
+	w->tc.spills = w->t.n_spills;
+	w->tc.spill_bytes = w->t.spill_bytes;
 }
 
 static int on_record(void *arg, const struct keel_mr_record *rec)
@@ -105,6 +161,7 @@ static void map_phase(struct worker *w)
 	int rc = mr_table_finish(&w->t);
 	if (rc)
 		engine_fail(e, rc, w->t.errmsg);
+	keep_counters(w);
 }
 
 static int reduce_partition(struct worker *w, uint32_t p, struct io_uring *ring)
@@ -136,6 +193,7 @@ static int reduce_partition(struct worker *w, uint32_t p, struct io_uring *ring)
 	if (!rc)
 		rc = mr_out_open(&out, path, w->errmsg);
 	if (!rc) {
+		out.no_fsync = e->cfg->no_fsync;
 		struct mr_merge_stats ms = {0};
 		rc = mr_merge_reduce(src, k, e->job, e->state, &out, &ms, w->errmsg);
 		w->reduce_keys += ms.keys;
@@ -185,6 +243,325 @@ static void *worker_main(void *arg)
 	pthread_barrier_wait(&e->barrier);
 	atomic_fetch_sub(&e->running, 1);
 	return NULL;
+}
+
+/* ---- execution on the runtime's shards ------------------------------- */
+
+#define REDUCE_BATCH 4096 /* keys per reduce message */
+
+static void rt_map_next(struct keel_shard *sh, void *arg);
+static void rt_reduce_begin(struct worker *w);
+static void rt_reduce_start(struct keel_shard *sh, void *arg);
+
+static void rt_fail(struct worker *w, int rc, const char *msg)
+{
+	engine_fail(w->e, rc, msg);
+}
+
+static void rt_map_done(struct keel_shard *sh, void *arg)
+{
+	struct engine *e = arg;
+	if (++e->maps_done < e->S)
+		return;
+	e->t_map_end = keel_now_ns();
+	for (uint32_t i = 0; i < e->S; i++)
+		keel_shard_post(sh, i, rt_reduce_start, &e->w[i]);
+}
+
+static void rt_map_finish(struct worker *w)
+{
+	struct engine *e = w->e;
+	if (w->table_ok && !atomic_load(&e->err)) {
+		int rc = mr_table_finish(&w->t);
+		if (rc)
+			rt_fail(w, rc, w->t.errmsg);
+	}
+	if (w->table_ok)
+		keep_counters(w);
+	keel_shard_post(w->sh, 0, rt_map_done, e);
+}
+
+/* Issues the read of the split's next chunk, or finishes the task. */
+static void rt_read_next(struct worker *w)
+{
+	void *dst;
+	size_t len;
+	uint64_t off;
+	if (!mr_scan_next_read(&w->scan, &dst, &len, &off)) {
+		mr_scan_close(&w->scan);
+		w->scanning = false;
+		atomic_fetch_add(&w->e->tasks_done, 1);
+		keel_shard_post(w->sh, (unsigned)w->id, rt_map_next, w);
+		return;
+	}
+	struct io_uring_sqe *sqe = keel_shard_get_sqe(w->sh, &w->rd);
+	io_uring_prep_read(sqe, w->scan.fd, dst, (unsigned)len, off);
+}
+
+static void rt_read_done(struct keel_io_op *op, int32_t res, uint32_t flags)
+{
+	(void)flags;
+	struct worker *w = (struct worker *)((char *)op - offsetof(struct worker, rd));
+	struct engine *e = w->e;
+	if (res == -EINTR || res == -EAGAIN) {
+		rt_read_next(w);
+		return;
+	}
+	int rc = 0;
+	if (res < 0) {
+		rc = keel_errmsg_set(w->errmsg, res, "mr: read %s",
+				     e->plan.files[w->scan.sp->file].path);
+	} else {
+		size_t got = (size_t)res;
+		/* Fixed records want whole chunks: finish a short read here. */
+		if (e->job->format == KEEL_MR_FIXED && got > 0 && got < w->scan.len) {
+			ssize_t more = pread(w->scan.fd, *w->scan.bufp + got, w->scan.len - got,
+					     (off_t)(w->scan.base + got));
+			if (more > 0)
+				got += (size_t)more;
+		}
+		rc = mr_scan_feed(&w->scan, got, on_record, w, (uint64_t *)&e->bytes_done, w->errmsg);
+	}
+	if (rc) {
+		rt_fail(w, rc, w->t.err ? w->t.errmsg : w->errmsg);
+		mr_scan_close(&w->scan);
+		w->scanning = false;
+		rt_map_finish(w);
+		return;
+	}
+	rt_read_next(w);
+}
+
+static void rt_map_next(struct keel_shard *sh, void *arg)
+{
+	(void)sh;
+	struct worker *w = arg;
+	struct engine *e = w->e;
+	if (!w->table_ok || atomic_load_explicit(&e->err, memory_order_relaxed)) {
+		rt_map_finish(w);
+		return;
+	}
+	uint64_t i = atomic_fetch_add(&e->next_task, 1);
+	if (i >= e->plan.n_splits) {
+		rt_map_finish(w);
+		return;
+	}
+	int rc = mr_scan_open(&w->scan, &e->plan, &e->plan.splits[i], e->job, &w->rbuf, &w->rcap,
+			      w->errmsg);
+	if (rc) {
+		mr_scan_close(&w->scan);
+		rt_fail(w, rc, w->errmsg);
+		rt_map_finish(w);
+		return;
+	}
+	w->scanning = true;
+	rt_read_next(w);
+}
+
+static void rt_release(struct keel_shard *sh, void *arg)
+{
+	(void)sh;
+	struct worker *w = arg;
+	if (++w->released == w->e->R && w->table_ok) {
+		mr_table_free(&w->t);
+		w->table_ok = false;
+	}
+}
+
+static void rt_reduce_done(struct keel_shard *sh, void *arg)
+{
+	(void)sh;
+	struct engine *e = arg;
+	if (++e->reduces_done < e->S)
+		return;
+	atomic_store(&e->running, 0);
+	keel_runtime_stop(e->rt);
+}
+
+static void rt_part_end(struct worker *w, int rc)
+{
+	struct engine *e = w->e;
+	if (w->merge) {
+		mr_merge_end(w->merge);
+		w->merge = NULL;
+	}
+	if (w->out_open) {
+		w->reduce_keys += w->ms.keys;
+		w->output_bytes += w->out.bytes;
+		if (rc)
+			mr_out_abort(&w->out);
+		else
+			rc = mr_out_close(&w->out, w->errmsg);
+		w->out_open = false;
+	}
+	for (size_t i = 0; i < w->nsrc; i++)
+		mr_source_close(&w->src[i]);
+	free(w->src);
+	w->src = NULL;
+	w->nsrc = 0;
+	if (rc)
+		rt_fail(w, rc, w->errmsg);
+	else
+		atomic_fetch_add(&e->reduce_done, 1);
+	/* Every source shard may now drop its run of this partition. */
+	for (uint32_t j = 0; j < e->S; j++)
+		keel_shard_post(w->sh, j, rt_release, &e->w[j]);
+	w->part += e->S;
+	rt_reduce_begin(w);
+}
+
+static void rt_reduce_step(struct keel_shard *sh, void *arg)
+{
+	struct worker *w = arg;
+	int rc = atomic_load(&w->e->err) ? KEEL_ESTOPPED : mr_merge_step(w->merge, REDUCE_BATCH, &w->ms);
+	if (rc == 1) {
+		keel_shard_post(sh, (unsigned)w->id, rt_reduce_step, w);
+		return;
+	}
+	rt_part_end(w, rc < 0 ? rc : 0);
+}
+
+/* All source shards have handed over their runs of w->part: merge them. */
+static void rt_reduce_merge(struct worker *w)
+{
+	struct engine *e = w->e;
+	uint32_t p = w->part;
+	size_t n = 0;
+	for (uint32_t j = 0; j < e->S; j++)
+		n += w->peer[j] ? 1 + w->peer[j]->n_spills : 0;
+	w->src = calloc(n ? n : 1, sizeof *w->src);
+	int rc = w->src ? 0 : keel_errmsg_set(w->errmsg, -ENOMEM, "mr: merge sources");
+	w->nsrc = 0;
+	memset(&w->ms, 0, sizeof w->ms);
+	for (uint32_t j = 0; j < e->S && !rc; j++) {
+		const struct mr_table *t = w->peer[j];
+		if (!t)
+			continue;
+		rc = mr_source_mem(&w->src[w->nsrc++], t->sorted + t->part_start[p],
+				   t->part_start[p + 1] - t->part_start[p]);
+		for (size_t k = 0; k < t->n_spills && !rc; k++) {
+			const struct mr_spill *sp = &t->spills[k];
+			if (sp->part_off[p] == sp->part_off[p + 1])
+				continue;
+			rc = mr_source_file(&w->src[w->nsrc++], sp->path, sp->part_off[p],
+					    sp->part_off[p + 1], w->ring_ok ? &w->ring : NULL, w->errmsg);
+		}
+	}
+	char path[4500];
+	snprintf(path, sizeof path, "%s/part-%05u", e->tmpdir, p);
+	if (!rc && (rc = mr_out_open(&w->out, path, w->errmsg)) == 0) {
+		w->out_open = true;
+		w->out.no_fsync = e->cfg->no_fsync;
+		rc = mr_merge_begin(&w->merge, w->src, w->nsrc, e->job, e->state, &w->out, w->errmsg);
+	}
+	if (rc) {
+		rt_part_end(w, rc);
+		return;
+	}
+	rt_reduce_step(w->sh, w);
+}
+
+/* Runs on the source shard: hands over its (finished, now read-only) table. */
+static void *rt_give_run(struct keel_shard *on, void *arg)
+{
+	(void)on;
+	struct run_req *r = arg;
+	struct worker *src = &r->w->e->w[r->from];
+	return src->table_ok ? &src->t : NULL;
+}
+
+static void rt_got_run(struct keel_shard *from, void *result, void *arg)
+{
+	(void)from;
+	struct run_req *r = arg;
+	struct worker *w = r->w;
+	w->peer[r->from] = result;
+	if (!result && !atomic_load(&w->e->err))
+		rt_fail(w, KEEL_ESTOPPED, "mr: a shard lost its map output");
+	if (++w->replies == w->e->S)
+		rt_reduce_merge(w);
+}
+
+static void rt_reduce_begin(struct worker *w)
+{
+	struct engine *e = w->e;
+	if (w->part >= e->R || atomic_load(&e->err)) {
+		keel_shard_post(w->sh, 0, rt_reduce_done, e);
+		return;
+	}
+	w->replies = 0;
+	for (uint32_t j = 0; j < e->S; j++) {
+		w->peer[j] = NULL;
+		w->req[j] = (struct run_req){.w = w, .from = j};
+		int rc = keel_shard_call(w->sh, j, rt_give_run, rt_got_run, &w->req[j]);
+		if (rc) {
+			rt_fail(w, rc, "mr: shuffle request failed");
+			if (++w->replies == e->S)
+				rt_reduce_merge(w);
+		}
+	}
+}
+
+static void rt_reduce_start(struct keel_shard *sh, void *arg)
+{
+	(void)sh;
+	struct worker *w = arg;
+	w->part = (uint32_t)w->id;
+	rt_reduce_begin(w);
+}
+
+static void rt_shard_init(struct keel_shard *sh, void *arg)
+{
+	struct engine *e = arg;
+	struct worker *w = &e->w[keel_shard_id(sh)];
+	w->sh = sh;
+	w->rd.complete = rt_read_done;
+	/* The table and buffers are allocated on the shard's own thread, so
+	 * they come from its NUMA node. */
+	int rc = mr_table_init(&w->t, e->job, e->state, e->R, e->budget, e->spilldir, w->id,
+			       w->errmsg);
+	w->table_ok = rc == 0;
+	if (rc)
+		rt_fail(w, rc, w->errmsg);
+	w->emit.t = &w->t;
+	w->req = calloc(e->S, sizeof *w->req);
+	w->peer = calloc(e->S, sizeof *w->peer);
+	if (!w->req || !w->peer) {
+		rt_fail(w, -ENOMEM, "mr: shard state");
+		w->table_ok = false;
+	}
+	w->ring_ok = io_uring_queue_init(4, &w->ring, 0) == 0;
+	keel_shard_post(sh, (unsigned)w->id, rt_map_next, w);
+}
+
+static void rt_shard_fini(struct keel_shard *sh, void *arg)
+{
+	struct engine *e = arg;
+	struct worker *w = &e->w[keel_shard_id(sh)];
+	if (w->scanning)
+		mr_scan_close(&w->scan);
+	/* Stopped mid-partition (only after a failure): drop its pieces. */
+	mr_merge_end(w->merge);
+	w->merge = NULL;
+	if (w->out_open)
+		mr_out_abort(&w->out);
+	w->out_open = false;
+	for (size_t i = 0; i < w->nsrc; i++)
+		mr_source_close(&w->src[i]);
+	free(w->src);
+	w->src = NULL;
+	if (w->table_ok)
+		mr_table_free(&w->t);
+	w->table_ok = false;
+	if (w->ring_ok)
+		io_uring_queue_exit(&w->ring);
+	w->ring_ok = false;
+	free(w->req);
+	free(w->peer);
+	free(w->rbuf);
+	w->req = NULL;
+	w->peer = NULL;
+	w->rbuf = NULL;
 }
 
 static void report(struct engine *e)
@@ -286,25 +663,62 @@ int keel_mr_run(const struct keel_mr_config *cfg, struct keel_mr_stats *stats, c
 		goto out;
 	}
 	for (uint32_t i = 0; i < e->S; i++) {
-		struct worker *w = &e->w[i];
-		w->e = e;
-		w->id = (int)i;
-		if ((rc = mr_table_init(&w->t, e->job, e->state, e->R, e->budget, e->spilldir, (int)i,
-					errmsg)))
-			goto out;
-		w->emit.t = &w->t;
+		e->w[i].e = e;
+		e->w[i].id = (int)i;
 	}
-	pthread_barrier_init(&e->barrier, NULL, e->S);
-	atomic_store(&e->running, e->S);
-	uint32_t started = 0;
-	for (; started < e->S; started++)
-		if (pthread_create(&e->w[started].th, NULL, worker_main, &e->w[started]))
-			break;
-	if (started < e->S) {
-		/* Threads already started wait at the barrier forever: not
-		 * recoverable; this is resource exhaustion at start-up. */
-		keel_error("mr: could not start %u shard threads", e->S);
-		abort();
+	/* KEEL_MR_EXECUTOR=threads runs on plain threads (tests of the
+	 * fallback); otherwise a runtime with one shard per requested core. */
+	const char *ex = getenv("KEEL_MR_EXECUTOR");
+	bool on_rt = false;
+	if (!ex || strcmp(ex, "threads")) {
+		struct keel_runtime_config rcfg = {.nshards = e->S, .overcommit = true, .node_id = -1};
+		char rterr[KEEL_ERRMSG_LEN] = "";
+		int r = keel_runtime_create(&rcfg, &e->rt, rterr);
+		if (r == 0) {
+			atomic_store(&e->running, 1);
+			r = keel_runtime_start(e->rt, rt_shard_init, rt_shard_fini, e);
+			if (r == 0) {
+				on_rt = true;
+			} else {
+				snprintf(rterr, sizeof rterr, "%s", keel_runtime_errmsg(e->rt));
+				keel_runtime_destroy(e->rt);
+				e->rt = NULL;
+			}
+		}
+		if (!on_rt) {
+			keel_warn("mr: no runtime (%s): running on plain threads", rterr);
+			for (uint32_t i = 0; i < e->S; i++) {
+				struct worker *w = &e->w[i];
+				if (w->table_ok)
+					mr_table_free(&w->t);
+				memset(w, 0, sizeof *w);
+				w->e = e;
+				w->id = (int)i;
+			}
+			atomic_store(&e->err, 0);
+		}
+	}
+	if (!on_rt) {
+		for (uint32_t i = 0; i < e->S; i++) {
+			struct worker *w = &e->w[i];
+			if ((rc = mr_table_init(&w->t, e->job, e->state, e->R, e->budget, e->spilldir,
+						(int)i, errmsg)))
+				goto out;
+			w->table_ok = true;
+			w->emit.t = &w->t;
+		}
+		pthread_barrier_init(&e->barrier, NULL, e->S);
+		atomic_store(&e->running, e->S);
+		uint32_t started = 0;
+		for (; started < e->S; started++)
+			if (pthread_create(&e->w[started].th, NULL, worker_main, &e->w[started]))
+				break;
+		if (started < e->S) {
+			/* Threads already started wait at the barrier forever: not
+			 * recoverable; this is resource exhaustion at start-up. */
+			keel_error("mr: could not start %u shard threads", e->S);
+			abort();
+		}
 	}
 	unsigned iv = cfg->progress_interval_ms ? cfg->progress_interval_ms : 200;
 	while (atomic_load(&e->running)) {
@@ -315,9 +729,15 @@ int keel_mr_run(const struct keel_mr_config *cfg, struct keel_mr_stats *stats, c
 		}
 		report(e);
 	}
-	for (uint32_t i = 0; i < e->S; i++)
-		pthread_join(e->w[i].th, NULL);
-	pthread_barrier_destroy(&e->barrier);
+	if (on_rt) {
+		keel_runtime_wait(e->rt);
+		keel_runtime_destroy(e->rt);
+		e->rt = NULL;
+	} else {
+		for (uint32_t i = 0; i < e->S; i++)
+			pthread_join(e->w[i].th, NULL);
+		pthread_barrier_destroy(&e->barrier);
+	}
 	report(e);
 	rc = atomic_load(&e->err);
 	if (rc) {
@@ -351,10 +771,10 @@ int keel_mr_run(const struct keel_mr_config *cfg, struct keel_mr_stats *stats, c
 	for (uint32_t i = 0; i < e->S; i++) {
 		struct worker *w = &e->w[i];
 		stats->input_records += w->records;
-		stats->emitted += w->t.emitted;
-		stats->shuffled += w->t.shuffled;
-		stats->spills += w->t.n_spills;
-		stats->spill_bytes += w->t.spill_bytes;
+		stats->emitted += w->tc.emitted;
+		stats->shuffled += w->tc.shuffled;
+		stats->spills += w->tc.spills;
+		stats->spill_bytes += w->tc.spill_bytes;
 		stats->reduce_keys += w->reduce_keys;
 		stats->output_bytes += w->output_bytes;
 	}
@@ -364,7 +784,8 @@ int keel_mr_run(const struct keel_mr_config *cfg, struct keel_mr_stats *stats, c
 out:
 	if (e->w) {
 		for (uint32_t i = 0; i < e->S; i++) {
-			mr_table_free(&e->w[i].t);
+			if (e->w[i].table_ok)
+				mr_table_free(&e->w[i].t);
 			free(e->w[i].rbuf);
 		}
 		free(e->w);

@@ -184,120 +184,169 @@ static ssize_t pread_full(int fd, void *buf, size_t n, uint64_t off)
 	return (ssize_t)got;
 }
 
-#define CHUNK (4u << 20)
+#define CHUNK (1u << 20)
+
+int mr_scan_open(struct mr_scan *sc, const struct mr_plan *plan, const struct mr_split *sp,
+		 const struct keel_mr_job *job, uint8_t **bufp, size_t *capp, char *errmsg)
+{
+	memset(sc, 0, sizeof *sc);
+	sc->plan = plan;
+	sc->sp = sp;
+	sc->job = job;
+	sc->bufp = bufp;
+	sc->capp = capp;
+	const struct mr_file *f = &plan->files[sp->file];
+	sc->rec.file = f->path;
+	sc->rec.file_index = sp->file;
+	size_t want = CHUNK;
+	if (job->format == KEEL_MR_FIXED)
+		want = CHUNK / job->record_size ? CHUNK / job->record_size * job->record_size
+						: job->record_size;
+	if (grow(bufp, capp, want))
+		return keel_errmsg_set(errmsg, -ENOMEM, "mr: read buffer");
+	sc->fd = open(f->path, O_RDONLY | O_CLOEXEC);
+	if (sc->fd < 0)
+		return keel_errmsg_set(errmsg, -errno, "mr: input %s", f->path);
+	if (job->format == KEEL_MR_FIXED) {
+		sc->base = sp->start;
+	} else {
+		sc->base = sp->start ? sp->start - 1 : 0;
+		sc->skipping = sp->start > 0;
+	}
+	sc->done = sp->start >= sp->end;
+	return 0;
+}
+
+void mr_scan_close(struct mr_scan *sc)
+{
+	if (sc->fd > 0)
+		close(sc->fd);
+	sc->fd = -1;
+}
+
+bool mr_scan_next_read(struct mr_scan *sc, void **dst, size_t *len, uint64_t *off)
+{
+	if (sc->done)
+		return false;
+	if (sc->job->format == KEEL_MR_FIXED) {
+		size_t rs = sc->job->record_size;
+		size_t per = *sc->capp / rs * rs;
+		uint64_t left = sc->sp->end - sc->base;
+		*dst = *sc->bufp;
+		*len = left < per ? (size_t)left : per;
+		*off = sc->base;
+		sc->len = *len;
+		return true;
+	}
+	*dst = *sc->bufp + sc->len;
+	*len = *sc->capp - sc->len;
+	*off = sc->base + sc->len;
+	return true;
+}
+
+static void report_bytes(struct mr_scan *sc, uint64_t upto, uint64_t *bytes_done)
+{
+	const struct mr_split *sp = sc->sp;
+	if (upto > sp->end)
+		upto = sp->end;
+	if (upto > sp->start + sc->reported) {
+		atomic_fetch_add_explicit((_Atomic uint64_t *)bytes_done, upto - sp->start - sc->reported,
+					  memory_order_relaxed);
+		sc->reported = upto - sp->start;
+	}
+}
+
+int mr_scan_feed(struct mr_scan *sc, size_t got, mr_record_fn fn, void *arg, uint64_t *bytes_done,
+		 char *errmsg)
+{
+	const struct mr_split *sp = sc->sp;
+	const struct mr_file *f = &sc->plan->files[sp->file];
+	int rc = 0;
+	if (sc->job->format == KEEL_MR_FIXED) {
+		size_t rs = sc->job->record_size;
+		if (got != sc->len)
+			return keel_errmsg_set(errmsg, KEEL_EBADINPUT, "mr: %s shrank while reading", f->path);
+		for (size_t i = 0; i < got; i += rs) {
+			sc->rec.data = *sc->bufp + i;
+			sc->rec.len = rs;
+			sc->rec.offset = sc->base + i;
+			if ((rc = fn(arg, &sc->rec)))
+				return rc;
+		}
+		sc->base += got;
+		report_bytes(sc, sc->base, bytes_done);
+		if (sc->base >= sp->end)
+			sc->done = true;
+		return 0;
+	}
+	if (got == 0)
+		sc->eof = true;
+	sc->len += got;
+	uint8_t *buf = *sc->bufp;
+	/* Records fully in the buffer. */
+	while (sc->pos < sc->len) {
+		uint8_t *s = buf + sc->pos;
+		uint8_t *nl = memchr(s, '\n', sc->len - sc->pos);
+		if (!nl && !sc->eof)
+			break;
+		size_t rl = nl ? (size_t)(nl - s) : sc->len - sc->pos;
+		if (sc->skipping) {
+			sc->skipping = false;
+			if (!nl) {
+				sc->pos = sc->len; /* no line starts in this split */
+				break;
+			}
+			sc->pos += rl + 1;
+			continue;
+		}
+		if (sc->base + sc->pos >= sp->end) {
+			sc->done = true;
+			break;
+		}
+		sc->rec.data = s;
+		sc->rec.len = rl;
+		sc->rec.offset = sc->base + sc->pos;
+		if ((rc = fn(arg, &sc->rec)))
+			return rc;
+		sc->pos += rl + (nl ? 1 : 0);
+	}
+	report_bytes(sc, sc->base + sc->len, bytes_done);
+	if (sc->eof || (!sc->skipping && sc->base + sc->pos >= sp->end))
+		sc->done = true;
+	if (sc->done) {
+		report_bytes(sc, sp->end, bytes_done);
+		return 0;
+	}
+	/* Keep the partial line, read more behind it. */
+	if (sc->pos > 0) {
+		memmove(buf, buf + sc->pos, sc->len - sc->pos);
+		sc->base += sc->pos;
+		sc->len -= sc->pos;
+		sc->pos = 0;
+	}
+	if (*sc->capp - sc->len < CHUNK / 2 && (rc = grow(sc->bufp, sc->capp, 2 * *sc->capp)) < 0)
+		return keel_errmsg_set(errmsg, rc, "mr: line buffer (a line of %zu bytes)", sc->len);
+	return 0;
+}
 
 int mr_split_scan(const struct mr_plan *plan, const struct mr_split *sp,
 		  const struct keel_mr_job *job, uint8_t **bufp, size_t *capp,
 		  mr_record_fn fn, void *arg, uint64_t *bytes_done, char *errmsg)
 {
-	const struct mr_file *f = &plan->files[sp->file];
-	int fd = open(f->path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return keel_errmsg_set(errmsg, -errno, "mr: input %s", f->path);
-	int rc = 0;
-	uint64_t reported = 0;
-	struct keel_mr_record rec = {.file = f->path, .file_index = sp->file};
-	if (grow(bufp, capp, CHUNK)) {
-		rc = keel_errmsg_set(errmsg, -ENOMEM, "mr: read buffer");
-		goto out;
-	}
-	if (job->format == KEEL_MR_FIXED) {
-		size_t rs = job->record_size;
-		size_t per = CHUNK / rs ? CHUNK / rs * rs : rs;
-		if ((rc = grow(bufp, capp, per)) < 0) {
-			rc = keel_errmsg_set(errmsg, rc, "mr: read buffer");
-			goto out;
-		}
-		for (uint64_t off = sp->start; off < sp->end;) {
-			size_t want = sp->end - off < per ? (size_t)(sp->end - off) : per;
-			ssize_t got = pread_full(fd, *bufp, want, off);
-			if (got < 0) {
-				rc = keel_errmsg_set(errmsg, (int)got, "mr: read %s", f->path);
-				goto out;
-			}
-			if ((size_t)got != want) {
-				rc = keel_errmsg_set(errmsg, KEEL_EBADINPUT, "mr: %s shrank while reading",
-						     f->path);
-				goto out;
-			}
-			for (size_t i = 0; i < want; i += rs) {
-				rec.data = *bufp + i;
-				rec.len = rs;
-				rec.offset = off + i;
-				if ((rc = fn(arg, &rec)))
-					goto out;
-			}
-			off += want;
-			atomic_fetch_add_explicit((_Atomic uint64_t *)bytes_done, want, memory_order_relaxed);
-			reported += want;
-		}
-		goto out;
-	}
-
-	/* Lines. base: file offset of (*bufp)[0]; [pos, len) unread. */
-	uint64_t base = sp->start ? sp->start - 1 : 0;
-	size_t len = 0, pos = 0;
-	bool skipping = sp->start > 0, eof = false;
-	for (;;) {
-		/* Records fully in the buffer. */
-		while (pos < len) {
-			uint8_t *s = *bufp + pos;
-			uint8_t *nl = memchr(s, '\n', len - pos);
-			if (!nl && !eof)
-				break;
-			size_t rl = nl ? (size_t)(nl - s) : len - pos;
-			if (skipping) {
-				skipping = false;
-				if (!nl)
-					break; /* no line starts in this split */
-				pos += rl + 1;
-				continue;
-			}
-			if (base + pos >= sp->end)
-				goto done;
-			rec.data = s;
-			rec.len = rl;
-			rec.offset = base + pos;
-			if ((rc = fn(arg, &rec)))
-				goto out;
-			pos += rl + (nl ? 1 : 0);
-		}
-		if (eof)
-			break;
-		if (!skipping && base + pos >= sp->end)
-			break;
-		/* Keep the partial line, read more behind it. */
-		if (pos > 0) {
-			memmove(*bufp, *bufp + pos, len - pos);
-			base += pos;
-			len -= pos;
-			pos = 0;
-		}
-		if (*capp - len < CHUNK / 2 && (rc = grow(bufp, capp, 2 * *capp)) < 0) {
-			rc = keel_errmsg_set(errmsg, rc, "mr: line buffer (a line of %zu bytes)", len);
-			goto out;
-		}
-		ssize_t got = pread_full(fd, *bufp + len, *capp - len, base + len);
+	struct mr_scan sc;
+	int rc = mr_scan_open(&sc, plan, sp, job, bufp, capp, errmsg);
+	void *dst;
+	size_t len;
+	uint64_t off;
+	while (!rc && mr_scan_next_read(&sc, &dst, &len, &off)) {
+		ssize_t got = pread_full(sc.fd, dst, len, off);
 		if (got < 0) {
-			rc = keel_errmsg_set(errmsg, (int)got, "mr: read %s", f->path);
-			goto out;
+			rc = keel_errmsg_set(errmsg, (int)got, "mr: read %s", plan->files[sp->file].path);
+			break;
 		}
-		if (got == 0)
-			eof = true;
-		len += (size_t)got;
-		uint64_t upto = base + len < sp->end ? base + len : sp->end;
-		if (upto > sp->start + reported) {
-			atomic_fetch_add_explicit((_Atomic uint64_t *)bytes_done,
-						  upto - sp->start - reported, memory_order_relaxed);
-			reported = upto - sp->start;
-		}
+		rc = mr_scan_feed(&sc, (size_t)got, fn, arg, bytes_done, errmsg);
 	}
-done:
-out:
-	if (!rc && reported < sp->end - sp->start)
-		atomic_fetch_add_explicit((_Atomic uint64_t *)bytes_done,
-					  sp->end - sp->start - reported, memory_order_relaxed);
-	close(fd);
+	mr_scan_close(&sc);
 	return rc;
 }
 

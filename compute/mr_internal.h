@@ -93,8 +93,31 @@ int mr_plan_sample(const struct mr_plan *plan, const struct keel_mr_job *job, si
 		   struct keel_mr_record **out, size_t *n_out, char *errmsg);
 void mr_samples_free(struct keel_mr_record *s, size_t n);
 
-/* Runs map over every record of one split. */
+/* A split being read: incremental, so a shard can read it through its
+ * io_uring one chunk per completion. next_read says where the next read
+ * goes (false: the split is finished); feed hands over how many bytes
+ * arrived there (0 = end of file) and runs fn over every complete record. */
 typedef int (*mr_record_fn)(void *arg, const struct keel_mr_record *rec);
+struct mr_scan {
+	const struct mr_plan *plan;
+	const struct mr_split *sp;
+	const struct keel_mr_job *job;
+	int fd;
+	uint8_t **bufp;
+	size_t *capp;
+	size_t len, pos;
+	uint64_t base, reported;
+	bool skipping, eof, done;
+	struct keel_mr_record rec;
+};
+int mr_scan_open(struct mr_scan *sc, const struct mr_plan *plan, const struct mr_split *sp,
+		 const struct keel_mr_job *job, uint8_t **bufp, size_t *capp, char *errmsg);
+bool mr_scan_next_read(struct mr_scan *sc, void **dst, size_t *len, uint64_t *off);
+int mr_scan_feed(struct mr_scan *sc, size_t got, mr_record_fn fn, void *arg,
+		 uint64_t *bytes_done, char *errmsg);
+void mr_scan_close(struct mr_scan *sc);
+
+/* Runs map over every record of one split (synchronous reads). */
 int mr_split_scan(const struct mr_plan *plan, const struct mr_split *sp,
 		  const struct keel_mr_job *job, uint8_t **buf, size_t *cap,
 		  mr_record_fn fn, void *arg, uint64_t *bytes_done_atomic, char *errmsg);
@@ -192,6 +215,15 @@ struct mr_source {
 struct mr_merge_stats {
 	uint64_t keys, pairs;
 };
+/* The same in steps, so a shard can reduce a partition a batch of keys
+ * per loop iteration: step returns 1 while keys remain, 0 when done, or a
+ * negative code. */
+struct mr_merge;
+int mr_merge_begin(struct mr_merge **m, struct mr_source *src, size_t n,
+		   const struct keel_mr_job *job, void *state, struct keel_mr_out *out,
+		   char *errmsg);
+int mr_merge_step(struct mr_merge *m, size_t max_keys, struct mr_merge_stats *st);
+void mr_merge_end(struct mr_merge *m);
 int mr_merge_reduce(struct mr_source *src, size_t n, const struct keel_mr_job *job,
 		    void *state, struct keel_mr_out *out, struct mr_merge_stats *st,
 		    char *errmsg);
@@ -208,6 +240,7 @@ struct keel_mr_out {
 	size_t len, cap;
 	uint64_t bytes;
 	int err;
+	bool no_fsync;
 	char *path;
 };
 

@@ -125,7 +125,7 @@ int mr_out_close(struct keel_mr_out *o, char *errmsg)
 	int rc = o->err;
 	if (!rc)
 		rc = flush(o);
-	if (!rc && fsync(o->fd) < 0)
+	if (!rc && !o->no_fsync && fsync(o->fd) < 0)
 		rc = -errno;
 	if (close(o->fd) < 0 && !rc)
 		rc = -errno;

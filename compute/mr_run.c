@@ -122,6 +122,9 @@ static int src_advance(struct mr_source *s, char *errmsg)
 			s->done = true;
 			return 0;
 		}
+		/* The pairs are scattered over the arena: fetch ahead. */
+		if (s->i + 8 < s->n)
+			__builtin_prefetch(s->ents[s->i + 8].rec);
 		const struct mr_rec *r = s->ents[s->i++].rec;
 		s->key = r->data;
 		s->klen = r->klen;
@@ -226,52 +229,96 @@ bool keel_mr_values_next(struct keel_mr_values *it, const void **val, size_t *vl
 	return true;
 }
 
-int mr_merge_reduce(struct mr_source *src, size_t n, const struct keel_mr_job *job, void *state,
-		    struct keel_mr_out *out, struct mr_merge_stats *st, char *errmsg)
+struct mr_merge {
+	struct keel_mr_values it;
+	uint8_t *kbuf;
+	const struct keel_mr_job *job;
+	void *state;
+	struct keel_mr_out *out;
+	char *errmsg;
+};
+
+int mr_merge_begin(struct mr_merge **mp, struct mr_source *src, size_t n,
+		   const struct keel_mr_job *job, void *state, struct keel_mr_out *out, char *errmsg)
 {
-	struct keel_mr_values it = {.errmsg = errmsg};
-	it.heap = malloc((n ? n : 1) * sizeof *it.heap);
-	uint8_t *kbuf = malloc(KEEL_MR_MAX_KEY);
-	if (!it.heap || !kbuf) {
-		free(it.heap);
-		free(kbuf);
+	struct mr_merge *m = calloc(1, sizeof *m);
+	if (!m)
+		return keel_errmsg_set(errmsg, -ENOMEM, "mr: merge");
+	m->it.errmsg = errmsg;
+	m->it.heap = malloc((n ? n : 1) * sizeof *m->it.heap);
+	m->kbuf = malloc(KEEL_MR_MAX_KEY);
+	if (!m->it.heap || !m->kbuf) {
+		mr_merge_end(m);
 		return keel_errmsg_set(errmsg, -ENOMEM, "mr: merge");
 	}
+	m->job = job;
+	m->state = state;
+	m->out = out;
+	m->errmsg = errmsg;
 	for (size_t i = 0; i < n; i++)
 		if (!src[i].done)
-			it.heap[it.n++] = &src[i];
-	for (size_t i = it.n / 2; i-- > 0;)
-		sift_down(it.heap, it.n, i);
+			m->it.heap[m->it.n++] = &src[i];
+	for (size_t i = m->it.n / 2; i-- > 0;)
+		sift_down(m->it.heap, m->it.n, i);
+	*mp = m;
+	return 0;
+}
+
+int mr_merge_step(struct mr_merge *m, size_t max_keys, struct mr_merge_stats *st)
+{
+	struct keel_mr_values *it = &m->it;
 	int rc = 0;
-	while (it.n) {
-		struct mr_source *top = it.heap[0];
-		memcpy(kbuf, top->key, top->klen);
-		it.key = kbuf;
-		it.klen = top->klen;
-		it.exhausted = false;
-		it.cur = NULL;
-		job->reduce(state, kbuf, top->klen, &it, out);
+	uint64_t pairs0 = it->pairs;
+	for (size_t k = 0; k < max_keys && it->n; k++) {
+		struct mr_source *top = it->heap[0];
+		memcpy(m->kbuf, top->key, top->klen);
+		it->key = m->kbuf;
+		it->klen = top->klen;
+		it->exhausted = false;
+		it->cur = NULL;
+		m->job->reduce(m->state, m->kbuf, top->klen, it, m->out);
 		const void *v;
 		size_t vl;
-		while (keel_mr_values_next(&it, &v, &vl))
+		while (keel_mr_values_next(it, &v, &vl))
 			;
-		if (it.err) {
-			rc = it.err;
+		if (it->err) {
+			rc = it->err;
 			break;
 		}
-		if (it.cur) {
-			it.cur = NULL;
-			if ((rc = heap_pop_advance(&it)))
+		if (it->cur) {
+			it->cur = NULL;
+			if ((rc = heap_pop_advance(it)))
 				break;
 		}
 		st->keys++;
-		if (out->err) {
-			rc = keel_errmsg_set(errmsg, out->err, "mr: writing %s", out->path);
+		if (m->out->err) {
+			rc = keel_errmsg_set(m->errmsg, m->out->err, "mr: writing %s", m->out->path);
 			break;
 		}
 	}
-	st->pairs += it.pairs;
-	free(it.heap);
-	free(kbuf);
-	return rc;
+	st->pairs += it->pairs - pairs0;
+	if (rc)
+		return rc;
+	return it->n ? 1 : 0;
+}
+
+void mr_merge_end(struct mr_merge *m)
+{
+	if (!m)
+		return;
+	free(m->it.heap);
+	free(m->kbuf);
+	free(m);
+}
+
+int mr_merge_reduce(struct mr_source *src, size_t n, const struct keel_mr_job *job, void *state,
+		    struct keel_mr_out *out, struct mr_merge_stats *st, char *errmsg)
+{
+	struct mr_merge *m;
+	int rc = mr_merge_begin(&m, src, n, job, state, out, errmsg);
+	if (rc)
+		return rc;
+	rc = mr_merge_step(m, SIZE_MAX, st);
+	mr_merge_end(m);
+	return rc < 0 ? rc : 0;
 }

@@ -136,7 +136,8 @@ int keel_topo_place(const struct keel_topo *topo, const struct keel_cpuset *allo
 	hwloc_topology_t t = topo->t;
 	*out = NULL;
 	*nout = 0;
-	char setbuf[256] = "all";
+	char setbuf[256];
+	hwloc_bitmap_list_snprintf(setbuf, sizeof(setbuf), hwloc_get_root_obj(t)->cpuset);
 	if (allowed) {
 		keel_cpuset_format(allowed, setbuf, sizeof(setbuf));
 		if (keel_cpuset_count(allowed) == 0)

@@ -49,13 +49,16 @@
 
 #define container_of(p, T, m) ((T *)(void *)((char *)(p)-offsetof(T, m)))
 
-#define TCP_IOV_MAX 64
+#define TCP_IOV_MAX 1024 /* = IOV_MAX: a batch of tiny frames in one sendmsg */
 #define TCP_SEND_BATCH_BYTES (4u << 20)
 #define TCP_BUFRING_ENTRIES 128 /* power of two */
 #define TCP_BUFRING_SIZE (64u << 10)
 #define TCP_PLAIN_RX (64u << 10)
-#define TCP_SMALL_BLOCK 2048 /* bytes of one small send buffer block */
-#define TCP_SMALL_FREE_MAX 4096
+/* Send buffers up to 2 KiB come from two size classes with free lists, so
+ * a 64 B message neither mallocs nor pins 2 KiB of queue memory. */
+#define TCP_NCLASS 2
+static const uint32_t class_block[TCP_NCLASS] = {256, 2048};
+#define TCP_SMALL_FREE_MAX 8192
 #define TCP_MAX_UNAUTH 128
 
 enum cstate { C_CONNECTING, C_HANDSHAKE, C_UP, C_CLOSING };
@@ -64,7 +67,7 @@ struct tbuf {
 	struct keel_send_buf pub;
 	struct tbuf *next;
 	uint32_t alloc;  /* payload capacity */
-	bool small;      /* from the small-block free list */
+	int8_t cls;      /* size class, -1: malloc'd to size */
 	bool counted;    /* reserved in tx_bytes (data, not handshake frames) */
 	uint8_t frame[]; /* KEEL_WIRE_HDR_LEN + alloc */
 };
@@ -135,8 +138,8 @@ struct tcp_transport {
 	struct tconn *conns;
 	struct tconn *dirty;
 	struct tconn *reap;
-	struct tbuf *free_small;
-	unsigned nfree_small;
+	struct tbuf *free_small[TCP_NCLASS];
+	unsigned nfree_small[TCP_NCLASS];
 	unsigned unauth;
 	int poller_id;
 	bool closing;
@@ -158,26 +161,30 @@ static void send_complete(struct keel_io_op *op, int32_t res, uint32_t flags);
 
 static struct tbuf *tbuf_new(struct tcp_transport *t, uint32_t len)
 {
-	struct tbuf *b;
-	const size_t small_cap = TCP_SMALL_BLOCK - sizeof(struct tbuf) - KEEL_WIRE_HDR_LEN;
-	if (len <= small_cap) {
-		if (t->free_small) {
-			b = t->free_small;
-			t->free_small = b->next;
-			t->nfree_small--;
+	struct tbuf *b = NULL;
+	for (int k = 0; k < TCP_NCLASS; k++) {
+		size_t cap = class_block[k] - sizeof(struct tbuf) - KEEL_WIRE_HDR_LEN;
+		if (len > cap)
+			continue;
+		if (t->free_small[k]) {
+			b = t->free_small[k];
+			t->free_small[k] = b->next;
+			t->nfree_small[k]--;
 		} else {
-			b = malloc(TCP_SMALL_BLOCK);
+			b = malloc(class_block[k]);
 			if (!b)
 				return NULL;
 		}
-		b->alloc = (uint32_t)small_cap;
-		b->small = true;
-	} else {
+		b->alloc = (uint32_t)cap;
+		b->cls = (int8_t)k;
+		break;
+	}
+	if (!b) {
 		b = malloc(sizeof(*b) + KEEL_WIRE_HDR_LEN + (size_t)len);
 		if (!b)
 			return NULL;
 		b->alloc = len;
-		b->small = false;
+		b->cls = -1;
 	}
 	b->next = NULL;
 	b->counted = false;
@@ -190,10 +197,10 @@ static struct tbuf *tbuf_new(struct tcp_transport *t, uint32_t len)
 
 static void tbuf_free(struct tcp_transport *t, struct tbuf *b)
 {
-	if (b->small && t->nfree_small < TCP_SMALL_FREE_MAX) {
-		b->next = t->free_small;
-		t->free_small = b;
-		t->nfree_small++;
+	if (b->cls >= 0 && t->nfree_small[b->cls] < TCP_SMALL_FREE_MAX) {
+		b->next = t->free_small[b->cls];
+		t->free_small[b->cls] = b;
+		t->nfree_small[b->cls]++;
 	} else {
 		free(b);
 	}
@@ -1038,10 +1045,12 @@ static void tcp_free(struct tcp_transport *t)
 		munmap(t->br, TCP_BUFRING_ENTRIES * sizeof(struct io_uring_buf));
 		munmap(t->bufs, (size_t)TCP_BUFRING_ENTRIES * TCP_BUFRING_SIZE);
 	}
-	while (t->free_small) {
-		struct tbuf *b = t->free_small;
-		t->free_small = b->next;
-		free(b);
+	for (int k = 0; k < TCP_NCLASS; k++) {
+		while (t->free_small[k]) {
+			struct tbuf *b = t->free_small[k];
+			t->free_small[k] = b->next;
+			free(b);
+		}
 	}
 	if (t->secret) {
 		memset(t->secret, 0, t->secret_len);

@@ -194,6 +194,9 @@ struct keel_mr_config {
 	uint64_t mem_budget;  /* per shard, bytes; 0: 256 MiB */
 	uint64_t split_size;  /* bytes per map task; 0: 32 MiB */
 	const char *spill_dir; /* 0: <output>.keel-tmp.<pid>/spill */
+	/* Skip the fsync of each partition file before the commit rename
+	 * (faster; a crash may then leave a committed but torn result). */
+	bool no_fsync;
 	/* Called about every progress_interval_ms from a monitor thread while
 	 * the job runs, and once at the end. */
 	void (*progress)(void *arg, const struct keel_mr_progress *p);

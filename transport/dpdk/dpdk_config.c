@@ -11,7 +11,7 @@
 void keel_dpdk_config_default(struct keel_dpdk_config *c)
 {
 	memset(c, 0, sizeof(*c));
-	snprintf(c->eal, sizeof(c->eal), "--no-huge -m 256 --no-pci --in-memory --no-telemetry");
+	snprintf(c->eal, sizeof(c->eal), "--no-huge -m 256 --no-pci --no-telemetry");
 	snprintf(c->port, sizeof(c->port), "0");
 	c->udp_port = 7400;
 	c->mbufs = 16384;

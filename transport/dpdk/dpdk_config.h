@@ -5,7 +5,10 @@
  * in every build.
  *
  *   [dpdk]
- *   eal = --no-huge -m 256 --no-pci --in-memory --vdev=net_memif0,role=server,socket=/tmp/k.sock
+ *   eal = --no-huge -m 256 --no-pci --vdev=net_memif0,role=server,socket=/tmp/k.sock
+ *                                ; without --file-prefix or --in-memory, keel adds
+ *                                ; --file-prefix=keel<pid> so nodes on one host
+ *                                ; never share EAL state (--in-memory needs hugepages)
  *   port = 0                     ; ethdev port id or device name (default 0)
  *   ip = 10.9.0.1                ; our IPv4 address (frames are Ethernet+IPv4+UDP)
  *   udp_port = 7400              ; shard s receives on udp_port + s

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <rte_eal.h>
 #include <rte_errno.h>
@@ -27,7 +28,17 @@ int keel_dpdk_eal_init(const char *args, char *errmsg)
 		pthread_mutex_unlock(&g_mu);
 		return 0;
 	}
-	char *copy = strdup(args ? args : "");
+	/* Two nodes on one host must not share EAL runtime files. */
+	char prefix[64] = "";
+	if (!args || (!strstr(args, "--file-prefix") && !strstr(args, "--in-memory")))
+		snprintf(prefix, sizeof(prefix), " --file-prefix=keel%d", (int)getpid());
+	size_t alen = (args ? strlen(args) : 0) + strlen(prefix) + 1;
+	char *copy = malloc(alen);
+	if (!copy) {
+		pthread_mutex_unlock(&g_mu);
+		return -ENOMEM;
+	}
+	snprintf(copy, alen, "%s%s", args ? args : "", prefix);
 	char *argv[128];
 	int argc = 0;
 	argv[argc++] = (char *)"keel";

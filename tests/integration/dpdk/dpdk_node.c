@@ -16,6 +16,7 @@
  * log-uniform up to --max-size, so megabyte fragmentation is exercised
  * without the run taking minutes.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -264,7 +265,7 @@ int main(int argc, char **argv)
 	if (rc) {
 		fprintf(stderr, "node %u: SKIP or FAIL: %s\n", g.node, err);
 		/* EAL or device unavailable on this machine: skip, loudly */
-		return rc == KEEL_ECONFIG || rc == KEEL_ENOTFOUND ? 1 : 77;
+		return rc == KEEL_ECONFIG || rc == KEEL_ENOTFOUND || rc == -EINVAL ? 1 : 77;
 	}
 	keel_transport_listen(g.t);
 	/* memif: wait for the other process to attach; af_packet: carrier. */

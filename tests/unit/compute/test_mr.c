@@ -285,14 +285,14 @@ Test(mr, wordcount_zipf_matches_reference_1_and_4_shards_with_and_without_spill)
 {
 	mkdir(path_in("in"), 0755);
 	char err[KEEL_ERRMSG_LEN];
-	cr_assert_eq(keel_mr_gen_words(path_in("in/a.txt"), 3 << 20, 7, 20000, err), 0, "%s", err);
-	cr_assert_eq(keel_mr_gen_words(path_in("in/b.txt"), 1 << 20, 8, 5000, err), 0, "%s", err);
+	cr_assert_eq(keel_mr_gen_words(path_in("in/a.txt"), 1 << 20, 7, 20000, err), 0, "%s", err);
+	cr_assert_eq(keel_mr_gen_words(path_in("in/b.txt"), 512 << 10, 8, 5000, err), 0, "%s", err);
 	const char *in = path_in("in");
-	check_wordcount(in, 1, 256u << 20, 256 << 10, false);
-	check_wordcount(in, 4, 256u << 20, 256 << 10, false);
+	check_wordcount(in, 1, 16u << 20, 128 << 10, false);
+	check_wordcount(in, 4, 16u << 20, 128 << 10, false);
 	/* 64 KiB budget: a 20000-word vocabulary cannot fit, so runs spill. */
-	check_wordcount(in, 1, 64 << 10, 256 << 10, true);
-	check_wordcount(in, 4, 64 << 10, 300 << 10, true);
+	check_wordcount(in, 1, 64 << 10, 128 << 10, true);
+	check_wordcount(in, 4, 64 << 10, 150 << 10, true);
 }
 
 Test(mr, wordcount_empty_file_and_empty_dir)
@@ -307,9 +307,9 @@ Test(mr, wordcount_empty_file_and_empty_dir)
 Test(mr, wordcount_one_huge_line_across_many_splits)
 {
 	mkdir(path_in("in"), 0755);
-	/* 3 MiB with no newline at all, and a second file whose huge line is
+	/* 1 MiB with no newline at all, and a second file whose huge line is
 	 * followed by short ones: splits of 64 KiB all fall inside it. */
-	size_t n = 3 << 20;
+	size_t n = 1 << 20;
 	char *b = malloc(n);
 	for (size_t i = 0; i < n; i++)
 		b[i] = i % 7 == 6 ? ' ' : (char)('a' + (i / 7) % 5);
@@ -317,8 +317,8 @@ Test(mr, wordcount_one_huge_line_across_many_splits)
 	memcpy(b + n - 19, "\nshort line\nlast\n\n\n", 19);
 	write_file(path_in("in/huge2.txt"), b, n);
 	free(b);
-	check_wordcount(path_in("in"), 4, 1 << 20, 64 << 10, false);
-	check_wordcount(path_in("in"), 1, 1 << 20, 64 << 10, false);
+	check_wordcount(path_in("in"), 4, 1 << 20, 32 << 10, false);
+	check_wordcount(path_in("in"), 1, 1 << 20, 32 << 10, false);
 }
 
 Test(mr, wordcount_many_tiny_files)
@@ -338,10 +338,10 @@ Test(mr, wordcount_skewed_keys_with_spill)
 	mkdir(path_in("in"), 0755);
 	char err[KEEL_ERRMSG_LEN];
 	/* Three words only: every shard's table holds the same hot keys. */
-	cr_assert_eq(keel_mr_gen_words(path_in("in/skew.txt"), 2 << 20, 3, 3, err), 0, "%s", err);
+	cr_assert_eq(keel_mr_gen_words(path_in("in/skew.txt"), 1 << 20, 3, 3, err), 0, "%s", err);
 	check_wordcount(path_in("in"), 4, 1 << 20, 128 << 10, false);
 	/* Skew plus spills: many distinct cold words and a tiny budget. */
-	cr_assert_eq(keel_mr_gen_words(path_in("in/cold.txt"), 1 << 20, 4, 50000, err), 0, "%s", err);
+	cr_assert_eq(keel_mr_gen_words(path_in("in/cold.txt"), 512 << 10, 4, 50000, err), 0, "%s", err);
 	check_wordcount(path_in("in"), 3, 64 << 10, 128 << 10, true);
 }
 
@@ -537,12 +537,12 @@ Test(mr, sort_globally_ordered_permutation)
 {
 	mkdir(path_in("in"), 0755);
 	char err[KEEL_ERRMSG_LEN];
-	cr_assert_eq(keel_mr_gen_sort(path_in("in/a.dat"), 30000, 1, 0, err), 0, "%s", err);
-	cr_assert_eq(keel_mr_gen_sort(path_in("in/b.dat"), 12345, 2, 0, err), 0, "%s", err);
+	cr_assert_eq(keel_mr_gen_sort(path_in("in/a.dat"), 12000, 1, 0, err), 0, "%s", err);
+	cr_assert_eq(keel_mr_gen_sort(path_in("in/b.dat"), 4321, 2, 0, err), 0, "%s", err);
 	write_file(path_in("in/empty.dat"), "", 0);
 	check_sort(path_in("in"), 1, 1, 64u << 20, false);
 	check_sort(path_in("in"), 4, 7, 64u << 20, false);
-	check_sort(path_in("in"), 3, 5, 512 << 10, true);
+	check_sort(path_in("in"), 3, 5, 256 << 10, true);
 }
 
 Test(mr, sort_heavily_skewed_keys)
@@ -550,9 +550,9 @@ Test(mr, sort_heavily_skewed_keys)
 	mkdir(path_in("in"), 0755);
 	char err[KEEL_ERRMSG_LEN];
 	/* Five distinct keys over 40000 records: one partition gets most. */
-	cr_assert_eq(keel_mr_gen_sort(path_in("in/skew.dat"), 40000, 5, 5, err), 0, "%s", err);
+	cr_assert_eq(keel_mr_gen_sort(path_in("in/skew.dat"), 15000, 5, 5, err), 0, "%s", err);
 	check_sort(path_in("in"), 4, 4, 64u << 20, false);
-	check_sort(path_in("in"), 2, 4, 256 << 10, true);
+	check_sort(path_in("in"), 2, 4, 128 << 10, true);
 }
 
 /* ---- user jobs and bad input ----------------------------------------- */

@@ -47,15 +47,30 @@ struct net {
 	struct keel_raft_config base;
 	int line;
 	uint64_t loss_every, loss_ctr;
+	/* any-read: the highest commit index any server knew when read ctx
+	 * was issued; a read state below it would miss a completed write. */
+	uint64_t read_min[4096];
+	uint64_t rng;
 	uint64_t delivered[KEEL_RAFT_MSG_TYPE_MAX + 1];
 };
 
 static struct net *N;
+static int cur_seed;
+static const char *cur_script;
+
+static void dump_script(void)
+{
+	if (cur_seed && cur_script)
+		fprintf(stderr, "---- generated script, seed %d ----\n%s----\n", cur_seed, cur_script);
+}
 
 #define FAIL(...)                                                             \
 	do {                                                                  \
 		char m_[512];                                                 \
 		snprintf(m_, sizeof(m_), __VA_ARGS__);                        \
+		dump_script();                                                \
+		if (cur_seed)                                                 \
+			cr_assert_fail("seed %d script line %d: %s", cur_seed, N->line, m_); \
 		cr_assert_fail("script line %d: %s", N->line, m_);            \
 	} while (0)
 
@@ -96,7 +111,8 @@ static void sm_set(struct tnode *n, const uint8_t *data, size_t len)
 {
 	free(n->sm);
 	n->sm = malloc(len + 1);
-	memcpy(n->sm, data, len);
+	if (len)
+		memcpy(n->sm, data, len);
 	n->sm[len] = 0;
 	n->smlen = len;
 }
@@ -113,7 +129,8 @@ static void sm_apply(struct tnode *n, const struct keel_raft_entry *e)
 	n->sm = realloc(n->sm, n->smlen + add + 1);
 	if (n->smlen)
 		n->sm[n->smlen++] = ',';
-	memcpy(n->sm + n->smlen, e->data, e->len);
+	if (e->len)
+		memcpy(n->sm + n->smlen, e->data, e->len);
 	n->smlen += e->len;
 	n->sm[n->smlen] = 0;
 }
@@ -228,6 +245,15 @@ static bool process(struct tnode *n)
 			enqueue(&rd.msgs[i]);
 		for (size_t i = 0; i < rd.n_committed; i++)
 			sm_apply(n, &rd.committed[i]);
+		for (size_t i = 0; i < rd.n_reads; i++) {
+			uint64_t ctx = rd.reads[i].ctx;
+			if (ctx >= 100000 && ctx - 100000 < 4096 &&
+			    rd.reads[i].index < N->read_min[ctx - 100000])
+				FAIL("node %llu: read %llu at index %llu, but %llu was committed before it began",
+				     (unsigned long long)n->id, (unsigned long long)ctx,
+				     (unsigned long long)rd.reads[i].index,
+				     (unsigned long long)N->read_min[ctx - 100000]);
+		}
 		for (size_t i = 0; i < rd.n_reads && n->nreads < 1024; i++) {
 			n->read_ctx[n->nreads] = rd.reads[i].ctx;
 			n->read_idx[n->nreads++] = rd.reads[i].index;
@@ -310,7 +336,6 @@ static void start(struct tnode *n, bool boot_from_disk)
 {
 	char err[KEEL_ERRMSG_LEN] = "";
 	struct keel_raft_boot boot = {0};
-	struct keel_raft_entry *ents = NULL;
 	if (boot_from_disk) {
 		boot.hard_state = n->hs;
 		boot.snapshot = n->has_snap ? &n->snap : NULL;
@@ -318,9 +343,8 @@ static void start(struct tnode *n, bool boot_from_disk)
 		size_t k = 0;
 		while (k < n->nlog && n->log[k].index <= after)
 			k++;
-		boot.entries = n->log + k;
+		boot.entries = n->log ? n->log + k : NULL;
 		boot.n_entries = n->nlog - k;
-		(void)ents;
 		if (n->has_snap)
 			sm_set(n, n->snap.data, n->snap.len);
 		else
@@ -537,6 +561,98 @@ static int count_queued(const char *type)
 	return c;
 }
 
+static const char *leader_followed(void)
+{
+	static char why[256];
+	uint64_t lead = current_leader();
+	if (!lead)
+		return "no leader";
+	struct keel_raft_status ls;
+	keel_raft_status(N->n[lead].r, &ls);
+	for (uint32_t v = 0; v < ls.conf.n_voters; v++) {
+		uint64_t id = ls.conf.voters[v];
+		if (id > MAXN || !N->n[id].up || id == lead)
+			continue;
+		struct keel_raft_status st;
+		keel_raft_status(N->n[id].r, &st);
+		if (st.term != ls.term || st.leader != lead) {
+			snprintf(why, sizeof(why), "voter %llu: term %llu leader %llu, but %llu leads term %llu",
+				 (unsigned long long)id, (unsigned long long)st.term,
+				 (unsigned long long)st.leader, (unsigned long long)lead,
+				 (unsigned long long)ls.term);
+			return why;
+		}
+	}
+	return NULL;
+}
+
+static uint64_t rnd(void)
+{
+	uint64_t x = N->rng += 0x9E3779B97F4A7C15ULL;
+	x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+	x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+	return x ^ (x >> 31);
+}
+
+/* Commands for generated scripts: they act if they can and never fail by
+ * themselves (the invariants still do). */
+static void any_cmd(const char *c, char **tok, int ntok)
+{
+	uint64_t lead = current_leader();
+	struct tnode *n = ntok > 1 ? &N->n[num(tok[1]) % (MAXN + 1)] : NULL;
+	if (!strcmp(c, "propose")) {
+		if (lead)
+			keel_raft_propose(N->n[lead].r, tok[1], strlen(tok[1]), NULL, NULL);
+	} else if (!strcmp(c, "conf")) {
+		if (lead) {
+			enum keel_raft_conf_op op = (enum keel_raft_conf_op)(1 + rnd() % 3);
+			keel_raft_propose_conf_change(N->n[lead].r, op, num(tok[1]), NULL, NULL);
+		}
+	} else if (!strcmp(c, "transfer")) {
+		if (lead)
+			keel_raft_transfer_leadership(N->n[lead].r, num(tok[1]));
+	} else if (!strcmp(c, "snapshot")) {
+		if (n && n->exists && n->up && n->applied) {
+			if (keel_raft_snapshot_taken(n->r, n->applied, n->sm, n->smlen, rnd() % 8) == 0)
+				snap_store(n, keel_raft_snapshot_get(n->r));
+		}
+	} else if (!strcmp(c, "crash")) {
+		int down = 0;
+		for (int j = 1; j <= MAXN; j++)
+			down += N->n[j].exists && !N->n[j].up;
+		if (n && n->exists && n->up && down < 2) {
+			keel_raft_destroy(n->r);
+			n->r = NULL;
+			n->up = false;
+			drop(n->id);
+		}
+	} else if (!strcmp(c, "restart")) {
+		if (n && n->exists && !n->up)
+			start(n, true);
+	} else if (!strcmp(c, "read")) {
+		uint64_t ctx = num(tok[2]);
+		if (n && n->exists && n->up && ctx >= 100000 && ctx - 100000 < 4096) {
+			uint64_t mx = 0;
+			for (int j = 1; j <= MAXN; j++) {
+				if (!N->n[j].up)
+					continue;
+				struct keel_raft_status st;
+				keel_raft_status(N->n[j].r, &st);
+				if (st.commit > mx)
+					mx = st.commit;
+			}
+			N->read_min[ctx - 100000] = mx;
+			keel_raft_read_index(n->r, ctx);
+		}
+	} else if (!strcmp(c, "restart-all")) {
+		for (int j = 1; j <= MAXN; j++)
+			if (N->n[j].exists && !N->n[j].up)
+				start(&N->n[j], true);
+	} else {
+		FAIL("unknown command any-%s", c);
+	}
+}
+
 static void exec(char **tok, int ntok)
 {
 	const char *c = tok[0];
@@ -643,6 +759,8 @@ static void exec(char **tok, int ntok)
 		memset(N->cut, 0, sizeof(N->cut));
 	} else if (!strcmp(c, "expect")) {
 		expect(live(tok[1]), tok, ntok);
+	} else if (!strncmp(c, "any-", 4)) {
+		any_cmd(c + 4, tok, ntok);
 	} else if (!strcmp(c, "loss")) {
 		N->loss_every = num(tok[1]);
 	} else if (!strcmp(c, "expect-delivered")) {
@@ -670,11 +788,33 @@ static void exec(char **tok, int ntok)
 				continue;
 			struct keel_raft_status st;
 			keel_raft_status(N->n[j].r, &st);
-			fprintf(stderr, "  node %d %s term=%llu leader=%llu commit=%llu last=%llu applied=%llu\n",
+			char v[128], l[128];
+			list_str(v, sizeof(v), st.conf.voters, st.conf.n_voters);
+			list_str(l, sizeof(l), st.conf.learners, st.conf.n_learners);
+			fprintf(stderr, "  node %d %s term=%llu vote=%llu leader=%llu commit=%llu last=%llu applied=%llu voters=%s learners=%s\n",
 				j, keel_raft_role_name(st.role), (unsigned long long)st.term,
+				(unsigned long long)st.vote,
 				(unsigned long long)st.leader, (unsigned long long)st.commit,
-				(unsigned long long)st.last_index, (unsigned long long)N->n[j].applied);
+				(unsigned long long)st.last_index, (unsigned long long)N->n[j].applied, v, l);
 		}
+	} else if (!strcmp(c, "eventually-leader")) {
+		/* run rounds until a leader is followed by every live voter of
+		 * its configuration (a removed server that never heard of its
+		 * removal may keep deposing leaders without pre-vote; this
+		 * only needs a moment of stability) */
+		uint64_t k = num(tok[1]), i;
+		const char *why = "no leader";
+		for (i = 0; i < k; i++) {
+			why = leader_followed();
+			if (!why)
+				break;
+			for (int j = 1; j <= MAXN; j++)
+				if (N->n[j].up)
+					keel_raft_tick(N->n[j].r);
+			stabilize();
+		}
+		if (i == k)
+			FAIL("after %llu rounds: %s", (unsigned long long)k, why);
 	} else if (!strcmp(c, "expect-leader")) {
 		/* exactly one live leader in the highest term, and every live
 		 * server of that term follows it */
@@ -734,6 +874,15 @@ static void exec(char **tok, int ntok)
 	} else {
 		FAIL("unknown command %s", c);
 	}
+}
+
+void raft_script_named(const char *script, int seed)
+{
+	cur_seed = seed;
+	cur_script = script;
+	raft_script(script);
+	cur_seed = 0;
+	cur_script = NULL;
 }
 
 void raft_script(const char *script)

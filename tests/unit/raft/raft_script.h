@@ -32,12 +32,21 @@
  *                        first snap voters learners (lists: 1,2,3 or -)
  *                        key>N and key<N compare numbers
  *   expect-leader [ID]   one leader in the highest term, all others follow it
+ *   eventually-leader N  run up to N rounds until a leader is followed by
+ *                        every live voter of its configuration
  *   expect-sm ID STRING  the state machine (applied data joined by ',')
  *   expect-read ID CTX INDEX|*   a read state was delivered
  *   expect-no-read ID CTX
  *   loss K               drop every K-th message sent from now on (0: none)
  *   expect-delivered TYPE N|>N|<N   messages of TYPE delivered so far
  *   show                 print the queue and the servers (debugging)
+ *   any-propose DATA / any-conf NODE / any-transfer TO / any-snapshot ID /
+ *   any-crash ID / any-restart ID / any-restart-all / any-read ID CTX
+ *                        for generated scripts: act if possible, else
+ *                        nothing (leader = the current one, the conf
+ *                        operation is random). any-read with CTX >= 100000
+ *                        also checks that the read's index covers every
+ *                        commit any server knew when it was issued.
  * ID may be L: the live leader of the highest term.
  * ERR is OK or a KEEL_E* name without the prefix (ENOTLEADER, EBUSY, ...).
  */
@@ -47,5 +56,7 @@
 /* Runs a script; fails the current Criterion test at the first line that
  * does not hold, naming it. */
 void raft_script(const char *script);
+/* The same for a generated script: a failure prints the seed and script. */
+void raft_script_named(const char *script, int seed);
 
 #endif

@@ -1,0 +1,380 @@
+/* bench/ring: cross-shard messaging between two shards on different cores,
+ * against the physical limit measured in the same run on the same two PUs.
+ *
+ *   rtt       keel_shard_call round trip (shard 0 -> shard 1 -> reply on
+ *             shard 0), busy-polling shards; p50 and p99 of per-call times
+ *   peer      bare cache-line ping-pong: two threads pinned to the same two
+ *             PUs bounce one 64-byte line (A writes, B sees and answers, A
+ *             sees): the least any cross-core round trip can cost
+ *   sleeping  the same round trip with shards that sleep when idle (the
+ *             default), against two pinned threads waking each other
+ *             through eventfds (blocking read/write): the wake-up's limit
+ *   one-way   shard 0 posts N messages to shard 1 as fast as the ring takes
+ *             them, with the default idle policy (sleep), so the wake-up
+ *             protocol is paid: "unbatched" publishes and checks the target's
+ *             sleep flag after every message (keel_shard_flush per post),
+ *             "batched" once per 64 messages (what the loop does)
+ *
+ * Rounds alternate keel and peer (A B A B ...) and the JSON lines report
+ * medians over rounds. Output per /work/shared/BENCH.md. */
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "keel/runtime.h"
+
+static unsigned rtt_samples = 200000, rounds = 5;
+static uint64_t oneway_n = 4000000;
+static const char *cpuset;
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static uint64_t pct(uint64_t *v, size_t n, double p)
+{
+	qsort(v, n, sizeof(*v), cmp_u64);
+	size_t i = (size_t)(p * (double)(n - 1) + 0.5);
+	return v[i];
+}
+
+static double median(double *v, unsigned n)
+{
+	for (unsigned i = 1; i < n; i++)
+		for (unsigned j = i; j > 0 && v[j - 1] > v[j]; j--) {
+			double t = v[j];
+			v[j] = v[j - 1];
+			v[j - 1] = t;
+		}
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static struct keel_runtime *make_rt(enum keel_idle_policy idle)
+{
+	struct keel_runtime_config cfg = {
+		.nshards = 2, .cpuset = cpuset, .idle = idle, .node_id = -1, .ring_capacity = 1024,
+	};
+	struct keel_runtime *rt;
+	char em[KEEL_ERRMSG_LEN];
+	if (keel_runtime_create(&cfg, &rt, em)) {
+		fprintf(stderr, "bench-ring: %s\n", em);
+		exit(1);
+	}
+	return rt;
+}
+
+/* ---- keel round trip ---- */
+static struct {
+	struct keel_runtime *rt;
+	uint64_t *lat;
+	unsigned n, done;
+	uint64_t t0;
+} R;
+
+static void *rtt_target(struct keel_shard *on, void *arg) { return arg; }
+
+static void rtt_reply(struct keel_shard *from, void *res, void *arg)
+{
+	uint64_t now = keel_now_ns();
+	R.lat[R.done++] = now - R.t0;
+	if (R.done == R.n) {
+		keel_runtime_stop(R.rt);
+		return;
+	}
+	R.t0 = keel_now_ns();
+	keel_shard_call(from, 1, rtt_target, rtt_reply, arg);
+}
+
+static void rtt_init(struct keel_shard *s, void *arg)
+{
+	if (keel_shard_id(s) != 0)
+		return;
+	R.t0 = keel_now_ns();
+	keel_shard_call(s, 1, rtt_target, rtt_reply, NULL);
+}
+
+static void run_rtt(uint64_t *p50, uint64_t *p99, unsigned pu[2], enum keel_idle_policy idle,
+		    unsigned n)
+{
+	R.rt = make_rt(idle);
+	R.n = n;
+	R.done = 0;
+	R.lat = malloc(R.n * sizeof(uint64_t));
+	pu[0] = keel_runtime_placement(R.rt, 0)->pu;
+	pu[1] = keel_runtime_placement(R.rt, 1)->pu;
+	if (keel_runtime_run(R.rt, rtt_init, NULL, NULL)) {
+		fprintf(stderr, "bench-ring: %s\n", keel_runtime_errmsg(R.rt));
+		exit(1);
+	}
+	/* drop the first 1% (warm-up) */
+	size_t skip = R.n / 100;
+	*p50 = pct(R.lat + skip, R.n - skip, 0.50);
+	*p99 = pct(R.lat + skip, R.n - skip, 0.99);
+	free(R.lat);
+	keel_runtime_destroy(R.rt);
+}
+
+/* ---- bare cache-line ping-pong ---- */
+static struct {
+	_Alignas(64) _Atomic uint64_t line;
+	char pad[56];
+	unsigned pu[2];
+	unsigned n;
+	uint64_t *lat;
+	_Atomic int ready;
+} PP;
+
+static void pin(unsigned pu)
+{
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(pu, &set);
+	pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+static void *pong(void *arg)
+{
+	pin(PP.pu[1]);
+	atomic_fetch_add(&PP.ready, 1);
+	for (uint64_t i = 0; i < PP.n; i++) {
+		uint64_t want = 2 * i + 1;
+		while (atomic_load_explicit(&PP.line, memory_order_acquire) != want)
+			__builtin_ia32_pause();
+		atomic_store_explicit(&PP.line, want + 1, memory_order_release);
+	}
+	return NULL;
+}
+
+static void run_pingpong(uint64_t *p50, uint64_t *p99, const unsigned pu[2])
+{
+	PP.pu[0] = pu[0];
+	PP.pu[1] = pu[1];
+	PP.n = rtt_samples;
+	PP.lat = malloc(PP.n * sizeof(uint64_t));
+	atomic_store(&PP.line, 0);
+	atomic_store(&PP.ready, 0);
+	pthread_t t;
+	pthread_create(&t, NULL, pong, NULL);
+	cpu_set_t old;
+	pthread_getaffinity_np(pthread_self(), sizeof(old), &old);
+	pin(PP.pu[0]);
+	while (!atomic_load(&PP.ready))
+		sched_yield();
+	for (uint64_t i = 0; i < PP.n; i++) {
+		uint64_t t0 = keel_now_ns();
+		atomic_store_explicit(&PP.line, 2 * i + 1, memory_order_release);
+		while (atomic_load_explicit(&PP.line, memory_order_acquire) != 2 * i + 2)
+			__builtin_ia32_pause();
+		PP.lat[i] = keel_now_ns() - t0;
+	}
+	pthread_join(t, NULL);
+	pthread_setaffinity_np(pthread_self(), sizeof(old), &old);
+	size_t skip = PP.n / 100;
+	*p50 = pct(PP.lat + skip, PP.n - skip, 0.50);
+	*p99 = pct(PP.lat + skip, PP.n - skip, 0.99);
+	free(PP.lat);
+}
+
+/* ---- bare eventfd ping-pong: two pinned threads blocking in read(2),
+ * waking each other with write(2): the least a sleeping shard's wake-up
+ * round trip can cost ---- */
+static struct {
+	int efd[2];
+	unsigned n;
+	unsigned pu;
+} EP;
+
+static void *efd_pong(void *arg)
+{
+	pin(EP.pu);
+	uint64_t v;
+	for (unsigned i = 0; i < EP.n; i++) {
+		if (read(EP.efd[1], &v, sizeof(v)) != sizeof(v))
+			break;
+		v = 1;
+		if (write(EP.efd[0], &v, sizeof(v)) != sizeof(v))
+			break;
+	}
+	return NULL;
+}
+
+static void run_efd_pingpong(uint64_t *p50, const unsigned pu[2], unsigned n)
+{
+	EP.efd[0] = eventfd(0, 0);
+	EP.efd[1] = eventfd(0, 0);
+	EP.n = n;
+	EP.pu = pu[1];
+	uint64_t *lat = malloc(n * sizeof(uint64_t));
+	pthread_t t;
+	pthread_create(&t, NULL, efd_pong, NULL);
+	cpu_set_t old;
+	pthread_getaffinity_np(pthread_self(), sizeof(old), &old);
+	pin(pu[0]);
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t t0 = keel_now_ns(), v = 1;
+		if (write(EP.efd[1], &v, sizeof(v)) != sizeof(v) || read(EP.efd[0], &v, sizeof(v)) != sizeof(v))
+			break;
+		lat[i] = keel_now_ns() - t0;
+	}
+	pthread_join(t, NULL);
+	pthread_setaffinity_np(pthread_self(), sizeof(old), &old);
+	close(EP.efd[0]);
+	close(EP.efd[1]);
+	size_t skip = n / 100;
+	*p50 = pct(lat + skip, n - skip, 0.50);
+	free(lat);
+}
+
+/* ---- one-way throughput ---- */
+static struct {
+	struct keel_runtime *rt;
+	uint64_t n, sent;
+	unsigned batch;
+	uint64_t t0;
+	_Atomic uint64_t t1;
+	uint64_t received;
+	uint64_t win[16384]; /* receive time of every WIN-th message */
+	unsigned nwin;
+} T;
+
+/* The machine is shared: a shard thread loses its core to other processes
+ * for whole scheduler slices, and then the other shard just waits. So the
+ * rate is also taken per window of WIN messages (~1 ms at 20 M/s) and the
+ * median window reported with the overall rate: the median window is the
+ * rate while both shards actually run. */
+#define WIN 2048
+
+static void sink(struct keel_shard *on, void *arg)
+{
+	if (++T.received % WIN == 0 && T.nwin < KEEL_ARRAY_LEN(T.win))
+		T.win[T.nwin++] = keel_now_ns();
+	if (T.received == T.n) {
+		atomic_store(&T.t1, keel_now_ns());
+		keel_runtime_stop(T.rt);
+	}
+}
+
+static int source(void *arg)
+{
+	struct keel_shard *s = arg;
+	if (T.sent >= T.n)
+		return 0;
+	/* Keep the ring, not the overflow queue, as the path measured. */
+	for (int burst = 0; burst < 8 && T.sent < T.n && keel_shard_pending(s, 1) + T.batch <= 1024; burst++) {
+		for (unsigned b = 0; b < T.batch && T.sent < T.n; b++, T.sent++)
+			keel_shard_post(s, 1, sink, NULL);
+		keel_shard_flush(s);
+	}
+	return 1;
+}
+
+static void tp_init(struct keel_shard *s, void *arg)
+{
+	if (keel_shard_id(s) != 0)
+		return;
+	T.t0 = keel_now_ns();
+	keel_shard_add_poller(s, source, s);
+}
+
+static double run_oneway(unsigned batch, enum keel_idle_policy idle, double *overall)
+{
+	memset(&T, 0, sizeof(T));
+	T.rt = make_rt(idle);
+	T.n = oneway_n;
+	T.batch = batch;
+	if (keel_runtime_run(T.rt, tp_init, NULL, NULL)) {
+		fprintf(stderr, "bench-ring: %s\n", keel_runtime_errmsg(T.rt));
+		exit(1);
+	}
+	double secs = (double)(atomic_load(&T.t1) - T.t0) / 1e9;
+	keel_runtime_destroy(T.rt);
+	*overall = (double)T.n / secs;
+	static double rates[16384];
+	unsigned nr = 0;
+	for (unsigned i = 1; i < T.nwin; i++)
+		rates[nr++] = (double)WIN * 1e9 / (double)(T.win[i] - T.win[i - 1]);
+	if (getenv("BENCH_RING_DEBUG") && nr > 10) {
+		median(rates, nr);
+		fprintf(stderr, "windows %u: p10 %.1f p50 %.1f p90 %.1f max %.1f M/s\n", nr, rates[nr / 10] / 1e6,
+			rates[nr / 2] / 1e6, rates[nr * 9 / 10] / 1e6, rates[nr - 1] / 1e6);
+	}
+	return nr ? median(rates, nr) : *overall;
+}
+
+int main(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--quick")) {
+			rtt_samples = 20000;
+			rounds = 2;
+			oneway_n = 1000000;
+		} else if (!strcmp(argv[i], "--cpuset") && i + 1 < argc) {
+			cpuset = argv[++i];
+		} else {
+			fprintf(stderr, "usage: bench-ring [--quick] [--cpuset LIST]\n");
+			return 2;
+		}
+	}
+	keel_log_set_level(KEEL_LOG_WARN);
+	double s50[8], e50[8];
+	double k50[8], k99[8], p50[8], p99[8], ub[8], bt[8], bb[8], ubo[8], bto[8], bbo[8];
+	unsigned pu[2] = {0, 0};
+	for (unsigned r = 0; r < rounds; r++) {
+		uint64_t a, b;
+		run_rtt(&a, &b, pu, KEEL_IDLE_BUSY_POLL, rtt_samples);
+		k50[r] = (double)a;
+		k99[r] = (double)b;
+		run_pingpong(&a, &b, pu);
+		p50[r] = (double)a;
+		p99[r] = (double)b;
+		run_rtt(&a, &b, pu, KEEL_IDLE_SLEEP, rtt_samples / 20);
+		s50[r] = (double)a;
+		run_efd_pingpong(&a, pu, rtt_samples / 20);
+		e50[r] = (double)a;
+		ub[r] = run_oneway(1, KEEL_IDLE_SLEEP, &ubo[r]);
+		bt[r] = run_oneway(64, KEEL_IDLE_SLEEP, &bto[r]);
+		bb[r] = run_oneway(64, KEEL_IDLE_BUSY_POLL, &bbo[r]);
+	}
+	double K50 = median(k50, rounds), K99 = median(k99, rounds);
+	double P50 = median(p50, rounds), P99 = median(p99, rounds);
+	double S50 = median(s50, rounds), E50 = median(e50, rounds);
+	double UB = median(ub, rounds), BT = median(bt, rounds), BB = median(bb, rounds);
+	double UBO = median(ubo, rounds), BTO = median(bto, rounds), BBO = median(bbo, rounds);
+	printf("bench-ring: shards 0,1 on PUs %u,%u; %u rounds (keel and peer alternating), "
+	       "%u round trips and %llu one-way messages per round; medians over rounds\n",
+	       pu[0], pu[1], rounds, rtt_samples, (unsigned long long)oneway_n);
+	printf("%-40s %12s %12s %8s\n", "case", "keel", "peer", "ratio");
+	printf("%-40s %12.0f %12.0f %8.2f\n", "round trip p50 (ns)", K50, P50, K50 / P50);
+	printf("%-40s %12.0f %12.0f %8.2f\n", "round trip p99 (ns)", K99, P99, K99 / P99);
+	printf("%-40s %12.0f %12.0f %8.2f\n", "round trip p50, sleeping shards (ns)", S50, E50, S50 / E50);
+	printf("%-40s %12.2f %12s %8s\n", "one-way unbatched (M msg/s, median win)", UB / 1e6, "-", "-");
+	printf("%-40s %12.2f %12s %8s\n", "one-way batched 64 (M msg/s, median win)", BT / 1e6, "-", "-");
+	printf("%-40s %12.2f %12s %8s\n", "  same, busy-poll (M msg/s, median win)", BB / 1e6, "-", "-");
+	printf("%-40s %12.2f %12.2f %12.2f\n", "overall unbatched/batched/busy (M/s)", UBO / 1e6, BTO / 1e6, BBO / 1e6);
+	printf("{\"bench\":\"ring\",\"case\":\"rtt_p50_ns\",\"unit\":\"ns\",\"keel\":%.1f,"
+	       "\"peer\":\"cacheline-pingpong\",\"peer_value\":%.1f,\"ratio\":%.2f,\"better\":\"lower\","
+	       "\"target\":2.0,\"meets\":%s}\n",
+	       K50, P50, K50 / P50, K50 / P50 <= 2.0 ? "true" : "false");
+	printf("{\"bench\":\"ring\",\"case\":\"rtt_p99_ns\",\"unit\":\"ns\",\"keel\":%.1f,"
+	       "\"peer\":\"cacheline-pingpong\",\"peer_value\":%.1f,\"ratio\":%.2f,\"better\":\"lower\"}\n",
+	       K99, P99, K99 / P99);
+	printf("{\"bench\":\"ring\",\"case\":\"rtt_sleep_p50_ns\",\"unit\":\"ns\",\"keel\":%.1f,"
+	       "\"peer\":\"eventfd-pingpong\",\"peer_value\":%.1f,\"ratio\":%.2f,\"better\":\"lower\"}\n",
+	       S50, E50, S50 / E50);
+	printf("{\"bench\":\"ring\",\"case\":\"oneway_unbatched_msgs_per_s\",\"unit\":\"msg/s\","
+	       "\"keel\":%.0f,\"overall\":%.0f,\"better\":\"higher\"}\n", UB, UBO);
+	/* The 20 M/s target is absolute, not a ratio: "target_abs". */
+	printf("{\"bench\":\"ring\",\"case\":\"oneway_batched_msgs_per_s\",\"unit\":\"msg/s\","
+	       "\"keel\":%.0f,\"overall\":%.0f,\"better\":\"higher\",\"target_abs\":20000000,\"meets\":%s}\n",
+	       BT, BTO, BT >= 20e6 ? "true" : "false");
+	printf("{\"bench\":\"ring\",\"case\":\"oneway_batched_busypoll_msgs_per_s\",\"unit\":\"msg/s\","
+	       "\"keel\":%.0f,\"overall\":%.0f,\"better\":\"higher\"}\n", BB, BBO);
+	return 0;
+}

@@ -1,0 +1,629 @@
+/*
+ * bench-transport: keel's transport backends against sockperf on loopback.
+ *
+ * For each backend of the registry that crosses a real network (sim is
+ * skipped: its time is virtual), in the same run as sockperf:
+ *   - ping-pong RTT p50/p99/p99.9 for 64 B, 1 KiB and 65000 B messages
+ *     (sockperf ping-pong --tcp --full-rtt, same sizes; 65000 B stands for
+ *     64 KiB because sockperf's largest message is 65507 B);
+ *   - one-way messages/s for 64 B (sockperf throughput --tcp -m 64). keel's
+ *     figure is end to end: from the first send until the receiver has
+ *     counted the last message and said so; sockperf's is its sender's rate.
+ * The server side runs in a child process on CPU 1, the client on CPU 0
+ * (sockperf likewise, through taskset). Both sleep in the kernel when idle
+ * (keel: io_uring wait, sockperf: blocking recvfrom) unless --poll is given,
+ * which busy-polls keel's reactors only (sockperf has no equivalent mode).
+ * Rounds alternate keel and sockperf (A B A B ...) and the JSON lines report
+ * medians over rounds. Output as /work/shared/BENCH.md describes.
+ *
+ * usage: bench-transport [--quick] [--transport NAME] [--rounds N] [--poll]
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "keel/config.h"
+#include "keel/runtime.h"
+#include "keel/transport.h"
+
+enum { T_PING = 1, T_DATA = 2, T_DONE = 3, T_REPORT = 4 };
+
+#define NSIZES 3
+/* The "64 KiB" case is 65000 B: sockperf refuses messages above 65507 B. */
+static const uint32_t sizes[NSIZES] = {64, 1024, 65000};
+static const char *size_names[NSIZES] = {"64B", "1KiB", "65000B"};
+
+struct opts {
+	bool quick, poll;
+	const char *only;
+	unsigned rounds;
+	unsigned samples;
+	uint64_t oneway_msgs;
+	unsigned sockperf_secs;
+	int cpus;
+};
+
+struct figures {
+	double p50[NSIZES], p99[NSIZES], p999[NSIZES]; /* ns */
+	double oneway;                                /* msgs/s */
+	bool ok;
+};
+
+static char dir[64];
+
+/* ---- configuration ---------------------------------------------------- */
+
+static int write_file(const char *name, const char *text, mode_t mode)
+{
+	char p[128];
+	snprintf(p, sizeof(p), "%s/%s", dir, name);
+	int fd = open(p, O_CREAT | O_WRONLY | O_TRUNC, mode);
+	if (fd < 0)
+		return -errno;
+	size_t n = strlen(text);
+	int rc = write(fd, text, n) == (ssize_t)n ? 0 : -EIO;
+	close(fd);
+	return rc;
+}
+
+static int load_config(unsigned node, const char *transport, unsigned base,
+		       struct keel_node_config *cfg)
+{
+	char text[512], name[32], err[KEEL_ERRMSG_LEN];
+	snprintf(text, sizeof(text),
+		 "[node]\nid = %u\ncluster = 99\nlisten = 127.0.0.1:%u\nshards = 1\n"
+		 "transport = %s\nsecret_file = secret\n"
+		 "[peers]\n1 = 127.0.0.1:%u\n2 = 127.0.0.1:%u\n",
+		 node, base + node * 10, transport, base + 10, base + 20);
+	snprintf(name, sizeof(name), "n%u-%s.ini", node, transport);
+	write_file(name, text, 0600);
+	char p[128];
+	snprintf(p, sizeof(p), "%s/%s", dir, name);
+	int rc = keel_node_config_load(p, cfg, err);
+	if (rc < 0)
+		fprintf(stderr, "bench-transport: %s\n", err);
+	return rc;
+}
+
+/* ---- server (child process) -------------------------------------------- */
+
+struct server {
+	struct keel_node_config cfg;
+	struct keel_transport *t;
+	uint64_t count;
+};
+
+static void srv_recv(struct keel_transport *t, struct keel_conn *c, const struct keel_msg *m)
+{
+	struct server *s = t->user;
+	if (m->type == T_DATA) {
+		s->count++;
+	} else if (m->type == T_PING) {
+		struct keel_send_buf *b;
+		if (keel_transport_alloc(c, m->len, &b) == 0) {
+			memcpy(b->data, m->data, m->len);
+			b->len = m->len;
+			b->type = T_PING;
+			keel_transport_send_buf(c, b);
+		}
+	} else if (m->type == T_DONE) {
+		keel_transport_send(c, T_REPORT, &s->count, sizeof(s->count));
+		s->count = 0;
+	}
+}
+
+static const struct keel_transport_handlers srv_handlers = {.on_recv = srv_recv};
+
+static void srv_init(struct keel_shard *shard, void *arg)
+{
+	struct server *s = arg;
+	struct keel_transport_config tc;
+	char err[KEEL_ERRMSG_LEN];
+	keel_node_config_transport(&s->cfg, 0, &tc);
+	tc.shards = 1;
+	tc.handlers = &srv_handlers;
+	tc.user = s;
+	tc.shard = shard;
+	if (keel_transport_open(s->cfg.transport, &tc, &s->t, err) < 0 ||
+	    keel_transport_listen(s->t) < 0) {
+		fprintf(stderr, "bench-transport server: %s\n", s->t ? s->t->errmsg : err);
+		keel_runtime_stop(keel_shard_runtime(shard));
+	}
+}
+
+static void srv_fini(struct keel_shard *shard, void *arg)
+{
+	struct server *s = arg;
+	keel_transport_close(s->t);
+}
+
+static int run_server(const char *transport, unsigned base, const struct opts *o)
+{
+	struct server s = {0};
+	if (load_config(1, transport, base, &s.cfg) < 0)
+		return 1;
+	struct keel_runtime_config rc = {.nshards = 1, .cpuset = o->cpus > 1 ? "1" : NULL,
+					 .idle = o->poll ? KEEL_IDLE_BUSY_POLL : KEEL_IDLE_SLEEP,
+					 .node_id = 1, .overcommit = true};
+	struct keel_runtime *rt;
+	char err[KEEL_ERRMSG_LEN];
+	if (keel_runtime_create(&rc, &rt, err) < 0) {
+		fprintf(stderr, "bench-transport server: %s\n", err);
+		return 1;
+	}
+	keel_runtime_stop_on_signals(rt);
+	keel_runtime_run(rt, srv_init, srv_fini, &s);
+	keel_runtime_destroy(rt);
+	keel_node_config_free(&s.cfg);
+	return 0;
+}
+
+/* ---- client ------------------------------------------------------------- */
+
+struct client {
+	const struct opts *o;
+	struct keel_node_config cfg;
+	struct keel_runtime *rt;
+	struct keel_transport *t;
+	struct keel_conn *c;
+	int phase; /* 0..NSIZES-1 ping-pong, NSIZES one-way */
+	unsigned n, warmup;
+	uint64_t *samples;
+	uint64_t t_sent;
+	uint64_t sent, t0;
+	bool done_sent;
+	struct figures *f;
+	int failed;
+	struct keel_timer deadline;
+};
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static double pct(uint64_t *v, unsigned n, double p)
+{
+	unsigned i = (unsigned)(p / 100.0 * (n - 1) + 0.5);
+	return (double)v[i < n ? i : n - 1];
+}
+
+static void send_ping(struct client *cl)
+{
+	struct keel_send_buf *b;
+	uint32_t len = sizes[cl->phase];
+	if (keel_transport_alloc(cl->c, len, &b) < 0) {
+		cl->failed = 1;
+		keel_runtime_stop(cl->rt);
+		return;
+	}
+	memset(b->data, 0x5a, len);
+	b->len = len;
+	b->type = T_PING;
+	cl->t_sent = keel_now_ns();
+	keel_transport_send_buf(cl->c, b);
+}
+
+static void pump(struct client *cl)
+{
+	static const uint8_t msg[64] = {1};
+	while (cl->sent < cl->o->oneway_msgs) {
+		if (keel_transport_send(cl->c, T_DATA, msg, sizeof(msg)) < 0)
+			return; /* KEEL_EFULL: on_writable resumes */
+		cl->sent++;
+	}
+	if (!cl->done_sent && keel_transport_send(cl->c, T_DONE, NULL, 0) == 0)
+		cl->done_sent = true;
+}
+
+static void start_phase(struct client *cl)
+{
+	if (cl->phase < NSIZES) {
+		cl->n = 0;
+		cl->warmup = cl->o->samples / 10 + 10;
+		send_ping(cl);
+	} else if (cl->phase == NSIZES) {
+		cl->sent = 0;
+		cl->done_sent = false;
+		cl->t0 = keel_now_ns();
+		pump(cl);
+	} else {
+		cl->f->ok = true;
+		keel_runtime_stop(cl->rt);
+	}
+}
+
+static void cl_recv(struct keel_transport *t, struct keel_conn *c, const struct keel_msg *m)
+{
+	struct client *cl = t->user;
+	if (m->type == T_PING && cl->phase < NSIZES) {
+		uint64_t rtt = keel_now_ns() - cl->t_sent;
+		if (cl->warmup) {
+			cl->warmup--;
+		} else {
+			cl->samples[cl->n++] = rtt;
+		}
+		if (cl->n < cl->o->samples) {
+			send_ping(cl);
+			return;
+		}
+		qsort(cl->samples, cl->n, sizeof(uint64_t), cmp_u64);
+		cl->f->p50[cl->phase] = pct(cl->samples, cl->n, 50);
+		cl->f->p99[cl->phase] = pct(cl->samples, cl->n, 99);
+		cl->f->p999[cl->phase] = pct(cl->samples, cl->n, 99.9);
+		cl->phase++;
+		start_phase(cl);
+	} else if (m->type == T_REPORT && cl->phase == NSIZES) {
+		uint64_t got;
+		memcpy(&got, m->data, sizeof(got));
+		double secs = (double)(keel_now_ns() - cl->t0) / 1e9;
+		cl->f->oneway = got == cl->sent ? (double)got / secs : 0;
+		if (got != cl->sent)
+			fprintf(stderr, "bench-transport: server counted %llu of %llu messages\n",
+				(unsigned long long)got, (unsigned long long)cl->sent);
+		cl->phase++;
+		start_phase(cl);
+	}
+}
+
+static void cl_up(struct keel_transport *t, struct keel_conn *c)
+{
+	start_phase(t->user);
+}
+
+static void cl_writable(struct keel_transport *t, struct keel_conn *c)
+{
+	struct client *cl = t->user;
+	if (cl->phase == NSIZES)
+		pump(cl);
+}
+
+static void cl_down(struct keel_transport *t, struct keel_conn *c, int reason)
+{
+	struct client *cl = t->user;
+	if (!cl->f->ok) {
+		fprintf(stderr, "bench-transport: connection lost: %s (%s)\n", keel_strerror(reason),
+			t->errmsg);
+		cl->failed = 1;
+		keel_runtime_stop(cl->rt);
+	}
+}
+
+static const struct keel_transport_handlers cl_handlers = {
+	.on_conn_up = cl_up, .on_recv = cl_recv, .on_conn_down = cl_down,
+	.on_writable = cl_writable};
+
+static void cl_deadline(struct keel_timer *tm)
+{
+	struct client *cl = tm->arg;
+	fprintf(stderr, "bench-transport: client timed out in phase %d\n", cl->phase);
+	cl->failed = 1;
+	keel_runtime_stop(cl->rt);
+}
+
+static void cl_init(struct keel_shard *shard, void *arg)
+{
+	struct client *cl = arg;
+	struct keel_transport_config tc;
+	char err[KEEL_ERRMSG_LEN];
+	keel_node_config_transport(&cl->cfg, 0, &tc);
+	tc.shards = 1;
+	tc.handlers = &cl_handlers;
+	tc.user = cl;
+	tc.shard = shard;
+	keel_timer_init(&cl->deadline, cl_deadline, cl);
+	keel_timer_arm(shard, &cl->deadline, 120ull * 1000000000u);
+	if (keel_transport_open(cl->cfg.transport, &tc, &cl->t, err) < 0 ||
+	    keel_transport_connect(cl->t, (struct keel_addr){.node = 1, .shard = 0}, &cl->c) < 0) {
+		fprintf(stderr, "bench-transport client: %s\n", cl->t ? cl->t->errmsg : err);
+		cl->failed = 1;
+		keel_runtime_stop(keel_shard_runtime(shard));
+	}
+}
+
+static void cl_fini(struct keel_shard *shard, void *arg)
+{
+	struct client *cl = arg;
+	keel_timer_cancel(shard, &cl->deadline);
+	keel_transport_close(cl->t);
+}
+
+static int run_client(const char *transport, unsigned base, const struct opts *o,
+		      struct figures *f)
+{
+	struct client cl = {.o = o, .f = f};
+	memset(f, 0, sizeof(*f));
+	if (load_config(2, transport, base, &cl.cfg) < 0)
+		return -1;
+	cl.samples = calloc(o->samples, sizeof(uint64_t));
+	struct keel_runtime_config rc = {.nshards = 1, .cpuset = o->cpus > 1 ? "0" : NULL,
+					 .idle = o->poll ? KEEL_IDLE_BUSY_POLL : KEEL_IDLE_SLEEP,
+					 .node_id = 2, .overcommit = true};
+	char err[KEEL_ERRMSG_LEN];
+	int rc2 = keel_runtime_create(&rc, &cl.rt, err);
+	if (rc2 < 0) {
+		fprintf(stderr, "bench-transport: %s\n", err);
+	} else {
+		/* The server may still be starting: retry the connection. */
+		for (int attempt = 0; attempt < 50; attempt++) {
+			cl.failed = 0;
+			cl.t = NULL;
+			cl.c = NULL;
+			cl.phase = 0;
+			rc2 = keel_runtime_run(cl.rt, cl_init, cl_fini, &cl);
+			if (!cl.failed || f->ok || attempt == 49)
+				break;
+			keel_runtime_destroy(cl.rt);
+			usleep(100000);
+			if (keel_runtime_create(&rc, &cl.rt, err) < 0)
+				break;
+		}
+		keel_runtime_destroy(cl.rt);
+	}
+	free(cl.samples);
+	keel_node_config_free(&cl.cfg);
+	return f->ok ? 0 : -1;
+}
+
+/* ---- sockperf ------------------------------------------------------------ */
+
+static bool have_sockperf(void)
+{
+	return system("command -v sockperf >/dev/null 2>&1") == 0;
+}
+
+/* Runs cmd, returns its stdout+stderr (malloc'd) or NULL. */
+static char *run_capture(const char *cmd)
+{
+	FILE *p = popen(cmd, "r");
+	if (!p)
+		return NULL;
+	size_t cap = 1 << 16, len = 0;
+	char *buf = malloc(cap);
+	size_t n;
+	while ((n = fread(buf + len, 1, cap - len - 1, p)) > 0) {
+		len += n;
+		if (cap - len < 4096) {
+			cap *= 2;
+			buf = realloc(buf, cap);
+		}
+	}
+	buf[len] = '\0';
+	pclose(p);
+	return buf;
+}
+
+static double find_value(const char *out, const char *key)
+{
+	const char *s = out ? strstr(out, key) : NULL;
+	if (!s)
+		return -1;
+	s += strlen(key);
+	while (*s == ' ' || *s == '=')
+		s++;
+	return strtod(s, NULL);
+}
+
+static int sockperf_round(unsigned port, const struct opts *o, struct figures *f)
+{
+	memset(f, 0, sizeof(*f));
+	char cmd[512];
+	const char *srv_cpu = o->cpus > 1 ? "taskset -c 1 " : "";
+	const char *cl_cpu = o->cpus > 1 ? "taskset -c 0 " : "";
+	snprintf(cmd, sizeof(cmd), "%ssockperf server -i 127.0.0.1 -p %u --tcp >/dev/null 2>&1 & echo $!",
+		 srv_cpu, port);
+	char *pid_s = run_capture(cmd);
+	pid_t pid = pid_s ? (pid_t)atoi(pid_s) : 0;
+	free(pid_s);
+	if (pid <= 0)
+		return -1;
+	usleep(300000);
+	for (int i = 0; i < NSIZES; i++) {
+		snprintf(cmd, sizeof(cmd),
+			 "%ssockperf ping-pong -i 127.0.0.1 -p %u --tcp -m %u -t %u --full-rtt 2>&1",
+			 cl_cpu, port, sizes[i], o->sockperf_secs);
+		char *out = run_capture(cmd);
+		f->p50[i] = find_value(out, "percentile 50.000") * 1000.0;
+		f->p99[i] = find_value(out, "percentile 99.000") * 1000.0;
+		f->p999[i] = find_value(out, "percentile 99.900") * 1000.0;
+		free(out);
+	}
+	snprintf(cmd, sizeof(cmd), "%ssockperf throughput -i 127.0.0.1 -p %u --tcp -m 64 -t %u 2>&1",
+		 cl_cpu, port, o->sockperf_secs);
+	char *out = run_capture(cmd);
+	f->oneway = find_value(out, "Message Rate is");
+	free(out);
+	kill(pid, SIGTERM);
+	waitpid(pid, NULL, 0); /* not our child (the shell's); harmless */
+	f->ok = f->p50[0] > 0 && f->oneway > 0;
+	return f->ok ? 0 : -1;
+}
+
+/* ---- reporting ------------------------------------------------------------ */
+
+static int cmp_d(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+static double median(double *v, unsigned n)
+{
+	if (!n)
+		return -1;
+	qsort(v, n, sizeof(double), cmp_d);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* Median of one field over rounds (offset into struct figures). */
+static double med(const struct figures *r, unsigned n, size_t off)
+{
+	double v[64];
+	unsigned k = 0;
+	for (unsigned i = 0; i < n && k < 64; i++)
+		if (r[i].ok)
+			v[k++] = *(const double *)((const char *)&r[i] + off);
+	return median(v, k);
+}
+
+static void json_line(const char *backend, const char *cs, const char *unit, double keel,
+		      const char *peer, double peer_v, const char *better, double target,
+		      const char *note)
+{
+	printf("{\"bench\":\"transport\",\"case\":\"%s_%s\",\"unit\":\"%s\",\"keel\":%.1f", backend,
+	       cs, unit, keel);
+	if (peer_v > 0) {
+		double ratio = keel / peer_v;
+		printf(",\"peer\":\"%s\",\"peer_value\":%.1f,\"ratio\":%.3f,\"better\":\"%s\"", peer,
+		       peer_v, ratio, better);
+		if (target > 0) {
+			bool meets = !strcmp(better, "lower") ? ratio <= target : ratio >= target;
+			printf(",\"target\":%.2f,\"meets\":%s", target, meets ? "true" : "false");
+		}
+	} else {
+		printf(",\"peer\":\"%s\",\"peer_value\":null,\"better\":\"%s\"", peer, better);
+		if (note)
+			printf(",\"note\":\"%s\"", note);
+	}
+	printf("}\n");
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: bench-transport [--quick] [--transport NAME] [--rounds N] [--poll]\n");
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o = {.rounds = 3, .samples = 20000, .oneway_msgs = 2000000,
+			 .sockperf_secs = 4};
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--quick")) {
+			o.quick = true;
+			o.rounds = 1;
+			o.samples = 500;
+			o.oneway_msgs = 100000;
+			o.sockperf_secs = 1;
+		} else if (!strcmp(argv[i], "--poll")) {
+			o.poll = true;
+		} else if (!strcmp(argv[i], "--transport") && i + 1 < argc) {
+			o.only = argv[++i];
+		} else if (!strcmp(argv[i], "--rounds") && i + 1 < argc) {
+			o.rounds = (unsigned)atoi(argv[++i]);
+			if (o.rounds < 1 || o.rounds > 64)
+				o.rounds = 3;
+		} else if (!strcmp(argv[i], "--help")) {
+			usage(stdout);
+			return 0;
+		} else {
+			usage(stderr);
+			return 2;
+		}
+	}
+	keel_log_set_level(KEEL_LOG_WARN);
+	keel_log_init_from_env();
+	o.cpus = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	snprintf(dir, sizeof(dir), "/tmp/keel-bench-transport.XXXXXX");
+	if (!mkdtemp(dir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	char secret[65];
+	uint8_t raw[32];
+	FILE *ur = fopen("/dev/urandom", "r");
+	if (!ur || fread(raw, 1, sizeof(raw), ur) != sizeof(raw))
+		return 1;
+	fclose(ur);
+	for (int i = 0; i < 32; i++)
+		snprintf(secret + 2 * i, 3, "%02x", raw[i]);
+	write_file("secret", secret, 0600);
+
+	bool sp = have_sockperf();
+	unsigned base = 30000 + (unsigned)(getpid() % 1000) * 30;
+	int status = 0;
+	printf("bench-transport: %s run, %u round(s), %u RTT samples per size, %llu one-way messages, "
+	       "idle mode %s\n",
+	       o.quick ? "quick" : "full", o.rounds, o.samples, (unsigned long long)o.oneway_msgs,
+	       o.poll ? "busy-poll (keel only)" : "sleep (keel: io_uring wait, sockperf: recvfrom)");
+	for (const struct keel_transport_ops *const *b = keel_transport_registry(); *b; b++) {
+		const struct keel_transport_ops *ops = *b;
+		if (o.only && strcmp(o.only, ops->name))
+			continue;
+		if (ops->caps & KEEL_TRANSPORT_SIMULATED) {
+			printf("%s: skipped (simulated backend, virtual time)\n", ops->name);
+			continue;
+		}
+		fflush(stdout);
+		pid_t srv = fork();
+		if (srv == 0)
+			_exit(run_server(ops->name, base, &o));
+		struct figures kr[64], pr[64];
+		unsigned nk = 0, np = 0;
+		for (unsigned r = 0; r < o.rounds; r++) {
+			if (run_client(ops->name, base, &o, &kr[nk]) == 0)
+				nk++;
+			else
+				status = 1;
+			if (sp && sockperf_round(base + 25, &o, &pr[np]) == 0)
+				np++;
+		}
+		kill(srv, SIGTERM);
+		waitpid(srv, NULL, 0);
+		if (!nk) {
+			fprintf(stderr, "bench-transport: %s: no successful round\n", ops->name);
+			continue;
+		}
+		printf("\n%-6s %-22s %12s %12s %8s\n", ops->name, "figure", "keel", "sockperf",
+		       "ratio");
+		for (int i = 0; i < NSIZES; i++) {
+			size_t offs[3] = {offsetof(struct figures, p50) + i * sizeof(double),
+					  offsetof(struct figures, p99) + i * sizeof(double),
+					  offsetof(struct figures, p999) + i * sizeof(double)};
+			const char *names[3] = {"p50", "p99", "p99.9"};
+			for (int k = 0; k < 3; k++) {
+				double kv = med(kr, nk, offs[k]);
+				double pv = np ? med(pr, np, offs[k]) : -1;
+				char label[32];
+				snprintf(label, sizeof(label), "rtt %s %s (us)", names[k], size_names[i]);
+				printf("%-6s %-22s %12.1f %12.1f %8.2f\n", "", label, kv / 1000,
+				       pv / 1000, pv > 0 ? kv / pv : 0);
+			}
+		}
+		double kv = med(kr, nk, offsetof(struct figures, oneway));
+		double pv = np ? med(pr, np, offsetof(struct figures, oneway)) : -1;
+		printf("%-6s %-22s %12.0f %12.0f %8.2f\n", "", "one-way 64B (msg/s)", kv, pv,
+		       pv > 0 ? kv / pv : 0);
+		printf("\n");
+		const char *note = sp ? "sockperf failed in every round" : "sockperf not installed";
+		for (int i = 0; i < NSIZES; i++) {
+			char cs[64];
+			snprintf(cs, sizeof(cs), "rtt_p50_%s_ns", size_names[i]);
+			json_line(ops->name, cs, "ns", med(kr, nk, offsetof(struct figures, p50) + i * sizeof(double)),
+				  "sockperf ping-pong --tcp", np ? med(pr, np, offsetof(struct figures, p50) + i * sizeof(double)) : -1,
+				  "lower", 1.1, note);
+			snprintf(cs, sizeof(cs), "rtt_p99_%s_ns", size_names[i]);
+			json_line(ops->name, cs, "ns", med(kr, nk, offsetof(struct figures, p99) + i * sizeof(double)),
+				  "sockperf ping-pong --tcp", np ? med(pr, np, offsetof(struct figures, p99) + i * sizeof(double)) : -1,
+				  "lower", 0, note);
+			snprintf(cs, sizeof(cs), "rtt_p999_%s_ns", size_names[i]);
+			json_line(ops->name, cs, "ns", med(kr, nk, offsetof(struct figures, p999) + i * sizeof(double)),
+				  "sockperf ping-pong --tcp", np ? med(pr, np, offsetof(struct figures, p999) + i * sizeof(double)) : -1,
+				  "lower", 0, note);
+		}
+		json_line(ops->name, "oneway_64B_msgs_per_s", "msg/s", kv, "sockperf throughput --tcp", pv,
+			  "higher", 2.0, note);
+	}
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "bench-transport: could not remove %s\n", dir);
+	return status;
+}
