@@ -649,15 +649,23 @@ static void recv_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
 	c->inflight--;
 	if (c->state == C_CLOSING)
 		return;
-	if (res == 0 && c->pub.inbound && c->state == C_HANDSHAKE)
+	if (res == 0 && c->pub.inbound && c->state == C_HANDSHAKE) {
 		hs_fail(c, KEEL_EAUTH,
 			"it left during the handshake (it refused our proof: wrong secret or cluster?)");
-	else if (res == 0)
+	} else if (res == 0 && c->state == C_HANDSHAKE) {
+		/* An honest server closes a handshake only to refuse us. */
+		char err[KEEL_ERRMSG_LEN];
+		keel_errmsg_set(err, KEEL_EAUTH,
+				"peer closed the connection during the handshake (it refused us: "
+				"wrong cluster or secret, or not in its peers table?)");
+		hs_fail(c, KEEL_EAUTH, err);
+	} else if (res == 0) {
 		conn_close(c, -ECONNRESET, "peer closed the connection");
-	else if (res == -ENOBUFS || res > 0)
+	} else if (res == -ENOBUFS || res > 0) {
 		recv_arm(c); /* ran out of ring buffers, or single-shot recv */
-	else if (res < 0)
+	} else {
 		conn_close(c, res, "receive");
+	}
 }
 
 /* ---- send ------------------------------------------------------------- */

@@ -565,6 +565,7 @@ int main(int argc, char **argv)
 		pid_t srv = fork();
 		if (srv == 0)
 			_exit(run_server(ops->name, base, &o));
+		usleep(300000); /* let it listen; the client retries anyway */
 		struct figures kr[64], pr[64];
 		unsigned nk = 0, np = 0;
 		for (unsigned r = 0; r < o.rounds; r++) {
