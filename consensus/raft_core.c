@@ -181,14 +181,16 @@ static int restore(struct keel_raft *r, const struct keel_raft_boot *b, char *er
 		r->prev_conf = s->meta.conf;
 		r->conf_index = s->meta.index;
 	}
-	uint64_t expect = r->base + 1;
 	for (size_t i = 0; i < b->n_entries; i++) {
 		const struct keel_raft_entry *e = &b->entries[i];
-		if (e->index != expect + i)
+		if (e->index <= r->base)
+			continue; /* covered by the snapshot */
+		uint64_t expect = raft_last_index(r) + 1;
+		if (e->index != expect)
 			return keel_errmsg_set(errmsg, KEEL_ECONFIG,
 					       "raft: boot entry %zu has index %llu, want %llu", i,
 					       (unsigned long long)e->index,
-					       (unsigned long long)(expect + i));
+					       (unsigned long long)expect);
 		if (e->term > r->term)
 			return keel_errmsg_set(errmsg, KEEL_ECONFIG,
 					       "raft: boot entry %llu has term %llu above hard state term %llu",

@@ -385,6 +385,8 @@ void raft_handle_append_resp(struct keel_raft *r, const struct keel_raft_msg *m)
 		r->repl_dirty = true;
 		return;
 	}
+	if (m->index > raft_last_index(r))
+		return; /* acknowledges entries we never sent: a broken peer */
 	bool updated = false;
 	if (m->index > p->match) {
 		p->match = m->index;

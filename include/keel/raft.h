@@ -287,7 +287,8 @@ struct keel_raft_ready {
 struct keel_raft_boot {
 	struct keel_raft_hard_state hard_state;
 	const struct keel_raft_snapshot *snapshot; /* or NULL */
-	/* Persisted entries after the snapshot, contiguous and ascending. */
+	/* Persisted entries, contiguous and ascending; those at or below the
+	 * snapshot index are skipped, the rest must follow it without a gap. */
 	const struct keel_raft_entry *entries;
 	size_t n_entries;
 	/* Highest index the state machine has applied and will not see again

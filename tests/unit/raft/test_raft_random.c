@@ -27,7 +27,7 @@ static uint64_t next(uint64_t *s)
 
 static char *generate(uint64_t seed, int steps)
 {
-	size_t cap = 64 * 1024, off = 0;
+	size_t cap = 64 * 1024 + (size_t)steps * 64, off = 0;
 	char *buf = malloc(cap);
 	uint64_t s = seed;
 	int n = 3 + 2 * (int)(next(&s) % 2);
@@ -84,7 +84,8 @@ Test(raft_random, generated_scenarios, .timeout = 300)
 	if (getenv("KEEL_RAFT_SCRIPT"))
 		return;
 	for (int seed = first; seed < first + seeds; seed++) {
-		char *script = generate((uint64_t)seed, 150);
+		int steps = getenv("KEEL_RAFT_RANDOM_STEPS") ? atoi(getenv("KEEL_RAFT_RANDOM_STEPS")) : 150;
+		char *script = generate((uint64_t)seed, steps);
 		cr_log_info("seed %d", seed);
 		raft_script_named(script, seed);
 		free(script);
