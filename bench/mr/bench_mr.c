@@ -172,6 +172,7 @@ int main(int argc, char **argv)
 	bool quick = false;
 	const char *data = KEEL_BENCH_MR_DATA;
 	int reps = 3;
+	uint64_t words_mb = 0, sort_n = 0;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--quick"))
 			quick = true;
@@ -179,8 +180,13 @@ int main(int argc, char **argv)
 			data = argv[++i];
 		else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
 			reps = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--words-mb") && i + 1 < argc)
+			words_mb = strtoull(argv[++i], NULL, 10);
+		else if (!strcmp(argv[i], "--sort-records") && i + 1 < argc)
+			sort_n = strtoull(argv[++i], NULL, 10);
 		else {
-			fprintf(stderr, "usage: bench-mr [--quick] [--data DIR] [--reps N]\n");
+			fprintf(stderr, "usage: bench-mr [--quick] [--data DIR] [--reps N] [--words-mb N]"
+				" [--sort-records N]\n");
 			return 2;
 		}
 	}
@@ -194,6 +200,10 @@ int main(int argc, char **argv)
 	uint32_t S = ncpu > 0 ? (uint32_t)ncpu : 1;
 	uint64_t words_bytes = quick ? 16ull << 20 : 1ull << 30;
 	uint64_t sort_recs = quick ? 100000 : 3000000;
+	if (words_mb)
+		words_bytes = words_mb << 20;
+	if (sort_n)
+		sort_recs = sort_n;
 	uint64_t budget = 1ull << 30; /* per shard: the sort fits, as GNU sort gets -S */
 	char wpath[4096], spath[4096], out[4096], tmpd[4096];
 	snprintf(wpath, sizeof wpath, "%s/words-%" PRIu64 ".txt", data, words_bytes);
