@@ -40,6 +40,12 @@ struct keel_ovf {
 	size_t head, len, cap;
 };
 
+struct keel_ext_msg {
+	struct keel_ext_msg *next;
+	void (*fn)(struct keel_shard *on, void *arg);
+	void *arg;
+};
+
 struct keel_poller {
 	int (*poll)(void *arg);
 	void *arg;
@@ -90,6 +96,7 @@ struct keel_shard {
 	struct keel_timer **heap; /* 1-based min-heap on (deadline, seq) */
 	uint32_t heap_len, heap_cap;
 	uint64_t timer_seq;
+	unsigned timer_skip;
 
 	struct keel_poller *pollers;
 	unsigned npollers, pollers_cap;
@@ -109,6 +116,10 @@ struct keel_shard {
 	_Atomic int sleeping KEEL_CACHE_ALIGNED;
 	int efd;
 	_Atomic(struct keel_free_block *) remote_free KEEL_CACHE_ALIGNED;
+	/* keel_shard_post_external: from threads that are not shards */
+	_Atomic int ext_pending KEEL_CACHE_ALIGNED;
+	pthread_mutex_t ext_mu;
+	struct keel_ext_msg *ext_head, *ext_tail;
 	pthread_t thread;
 	bool thread_started;
 	size_t alloc_len; /* bytes of this struct's NUMA allocation */

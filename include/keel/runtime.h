@@ -224,7 +224,8 @@ void keel_timer_arm(struct keel_shard *shard, struct keel_timer *t, uint64_t del
 /* Disarms t if armed; a no-op otherwise. */
 void keel_timer_cancel(struct keel_shard *shard, struct keel_timer *t);
 bool keel_timer_armed(const struct keel_timer *t);
-/* The shard's view of the clock, read once per loop iteration (ns). */
+/* Monotonic clock (ns), as keel_now_ns; kept for callers that think in
+ * shard time. */
 uint64_t keel_shard_now_ns(const struct keel_shard *shard);
 
 /* ---- Cross-shard messages ----------------------------------------------- */
@@ -242,6 +243,14 @@ int keel_shard_post(struct keel_shard *from, unsigned to,
 int keel_shard_call(struct keel_shard *from, unsigned to,
 		    void *(*fn)(struct keel_shard *on, void *arg),
 		    void (*reply)(struct keel_shard *from, void *result, void *arg), void *arg);
+/* Any thread that is not a shard (a test, a CLI thread, a library's own
+ * thread): runs fn(on = to, arg) on shard `to`. Slower than keel_shard_post
+ * (a malloc and a mutex, taken only when such messages exist; the shard's
+ * loop pays one atomic load per iteration) and for control, not data.
+ * Messages from one thread run in order. Returns 0, KEEL_ESTOPPED once the
+ * runtime stops (fn will not run), or -ENOMEM. */
+int keel_shard_post_external(struct keel_shard *to, void (*fn)(struct keel_shard *on, void *arg),
+			     void *arg);
 /* Publishes this shard's outgoing messages now and wakes sleeping targets
  * (the loop does this once per phase; call it to cut latency or in tests). */
 void keel_shard_flush(struct keel_shard *shard);

@@ -243,3 +243,42 @@ Test(shard, shutdown_with_messages_in_flight, .timeout = 60)
 	cr_expect_gt(atomic_load(&F.pending_at_fini), 0, "nothing was in flight at stop");
 	keel_runtime_destroy(F.rt);
 }
+
+/* keel_shard_post_external: a non-shard thread drives shards. */
+static struct {
+	_Atomic unsigned ran;
+	unsigned order_bad;
+	unsigned last[8];
+	bool wrong_shard;
+} EXT;
+
+static void ext_fn(struct keel_shard *on, void *arg)
+{
+	uintptr_t v = (uintptr_t)arg;
+	unsigned id = keel_shard_id(on);
+	if (keel_shard_self() != on || v % 8 != id)
+		EXT.wrong_shard = true;
+	if (v / 8 != EXT.last[id]++)
+		EXT.order_bad++;
+	atomic_fetch_add(&EXT.ran, 1);
+}
+
+Test(shard, post_external_from_a_non_shard_thread, .timeout = 30)
+{
+	memset(&EXT, 0, sizeof(EXT));
+	struct keel_runtime *rt = rt_make(3, KEEL_IDLE_SLEEP, 0);
+	cr_assert_eq(keel_runtime_start(rt, NULL, NULL, NULL), 0);
+	for (uintptr_t i = 0; i < 3000; i++) {
+		unsigned to = (unsigned)(i % 3);
+		uintptr_t v = (i / 3) * 8 + to;
+		cr_assert_eq(keel_shard_post_external(keel_runtime_shard(rt, to), ext_fn, (void *)v), 0);
+	}
+	while (atomic_load(&EXT.ran) < 3000)
+		usleep(1000);
+	keel_runtime_stop(rt);
+	cr_assert_eq(keel_runtime_wait(rt), 0);
+	cr_expect_not(EXT.wrong_shard);
+	cr_expect_eq(EXT.order_bad, 0);
+	cr_expect_eq(keel_shard_post_external(keel_runtime_shard(rt, 0), ext_fn, NULL), KEEL_ESTOPPED);
+	keel_runtime_destroy(rt);
+}

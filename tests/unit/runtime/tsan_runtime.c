@@ -181,6 +181,31 @@ static void remote_free(void)
 	keel_runtime_destroy(M.rt);
 }
 
+/* ---- keel_shard_post_external from this (non-shard) thread ---- */
+static _Atomic unsigned ext_ran;
+static uint64_t ext_data[2];
+static void ext_fn(struct keel_shard *on, void *arg)
+{
+	uint64_t *d = arg;
+	(*d)++; /* written here (on the shard), read by main after wait */
+	atomic_fetch_add(&ext_ran, 1);
+}
+static void external(void)
+{
+	struct keel_runtime *rt = rt_make(2, KEEL_IDLE_SLEEP, 0);
+	CHECK(keel_runtime_start(rt, NULL, NULL, NULL) == 0, "start");
+	for (int i = 0; i < 1000; i++)
+		CHECK(keel_shard_post_external(keel_runtime_shard(rt, (unsigned)(i % 2)), ext_fn,
+					       &ext_data[i % 2]) == 0, "post_external");
+	while (atomic_load(&ext_ran) < 1000)
+		sched_yield();
+	keel_runtime_stop(rt);
+	CHECK(keel_runtime_wait(rt) == 0, "wait");
+	CHECK(ext_data[0] == 500 && ext_data[1] == 500, "%llu %llu", (unsigned long long)ext_data[0],
+	      (unsigned long long)ext_data[1]);
+	keel_runtime_destroy(rt);
+}
+
 int main(void)
 {
 	keel_log_set_level(KEEL_LOG_WARN);
@@ -188,6 +213,7 @@ int main(void)
 	pairs(KEEL_IDLE_SLEEP);
 	pairs(KEEL_IDLE_BUSY_POLL);
 	remote_free();
+	external();
 	if (failures) {
 		fprintf(stderr, "%d check(s) failed\n", failures);
 		return 1;
