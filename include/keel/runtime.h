@@ -233,8 +233,8 @@ uint64_t keel_shard_now_ns(const struct keel_shard *shard);
 /* From `from` (this thread's shard) to shard `to` (may be from itself): runs
  * fn(on = shard `to`, arg) on shard to's thread. arg is passed as is; who
  * owns what it points to is the caller's protocol. Returns 0, -EINVAL for a
- * bad shard id, KEEL_ESTOPPED once the runtime stops, or -ENOMEM if the
- * overflow queue could not grow. Messages are published at the end of the
+ * bad shard id, KEEL_ESTOPPED once the runtime stops, -EPERM when called
+ * off from's thread, or -ENOMEM if the overflow queue could not grow. Messages are published at the end of the
  * current loop phase (batched); keel_shard_flush publishes now. */
 int keel_shard_post(struct keel_shard *from, unsigned to,
 		    void (*fn)(struct keel_shard *on, void *arg), void *arg);
