@@ -14,7 +14,8 @@
  *   1. pollers (keel_shard_add_poller: transport backends hook in here)
  *   2. cross-shard rings: run every message other shards sent this shard
  *   3. io_uring: submit what was queued, reap completions (keel_io_op)
- *   4. timers whose deadline has passed
+ *   4. timers whose deadline has passed (checked every iteration when idle,
+ *      every 16th while busy: reading the clock costs ~100 ns in a VM)
  *   5. flush: publish this shard's outgoing messages, wake sleeping targets
  *   then repeat. With nothing to do the shard busy-polls (KEEL_IDLE_BUSY_POLL)
  *   or sleeps in io_uring_enter until its next timer, an I/O completion or a
