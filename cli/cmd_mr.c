@@ -7,8 +7,16 @@
  *
  * On a terminal, `run` redraws one progress line on stderr (tasks done/total,
  * MB/s, ETA) and prints a summary; --json prints one JSON object instead.
+ * With --config (or --local-cluster N) the job runs across nodes
+ * (compute/mr_cluster.c); `keel mr worker --config FILE` serves one job.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +30,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: keel mr run JOB --input PATH [--input PATH ...] --output DIR [options]\n"
+		"       keel mr worker --config FILE\n"
 		"       keel mr jobs\n"
 		"       keel mr gen words|sort --out FILE [--size BYTES] [--records N] [--seed N]\n"
 		"\n"
@@ -40,6 +49,10 @@ static void usage(FILE *f)
 		"  --spill-dir DIR   where sorted runs spill (default: inside the output's temp dir)\n"
 		"  --no-fsync        do not fsync the output files before committing them\n"
 		"  --json            print the result as one JSON object\n"
+		"  --config FILE     run across nodes: this node (from its configuration file)\n"
+		"                    coordinates; the others run `keel mr worker --config`\n"
+		"  --local-cluster N start N-1 local worker processes on 127.0.0.1 and run the\n"
+		"                    job across all N nodes (--shards per node, default 1)\n"
 		"  --quiet           no progress line\n");
 }
 
@@ -82,6 +95,99 @@ static void on_progress(void *arg, const struct keel_mr_progress *p)
 	fflush(stderr);
 }
 
+/* A throwaway cluster on 127.0.0.1: configurations and a secret in a
+ * temporary directory, N-1 `keel mr worker` processes started from this
+ * binary (their output in nK.log there, shown if the job fails). */
+struct local_cluster {
+	char dir[64];
+	char n1[128];
+	unsigned nodes;
+	pid_t pids[64];
+};
+
+static int local_cluster_start(struct local_cluster *lc, unsigned nodes, unsigned shards, char *err)
+{
+	if (nodes > 32)
+		return keel_errmsg_set(err, -EINVAL, "at most 32 local nodes");
+	snprintf(lc->dir, sizeof lc->dir, "/tmp/keel-mr-cluster.XXXXXX");
+	if (!mkdtemp(lc->dir))
+		return keel_errmsg_set(err, -errno, "mkdtemp");
+	lc->nodes = nodes;
+	char path[256];
+	snprintf(path, sizeof path, "%s/secret", lc->dir);
+	FILE *f = fopen(path, "w");
+	if (!f)
+		return keel_errmsg_set(err, -errno, "%s", path);
+	srand((unsigned)(getpid() ^ time(NULL)));
+	for (int i = 0; i < 48; i++)
+		fputc("0123456789abcdef"[rand() % 16], f);
+	fputc('\n', f);
+	fclose(f);
+	chmod(path, 0600);
+	unsigned base = 40000 + (unsigned)(getpid() % 2000) * 10;
+	for (unsigned k = 1; k <= nodes; k++) {
+		snprintf(path, sizeof path, "%s/n%u.ini", lc->dir, k);
+		f = fopen(path, "w");
+		if (!f)
+			return keel_errmsg_set(err, -errno, "%s", path);
+		fprintf(f, "[node]\nid = %u\ncluster = 77\nlisten = 127.0.0.1:%u\nshards = %u\n"
+			   "secret_file = secret\n[peers]\n", k, base + k * 4, shards);
+		for (unsigned j = 1; j <= nodes; j++)
+			fprintf(f, "%u = 127.0.0.1:%u\n", j, base + j * 4);
+		fclose(f);
+	}
+	snprintf(lc->n1, sizeof lc->n1, "%s/n1.ini", lc->dir);
+	for (unsigned k = 2; k <= nodes; k++) {
+		pid_t pid = fork();
+		if (pid < 0)
+			return keel_errmsg_set(err, -errno, "fork");
+		if (pid == 0) {
+			char cfgp[128], logp[128];
+			snprintf(cfgp, sizeof cfgp, "%s/n%u.ini", lc->dir, k);
+			snprintf(logp, sizeof logp, "%s/n%u.log", lc->dir, k);
+			int fd = open(logp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+			if (fd >= 0) {
+				dup2(fd, 1);
+				dup2(fd, 2);
+			}
+			execl("/proc/self/exe", "keel", "mr", "worker", "--config", cfgp, (char *)NULL);
+			_exit(127);
+		}
+		lc->pids[k] = pid;
+	}
+	return 0;
+}
+
+static void local_cluster_stop(struct local_cluster *lc, bool ok)
+{
+	for (unsigned k = 2; k <= lc->nodes; k++) {
+		if (lc->pids[k] <= 0)
+			continue;
+		/* After a success the workers exit by themselves (FINISH). */
+		int st = 0;
+		for (int i = 0; i < 50 && waitpid(lc->pids[k], &st, WNOHANG) == 0; i++) {
+			if (!ok || i == 49)
+				kill(lc->pids[k], SIGTERM);
+			usleep(100000);
+		}
+		waitpid(lc->pids[k], &st, 0);
+		if (!ok) {
+			char logp[128];
+			snprintf(logp, sizeof logp, "%s/n%u.log", lc->dir, k);
+			FILE *f = fopen(logp, "r");
+			char line[512];
+			while (f && fgets(line, sizeof line, f))
+				fprintf(stderr, "  node %u: %s", k, line);
+			if (f)
+				fclose(f);
+		}
+	}
+	char cmd[128];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", lc->dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "keel mr: could not remove %s\n", lc->dir);
+}
+
 static int cmd_run(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -92,17 +198,20 @@ static int cmd_run(int argc, char **argv)
 		{"spill-dir", required_argument, 0, 'D'}, {"json", no_argument, 0, 'J'},
 		{"quiet", no_argument, 0, 'q'},       {"help", no_argument, 0, 'h'},
 		{"no-fsync", no_argument, 0, 'F'},
+		{"config", required_argument, 0, 'C'},
+		{"local-cluster", required_argument, 0, 'L'},
 		{0, 0, 0, 0},
 	};
 	const char **inputs = calloc((size_t)argc + 1, sizeof *inputs);
 	size_t n_inputs = 0;
-	const char *jobpath = NULL, *arg = NULL;
+	const char *jobpath = NULL, *arg = NULL, *node_config = NULL;
+	unsigned local_nodes = 0;
 	bool json = false;
 	struct prog pr = {.tty = isatty(2) != 0};
 	struct keel_mr_config cfg = {0};
 	int c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "i:o:j:a:s:r:m:S:D:JqhF", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "i:o:j:a:s:r:m:S:D:JqhFC:L:", opts, NULL)) != -1) {
 		switch (c) {
 		case 'i': inputs[n_inputs++] = optarg; break;
 		case 'o': cfg.output = optarg; break;
@@ -116,6 +225,8 @@ static int cmd_run(int argc, char **argv)
 		case 'J': json = true; break;
 		case 'q': pr.quiet = true; break;
 		case 'F': cfg.no_fsync = true; break;
+		case 'C': node_config = optarg; break;
+		case 'L': local_nodes = (unsigned)strtoul(optarg, NULL, 10); break;
 		case 'h': usage(stdout); free(inputs); return 0;
 		default: usage(stderr); free(inputs); return 2;
 		}
@@ -147,7 +258,23 @@ static int cmd_run(int argc, char **argv)
 	cfg.progress = on_progress;
 	cfg.progress_arg = &pr;
 	struct keel_mr_stats st;
-	rc = keel_mr_run(&cfg, &st, err);
+	struct local_cluster lc = {0};
+	if (local_nodes > 1) {
+		rc = local_cluster_start(&lc, local_nodes, cfg.shards ? cfg.shards : 1, err);
+		if (rc) {
+			fprintf(stderr, "keel mr: local cluster: %s\n", err);
+			keel_mr_job_close(&job);
+			free(inputs);
+			return 1;
+		}
+		node_config = lc.n1;
+	}
+	if (node_config)
+		rc = keel_mr_cluster_run(&cfg, node_config, &st, err);
+	else
+		rc = keel_mr_run(&cfg, &st, err);
+	if (local_nodes > 1)
+		local_cluster_stop(&lc, rc == 0);
 	if (pr.tty && !pr.quiet)
 		fprintf(stderr, "\r\033[K");
 	if (rc) {
@@ -168,16 +295,30 @@ static int cmd_run(int argc, char **argv)
 	double secs = (double)st.total_ns / 1e9;
 	double mbps = secs > 0 ? (double)st.input_bytes / 1e6 / secs : 0;
 	if (json) {
-		printf("{\"ok\":true,\"job\":\"%s\",\"output\":\"%s\",\"shards\":%u,\"partitions\":%u,"
+		printf("{\"ok\":true,\"job\":\"%s\",\"output\":\"%s\",\"nodes\":%u,\"epochs\":%u,"
+		       "\"shards\":%u,\"partitions\":%u,"
 		       "\"map_tasks\":%" PRIu64 ",\"input_files\":%" PRIu64 ",\"input_bytes\":%" PRIu64
 		       ",\"input_records\":%" PRIu64 ",\"emitted\":%" PRIu64 ",\"shuffled\":%" PRIu64
 		       ",\"spills\":%" PRIu64 ",\"spill_bytes\":%" PRIu64 ",\"keys\":%" PRIu64
 		       ",\"output_bytes\":%" PRIu64 ",\"seconds\":%.3f,\"map_seconds\":%.3f,"
 		       "\"reduce_seconds\":%.3f,\"mb_per_s\":%.1f}\n",
-		       job.job->name, cfg.output, st.shards, st.partitions, st.map_tasks, st.input_files,
+		       job.job->name, cfg.output, st.nodes, st.epochs, st.shards, st.partitions, st.map_tasks,
+		       st.input_files,
 		       st.input_bytes, st.input_records, st.emitted, st.shuffled, st.spills, st.spill_bytes,
 		       st.reduce_keys, st.output_bytes, secs, (double)st.map_ns / 1e9,
 		       (double)st.reduce_ns / 1e9, mbps);
+	} else if (st.nodes > 1) {
+		char in[32], out[32];
+		human(in, sizeof in, (double)st.input_bytes);
+		human(out, sizeof out, (double)st.output_bytes);
+		printf("job %s: %s in %" PRIu64 " files, %" PRIu64 " map tasks on %u nodes x %u shards, "
+		       "%u partitions\n",
+		       job.job->name, in, st.input_files, st.map_tasks, st.nodes, st.shards, st.partitions);
+		if (st.epochs > 1)
+			printf("  %u node failure%s recovered from (their map tasks ran again)\n",
+			       st.epochs - 1, st.epochs > 2 ? "s" : "");
+		printf("  %s written to %s\n", out, cfg.output);
+		printf("  %.2f s, %.1f MB/s\n", secs, mbps);
 	} else {
 		char in[32], out[32];
 		human(in, sizeof in, (double)st.input_bytes);
@@ -193,6 +334,25 @@ static int cmd_run(int argc, char **argv)
 	}
 	keel_mr_job_close(&job);
 	free(inputs);
+	return 0;
+}
+
+static int cmd_worker(int argc, char **argv)
+{
+	const char *config = NULL;
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--config") && i + 1 < argc)
+			config = argv[++i];
+	if (!config) {
+		usage(stderr);
+		return 2;
+	}
+	char err[KEEL_ERRMSG_LEN];
+	int rc = keel_mr_worker_run(config, err);
+	if (rc) {
+		fprintf(stderr, "keel mr worker: %s\n", err);
+		return 1;
+	}
 	return 0;
 }
 
@@ -249,6 +409,8 @@ int keel_cmd_mr(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "run"))
 		return cmd_run(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "worker"))
+		return cmd_worker(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "gen"))
 		return cmd_gen(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "jobs")) {

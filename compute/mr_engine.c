@@ -35,10 +35,6 @@
 #include "compute/mr_internal.h"
 #include "keel/runtime.h"
 
-struct keel_mr_emit {
-	struct mr_table *t;
-};
-
 int keel_mr_emit(struct keel_mr_emit *e, const void *key, size_t klen, const void *val, size_t vlen)
 {
 	return mr_table_add(e->t, key, klen, val, vlen);
@@ -768,6 +764,8 @@ int keel_mr_run(const struct keel_mr_config *cfg, struct keel_mr_stats *stats, c
 	stats->input_bytes = e->plan.total_bytes;
 	stats->shards = e->S;
 	stats->partitions = e->R;
+	stats->nodes = 1;
+	stats->epochs = 1;
 	for (uint32_t i = 0; i < e->S; i++) {
 		struct worker *w = &e->w[i];
 		stats->input_records += w->records;

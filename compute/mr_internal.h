@@ -179,6 +179,11 @@ struct mr_table {
 	int err;
 };
 
+/* What map emits into: the calling shard's current table. */
+struct keel_mr_emit {
+	struct mr_table *t;
+};
+
 int mr_table_init(struct mr_table *t, const struct keel_mr_job *job, void *state,
 		  uint32_t partitions, uint64_t budget, const char *spill_dir, int shard,
 		  char *errmsg);
@@ -195,7 +200,10 @@ int mr_table_sort(struct mr_table *t, struct mr_sorted_ent **ents, size_t **part
 
 /* A source of one partition's sorted pairs for the merge. */
 struct mr_source {
-	int kind; /* 0 memory, 1 file */
+	int kind; /* 0 memory, 1 file, 2 serialized pairs in memory */
+	/* serialized: [u32 klen][u32 vlen][key][value]... */
+	const uint8_t *sbuf;
+	size_t slen, spos;
 	/* memory */
 	const struct mr_sorted_ent *ents;
 	size_t i, n;
@@ -224,6 +232,12 @@ int mr_merge_begin(struct mr_merge **m, struct mr_source *src, size_t n,
 		   char *errmsg);
 int mr_merge_step(struct mr_merge *m, size_t max_keys, struct mr_merge_stats *st);
 void mr_merge_end(struct mr_merge *m);
+/* Raw merge without reduce (a node streaming a partition to another):
+ * peek at the smallest pair (valid until pop), pop it. */
+bool mr_merge_peek(struct mr_merge *m, const uint8_t **k, uint32_t *kl, const uint8_t **v,
+		   uint32_t *vl);
+int mr_merge_pop(struct mr_merge *m);
+int mr_source_buf(struct mr_source *s, const uint8_t *buf, size_t len);
 int mr_merge_reduce(struct mr_source *src, size_t n, const struct keel_mr_job *job,
 		    void *state, struct keel_mr_out *out, struct mr_merge_stats *st,
 		    char *errmsg);

@@ -29,6 +29,16 @@ int mr_source_mem(struct mr_source *s, const struct mr_sorted_ent *ents, size_t 
 	return src_advance(s, NULL);
 }
 
+int mr_source_buf(struct mr_source *s, const uint8_t *buf, size_t len)
+{
+	memset(s, 0, sizeof *s);
+	s->kind = 2;
+	s->fd = -1;
+	s->sbuf = buf;
+	s->slen = len;
+	return src_advance(s, NULL);
+}
+
 int mr_source_file(struct mr_source *s, const char *path, uint64_t off, uint64_t end,
 		   struct io_uring *ring, char *errmsg)
 {
@@ -130,6 +140,26 @@ static int src_advance(struct mr_source *s, char *errmsg)
 		s->klen = r->klen;
 		s->val = r->data + r->klen;
 		s->vlen = r->vlen;
+		return 0;
+	}
+	if (s->kind == 2) {
+		/* Pairs received from another node: checked, never trusted. */
+		if (s->spos == s->slen) {
+			s->done = true;
+			return 0;
+		}
+		uint32_t h[2];
+		if (s->slen - s->spos < 8)
+			return keel_errmsg_set(errmsg, KEEL_EPROTO, "mr: truncated pair from a peer");
+		memcpy(h, s->sbuf + s->spos, 8);
+		if (h[0] > KEEL_MR_MAX_KEY || h[1] > KEEL_MR_MAX_VALUE ||
+		    s->slen - s->spos - 8 < (size_t)h[0] + h[1])
+			return keel_errmsg_set(errmsg, KEEL_EPROTO, "mr: malformed pair from a peer");
+		s->key = s->sbuf + s->spos + 8;
+		s->klen = h[0];
+		s->val = s->key + h[0];
+		s->vlen = h[1];
+		s->spos += 8 + (size_t)h[0] + h[1];
 		return 0;
 	}
 	size_t avail = s->buf_len - s->buf_pos;
@@ -300,6 +330,24 @@ int mr_merge_step(struct mr_merge *m, size_t max_keys, struct mr_merge_stats *st
 	if (rc)
 		return rc;
 	return it->n ? 1 : 0;
+}
+
+bool mr_merge_peek(struct mr_merge *m, const uint8_t **k, uint32_t *kl, const uint8_t **v,
+		   uint32_t *vl)
+{
+	if (m->it.n == 0)
+		return false;
+	const struct mr_source *s = m->it.heap[0];
+	*k = s->key;
+	*kl = s->klen;
+	*v = s->val;
+	*vl = s->vlen;
+	return true;
+}
+
+int mr_merge_pop(struct mr_merge *m)
+{
+	return m->it.n ? heap_pop_advance(&m->it) : 0;
 }
 
 void mr_merge_end(struct mr_merge *m)

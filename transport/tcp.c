@@ -670,18 +670,9 @@ static void recv_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
 
 /* ---- send ------------------------------------------------------------- */
 
-static void send_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
+/* Drops `done` sent bytes from the head of the wire queue. */
+static void tx_consume(struct tconn *c, size_t done)
 {
-	struct tconn *c = container_of(op, struct tconn, send_op);
-	c->send_inflight = false;
-	c->inflight--;
-	if (c->state == C_CLOSING)
-		return;
-	if (res < 0) {
-		conn_close(c, res, "send");
-		return;
-	}
-	size_t done = (size_t)res;
 	while (done > 0 && c->txq) {
 		struct tbuf *b = c->txq;
 		size_t left = KEEL_WIRE_HDR_LEN + (size_t)b->pub.len - c->head_off;
@@ -696,19 +687,37 @@ static void send_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
 			c->txq_tail = NULL;
 		tbuf_release(c, b);
 	}
-	if (c->txq)
-		conn_flush(c);
-	if (c->want_writable && c->tx_bytes <= c->t->sendq / 2) {
+}
+
+/* After KEEL_EFULL: tell the layer above once there is room again. */
+static void maybe_writable(struct tconn *c)
+{
+	if (c->state != C_CLOSING && c->want_writable && c->tx_bytes <= c->t->sendq / 2) {
 		c->want_writable = false;
 		if (c->t->pub.handlers->on_writable)
 			c->t->pub.handlers->on_writable(&c->t->pub, &c->pub);
 	}
 }
 
-static void conn_flush(struct tconn *c)
+static void send_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
 {
-	if (c->send_inflight || !c->txq || c->state == C_CONNECTING || c->state == C_CLOSING)
+	struct tconn *c = container_of(op, struct tconn, send_op);
+	c->send_inflight = false;
+	c->inflight--;
+	if (c->state == C_CLOSING)
 		return;
+	if (res < 0) {
+		conn_close(c, res, "send");
+		return;
+	}
+	tx_consume(c, (size_t)res);
+	if (c->txq)
+		conn_flush(c);
+	maybe_writable(c);
+}
+
+static void build_msg(struct tconn *c)
+{
 	unsigned n = 0;
 	size_t bytes = 0;
 	uint32_t off = c->head_off;
@@ -724,6 +733,29 @@ static void conn_flush(struct tconn *c)
 	memset(&c->msg, 0, sizeof(c->msg));
 	c->msg.msg_iov = c->iov;
 	c->msg.msg_iovlen = n;
+}
+
+/* Sends the queue: first straight to the socket (it usually has room, and
+ * this saves an io_uring round trip per batch, which is most of a small
+ * message's latency), then whatever did not fit through one io_uring
+ * sendmsg, which completes when the socket drains. Only one send is ever
+ * in flight per connection, so frames leave in order. */
+static void conn_flush(struct tconn *c)
+{
+	if (c->send_inflight || !c->txq || c->state == C_CONNECTING || c->state == C_CLOSING)
+		return;
+	build_msg(c);
+	ssize_t w = sendmsg(c->fd, &c->msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+		conn_close(c, -errno, "send");
+		return;
+	}
+	if (w > 0) {
+		tx_consume(c, (size_t)w);
+		if (!c->txq)
+			return;
+		build_msg(c);
+	}
 	struct io_uring_sqe *sqe = keel_shard_get_sqe(c->t->shard, &c->send_op);
 	io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
 	c->send_inflight = true;
@@ -744,6 +776,7 @@ static int tcp_poller(void *arg)
 		c->dirty = false;
 		if (c->state != C_CLOSING) {
 			conn_flush(c);
+			maybe_writable(c);
 			work++;
 		}
 	}

@@ -178,8 +178,10 @@ struct keel_mr_stats {
 	uint64_t reduce_keys;  /* distinct keys reduced */
 	uint64_t output_bytes;
 	uint64_t map_ns, reduce_ns, total_ns;
-	uint32_t shards;
+	uint32_t shards;     /* per node */
 	uint32_t partitions;
+	uint32_t nodes;      /* 1, or the cluster's size */
+	uint32_t epochs;     /* 1 + the number of node failures recovered from */
 };
 
 struct keel_mr_config {
@@ -208,6 +210,21 @@ struct keel_mr_config {
  * a negative code with errmsg (KEEL_ERRMSG_LEN) saying what failed; on
  * failure nothing is left at cfg->output (and no temporary files). */
 int keel_mr_run(const struct keel_mr_config *cfg, struct keel_mr_stats *stats, char *errmsg);
+
+/* ---- across nodes (compute/mr_cluster.c) ----
+ * Each node runs from a node configuration file (include/keel/config.h:
+ * id, listen address, shards, transport, secret, peers). One node runs
+ * keel_mr_cluster_run: it coordinates (and works); the others run
+ * keel_mr_worker_run until the job ends. All nodes must see the input and
+ * the output's parent directory at the same paths (the local cluster shares
+ * one filesystem). cfg->shards is ignored (the node configuration says);
+ * cfg->partitions 0 means shards x nodes. Same failure contract as
+ * keel_mr_run; a worker that dies mid-job has its map tasks run again on
+ * the others and the answer stays exact. */
+int keel_mr_cluster_run(const struct keel_mr_config *cfg, const char *node_config,
+			struct keel_mr_stats *stats, char *errmsg);
+/* Serves one job as a worker; 0 once the coordinator says it finished. */
+int keel_mr_worker_run(const char *node_config, char *errmsg);
 
 /* Deterministic input generators (tests, benchmark, demo). Both write to a
  * temporary name and rename, so an interrupted run leaves no partial file

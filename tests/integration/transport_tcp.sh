@@ -75,9 +75,10 @@ grep -q "verified order and checksums" <<<"$out" || fail "no verification line"
 ok "$COUNT messages of random sizes, in order, checksums match ($(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b - a}') s)"
 
 # 1b. large messages: frames that straddle many receives, backpressure
-out=$("$KEEL" send --config "$dir/n2.ini" --to 1 --count 300 --max-size 4194304 2>>"$dir/send.log") \
+# (40 of them: hashing 4 MiB messages byte by byte is slow under ASan)
+out=$("$KEEL" send --config "$dir/n2.ini" --to 1 --count 40 --max-size 4194304 2>>"$dir/send.log") \
   || fail "stream of large messages (exit $?)"
-ok "300 messages of up to 4 MiB: $out"
+ok "40 messages of up to 4 MiB: $out"
 
 # 2. wrong secret
 "$KEEL" send --config "$dir/n3.ini" --to 1 --count 10 >"$dir/n3.log" 2>&1
