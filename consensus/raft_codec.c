@@ -5,8 +5,8 @@
  *   u8 magic 'R', u8 version 1, u8 type, u8 flags (1 reject, 2 force,
  *   4 snap_done), u64 from, to, term, log_term, index, commit, reject_hint,
  *   ctx, lease_tick, snap.index, snap.term, snap_offset, snap_total,
- *   u32 n_voters, n_learners, n_entries, chunk_len,
- *   u64 voter ids, u64 learner ids,
+ *   u32 n_voters, n_learners, n_entries, chunk_len, n_outgoing,
+ *   u64 voter ids, u64 learner ids, u64 outgoing ids,
  *   entries: u64 term, u64 index, u32 type, u32 len, len bytes,
  *   chunk_len bytes of snapshot chunk.
  * The decoder checks every count and length against the bytes that remain
@@ -22,7 +22,7 @@
 
 #define MAGIC 'R'
 #define VERSION 1
-#define FIXED (4 + 13 * 8 + 4 * 4)
+#define FIXED (4 + 13 * 8 + 5 * 4)
 #define ENTRY_HDR 24
 #define F_REJECT 1
 #define F_FORCE 2
@@ -58,7 +58,8 @@ static uint64_t get64(const uint8_t *p)
 
 size_t keel_raft_msg_encoded_size(const struct keel_raft_msg *m)
 {
-	size_t n = FIXED + 8 * ((size_t)m->snap.conf.n_voters + m->snap.conf.n_learners);
+	size_t n = FIXED + 8 * ((size_t)m->snap.conf.n_voters + m->snap.conf.n_learners +
+				 m->snap.conf.n_outgoing);
 	for (size_t i = 0; i < m->n_entries; i++)
 		n += ENTRY_HDR + m->entries[i].len;
 	return n + m->chunk_len;
@@ -68,7 +69,7 @@ int keel_raft_msg_encode(const struct keel_raft_msg *m, uint8_t *buf, size_t cap
 {
 	const struct keel_raft_conf *c = &m->snap.conf;
 	if (c->n_voters > KEEL_RAFT_MAX_NODES || c->n_learners > KEEL_RAFT_MAX_NODES ||
-	    m->n_entries > UINT32_MAX || m->chunk_len > UINT32_MAX)
+	    c->n_outgoing > KEEL_RAFT_MAX_NODES || m->n_entries > UINT32_MAX || m->chunk_len > UINT32_MAX)
 		return KEEL_EBADINPUT;
 	size_t need = keel_raft_msg_encoded_size(m);
 	if (need > cap || need > INT32_MAX)
@@ -89,11 +90,14 @@ int keel_raft_msg_encode(const struct keel_raft_msg *m, uint8_t *buf, size_t cap
 	put32(p + 4, c->n_learners);
 	put32(p + 8, (uint32_t)m->n_entries);
 	put32(p + 12, (uint32_t)m->chunk_len);
-	p += 16;
+	put32(p + 16, c->n_outgoing);
+	p += 20;
 	for (uint32_t i = 0; i < c->n_voters; i++, p += 8)
 		put64(p, c->voters[i]);
 	for (uint32_t i = 0; i < c->n_learners; i++, p += 8)
 		put64(p, c->learners[i]);
+	for (uint32_t i = 0; i < c->n_outgoing; i++, p += 8)
+		put64(p, c->outgoing[i]);
 	for (size_t i = 0; i < m->n_entries; i++) {
 		const struct keel_raft_entry *e = &m->entries[i];
 		put64(p, e->term);
@@ -186,18 +190,22 @@ int keel_raft_msg_decode(const uint8_t *buf, size_t len, struct keel_raft_msg *o
 	for (int i = 0; i < 13; i++, p += 8)
 		*f[i] = get64(p);
 	uint32_t nv = get32(p), nl = get32(p + 4), ne = get32(p + 8), cl = get32(p + 12);
-	p += 16;
+	uint32_t no = get32(p + 16);
+	p += 20;
 	size_t left = len - FIXED;
-	if (nv > KEEL_RAFT_MAX_NODES || nl > KEEL_RAFT_MAX_NODES ||
-	    8 * (size_t)(nv + nl) > left)
+	if (nv > KEEL_RAFT_MAX_NODES || nl > KEEL_RAFT_MAX_NODES || no > KEEL_RAFT_MAX_NODES ||
+	    8 * (size_t)(nv + nl + no) > left)
 		return KEEL_EPROTO;
 	m.snap.conf.n_voters = nv;
 	m.snap.conf.n_learners = nl;
+	m.snap.conf.n_outgoing = no;
 	for (uint32_t i = 0; i < nv; i++, p += 8)
 		m.snap.conf.voters[i] = get64(p);
 	for (uint32_t i = 0; i < nl; i++, p += 8)
 		m.snap.conf.learners[i] = get64(p);
-	left -= 8 * (size_t)(nv + nl);
+	for (uint32_t i = 0; i < no; i++, p += 8)
+		m.snap.conf.outgoing[i] = get64(p);
+	left -= 8 * (size_t)(nv + nl + no);
 	/* Each entry takes at least its header: bounds the array. */
 	if (ne > left / ENTRY_HDR)
 		return KEEL_EPROTO;

@@ -239,7 +239,8 @@ static int bootstrap(struct keel_raft *r, const struct keel_raft_conf *c)
 
 static bool conf_valid(const struct keel_raft_conf *c)
 {
-	if (c->n_voters > KEEL_RAFT_MAX_NODES || c->n_learners > KEEL_RAFT_MAX_NODES)
+	if (c->n_voters > KEEL_RAFT_MAX_NODES || c->n_learners > KEEL_RAFT_MAX_NODES ||
+	    c->n_outgoing)
 		return false;
 	for (uint32_t i = 0; i < c->n_voters + c->n_learners; i++) {
 		uint64_t a = i < c->n_voters ? c->voters[i] : c->learners[i - c->n_voters];
@@ -335,10 +336,16 @@ void keel_raft_tick(struct keel_raft *r)
 		r->election_elapsed++;
 		if (r->election_elapsed >= r->randomized_timeout) {
 			r->election_elapsed = 0;
-			if (raft_promotable(r))
+			if (raft_promotable(r)) {
 				raft_campaign(r, r->cfg.pre_vote, false);
-			else
+			} else {
+				/* A learner or a server outside the configuration
+				 * waits; but a leader not heard from in an election
+				 * timeout is forgotten, or it would never stop
+				 * ignoring vote requests (raft_in_lease). */
+				r->leader = KEEL_RAFT_NONE;
 				raft_reset_timeout(r);
+			}
 		}
 		return;
 	}
@@ -396,7 +403,8 @@ static bool msg_valid(const struct keel_raft_msg *m)
 	if (m->type == KEEL_RAFT_MSG_SNAPSHOT &&
 	    (m->snap_offset > m->snap_total || m->chunk_len > m->snap_total - m->snap_offset ||
 	     m->snap.conf.n_voters > KEEL_RAFT_MAX_NODES ||
-	     m->snap.conf.n_learners > KEEL_RAFT_MAX_NODES))
+	     m->snap.conf.n_learners > KEEL_RAFT_MAX_NODES ||
+	     m->snap.conf.n_outgoing > KEEL_RAFT_MAX_NODES))
 		return false;
 	return true;
 }

@@ -14,29 +14,50 @@ static bool record(uint64_t *ids, uint32_t *n, uint64_t id)
 	return true;
 }
 
-static uint32_t count_voters(const struct keel_raft *r, const uint64_t *ids, uint32_t n)
+static uint32_t count_in(const uint64_t *set, uint32_t nset, const uint64_t *ids, uint32_t n)
 {
 	uint32_t c = 0;
 	for (uint32_t i = 0; i < n; i++)
-		if (keel_raft_conf_is_voter(&r->conf, ids[i]))
-			c++;
+		for (uint32_t j = 0; j < nset; j++)
+			if (set[j] == ids[i])
+				c++;
 	return c;
+}
+
+/* Did the ids reach a majority (of both halves, in a joint configuration,
+ * §4.3)? */
+static bool majority(const struct keel_raft *r, const uint64_t *ids, uint32_t n)
+{
+	const struct keel_raft_conf *c = &r->conf;
+	if (count_in(c->voters, c->n_voters, ids, n) < raft_quorum(c->n_voters))
+		return false;
+	return !c->n_outgoing ||
+	       count_in(c->outgoing, c->n_outgoing, ids, n) >= raft_quorum(c->n_outgoing);
+}
+
+/* Can the grants still reach a majority, given the rejections? */
+static bool lost(const struct keel_raft *r, const uint64_t *ids, uint32_t n)
+{
+	const struct keel_raft_conf *c = &r->conf;
+	if (count_in(c->voters, c->n_voters, ids, n) > c->n_voters - raft_quorum(c->n_voters))
+		return true;
+	return c->n_outgoing &&
+	       count_in(c->outgoing, c->n_outgoing, ids, n) > c->n_outgoing - raft_quorum(c->n_outgoing);
 }
 
 /* Returns true once the (pre-)election is decided and acted upon. */
 static bool tally(struct keel_raft *r)
 {
-	uint32_t q = raft_quorum(r->conf.n_voters);
 	if (r->conf.n_voters == 0)
 		return false;
-	if (count_voters(r, r->granted, r->n_granted) >= q) {
+	if (majority(r, r->granted, r->n_granted)) {
 		if (r->role == KEEL_RAFT_PRE_CANDIDATE)
 			raft_campaign(r, false, false);
 		else
 			raft_become_leader(r);
 		return true;
 	}
-	if (count_voters(r, r->rejected, r->n_rejected) >= q) {
+	if (lost(r, r->rejected, r->n_rejected)) {
 		raft_become_follower(r, r->term, KEEL_RAFT_NONE);
 		return true;
 	}
@@ -65,8 +86,15 @@ void raft_campaign(struct keel_raft *r, bool pre, bool force)
 	if (tally(r))
 		return;
 	uint64_t li = raft_last_index(r), lt = raft_last_term(r);
-	for (uint32_t i = 0; i < r->conf.n_voters; i++) {
-		uint64_t to = r->conf.voters[i];
+	for (uint32_t i = 0; i < r->conf.n_voters + r->conf.n_outgoing; i++) {
+		uint64_t to;
+		if (i < r->conf.n_voters) {
+			to = r->conf.voters[i];
+		} else {
+			to = r->conf.outgoing[i - r->conf.n_voters];
+			if (count_in(r->conf.voters, r->conf.n_voters, &to, 1))
+				continue; /* in both halves: asked once */
+		}
 		if (to == r->id)
 			continue;
 		struct keel_raft_msg *m = raft_send(r, type, to);

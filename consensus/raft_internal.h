@@ -104,7 +104,7 @@ struct keel_raft {
 	uint64_t conf_index;
 
 	/* Leader state (raft_replication.c). */
-	struct progress prs[KEEL_RAFT_MAX_NODES * 4 + 1];
+	struct progress prs[KEEL_RAFT_MAX_NODES * 6 + 1];
 	uint32_t n_prs;
 
 	/* Reads (raft_read.c). */
@@ -200,6 +200,8 @@ bool raft_promotable(const struct keel_raft *r);
 bool raft_conf_at(const struct keel_raft *r, uint64_t index, struct keel_raft_conf *out);
 void raft_sync_progress(struct keel_raft *r);
 void raft_after_commit(struct keel_raft *r);
+int raft_append_conf(struct keel_raft *r, const struct keel_raft_conf *c,
+		     uint64_t *index, uint64_t *term);
 void raft_handle_timeout_now(struct keel_raft *r, const struct keel_raft_msg *m);
 void raft_maybe_send_timeout_now(struct keel_raft *r, struct progress *p);
 

@@ -37,55 +37,65 @@ static uint64_t get64(const uint8_t *p)
 	return v;
 }
 
+/* Layout: u32 n_voters, n_learners, n_outgoing, then the ids of each. */
 int keel_raft_conf_encode(const struct keel_raft_conf *c, uint8_t *buf, size_t cap)
 {
-	if (c->n_voters > KEEL_RAFT_MAX_NODES || c->n_learners > KEEL_RAFT_MAX_NODES)
+	if (c->n_voters > KEEL_RAFT_MAX_NODES || c->n_learners > KEEL_RAFT_MAX_NODES ||
+	    c->n_outgoing > KEEL_RAFT_MAX_NODES)
 		return KEEL_EBADINPUT;
-	size_t need = 8 + 8 * (size_t)(c->n_voters + c->n_learners);
+	size_t need = 12 + 8 * (size_t)(c->n_voters + c->n_learners + c->n_outgoing);
 	if (cap < need)
 		return KEEL_ETOOBIG;
-	uint32_t nv = c->n_voters, nl = c->n_learners;
-	for (int i = 0; i < 4; i++) {
-		buf[i] = (uint8_t)(nv >> (8 * i));
-		buf[4 + i] = (uint8_t)(nl >> (8 * i));
-	}
-	uint8_t *p = buf + 8;
-	for (uint32_t i = 0; i < nv; i++, p += 8)
+	uint32_t n[3] = {c->n_voters, c->n_learners, c->n_outgoing};
+	for (int k = 0; k < 3; k++)
+		for (int i = 0; i < 4; i++)
+			buf[4 * k + i] = (uint8_t)(n[k] >> (8 * i));
+	uint8_t *p = buf + 12;
+	for (uint32_t i = 0; i < n[0]; i++, p += 8)
 		put64(p, c->voters[i]);
-	for (uint32_t i = 0; i < nl; i++, p += 8)
+	for (uint32_t i = 0; i < n[1]; i++, p += 8)
 		put64(p, c->learners[i]);
+	for (uint32_t i = 0; i < n[2]; i++, p += 8)
+		put64(p, c->outgoing[i]);
 	return (int)need;
 }
 
 int keel_raft_conf_decode(const uint8_t *buf, size_t len, struct keel_raft_conf *c)
 {
 	memset(c, 0, sizeof(*c));
-	if (len < 8)
+	if (len < 12)
 		return KEEL_EPROTO;
-	uint32_t nv = 0, nl = 0;
-	for (int i = 0; i < 4; i++) {
-		nv |= (uint32_t)buf[i] << (8 * i);
-		nl |= (uint32_t)buf[4 + i] << (8 * i);
-	}
-	if (nv > KEEL_RAFT_MAX_NODES || nl > KEEL_RAFT_MAX_NODES ||
-	    len != 8 + 8 * (size_t)(nv + nl))
+	uint32_t n[3] = {0, 0, 0};
+	for (int k = 0; k < 3; k++)
+		for (int i = 0; i < 4; i++)
+			n[k] |= (uint32_t)buf[4 * k + i] << (8 * i);
+	if (n[0] > KEEL_RAFT_MAX_NODES || n[1] > KEEL_RAFT_MAX_NODES ||
+	    n[2] > KEEL_RAFT_MAX_NODES || len != 12 + 8 * (size_t)(n[0] + n[1] + n[2]))
 		return KEEL_EPROTO;
-	const uint8_t *p = buf + 8;
-	for (uint32_t i = 0; i < nv; i++, p += 8)
+	const uint8_t *p = buf + 12;
+	for (uint32_t i = 0; i < n[0]; i++, p += 8)
 		c->voters[i] = get64(p);
-	for (uint32_t i = 0; i < nl; i++, p += 8)
+	for (uint32_t i = 0; i < n[1]; i++, p += 8)
 		c->learners[i] = get64(p);
-	c->n_voters = nv;
-	c->n_learners = nl;
+	for (uint32_t i = 0; i < n[2]; i++, p += 8)
+		c->outgoing[i] = get64(p);
+	c->n_voters = n[0];
+	c->n_learners = n[1];
+	c->n_outgoing = n[2];
 	return 0;
+}
+
+static bool in_list(const uint64_t *ids, uint32_t n, uint64_t id)
+{
+	for (uint32_t i = 0; i < n && i < KEEL_RAFT_MAX_NODES; i++)
+		if (ids[i] == id)
+			return true;
+	return false;
 }
 
 bool keel_raft_conf_is_voter(const struct keel_raft_conf *c, uint64_t id)
 {
-	for (uint32_t i = 0; i < c->n_voters && i < KEEL_RAFT_MAX_NODES; i++)
-		if (c->voters[i] == id)
-			return true;
-	return false;
+	return in_list(c->voters, c->n_voters, id) || in_list(c->outgoing, c->n_outgoing, id);
 }
 
 bool keel_raft_conf_is_learner(const struct keel_raft_conf *c, uint64_t id)
@@ -124,16 +134,18 @@ void raft_sync_progress(struct keel_raft *r)
 	r->n_prs = j;
 	const struct keel_raft_conf *cs[2] = {&r->conf, &r->prev_conf};
 	for (int k = 0; k < 2; k++) {
-		uint64_t ids[KEEL_RAFT_MAX_NODES * 2 + 1];
+		uint64_t ids[KEEL_RAFT_MAX_NODES * 3 + 1];
 		uint32_t n = 0;
 		ids[n++] = r->id;
 		for (uint32_t i = 0; i < cs[k]->n_voters; i++)
 			ids[n++] = cs[k]->voters[i];
 		for (uint32_t i = 0; i < cs[k]->n_learners; i++)
 			ids[n++] = cs[k]->learners[i];
+		for (uint32_t i = 0; i < cs[k]->n_outgoing; i++)
+			ids[n++] = cs[k]->outgoing[i];
 		for (uint32_t i = 0; i < n; i++) {
 			if (!tracked(r, ids[i]) || raft_progress(r, ids[i]) ||
-			    r->n_prs >= KEEL_RAFT_MAX_NODES * 4 + 1)
+			    r->n_prs >= KEEL_RAFT_MAX_NODES * 6 + 1)
 				continue;
 			struct progress *p = &r->prs[r->n_prs++];
 			memset(p, 0, sizeof(*p));
@@ -232,7 +244,8 @@ int keel_raft_propose_conf_change(struct keel_raft *r, enum keel_raft_conf_op op
 		return KEEL_ENOTLEADER;
 	if (node == KEEL_RAFT_NONE)
 		return KEEL_EBADINPUT;
-	if (r->transferee != KEEL_RAFT_NONE || r->conf_index > r->commit || !r->committed_in_term)
+	if (r->transferee != KEEL_RAFT_NONE || r->conf_index > r->commit ||
+	    !r->committed_in_term || r->conf.n_outgoing)
 		return KEEL_EBUSY;
 	struct keel_raft_conf c = r->conf;
 	switch (op) {
@@ -268,14 +281,20 @@ int keel_raft_propose_conf_change(struct keel_raft *r, enum keel_raft_conf_op op
 	default:
 		return KEEL_EBADINPUT;
 	}
+	return raft_append_conf(r, &c, index, term);
+}
+
+int raft_append_conf(struct keel_raft *r, const struct keel_raft_conf *c,
+		     uint64_t *index, uint64_t *term)
+{
 	uint8_t buf[KEEL_RAFT_CONF_ENCODED_MAX];
-	int n = keel_raft_conf_encode(&c, buf, sizeof(buf));
+	int n = keel_raft_conf_encode(c, buf, sizeof(buf));
 	if (n < 0)
 		return n;
 	int rc = raft_log_append(r, r->term, KEEL_RAFT_ENTRY_CONF, buf, (size_t)n);
 	if (rc)
 		return rc;
-	raft_conf_apply(r, &c, raft_last_index(r));
+	raft_conf_apply(r, c, raft_last_index(r));
 	r->repl_dirty = true;
 	if (index)
 		*index = raft_last_index(r);
@@ -286,6 +305,46 @@ int keel_raft_propose_conf_change(struct keel_raft *r, enum keel_raft_conf_op op
 	if (raft_maybe_commit(r))
 		raft_after_commit(r);
 	return 0;
+}
+
+static bool ids_valid(const uint64_t *ids, uint32_t n)
+{
+	if (n > KEEL_RAFT_MAX_NODES)
+		return false;
+	for (uint32_t i = 0; i < n; i++) {
+		if (ids[i] == KEEL_RAFT_NONE)
+			return false;
+		for (uint32_t j = i + 1; j < n; j++)
+			if (ids[i] == ids[j])
+				return false;
+	}
+	return true;
+}
+
+int keel_raft_propose_conf_joint(struct keel_raft *r, const struct keel_raft_conf *target,
+				 uint64_t *index, uint64_t *term)
+{
+	if (r->role != KEEL_RAFT_LEADER)
+		return KEEL_ENOTLEADER;
+	if (!target->n_voters || !ids_valid(target->voters, target->n_voters) ||
+	    !ids_valid(target->learners, target->n_learners))
+		return KEEL_EBADINPUT;
+	for (uint32_t i = 0; i < target->n_learners; i++)
+		if (in_list(target->voters, target->n_voters, target->learners[i]))
+			return KEEL_EBADINPUT;
+	if (r->transferee != KEEL_RAFT_NONE || r->conf_index > r->commit ||
+	    !r->committed_in_term || r->conf.n_outgoing)
+		return KEEL_EBUSY;
+	/* §4.3: C_old,new. Decisions need both majorities from the moment
+	 * it is appended; C_new follows once it commits (raft_after_commit). */
+	struct keel_raft_conf c = {0};
+	c.n_voters = target->n_voters;
+	memcpy(c.voters, target->voters, sizeof(c.voters));
+	c.n_learners = target->n_learners;
+	memcpy(c.learners, target->learners, sizeof(c.learners));
+	c.n_outgoing = r->conf.n_voters;
+	memcpy(c.outgoing, r->conf.voters, sizeof(c.outgoing));
+	return raft_append_conf(r, &c, index, term);
 }
 
 void raft_maybe_send_timeout_now(struct keel_raft *r, struct progress *p)

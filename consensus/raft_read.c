@@ -79,7 +79,7 @@ static bool lease_valid(struct keel_raft *r)
 
 static bool sole_voter(const struct keel_raft *r)
 {
-	return r->conf.n_voters == 1 && r->conf.voters[0] == r->id;
+	return r->conf.n_voters == 1 && r->conf.voters[0] == r->id && !r->conf.n_outgoing;
 }
 
 static int leader_read(struct keel_raft *r, uint64_t from, uint64_t ctx)

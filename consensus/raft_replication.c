@@ -179,14 +179,14 @@ void raft_bcast_heartbeat(struct keel_raft *r)
 			send_heartbeat(r, &r->prs[i]);
 }
 
-uint64_t raft_quorum_value(struct keel_raft *r, raft_voter_value_fn fn)
+static uint64_t majority_value(struct keel_raft *r, const uint64_t *ids, uint32_t n,
+			       raft_voter_value_fn fn)
 {
 	uint64_t v[KEEL_RAFT_MAX_NODES];
-	uint32_t n = r->conf.n_voters;
 	if (!n)
 		return 0;
 	for (uint32_t i = 0; i < n; i++) {
-		uint64_t x = fn(r, r->conf.voters[i]);
+		uint64_t x = fn(r, ids[i]);
 		/* insertion sort, descending: n <= 16 */
 		uint32_t j = i;
 		while (j && v[j - 1] < x) {
@@ -196,6 +196,20 @@ uint64_t raft_quorum_value(struct keel_raft *r, raft_voter_value_fn fn)
 		v[j] = x;
 	}
 	return v[raft_quorum(n) - 1];
+}
+
+/* The largest value that a quorum of voters all reach: a majority of the
+ * configuration, and during joint consensus also of the outgoing one
+ * (§4.3). Commit, reads, leases and check-quorum all go through here. */
+uint64_t raft_quorum_value(struct keel_raft *r, raft_voter_value_fn fn)
+{
+	uint64_t a = majority_value(r, r->conf.voters, r->conf.n_voters, fn);
+	if (r->conf.n_outgoing) {
+		uint64_t b = majority_value(r, r->conf.outgoing, r->conf.n_outgoing, fn);
+		if (b < a)
+			a = b;
+	}
+	return a;
 }
 
 static uint64_t match_of(struct keel_raft *r, uint64_t id)
@@ -248,6 +262,18 @@ void raft_after_commit(struct keel_raft *r)
 	raft_reads_on_commit(r);
 	if (r->conf_index > r->commit)
 		return;
+	if (r->conf.n_outgoing) {
+		/* §4.3: C_old,new is committed (or a new leader inherited it):
+		 * now C_new alone. Needs our own term committed first, like
+		 * any configuration change. */
+		if (!r->committed_in_term)
+			return;
+		struct keel_raft_conf c = r->conf;
+		c.n_outgoing = 0;
+		memset(c.outgoing, 0, sizeof(c.outgoing));
+		raft_append_conf(r, &c, NULL, NULL);
+		return;
+	}
 	if (!keel_raft_conf_is_voter(&r->conf, r->id)) {
 		/* §4.2.2: a leader removed by a configuration entry keeps
 		 * leading until that entry commits, without counting itself,

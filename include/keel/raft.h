@@ -112,12 +112,17 @@ enum keel_raft_read_mode {
 	KEEL_RAFT_READ_LEASE = 1,
 };
 
-/* A configuration: who votes and who only learns (§4, §4.2.1). */
+/* A configuration: who votes and who only learns (§4, §4.2.1). During a
+ * joint-consensus change (§4.3) `outgoing` holds the old voters and
+ * decisions (elections, commitment, reads) need a majority of `voters` AND
+ * a majority of `outgoing`; n_outgoing is 0 otherwise. */
 struct keel_raft_conf {
 	uint32_t n_voters;
 	uint32_t n_learners;
 	uint64_t voters[KEEL_RAFT_MAX_NODES];
 	uint64_t learners[KEEL_RAFT_MAX_NODES];
+	uint32_t n_outgoing;
+	uint64_t outgoing[KEEL_RAFT_MAX_NODES];
 };
 
 struct keel_raft_config {
@@ -353,7 +358,8 @@ int keel_raft_propose(struct keel_raft *r, const void *data, size_t len,
  * times it out and retries. */
 int keel_raft_read_index(struct keel_raft *r, uint64_t ctx);
 
-/* Membership, one server at a time (§4.1, §4.2): the leader appends a
+/* Membership, one server at a time (§4.1, §4.2) — or by joint consensus,
+ * keel_raft_propose_conf_joint() below. The leader appends a
  * configuration entry that differs from the current one by one server.
  * Adding a voter that is a learner promotes it; KEEL_EBUSY if that learner
  * has not caught up to the leader's commit index (§4.2.1). Refused with
@@ -369,6 +375,17 @@ enum keel_raft_conf_op {
 };
 int keel_raft_propose_conf_change(struct keel_raft *r, enum keel_raft_conf_op op,
 				  uint64_t node, uint64_t *index, uint64_t *term);
+
+/* Joint consensus (§4.3): move to any configuration `target` (its voters
+ * and learners; n_outgoing ignored) in two steps. The leader appends
+ * C_old,new (voters = target's, outgoing = the current voters); once that
+ * commits it appends C_new by itself. Same refusals as above (KEEL_EBUSY
+ * while a configuration entry is uncommitted or the configuration is still
+ * joint); KEEL_EBADINPUT for an empty or malformed target. A leader that
+ * is not in C_new steps down once C_new commits. *index and *term name the
+ * C_old,new entry. */
+int keel_raft_propose_conf_joint(struct keel_raft *r, const struct keel_raft_conf *target,
+				 uint64_t *index, uint64_t *term);
 
 /* Leadership transfer (§3.10): the leader stops taking proposals, brings
  * `to` up to date and sends it TIMEOUT_NOW. Aborts after an election
@@ -405,9 +422,10 @@ const struct keel_raft_snapshot *keel_raft_snapshot_get(const struct keel_raft *
 
 /* Configuration entry payload. encode returns bytes written or
  * KEEL_ETOOBIG; decode returns 0 or KEEL_EPROTO (never reads past len). */
-#define KEEL_RAFT_CONF_ENCODED_MAX (8 + 16 * KEEL_RAFT_MAX_NODES)
+#define KEEL_RAFT_CONF_ENCODED_MAX (12 + 24 * KEEL_RAFT_MAX_NODES)
 int keel_raft_conf_encode(const struct keel_raft_conf *c, uint8_t *buf, size_t cap);
 int keel_raft_conf_decode(const uint8_t *buf, size_t len, struct keel_raft_conf *c);
+/* A voter of either half of a joint configuration. */
 bool keel_raft_conf_is_voter(const struct keel_raft_conf *c, uint64_t id);
 bool keel_raft_conf_is_learner(const struct keel_raft_conf *c, uint64_t id);
 

@@ -20,7 +20,9 @@
  * Threads and ownership: a struct keel_wal belongs to one thread (the shard
  * that owns the consensus group); no function may be called concurrently on
  * the same WAL. Completion callbacks run on that thread, inside
- * keel_wal_poll / keel_wal_wait / keel_wal_flush. The WAL owns the I/O
+ * keel_wal_poll / keel_wal_wait / keel_wal_flush; a callback may append
+ * (that is how group commit fills the next write) but must not close,
+ * flush, truncate, compact or iterate the WAL. The WAL owns the I/O
  * backend passed to keel_wal_open and destroys it in keel_wal_close.
  *
  * Durability: an append's callback reports status 0 only after the write
@@ -144,6 +146,11 @@ struct keel_wal_config {
 	uint32_t max_batch;    /* most bytes in one write; default 1 MiB */
 	bool buffered;         /* false (default): O_DIRECT where the filesystem
 				* supports it; true: buffered writes + fdatasync */
+	bool prealloc_fallocate; /* false (default): new segments are written with
+				  * zeros once, so appends overwrite allocated
+				  * blocks and fdatasync flushes data only (costs
+				  * one segment of writes at each roll); true:
+				  * fallocate only (cheap roll, slower fdatasync) */
 };
 
 struct keel_wal_entry {
@@ -184,6 +191,14 @@ const char *keel_wal_errmsg(const struct keel_wal *w);
 const char *keel_wal_engine_name(const struct keel_wal *w);
 bool keel_wal_is_direct(const struct keel_wal *w);
 
+/* Counters since open: writes submitted (each with its fdatasync), bytes
+ * written (with O_DIRECT this includes the rewritten partial block and the
+ * padding), successful write+fdatasync pairs, records made durable. */
+struct keel_wal_stats {
+	uint64_t writes, bytes_written, syncs, records_durable;
+};
+void keel_wal_get_stats(const struct keel_wal *w, struct keel_wal_stats *st);
+
 /* Queues n entries with contiguous indices starting at last_index + 1 (any
  * index >= 1 when the log is empty). Payloads are copied before return.
  * cb (may be NULL) runs once, when all n are durable or have failed.
@@ -201,6 +216,17 @@ int keel_wal_wait(struct keel_wal *w);
 int keel_wal_flush(struct keel_wal *w);
 /* Readable when keel_wal_poll has work; -1 if the backend has none. */
 int keel_wal_event_fd(const struct keel_wal *w);
+
+/* Shard integration (consensus/wal_shard.c): drives the WAL from the
+ * reactor loop of `shard` (include/keel/runtime.h) with a multishot poll on
+ * the WAL's event fd in the shard's io_uring, so completions wake a
+ * sleeping shard and callbacks run from its loop. Call on the shard's
+ * thread; keel_wal_flush/truncate/compact/iterate still block that thread
+ * until their I/O is done. Detach before keel_wal_close. */
+struct keel_shard;
+struct keel_wal_reactor;
+int keel_wal_attach(struct keel_wal *w, struct keel_shard *shard, struct keel_wal_reactor **out);
+void keel_wal_detach(struct keel_wal_reactor *r);
 
 /* Removes every entry with index > after (a Raft conflict). Synchronous:
  * flushes queued appends first, then deletes later segments newest first

@@ -30,9 +30,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint8_t *img = malloc(KEEL_WAL_SEG_HDR + size);
 	if (!img)
 		return 0;
+	/* first index: the index field of the first record, so a run of
+	 * valid records (the seed corpus) scans as valid */
 	uint64_t first = 1;
-	if (size >= 8)
-		memcpy(&first, data, 8);
+	if (size >= 16)
+		memcpy(&first, data + 8, 8);
 	keel_wal_seg_header_encode(img, first ? first : 1);
 	memcpy(img + KEEL_WAL_SEG_HDR, data, size);
 	rc = keel_wal_seg_scan(img, KEEL_WAL_SEG_HDR + size, &s, recheck, img);

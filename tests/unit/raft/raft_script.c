@@ -504,6 +504,8 @@ static void expect(struct tnode *n, char **tok, int ntok)
 			list_str(got, sizeof(got), st.conf.voters, st.conf.n_voters);
 		else if (!strcmp(key, "learners"))
 			list_str(got, sizeof(got), st.conf.learners, st.conf.n_learners);
+		else if (!strcmp(key, "outgoing"))
+			list_str(got, sizeof(got), st.conf.outgoing, st.conf.n_outgoing);
 		else
 			FAIL("unknown key %s", key);
 #undef U
@@ -607,6 +609,24 @@ static void any_cmd(const char *c, char **tok, int ntok)
 		if (lead) {
 			enum keel_raft_conf_op op = (enum keel_raft_conf_op)(1 + rnd() % 3);
 			keel_raft_propose_conf_change(N->n[lead].r, op, num(tok[1]), NULL, NULL);
+		}
+	} else if (!strcmp(c, "joint")) {
+		/* a random target: each of ids 1..MAXN present is a voter,
+		 * a learner or absent; at least one voter */
+		if (lead) {
+			struct keel_raft_conf t = {0};
+			for (int j = 1; j <= MAXN; j++) {
+				if (!N->n[j].exists)
+					continue;
+				uint64_t x = rnd() % 3;
+				if (x == 0)
+					t.voters[t.n_voters++] = (uint64_t)j;
+				else if (x == 1)
+					t.learners[t.n_learners++] = (uint64_t)j;
+			}
+			if (!t.n_voters)
+				t.voters[t.n_voters++] = lead;
+			keel_raft_propose_conf_joint(N->n[lead].r, &t, NULL, NULL);
 		}
 	} else if (!strcmp(c, "transfer")) {
 		if (lead)
@@ -726,6 +746,27 @@ static void exec(char **tok, int ntok)
 		else FAIL("bad conf op %s", tok[2]);
 		int rc = keel_raft_propose_conf_change(n->r, op, num(tok[3]), NULL, NULL);
 		check_rc(rc, tok, ntok, 4, "conf");
+	} else if (!strcmp(c, "conf-joint")) {
+		struct tnode *n = live(tok[1]);
+		struct keel_raft_conf t = {0};
+		int at = 2;
+		for (; at < ntok && strcmp(tok[at], "->"); at++) {
+			bool v = !strncmp(tok[at], "voters=", 7);
+			if (!v && strncmp(tok[at], "learners=", 9))
+				FAIL("conf-joint takes voters=a,b,.. learners=..");
+			char *p = strchr(tok[at], '=') + 1;
+			while (*p && *p != '-') {
+				uint64_t id = strtoull(p, &p, 10);
+				if (v)
+					t.voters[t.n_voters++] = id;
+				else
+					t.learners[t.n_learners++] = id;
+				if (*p == ',')
+					p++;
+			}
+		}
+		int rc = keel_raft_propose_conf_joint(n->r, &t, NULL, NULL);
+		check_rc(rc, tok, ntok, at, "conf-joint");
 	} else if (!strcmp(c, "transfer")) {
 		int rc = keel_raft_transfer_leadership(live(tok[1])->r, num(tok[2]));
 		check_rc(rc, tok, ntok, 3, "transfer");
@@ -788,14 +829,15 @@ static void exec(char **tok, int ntok)
 				continue;
 			struct keel_raft_status st;
 			keel_raft_status(N->n[j].r, &st);
-			char v[128], l[128];
+			char v[128], l[128], o[128];
 			list_str(v, sizeof(v), st.conf.voters, st.conf.n_voters);
 			list_str(l, sizeof(l), st.conf.learners, st.conf.n_learners);
-			fprintf(stderr, "  node %d %s term=%llu vote=%llu leader=%llu commit=%llu last=%llu applied=%llu voters=%s learners=%s\n",
+			list_str(o, sizeof(o), st.conf.outgoing, st.conf.n_outgoing);
+			fprintf(stderr, "  node %d %s term=%llu vote=%llu leader=%llu commit=%llu last=%llu applied=%llu voters=%s learners=%s outgoing=%s\n",
 				j, keel_raft_role_name(st.role), (unsigned long long)st.term,
 				(unsigned long long)st.vote,
 				(unsigned long long)st.leader, (unsigned long long)st.commit,
-				(unsigned long long)st.last_index, (unsigned long long)N->n[j].applied, v, l);
+				(unsigned long long)st.last_index, (unsigned long long)N->n[j].applied, v, l, o);
 		}
 	} else if (!strcmp(c, "eventually-leader")) {
 		/* run rounds until a leader is followed by every live voter of

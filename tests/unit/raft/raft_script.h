@@ -24,12 +24,13 @@
  *   propose-n ID N       N proposals v1..vN (must succeed)
  *   read ID CTX [-> ERR]
  *   conf ID add-voter|add-learner|remove NODE [-> ERR]
+ *   conf-joint ID voters=1,2,.. [learners=..] [-> ERR]   joint consensus
  *   transfer ID TO [-> ERR]
  *   snapshot ID KEEP     snapshot the state machine at its applied index
  *   crash ID / restart ID (restart from what was persisted)
  *   isolate ID / cut A B / heal
  *   expect ID key=value ... keys: role term leader vote commit applied last
- *                        first snap voters learners (lists: 1,2,3 or -)
+ *                        first snap voters learners outgoing (lists: 1,2,3 or -)
  *                        key>N and key<N compare numbers
  *   expect-leader [ID]   one leader in the highest term, all others follow it
  *   eventually-leader N  run up to N rounds until a leader is followed by
@@ -40,7 +41,7 @@
  *   loss K               drop every K-th message sent from now on (0: none)
  *   expect-delivered TYPE N|>N|<N   messages of TYPE delivered so far
  *   show                 print the queue and the servers (debugging)
- *   any-propose DATA / any-conf NODE / any-transfer TO / any-snapshot ID /
+ *   any-propose DATA / any-conf NODE / any-joint / any-transfer TO / any-snapshot ID /
  *   any-crash ID / any-restart ID / any-restart-all / any-read ID CTX
  *                        for generated scripts: act if possible, else
  *                        nothing (leader = the current one, the conf

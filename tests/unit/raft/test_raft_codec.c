@@ -22,7 +22,8 @@ static struct keel_raft_msg sample(void)
 		.force = true, .snap_done = true, .reject_hint = 15, .ctx = 16,
 		.lease_tick = 17, .entries = ents, .n_entries = 3,
 		.snap = {.index = 18, .term = 19,
-			 .conf = {.n_voters = 2, .n_learners = 1, .voters = {1, 2}, .learners = {3}}},
+			 .conf = {.n_voters = 2, .n_learners = 1, .voters = {1, 2}, .learners = {3},
+				  .n_outgoing = 2, .outgoing = {1, 5}}},
 		.snap_offset = 20, .snap_total = 30, .chunk = (const uint8_t *)"chunk!",
 		.chunk_len = 6};
 	return m;
@@ -123,6 +124,9 @@ Test(raft_codec, hostile_counts_rejected)
 	b2[counts + 12] = 1; /* chunk_len beyond the buffer */
 	cr_assert_eq(keel_raft_msg_decode(b2, (size_t)n, &d), KEEL_EPROTO);
 	memcpy(b2, buf, (size_t)n);
+	b2[counts + 16] = 1; /* an outgoing id that is not there */
+	cr_assert_eq(keel_raft_msg_decode(b2, (size_t)n, &d), KEEL_EPROTO);
+	memcpy(b2, buf, (size_t)n);
 	b2[2] = 0; /* type */
 	cr_assert_eq(keel_raft_msg_decode(b2, (size_t)n, &d), KEEL_EPROTO);
 	b2[2] = KEEL_RAFT_MSG_TYPE_MAX + 1;
@@ -139,7 +143,7 @@ Test(raft_codec, entry_length_beyond_buffer_rejected)
 				  .entries = &e, .n_entries = 1}, d;
 	uint8_t buf[512];
 	int n = keel_raft_msg_encode(&m, buf, sizeof(buf));
-	size_t len_at = 4 + 13 * 8 + 16 + 20;
+	size_t len_at = 4 + 13 * 8 + 20 + 20;
 	cr_assert_eq(buf[len_at], 4);
 	buf[len_at] = 5;
 	cr_assert_eq(keel_raft_msg_decode(buf, (size_t)n, &d), KEEL_EPROTO);
@@ -162,7 +166,7 @@ Test(raft_codec, conf_payload)
 	struct keel_raft_conf c = {.n_voters = 3, .n_learners = 1, .voters = {1, 2, 3}, .learners = {4}}, d;
 	uint8_t buf[KEEL_RAFT_CONF_ENCODED_MAX];
 	int n = keel_raft_conf_encode(&c, buf, sizeof(buf));
-	cr_assert_eq(n, 8 + 4 * 8);
+	cr_assert_eq(n, 12 + 4 * 8);
 	cr_assert_eq(keel_raft_conf_decode(buf, (size_t)n, &d), 0);
 	cr_assert(!memcmp(&c, &d, sizeof(c)));
 	cr_assert(keel_raft_conf_is_voter(&d, 2));

@@ -177,7 +177,7 @@ Test(raft_membership, two_nodes_removed_leader_crash_before_commit)
 		"# has it, so it may still campaign and finish the change\n"
 		"campaign 2\n"
 		"stabilize\n"
-		"expect 2 role=candidate\n"
+		"expect 2 role=follower  # 1 of 2 refused: it cannot win\n"
 		"campaign 1\n"
 		"stabilize\n"
 		"# it led, committed its removal, stepped down and handed over\n"
@@ -238,4 +238,126 @@ Test(raft_membership, add_voter_directly_and_remove_learner)
 		"restart 2\n"
 		"run 5\n"
 		"expect 1 commit=6\n");
+}
+
+/* Joint consensus (§4.3). */
+
+Test(raft_membership, joint_replaces_two_of_three_voters)
+{
+	raft_script(
+		"nodes 3\n"
+		"campaign 1\n"
+		"stabilize\n"
+		"join 4\n"
+		"join 5\n"
+		"conf 1 add-learner 4\n"
+		"stabilize\n"
+		"conf 1 add-learner 5\n"
+		"stabilize\n"
+		"conf-joint 1 voters=1,4,5\n"
+		"expect 1 voters=1,4,5 outgoing=1,2,3 learners=-\n"
+		"conf-joint 1 voters=1,2 -> EBUSY\n"
+		"conf 1 remove 2 -> EBUSY\n"
+		"stabilize\n"
+		"# C_old,new committed, so the leader appended C_new, which committed\n"
+		"expect 1 voters=1,4,5 outgoing=- commit=6\n"
+		"expect 4 voters=1,4,5 outgoing=- commit=6\n"
+		"crash 2\n"
+		"crash 3\n"
+		"propose 1 a\n"
+		"stabilize\n"
+		"expect-sm 4 a\n"
+		"expect 1 commit=7\n");
+}
+
+Test(raft_membership, joint_needs_both_majorities)
+{
+	raft_script(
+		"nodes 3\n"
+		"campaign 1\n"
+		"stabilize\n"
+		"join 4\n"
+		"join 5\n"
+		"conf 1 add-learner 4\n"
+		"stabilize\n"
+		"conf 1 add-learner 5\n"
+		"stabilize\n"
+		"isolate 2\n"
+		"isolate 3\n"
+		"conf-joint 1 voters=1,4,5\n"
+		"stabilize\n"
+		"# 1, 4 and 5 hold it: a majority of C_new but not of C_old\n"
+		"expect 4 last=5\n"
+		"expect 1 commit=4 outgoing=1,2,3\n"
+		"heal\n"
+		"run 3\n"
+		"expect 1 commit=6 voters=1,4,5 outgoing=-\n");
+}
+
+Test(raft_membership, joint_leader_outside_new_config_steps_down)
+{
+	raft_script(
+		"nodes 3\n"
+		"campaign 1\n"
+		"stabilize\n"
+		"join 4\n"
+		"conf 1 add-learner 4\n"
+		"stabilize\n"
+		"conf-joint 1 voters=2,3,4\n"
+		"conf-joint 1 voters=2,3 -> EBUSY\n"
+		"stabilize\n"
+		"expect 1 role=follower voters=2,3,4 outgoing=-\n"
+		"expect 2 commit>4  # C_new is index 5\n"
+		"crash 1\n"
+		"eventually-leader 60\n"
+		"propose L b\n"
+		"stabilize\n"
+		"expect-sm 4 b\n");
+}
+
+Test(raft_membership, joint_finished_by_next_leader)
+{
+	raft_script(
+		"nodes 3\n"
+		"campaign 1\n"
+		"stabilize\n"
+		"join 4\n"
+		"join 5\n"
+		"conf 1 add-learner 4\n"
+		"stabilize\n"
+		"conf 1 add-learner 5\n"
+		"stabilize\n"
+		"conf-joint 1 voters=3,4,5\n"
+		"process 1\n"
+		"deliver\n"
+		"process 2\n"
+		"process 3\n"
+		"process 4\n"
+		"process 5\n"
+		"deliver 1\n"
+		"# C_old,new commits at the leader, which appends C_new and dies\n"
+		"expect 1 commit=5 last=6\n"
+		"crash 1\n"
+		"drop\n"
+		"# the next leader needs 2 of {1,2,3} and 2 of {3,4,5}, then leaves\n"
+		"# the joint configuration itself\n"
+		"eventually-leader 100\n"
+		"run 5\n"
+		"expect L voters=3,4,5 outgoing=-\n"
+		"expect 3 voters=3,4,5 outgoing=-\n");
+}
+
+Test(raft_membership, joint_bad_targets)
+{
+	raft_script(
+		"nodes 3\n"
+		"campaign 1\n"
+		"stabilize\n"
+		"conf-joint 2 voters=1,2 -> ENOTLEADER\n"
+		"conf-joint 1 learners=2 -> EBADINPUT\n"
+		"conf-joint 1 voters=1,1 -> EBADINPUT\n"
+		"conf-joint 1 voters=1,2 learners=2 -> EBADINPUT\n"
+		"conf-joint 1 voters=1,2 learners=3\n"
+		"stabilize\n"
+		"expect 3 voters=1,2 learners=3 outgoing=-\n");
 }

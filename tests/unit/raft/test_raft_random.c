@@ -49,8 +49,10 @@ static char *generate(uint64_t seed, int steps)
 			APPEND("run %d\n", 1 + (int)(next(&s) % 6));
 		else if (r < 60)
 			APPEND("any-conf %d\n", node);
-		else if (r < 63)
+		else if (r < 62)
 			APPEND("any-transfer %d\n", node);
+		else if (r < 63)
+			APPEND("any-joint\n");
 		else if (r < 67)
 			APPEND("any-snapshot %d\n", node);
 		else if (r < 71)

@@ -179,3 +179,151 @@ Test(wal_crash, every_step_and_byte_buffered)
 {
 	sweep(true, 2);
 }
+
+/* ---- truncation and compaction, crashed at every step ------------------ */
+
+struct trun {
+	uint8_t allowed[128]; /* bit g: generation g was written at index i */
+	int8_t required[128]; /* generation that must be there, -1: none */
+	uint64_t compact_lo;
+};
+
+struct tcall {
+	struct trun *t;
+	uint64_t first, last;
+	int gen;
+};
+
+static void t_done(void *arg, uint64_t last, int status)
+{
+	struct tcall *c = arg;
+	if (status == 0)
+		for (uint64_t i = c->first; i <= c->last; i++)
+			c->t->required[i] = (int8_t)c->gen;
+	free(c);
+}
+
+static void t_append(struct keel_wal *w, struct trun *t, uint64_t from, uint64_t to, int gen)
+{
+	static uint8_t bufs[3][MAXLEN + 1];
+	for (uint64_t i = from; i <= to;) {
+		struct keel_wal_entry e[3];
+		size_t n = 0;
+		uint64_t first = i;
+		while (n < 3 && i <= to) {
+			e[n] = walt_entry(bufs[n], i, (uint32_t)gen, MAXLEN);
+			t->allowed[i] |= (uint8_t)(1u << gen);
+			n++;
+			i++;
+		}
+		struct tcall *c = malloc(sizeof(*c));
+		*c = (struct tcall){t, first, i - 1, gen};
+		if (keel_wal_append(w, e, n, t_done, c)) {
+			free(c);
+			return;
+		}
+	}
+	keel_wal_flush(w);
+}
+
+static void t_truncate(struct keel_wal *w, struct trun *t, uint64_t after)
+{
+	for (uint64_t i = after + 1; i < 128; i++)
+		t->required[i] = -1; /* asked to drop: no longer owed */
+	if (keel_wal_truncate(w, after) == 0)
+		for (uint64_t i = after + 1; i < 128; i++)
+			t->allowed[i] = 0;
+}
+
+static void t_workload(struct keel_faultdisk *d, bool buffered, struct trun *t)
+{
+	memset(t->allowed, 0, sizeof(t->allowed));
+	memset(t->required, -1, sizeof(t->required));
+	t->compact_lo = 0;
+	struct keel_wal_io *io;
+	cr_assert_eq(keel_faultdisk_io(d, &io), 0);
+	struct keel_wal *w;
+	struct keel_wal_config c = cfg(buffered);
+	char err[KEEL_ERRMSG_LEN];
+	if (keel_wal_open(&w, io, &c, err))
+		return;
+	t_append(w, t, 1, 40, 0);
+	t_truncate(w, t, 25);
+	t_append(w, t, 26, 45, 1);
+	t->compact_lo = 20;
+	keel_wal_compact(w, 20);
+	t_truncate(w, t, 38);
+	t_append(w, t, 39, 60, 2);
+	t->compact_lo = 50;
+	keel_wal_compact(w, 50);
+	t_append(w, t, 61, 70, 3);
+	t->compact_lo = 80;
+	keel_wal_compact(w, 80); /* past the end: empties the log */
+	t_append(w, t, 81, 90, 4);
+	keel_wal_close(w);
+}
+
+static void t_check(struct keel_faultdisk *d, bool buffered, const struct trun *t, const char *what)
+{
+	struct keel_wal_io *io;
+	cr_assert_eq(keel_faultdisk_io(d, &io), 0);
+	struct keel_wal *w;
+	struct keel_wal_config c = cfg(buffered);
+	char err[KEEL_ERRMSG_LEN] = "";
+	cr_assert_eq(keel_wal_open(&w, io, &c, err), 0, "%s: recovery failed: %s", what, err);
+	struct walt_log l = {0};
+	cr_assert_eq(walt_read(w, &l, MAXLEN), 0, "%s", what);
+	cr_assert_eq(l.bad, 0, "%s", what);
+	cr_assert_eq(l.gap, 0, "%s", what);
+	for (uint64_t i = l.first; l.first && i <= l.last; i++)
+		cr_assert(t->allowed[i] & (1u << l.gen[i - l.first]),
+			  "%s: index %lu holds generation %u, never written there", what,
+			  (unsigned long)i, l.gen[i - l.first]);
+	for (uint64_t i = t->compact_lo + 1; i < 128; i++)
+		if (t->required[i] >= 0) {
+			cr_assert(l.first && l.first <= i && i <= l.last,
+				  "%s: acknowledged index %lu lost (log %lu..%lu)", what,
+				  (unsigned long)i, (unsigned long)l.first, (unsigned long)l.last);
+			cr_assert_eq(l.gen[i - l.first], (uint32_t)t->required[i], "%s: index %lu",
+				     what, (unsigned long)i);
+		}
+	free(l.gen);
+	keel_wal_close(w);
+}
+
+static void t_sweep(bool buffered)
+{
+	static struct trun t;
+	struct keel_faultdisk *d = keel_faultdisk_new();
+	t_workload(d, buffered, &t);
+	uint64_t steps = keel_faultdisk_ops(d);
+	t_check(d, buffered, &t, "clean run");
+	cr_assert(t.required[90] == 4 && t.required[81] == 4);
+	keel_faultdisk_free(d);
+	for (uint64_t n = 1; n <= steps + 1; n++) {
+		for (int full = 0; full < 2; full++) {
+			d = keel_faultdisk_new();
+			keel_faultdisk_crash_at(d, n);
+			t_workload(d, buffered, &t);
+			size_t ul = keel_faultdisk_unsynced_len(d);
+			keel_faultdisk_reboot(d, full ? ul : 0);
+			char what[64];
+			snprintf(what, sizeof(what), "truncate/compact crash at step %lu%s",
+				 (unsigned long)n, full ? " (last write whole)" : "");
+			t_check(d, buffered, &t, what);
+			keel_faultdisk_free(d);
+			if (!ul)
+				break;
+		}
+	}
+}
+
+Test(wal_crash, truncate_and_compact_at_every_step_direct)
+{
+	t_sweep(false);
+}
+
+Test(wal_crash, truncate_and_compact_at_every_step_buffered)
+{
+	t_sweep(true);
+}

@@ -263,3 +263,49 @@ Test(wal_files, event_fd_wakes_a_reactor)
 	cr_assert_eq(done, 1);
 	keel_wal_close(w);
 }
+
+/* io_uring refused (as under a container's seccomp profile): a seccomp
+ * filter in this test's process makes io_uring_setup fail with EPERM; AUTO
+ * must take the helper-thread path, say so in the log, and work. */
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+
+static void refuse_io_uring(void)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = {.len = (unsigned short)(sizeof(f) / sizeof(f[0])), .filter = f};
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog))
+		cr_skip_test("needs seccomp filters to simulate a refused io_uring");
+}
+
+Test(wal_files, io_uring_refused_falls_back_to_helper_thread)
+{
+	refuse_io_uring();
+	int pipefd[2];
+	cr_assert_eq(pipe(pipefd), 0);
+	int saved = dup(2);
+	dup2(pipefd[1], 2); /* catch the log line */
+	struct keel_wal *w = open_real(KEEL_WAL_ENGINE_AUTO, NULL);
+	dup2(saved, 2);
+	close(pipefd[1]);
+	char logbuf[4096] = "";
+	ssize_t n = read(pipefd[0], logbuf, sizeof(logbuf) - 1);
+	close(pipefd[0]);
+	cr_assert_gt(n, 0);
+	cr_expect(strstr(logbuf, "io_uring refused") && strstr(logbuf, "helper thread"),
+		  "log said: %s", logbuf);
+	cr_expect_str_eq(keel_wal_engine_name(w), "thread");
+	append_range(w, 1, 50, 0);
+	keel_wal_close(w);
+	w = open_real(KEEL_WAL_ENGINE_AUTO, NULL);
+	expect_log(w, 1, 50);
+	keel_wal_close(w);
+}

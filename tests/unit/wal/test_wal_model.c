@@ -5,6 +5,7 @@
  *    written at that index since the last completed truncation, holding
  *    every acknowledged entry above the compaction point. */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <stdio.h>
 
 #include "faultdisk.h"
@@ -17,7 +18,7 @@
 
 static void quiet(void)
 {
-	keel_log_set_level(KEEL_LOG_OFF);
+	keel_log_set_level(getenv("WALT_LOG") ? KEEL_LOG_DEBUG : KEEL_LOG_OFF);
 }
 TestSuite(wal_model, .init = quiet);
 
@@ -95,9 +96,11 @@ static void check_and_reset(struct keel_wal *w, bool exact, uint64_t step)
 		M.gen[i] = l.gen[i - l.first];
 		allow(i, M.gen[i]);
 	}
+	if (!l.first) /* empty: it may still say where it continues */
+		last = keel_wal_last_index(w);
 	M.last = last;
 	M.acked = last;
-	M.compact_lo = l.first ? l.first - 1 : 0;
+	M.compact_lo = l.first ? l.first - 1 : last;
 	cr_assert_eq(keel_wal_last_index(w), last);
 	free(l.gen);
 }
@@ -111,6 +114,8 @@ static void cycles(uint64_t seed, bool buffered, int steps)
 	int crashes = 0, truncs = 0, compacts = 0;
 	for (int step = 0; step < steps; step++) {
 		unsigned op = (unsigned)(walt_rand(&s) % 100);
+		if (getenv("WALT_LOG"))
+			keel_debug("step %d op %u last %lu", step, op, (unsigned long)M.last);
 		if (keel_faultdisk_is_off(d) || op < 4) {
 			/* crash (now, or the power already went) and recover */
 			size_t ul = keel_faultdisk_unsynced_len(d);
@@ -123,13 +128,23 @@ static void cycles(uint64_t seed, bool buffered, int steps)
 		} else if (op < 8) {
 			/* power fails within the next few operations */
 			keel_faultdisk_crash_at(d, 1 + walt_rand(&s) % 12);
-		} else if (op < 11) {
+		} else if (op < 10) {
+			/* the disk fills up within a few writes, for a while */
+			keel_faultdisk_fail(d, KEEL_FD_WRITE | KEEL_FD_ALLOC, 1 + walt_rand(&s) % 5,
+					    walt_rand(&s) % 2 ? -ENOSPC : -EIO, true);
+		} else if (op < 12) {
+			keel_faultdisk_clear(d); /* space returns */
+		} else if (op < 14) {
 			keel_faultdisk_crash_at(d, 0);
+			keel_faultdisk_clear(d);
 			keel_wal_flush(w);
+			/* appends found failed by the flush are not in the log */
+			if (keel_wal_last_index(w) < M.last)
+				M.last = keel_wal_last_index(w);
 			keel_wal_close(w);
 			w = open_wal(d, buffered);
 			check_and_reset(w, true, (uint64_t)step);
-		} else if (op < 16 && M.last) {
+		} else if (op < 18 && M.last > M.compact_lo) {
 			uint64_t lo = M.compact_lo;
 			uint64_t after = lo + walt_rand(&s) % (M.last - lo + 1);
 			/* asked to drop them: even if a crash interrupts, the
@@ -144,7 +159,7 @@ static void cycles(uint64_t seed, bool buffered, int steps)
 				if (after < M.last)
 					M.last = after;
 			}
-		} else if (op < 20 && M.last) {
+		} else if (op < 22 && M.last > M.compact_lo) {
 			uint64_t upto = M.compact_lo + walt_rand(&s) % (M.last - M.compact_lo + 3);
 			int rc = keel_wal_compact(w, upto);
 			if (upto > M.compact_lo)
@@ -178,6 +193,9 @@ static void cycles(uint64_t seed, bool buffered, int steps)
 				M.last = first + (uint64_t)n - 1;
 			}
 		}
+		/* after a failed append the log goes back to before it */
+		if (!keel_faultdisk_is_off(d) && keel_wal_last_index(w) < M.last)
+			M.last = keel_wal_last_index(w);
 	}
 	keel_wal_flush(w);
 	keel_wal_close(w);
@@ -193,14 +211,21 @@ static void cycles(uint64_t seed, bool buffered, int steps)
 	cr_expect_gt(compacts, 0);
 }
 
+/* WALT_SEEDS=N runs more seeds */
+static uint64_t nseeds(void)
+{
+	const char *e = getenv("WALT_SEEDS");
+	return e ? strtoull(e, NULL, 10) : 6;
+}
+
 Test(wal_model, random_cycles_direct)
 {
-	for (uint64_t seed = 1; seed <= 6; seed++)
+	for (uint64_t seed = 1; seed <= nseeds(); seed++)
 		cycles(seed, false, 1500);
 }
 
 Test(wal_model, random_cycles_buffered)
 {
-	for (uint64_t seed = 100; seed <= 105; seed++)
+	for (uint64_t seed = 1000; seed < 1000 + nseeds(); seed++)
 		cycles(seed, true, 1500);
 }

@@ -1,0 +1,95 @@
+/* Driving a WAL from a shard's reactor (include/keel/runtime.h).
+ *
+ * The WAL keeps its own io_uring (one per WAL, so a blocking flush for
+ * truncate/compact never reaps the shard's completions); what ties it to the
+ * shard is a multishot poll, in the shard's ring, on the eventfd that the
+ * WAL's ring (or its helper thread) signals when a completion is ready. When
+ * it fires, keel_wal_poll runs on the shard thread from the loop, so a
+ * sleeping shard wakes for WAL completions and durability callbacks run
+ * run-to-completion like every other event.
+ *
+ * Ownership: the reactor struct belongs to the shard thread that attached
+ * it. After keel_wal_detach it frees itself when the poll's last CQE
+ * arrives; from detach on it never touches the WAL again, so the WAL may be
+ * closed right after detach. */
+#include <errno.h>
+#include <liburing.h>
+#include <poll.h>
+#include <stddef.h>
+#include <stdlib.h>
+
+#include "keel/runtime.h"
+#include "keel/wal.h"
+
+struct keel_wal_reactor {
+	struct keel_io_op op;
+	struct keel_wal *w;
+	struct keel_shard *shard;
+	int efd;
+	bool armed, detached, in_cb;
+};
+
+static void arm(struct keel_wal_reactor *r)
+{
+	struct io_uring_sqe *sqe = keel_shard_get_sqe(r->shard, &r->op);
+	io_uring_prep_poll_multishot(sqe, r->efd, POLLIN);
+	r->armed = true;
+}
+
+static void on_ready(struct keel_io_op *op, int32_t res, uint32_t flags)
+{
+	struct keel_wal_reactor *r =
+		(struct keel_wal_reactor *)((char *)op - offsetof(struct keel_wal_reactor, op));
+	if (!(flags & IORING_CQE_F_MORE))
+		r->armed = false;
+	if (r->detached) {
+		if (!r->armed)
+			free(r);
+		return;
+	}
+	if (res < 0 && res != -ECANCELED)
+		keel_warn("wal: reactor poll on the WAL event fd: %s", keel_strerror(res));
+	r->in_cb = true;
+	keel_wal_poll(r->w); /* callbacks may detach */
+	r->in_cb = false;
+	if (r->detached) {
+		if (!r->armed)
+			free(r);
+		return;
+	}
+	if (!r->armed)
+		arm(r); /* a multishot poll can end (CQ overflow): re-arm */
+}
+
+int keel_wal_attach(struct keel_wal *w, struct keel_shard *shard, struct keel_wal_reactor **out)
+{
+	*out = NULL;
+	int efd = keel_wal_event_fd(w);
+	if (efd < 0)
+		return KEEL_ENOTSUP;
+	struct keel_wal_reactor *r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->op.complete = on_ready;
+	r->w = w;
+	r->shard = shard;
+	r->efd = efd;
+	arm(r);
+	keel_wal_poll(w); /* anything that completed before the poll was armed */
+	*out = r;
+	return 0;
+}
+
+void keel_wal_detach(struct keel_wal_reactor *r)
+{
+	if (!r)
+		return;
+	r->detached = true;
+	if (!r->armed) {
+		if (!r->in_cb)
+			free(r); /* else on_ready frees it on the way out */
+		return;
+	}
+	struct io_uring_sqe *sqe = keel_shard_get_sqe(r->shard, NULL);
+	io_uring_prep_poll_remove(sqe, (uint64_t)(uintptr_t)&r->op);
+}
