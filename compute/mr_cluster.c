@@ -880,32 +880,64 @@ static void maybe_ready(struct cnode *n)
 	send_ctl(n, n->coord_node, true, M_READY, &ns, 4);
 }
 
-static void agent_job(struct cnode *n, uint32_t from, struct rbuf *r)
+void mr_job_msg_free(struct mr_job_msg *m)
+{
+	free(m->spec);
+	free(m->arg);
+	free(m->tmpdir);
+	for (uint32_t i = 0; m->inputs && i < m->n_inputs; i++)
+		free(m->inputs[i]);
+	free(m->inputs);
+	memset(m, 0, sizeof *m);
+}
+
+int mr_job_msg_decode(const void *d, size_t len, struct mr_job_msg *m)
+{
+	memset(m, 0, sizeof *m);
+	struct rbuf r = {.p = d, .len = len};
+	m->R = r_u32(&r);
+	m->budget = r_u64(&r);
+	m->split = r_u64(&r);
+	m->no_fsync = r_u32(&r) != 0;
+	m->spec = r_str(&r);
+	m->arg = r_str(&r);
+	m->tmpdir = r_str(&r);
+	uint32_t ni = r_u32(&r);
+	if (r.bad || ni > 4096 || m->R == 0 || m->R > (1u << 20))
+		goto bad;
+	m->inputs = calloc(ni ? ni : 1, sizeof *m->inputs);
+	if (!m->inputs)
+		goto bad;
+	m->n_inputs = ni;
+	for (uint32_t i = 0; i < ni; i++)
+		m->inputs[i] = r_str(&r);
+	if (r.bad || r.pos != r.len)
+		goto bad;
+	return 0;
+bad:
+	mr_job_msg_free(m);
+	return KEEL_EPROTO;
+}
+
+static void agent_job(struct cnode *n, uint32_t from, const void *d, size_t len)
 {
 	if (n->have_job)
 		return;
 	n->coord_node = from;
-	n->R = r_u32(r);
-	n->budget = r_u64(r);
-	uint64_t split = r_u64(r);
-	n->no_fsync = r_u32(r) != 0;
-	char *spec = r_str(r), *arg = r_str(r), *tmp = r_str(r);
-	uint32_t ni = r_u32(r);
-	char **inputs = NULL;
+	struct mr_job_msg m;
 	char em[KEEL_ERRMSG_LEN] = "mr: malformed JOB message";
-	int rc = KEEL_EPROTO;
-	if (r->bad || ni > 4096 || n->R == 0 || n->R > (1u << 20))
+	int rc = mr_job_msg_decode(d, len, &m);
+	if (rc)
 		goto out;
-	inputs = calloc(ni ? ni : 1, sizeof *inputs);
-	for (uint32_t i = 0; inputs && i < ni; i++)
-		inputs[i] = r_str(r);
-	if (!inputs || r->bad)
-		goto out;
-	snprintf(n->tmpdir, sizeof n->tmpdir, "%s", tmp);
+	n->R = m.R;
+	n->budget = m.budget;
+	n->no_fsync = m.no_fsync;
+	snprintf(n->tmpdir, sizeof n->tmpdir, "%s", m.tmpdir);
 	snprintf(n->spilldir, sizeof n->spilldir, "%s/.spill-n%u", n->tmpdir, n->self);
-	if ((rc = keel_mr_job_open(&n->job, spec, arg[0] ? arg : NULL, em)))
+	if ((rc = keel_mr_job_open(&n->job, m.spec, m.arg[0] ? m.arg : NULL, em)))
 		goto out;
-	if ((rc = mr_plan_build(&n->plan, (const char *const *)inputs, ni, n->job.job, split, em)))
+	if ((rc = mr_plan_build(&n->plan, (const char *const *)m.inputs, m.n_inputs, n->job.job,
+				m.split, em)))
 		goto out;
 	if (n->job.job->setup) {
 		struct keel_mr_record *samples = NULL;
@@ -929,16 +961,11 @@ static void agent_job(struct cnode *n, uint32_t from, struct rbuf *r)
 	rc = 0;
 out:
 	if (rc) {
-		char m[KEEL_ERRMSG_LEN];
-		snprintf(m, sizeof m, "node %u: %.220s", n->self, em);
-		send_error(n, m);
+		char msg[KEEL_ERRMSG_LEN];
+		snprintf(msg, sizeof msg, "node %u: %.220s", n->self, em);
+		send_error(n, msg);
 	}
-	free(spec);
-	free(arg);
-	free(tmp);
-	for (uint32_t i = 0; inputs && i < ni; i++)
-		free(inputs[i]);
-	free(inputs);
+	mr_job_msg_free(&m);
 	if (!rc)
 		maybe_ready(n);
 }
@@ -987,7 +1014,7 @@ static void agent_recv(struct cnode *n, uint32_t from, uint16_t type, const void
 	struct rbuf r = {.p = d, .len = len};
 	switch (type) {
 	case M_JOB:
-		agent_job(n, from, &r);
+		agent_job(n, from, d, len);
 		break;
 	case M_TASKS:
 		agent_tasks(n, &r);

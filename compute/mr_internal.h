@@ -263,6 +263,21 @@ int mr_out_open(struct keel_mr_out *o, const char *path, char *errmsg);
 int mr_out_close(struct keel_mr_out *o, char *errmsg);
 void mr_out_abort(struct keel_mr_out *o);
 
+/* ---- cluster messages (mr_cluster.c) --------------------------------- */
+
+/* The JOB message a coordinator sends every node; decoded without trusting
+ * the sender (KEEL_EPROTO on anything malformed). */
+struct mr_job_msg {
+	uint32_t R;
+	uint64_t budget, split;
+	bool no_fsync;
+	char *spec, *arg, *tmpdir;
+	char **inputs;
+	uint32_t n_inputs;
+};
+int mr_job_msg_decode(const void *d, size_t len, struct mr_job_msg *m);
+void mr_job_msg_free(struct mr_job_msg *m);
+
 /* Removes a directory tree (the job's temporary directory). */
 void mr_rmtree(const char *path);
 

@@ -64,6 +64,7 @@ struct sim_ep {
 	struct keel_sim_net *net;
 	bool listening, dead;
 	uint32_t sendq;
+	uint64_t dial_timeout_ns; /* a dial not answered by then fails */
 	struct sim_conn *conns;
 	struct sim_event **heap;
 	size_t nheap, capheap;
@@ -452,6 +453,8 @@ static int sim_open(const struct keel_transport_config *cfg, struct keel_transpo
 	e->pub.cluster_id = cfg->cluster_id;
 	e->pub.max_frame = cfg->max_frame ? cfg->max_frame : KEEL_TRANSPORT_MAX_FRAME_DEFAULT;
 	e->sendq = cfg->sendq_bytes ? cfg->sendq_bytes : KEEL_TRANSPORT_SENDQ_DEFAULT;
+	e->dial_timeout_ns = (uint64_t)(cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms : 5000) *
+			     1000000u;
 	e->net = n;
 	/* Append, so endpoints are visited in open order (determinism). */
 	struct sim_ep **pp = &n->eps;
@@ -504,6 +507,10 @@ static int sim_connect(struct keel_transport *t, struct keel_addr peer, struct k
 	}
 	schedule(dst, (struct sim_event){ .at = at, .kind = EV_CONN_REQ, .peer_conn = c->id,
 					  .from = t->self });
+	/* As a handshake timeout would: a dial whose request or answer is
+	 * lost (the listener crashed with it queued) fails in the end. */
+	schedule(e, (struct sim_event){ .at = n->now + e->dial_timeout_ns, .kind = EV_CONN_FAIL,
+					.conn_id = c->id, .reason = -ETIMEDOUT });
 	return 0;
 }
 
@@ -697,7 +704,12 @@ static void handle(struct sim_ep *e, struct sim_event *ev)
 		}
 		break;
 	}
-	case EV_CONN_FAIL:
+	case EV_CONN_FAIL: {
+		struct sim_conn *c = find_conn(e, ev->conn_id);
+		if (c && c->state == C_CONNECTING)
+			conn_down(e, c, ev->reason);
+		break; /* up by now (a stale timeout), or closing: ignore */
+	}
 	case EV_CONN_DOWN: {
 		struct sim_conn *c = find_conn(e, ev->conn_id);
 		if (!c)
@@ -737,16 +749,36 @@ static int sim_poll(struct keel_transport *t, int budget)
 	return done;
 }
 
+/* Dials queued at e that e will never answer (it crashed or closed): the
+ * diallers learn it one delay later, as from a reset. */
+static void fail_queued_dials(struct sim_ep *e)
+{
+	struct keel_sim_net *n = e->net;
+	for (size_t i = 0; i < e->nheap; i++) {
+		const struct sim_event *ev = e->heap[i];
+		if (ev->kind != EV_CONN_REQ)
+			continue;
+		struct sim_ep *de;
+		struct sim_conn *dc = find_conn_any(n, ev->peer_conn, &de);
+		if (dc && dc->state == C_CONNECTING && !de->dead)
+			schedule(de, (struct sim_event){ .at = n->now + draw_delay(n),
+							 .kind = EV_CONN_FAIL, .conn_id = dc->id,
+							 .reason = -ECONNREFUSED });
+	}
+}
+
 static void sim_close(struct keel_transport *t)
 {
 	struct sim_ep *e = (struct sim_ep *)t;
 	struct keel_sim_net *n = e->net;
 	/* Peers learn of it as of a crash, unless the node is crashed (then
 	 * keel_sim_net_crash already told them). */
-	if (!e->dead)
+	if (!e->dead) {
 		for (struct sim_conn *c = e->conns; c; c = c->next)
 			if (c->state != C_CLOSING)
 				notify_twin_down(e, c, -ECONNRESET);
+		fail_queued_dials(e);
+	}
 	struct sim_ep **pp = &n->eps;
 	while (*pp && *pp != e)
 		pp = &(*pp)->next;
@@ -770,6 +802,7 @@ void keel_sim_net_crash(struct keel_sim_net *n, uint32_t node)
 			continue;
 		for (struct sim_conn *c = e->conns; c; c = c->next)
 			notify_twin_down(e, c, -ECONNRESET);
+		fail_queued_dials(e);
 		e->dead = true;
 	}
 	n->down[node] = true;

@@ -27,6 +27,9 @@
 #include "bench/mr/ref_wordcount.h"
 #include "keel/mr.h"
 
+#ifndef KEEL_BENCH_KEEL_EXE
+#define KEEL_BENCH_KEEL_EXE "keel"
+#endif
 #ifndef KEEL_BENCH_MR_DATA
 #define KEEL_BENCH_MR_DATA "bench-mr-data"
 #endif
@@ -169,6 +172,7 @@ int main(int argc, char **argv)
 	bool quick = false;
 	const char *data = KEEL_BENCH_MR_DATA;
 	int reps = 3;
+	uint64_t words_mb = 0, sort_n = 0;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--quick"))
 			quick = true;
@@ -176,8 +180,13 @@ int main(int argc, char **argv)
 			data = argv[++i];
 		else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
 			reps = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--words-mb") && i + 1 < argc)
+			words_mb = strtoull(argv[++i], NULL, 10);
+		else if (!strcmp(argv[i], "--sort-records") && i + 1 < argc)
+			sort_n = strtoull(argv[++i], NULL, 10);
 		else {
-			fprintf(stderr, "usage: bench-mr [--quick] [--data DIR] [--reps N]\n");
+			fprintf(stderr, "usage: bench-mr [--quick] [--data DIR] [--reps N] [--words-mb N]"
+				" [--sort-records N]\n");
 			return 2;
 		}
 	}
@@ -190,7 +199,11 @@ int main(int argc, char **argv)
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	uint32_t S = ncpu > 0 ? (uint32_t)ncpu : 1;
 	uint64_t words_bytes = quick ? 16ull << 20 : 1ull << 30;
-	uint64_t sort_recs = quick ? 100000 : 5000000;
+	uint64_t sort_recs = quick ? 100000 : 3000000;
+	if (words_mb)
+		words_bytes = words_mb << 20;
+	if (sort_n)
+		sort_recs = sort_n;
 	uint64_t budget = 1ull << 30; /* per shard: the sort fits, as GNU sort gets -S */
 	char wpath[4096], spath[4096], out[4096], tmpd[4096];
 	snprintf(wpath, sizeof wpath, "%s/words-%" PRIu64 ".txt", data, words_bytes);
@@ -237,6 +250,21 @@ int main(int argc, char **argv)
 			sts.reduce_keys, ref.distinct);
 		return 1;
 	}
+	/* A local 3-node cluster (3 processes, TCP on 127.0.0.1, 1 shard each)
+	 * through the keel binary, alternating with the runs above. */
+	double t_k3[16];
+	int k3_ok = 0;
+	char *k3_argv[] = {KEEL_BENCH_KEEL_EXE, "mr", "run", "wordcount", "--input", wpath,
+			   "--output", out, "--local-cluster", "3", "--shards", "1", "--no-fsync",
+			   "--mem", "1024", "--quiet", "--json", NULL};
+	for (int r = 0; r < reps; r++) {
+		rm_rf(out);
+		t_k3[r] = run_timed(k3_argv, -1, -1);
+		rm_rf(out);
+		if (t_k3[r] > 0)
+			t_k3[k3_ok++] = t_k3[r];
+	}
+	double k3 = k3_ok ? wmb / median(t_k3, k3_ok) : 0;
 	double wc = wmb / median(t_wc, reps), rf = wmb / median(t_ref, reps);
 	double k1 = wmb / median(t_k1, reps), ks = wmb / median(t_ks, reps);
 
@@ -272,6 +300,7 @@ int main(int argc, char **argv)
 	printf("%-34s %10.0f %10.1f\n", "reference wordcount (1 thread)", wmb, rf);
 	printf("%-34s %10.0f %10.1f\n", "keel wordcount, 1 shard", wmb, k1);
 	printf("%-34s %10.0f %10.1f\n", "keel wordcount, all shards", wmb, ks);
+	printf("%-34s %10.0f %10.1f\n", "keel wordcount, 3 local nodes", wmb, k3);
 	printf("%-34s %10.0f %10.1f\n", "GNU sort --parallel", smb, gs);
 	printf("%-34s %10.0f %10.1f\n", "keel sort, 1 shard", smb, s1);
 	printf("%-34s %10.0f %10.1f\n", "keel sort, all shards", smb, ss);
@@ -287,5 +316,11 @@ int main(int argc, char **argv)
 		       "\"keel\":%.1f,\"peer\":\"gnu-sort-parallel\",\"peer_value\":null,"
 		       "\"note\":\"sort failed or is not installed (coreutils)\"}\n", ss);
 	json("sort_all_shards_vs_1_shard", ss, "keel-sort-1-shard", s1, 0, "scaling, no target");
+	if (k3_ok)
+		json("wordcount_3_local_nodes_vs_1_node", k3, "keel-wordcount-1-node-all-shards", ks, 0,
+		     "3 processes x 1 shard on the same cores, TCP shuffle; no target");
+	else
+		printf("{\"bench\":\"mr\",\"case\":\"wordcount_3_local_nodes_vs_1_node\",\"unit\":\"MB/s\","
+		       "\"keel\":null,\"note\":\"the 3-node run failed\"}\n");
 	return 0;
 }

@@ -727,6 +727,7 @@ static void node_start(struct node *n)
 		.shards = 1,
 		.handlers = &handlers,
 		.user = n,
+		.handshake_timeout_ms = 200,
 		.backend_arg = S.net,
 	};
 	rc = keel_transport_open("sim", &tc, &n->t, err);
@@ -866,6 +867,10 @@ static void node_check(struct node *n)
 	keel_raft_status(n->r, &st);
 	check_election_safety(n, &st);
 	if (st.role != n->last_role || st.term != n->last_term) {
+		if (st.role != KEEL_RAFT_LEADER)
+			trace("n%llu %s term %llu (vote %llu, last %llu)", (unsigned long long)n->id,
+			      keel_raft_role_name(st.role), (unsigned long long)st.term,
+			      (unsigned long long)st.vote, (unsigned long long)st.last_index);
 		if (st.role == KEEL_RAFT_LEADER) {
 			trace("n%llu LEADER term %llu (last %llu, commit %llu)",
 			      (unsigned long long)n->id, (unsigned long long)st.term,
@@ -1296,6 +1301,16 @@ static bool run_seed(uint64_t seed, const struct opts *o)
 		check_log_matching();
 	for (int c = 0; c < NCLIENTS; c++)
 		S.ops_pending += S.clients[c].busy;
+	/* Liveness: after the faults stop, with every server up and the
+	 * network healed for 1.5 s, every client operation must finish.
+	 * Only with pre-vote: without it a removed or stale server may keep
+	 * disrupting elections for a long time (§4.2.3, §9.6), which is
+	 * Raft's known behaviour rather than a bug. */
+	if (!violated && S.pre_vote && S.ops_pending)
+		violate("liveness: %llu client operations still pending %.0fms after the faults "
+			"stopped (pre-vote on, all servers up, network healed)",
+			(unsigned long long)S.ops_pending,
+			(double)(S.end_at - S.end_faults_at) / 1e6);
 	struct keel_lin_report rep = { 0 };
 	if (!violated) {
 		enum keel_lin_verdict v = keel_lin_check(&S.hist, 2000000, &rep);
@@ -1311,6 +1326,9 @@ static bool run_seed(uint64_t seed, const struct opts *o)
 	struct keel_sim_stats ns;
 	keel_sim_net_stats(S.net, &ns);
 	uint64_t net_hash = keel_sim_net_trace_hash(S.net);
+	if (S.ops_pending && getenv("KEEL_SIM_SHOW_STUCK"))
+		fprintf(stderr, "seed %llu: %llu ops still pending after the calm\n",
+			(unsigned long long)seed, (unsigned long long)S.ops_pending);
 	if (o->single || verbose || violated) {
 		fprintf(stderr,
 			"seed %llu: %s; %d servers, %llu steps, %.0fms virtual; ops %llu done, "
@@ -1349,6 +1367,12 @@ static bool run_seed(uint64_t seed, const struct opts *o)
 			for (int j = 1; j <= S.n; j++)
 				if (j != i)
 					fprintf(stderr, " %d:%s", j, n->conn[j] ? "y" : "n");
+			fprintf(stderr, "; voters");
+			for (uint32_t k = 0; k < st.conf.n_voters; k++)
+				fprintf(stderr, " n%llu", (unsigned long long)st.conf.voters[k]);
+			fprintf(stderr, ", learners");
+			for (uint32_t k = 0; k < st.conf.n_learners; k++)
+				fprintf(stderr, " n%llu", (unsigned long long)st.conf.learners[k]);
 			fprintf(stderr, "\n");
 		}
 	}

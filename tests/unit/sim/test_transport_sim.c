@@ -380,3 +380,29 @@ Test(sim_transport, local_close_reports_zero_and_peer_reset)
 	cr_expect_eq(nodes[2].last_down_reason, -ECONNRESET);
 	stop();
 }
+
+Test(sim_transport, dial_lost_in_a_crash_fails_instead_of_hanging)
+{
+	struct keel_sim_faults f = { .delay_min_ns = 1000000, .delay_max_ns = 1000000 };
+	start(10, &f, 0);
+	struct keel_conn *c;
+	cr_assert_eq(keel_transport_connect(nodes[1].t, (struct keel_addr){ 2, 0 }, &c), 0);
+	nodes[1].out[2] = c;
+	/* The request is queued at node 2 when it crashes. */
+	keel_sim_net_crash(net, 2);
+	keel_transport_close(nodes[2].t);
+	nodes[2].t = NULL;
+	run(UINT64_MAX);
+	cr_expect_eq(nodes[1].downs, 1);
+	cr_expect_eq(nodes[1].last_down_reason, -ECONNREFUSED);
+	cr_expect_null(nodes[1].out[2]);
+	/* And a dial whose answer never comes times out. */
+	keel_sim_net_restart(net, 2);
+	open_node(2, 0);
+	keel_sim_net_block(net, 2, 1, true); /* the accept cannot come back */
+	cr_assert_eq(keel_transport_connect(nodes[1].t, (struct keel_addr){ 2, 0 }, &c), 0);
+	run(UINT64_MAX);
+	cr_expect_eq(nodes[1].downs, 2);
+	cr_expect_eq(nodes[1].last_down_reason, -ETIMEDOUT);
+	stop();
+}
