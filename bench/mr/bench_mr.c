@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -33,6 +34,20 @@
 #ifndef KEEL_BENCH_MR_DATA
 #define KEEL_BENCH_MR_DATA "bench-mr-data"
 #endif
+
+/* CPU seconds (user + system) of this process's threads, or of its
+ * waited-for children: on a shared machine, MB per CPU-second shows the
+ * engine's efficiency when wall-clock rates are swamped by other load. */
+static double cpu_s(int who)
+{
+	struct rusage ru;
+	getrusage(who, &ru);
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+static double last_cpu; /* CPU seconds of the last run_* call */
+static uint64_t split_bytes; /* per map task; 0: the engine's default */
 
 static double now_s(void)
 {
@@ -71,7 +86,7 @@ static void rm_rf(const char *p)
 /* Runs argv with stdout to out_fd (or /dev/null); returns seconds, or -1. */
 static double run_timed(char *const argv[], int out_fd, int in_fd)
 {
-	double t0 = now_s();
+	double t0 = now_s(), c0 = cpu_s(RUSAGE_CHILDREN);
 	pid_t pid = fork();
 	if (pid < 0)
 		return -1;
@@ -91,6 +106,7 @@ static double run_timed(char *const argv[], int out_fd, int in_fd)
 	int st;
 	waitpid(pid, &st, 0);
 	double t = now_s() - t0;
+	last_cpu = cpu_s(RUSAGE_CHILDREN) - c0;
 	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? t : -1;
 }
 
@@ -126,14 +142,15 @@ static double run_keel(const char *job_name, const char *input, const char *outd
 	const char *inputs[] = {input};
 	struct keel_mr_config cfg = {
 		.job = &job, .inputs = inputs, .n_inputs = 1, .output = outdir,
-		.shards = shards, .mem_budget = budget,
+		.shards = shards, .mem_budget = budget, .split_size = split_bytes,
 		.no_fsync = true, /* the peers write to the page cache too */
 	};
 	rm_rf(outdir);
-	double t0 = now_s();
+	double t0 = now_s(), c0 = cpu_s(RUSAGE_SELF);
 	if (keel_mr_run(&cfg, st, err))
 		die(job_name, err);
 	double t = now_s() - t0;
+	last_cpu = cpu_s(RUSAGE_SELF) - c0;
 	keel_mr_job_close(&job);
 	rm_rf(outdir);
 	return t;
@@ -190,8 +207,10 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (quick)
+	if (quick) {
 		reps = 1;
+		split_bytes = 2 << 20; /* small inputs: still several tasks per shard */
+	}
 	if (reps < 1)
 		reps = 1;
 	keel_log_init_from_env();
@@ -230,15 +249,20 @@ int main(int argc, char **argv)
 	struct keel_mr_stats st1, sts;
 	if (reps > 16)
 		reps = 16;
+	double c_wc[16], c_ref[16], c_k1[16], c_ks[16];
 	for (int r = 0; r < reps; r++) {
 		t_wc[r] = run_wc(wpath, &wc_count);
-		double t0 = now_s();
+		c_wc[r] = last_cpu;
+		double t0 = now_s(), cc = cpu_s(RUSAGE_SELF);
 		int rc = ref_wordcount(wpath, &ref);
 		t_ref[r] = now_s() - t0;
+		c_ref[r] = cpu_s(RUSAGE_SELF) - cc;
 		if (rc)
 			die("reference", keel_strerror(rc));
 		t_k1[r] = run_keel("wordcount", wpath, out, 1, budget, &st1);
+		c_k1[r] = last_cpu;
 		t_ks[r] = run_keel("wordcount", wpath, out, S, budget, &sts);
+		c_ks[r] = last_cpu;
 	}
 	if (sts.emitted != ref.words || st1.emitted != ref.words || (wc_count && wc_count != ref.words)) {
 		fprintf(stderr, "bench-mr: word counts disagree: keel %" PRIu64 "/%" PRIu64 " ref %" PRIu64
@@ -252,24 +276,26 @@ int main(int argc, char **argv)
 	}
 	/* A local 3-node cluster (3 processes, TCP on 127.0.0.1, 1 shard each)
 	 * through the keel binary, alternating with the runs above. */
-	double t_k3[16];
+	double t_k3[16], c_k3[16];
 	int k3_ok = 0;
 	char *k3_argv[] = {KEEL_BENCH_KEEL_EXE, "mr", "run", "wordcount", "--input", wpath,
 			   "--output", out, "--local-cluster", "3", "--shards", "1", "--no-fsync",
 			   "--mem", "1024", "--quiet", "--json", NULL};
 	for (int r = 0; r < reps; r++) {
 		rm_rf(out);
-		t_k3[r] = run_timed(k3_argv, -1, -1);
+		double t = run_timed(k3_argv, -1, -1);
 		rm_rf(out);
-		if (t_k3[r] > 0)
-			t_k3[k3_ok++] = t_k3[r];
+		if (t > 0) {
+			c_k3[k3_ok] = last_cpu;
+			t_k3[k3_ok++] = t;
+		}
 	}
 	double k3 = k3_ok ? wmb / median(t_k3, k3_ok) : 0;
 	double wc = wmb / median(t_wc, reps), rf = wmb / median(t_ref, reps);
 	double k1 = wmb / median(t_k1, reps), ks = wmb / median(t_ks, reps);
 
 	/* ---- sort ---- */
-	double t_gs[16], t_s1[16], t_ss[16];
+	double t_gs[16], t_s1[16], t_ss[16], c_gs[16], c_s1[16], c_ss[16];
 	char par[32], sorted[4200];
 	snprintf(par, sizeof par, "--parallel=%u", S);
 	snprintf(sorted, sizeof sorted, "%s/gnu-sorted", data);
@@ -278,11 +304,14 @@ int main(int argc, char **argv)
 	for (int r = 0; r < reps; r++) {
 		char *gs_argv[] = {"sort", par, "-S", "2G", "-T", tmpd, "-o", sorted, spath, NULL};
 		t_gs[r] = run_timed(gs_argv, -1, -1);
+		c_gs[r] = last_cpu;
 		if (t_gs[r] < 0)
 			gnu_ok = false;
 		unlink(sorted);
 		t_s1[r] = run_keel("sort", spath, out, 1, budget, &st1);
+		c_s1[r] = last_cpu;
 		t_ss[r] = run_keel("sort", spath, out, S, budget, &sts);
+		c_ss[r] = last_cpu;
 	}
 	rm_rf(tmpd);
 	if (sts.output_bytes != file_size(spath)) {
@@ -295,15 +324,23 @@ int main(int argc, char **argv)
 
 	printf("bench mr: %u shards, %d repetition%s (medians)%s\n", S, reps, reps > 1 ? "s" : "",
 	       quick ? ", --quick" : "");
-	printf("%-34s %10s %10s\n", "case", "MB", "MB/s");
-	printf("%-34s %10.0f %10.1f\n", "wc -w", wmb, wc);
-	printf("%-34s %10.0f %10.1f\n", "reference wordcount (1 thread)", wmb, rf);
-	printf("%-34s %10.0f %10.1f\n", "keel wordcount, 1 shard", wmb, k1);
-	printf("%-34s %10.0f %10.1f\n", "keel wordcount, all shards", wmb, ks);
-	printf("%-34s %10.0f %10.1f\n", "keel wordcount, 3 local nodes", wmb, k3);
-	printf("%-34s %10.0f %10.1f\n", "GNU sort --parallel", smb, gs);
-	printf("%-34s %10.0f %10.1f\n", "keel sort, 1 shard", smb, s1);
-	printf("%-34s %10.0f %10.1f\n", "keel sort, all shards", smb, ss);
+	printf("%-34s %8s %9s %9s %12s\n", "case", "MB", "MB/s", "CPU s", "MB/CPU-s");
+#define ROW(name, mb, t, c, k)                                                  \
+	do {                                                                    \
+		double cm_ = median(c, k);                                      \
+		printf("%-34s %8.0f %9.1f %9.2f %12.1f\n", name, mb, (mb) / median(t, k), cm_, \
+		       cm_ > 0 ? (mb) / cm_ : 0);                               \
+	} while (0)
+	ROW("wc -w", wmb, t_wc, c_wc, reps);
+	ROW("reference wordcount (1 thread)", wmb, t_ref, c_ref, reps);
+	ROW("keel wordcount, 1 shard", wmb, t_k1, c_k1, reps);
+	ROW("keel wordcount, all shards", wmb, t_ks, c_ks, reps);
+	if (k3_ok)
+		ROW("keel wordcount, 3 local nodes", wmb, t_k3, c_k3, k3_ok);
+	if (gnu_ok)
+		ROW("GNU sort --parallel", smb, t_gs, c_gs, reps);
+	ROW("keel sort, 1 shard", smb, t_s1, c_s1, reps);
+	ROW("keel sort, all shards", smb, t_ss, c_ss, reps);
 	printf("words %" PRIu64 ", distinct %" PRIu64 ", sort records %" PRIu64 "\n", ref.words,
 	       ref.distinct, sort_recs);
 	json("wordcount_all_shards_vs_1_shard", ks, "keel-wordcount-1-shard", k1, 1.8, NULL);
@@ -316,6 +353,13 @@ int main(int argc, char **argv)
 		       "\"keel\":%.1f,\"peer\":\"gnu-sort-parallel\",\"peer_value\":null,"
 		       "\"note\":\"sort failed or is not installed (coreutils)\"}\n", ss);
 	json("sort_all_shards_vs_1_shard", ss, "keel-sort-1-shard", s1, 0, "scaling, no target");
+	{
+		double ek = wmb / median(c_ks, reps), er = wmb / median(c_ref, reps);
+		printf("{\"bench\":\"mr\",\"case\":\"wordcount_mb_per_cpu_s_vs_reference\",\"unit\":"
+		       "\"MB/CPU-s\",\"keel\":%.1f,\"peer\":\"c-reference-wordcount\",\"peer_value\":%.1f,"
+		       "\"ratio\":%.2f,\"better\":\"higher\",\"note\":\"efficiency per CPU second, "
+		       "independent of other load; no target\"}\n", ek, er, er > 0 ? ek / er : 0);
+	}
 	if (k3_ok)
 		json("wordcount_3_local_nodes_vs_1_node", k3, "keel-wordcount-1-node-all-shards", ks, 0,
 		     "3 processes x 1 shard on the same cores, TCP shuffle; no target");
