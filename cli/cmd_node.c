@@ -16,6 +16,7 @@
 #include "keel/transport.h"
 
 struct node_conn {
+	struct node_conn *prev, *next; /* the shard's open connections */
 	uint64_t expect; /* next DATA seq */
 	uint64_t received;
 	uint64_t errors;
@@ -23,6 +24,7 @@ struct node_conn {
 
 struct node_shard {
 	struct keel_transport *t;
+	struct node_conn *open; /* freed at close: no on_conn_down then */
 	uint64_t msgs, bytes, errors, conns;
 } KEEL_CACHE_ALIGNED;
 
@@ -36,14 +38,32 @@ struct node {
 static void node_up(struct keel_transport *t, struct keel_conn *c)
 {
 	struct node_shard *ns = t->user;
-	c->user = calloc(1, sizeof(struct node_conn));
+	struct node_conn *nc = calloc(1, sizeof(*nc));
+	if (!nc) {
+		keel_transport_close_conn(c);
+		return;
+	}
+	nc->next = ns->open;
+	if (ns->open)
+		ns->open->prev = nc;
+	ns->open = nc;
+	c->user = nc;
 	ns->conns++;
 }
 
 static void node_down(struct keel_transport *t, struct keel_conn *c, int reason)
 {
+	struct node_shard *ns = t->user;
 	struct node_conn *nc = c->user;
-	if (nc && nc->received)
+	if (!nc)
+		return;
+	if (nc->prev)
+		nc->prev->next = nc->next;
+	else
+		ns->open = nc->next;
+	if (nc->next)
+		nc->next->prev = nc->prev;
+	if (nc->received)
 		keel_info("node: connection from n%u/s%u ended after %llu messages (%s)", c->peer.node,
 			  c->peer.shard, (unsigned long long)nc->received,
 			  reason ? keel_strerror(reason) : "closed");
@@ -55,6 +75,8 @@ static void node_recv(struct keel_transport *t, struct keel_conn *c, const struc
 {
 	struct node_shard *ns = t->user;
 	struct node_conn *nc = c->user;
+	if (!nc)
+		return;
 	ns->msgs++;
 	ns->bytes += m->len;
 	switch (m->type) {
@@ -139,6 +161,11 @@ static void node_shard_fini(struct keel_shard *shard, void *arg)
 	struct node_shard *ns = &n->shards[keel_shard_id(shard)];
 	keel_transport_close(ns->t);
 	ns->t = NULL;
+	while (ns->open) {
+		struct node_conn *nc = ns->open;
+		ns->open = nc->next;
+		free(nc);
+	}
 }
 
 static void node_usage(FILE *f)

@@ -689,6 +689,8 @@ int keel_raft_propose(struct keel_raft *r, const void *data, size_t len,
 		return KEEL_EBUSY;
 	if (len > UINT32_MAX)
 		return KEEL_ETOOBIG;
+	if (len && !data)
+		return KEEL_EBADINPUT;
 	int rc = raft_log_append(r, r->term, KEEL_RAFT_ENTRY_NORMAL, data, len);
 	if (rc)
 		return rc;

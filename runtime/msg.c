@@ -76,6 +76,17 @@ static int send_msg(struct keel_shard *s, unsigned to, uint32_t kind, union keel
 	return 0;
 }
 
+/* The rings are single-producer: a post from any thread but from's own
+ * would race with it. Cheap to check (a TLS load), fatal to miss. */
+static int check_caller(struct keel_shard *from)
+{
+	if (KEEL_LIKELY(keel_tls_shard == from))
+		return 0;
+	keel_error("keel_shard_post/call for shard %u from another thread (use "
+		   "keel_shard_post_external off shard threads)", from->id);
+	return -EPERM;
+}
+
 int keel_shard_post(struct keel_shard *from, unsigned to,
 		    void (*fn)(struct keel_shard *on, void *arg), void *arg)
 {
@@ -83,6 +94,8 @@ int keel_shard_post(struct keel_shard *from, unsigned to,
 		return -EINVAL;
 	if (KEEL_UNLIKELY(atomic_load_explicit(&from->rt->stop, memory_order_relaxed)))
 		return KEEL_ESTOPPED;
+	if (KEEL_UNLIKELY(check_caller(from)))
+		return -EPERM;
 	return send_msg(from, to, KEEL_MSG_POST, (union keel_msg_fn){.post = fn}, arg, NULL);
 }
 
@@ -94,6 +107,8 @@ int keel_shard_call(struct keel_shard *from, unsigned to,
 		return -EINVAL;
 	if (KEEL_UNLIKELY(atomic_load_explicit(&from->rt->stop, memory_order_relaxed)))
 		return KEEL_ESTOPPED;
+	if (KEEL_UNLIKELY(check_caller(from)))
+		return -EPERM;
 	return send_msg(from, to, KEEL_MSG_CALL, (union keel_msg_fn){.call = fn}, arg,
 			(void *)(uintptr_t)reply);
 }

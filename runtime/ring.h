@@ -78,7 +78,11 @@ static inline size_t keel_ring_bytes(uint32_t capacity)
 	return sizeof(struct keel_ring) + (size_t)capacity * sizeof(struct keel_ring_slot);
 }
 
-/* mem: keel_ring_bytes(capacity) zeroed bytes, cache-line aligned. */
+/* mem: keel_ring_bytes(capacity) zeroed bytes, cache-line aligned. The
+ * slots are not written here: zero already means "empty" (seq 0 never
+ * matches a position + 1 of the first lap), and leaving the fresh mmap'd
+ * pages untouched means a ring only takes memory as far as it is used
+ * (n^2 rings for n shards). */
 static inline struct keel_ring *keel_ring_init(void *mem, uint32_t capacity)
 {
 	struct keel_ring *r = (struct keel_ring *)mem;
@@ -91,8 +95,6 @@ static inline struct keel_ring *keel_ring_init(void *mem, uint32_t capacity)
 	r->cons.next = 0;
 	r->cons.mask = capacity - 1;
 	r->cons.slots = slots;
-	for (uint32_t i = 0; i < capacity; i++)
-		atomic_init(&slots[i].seq, 0);
 	return r;
 }
 

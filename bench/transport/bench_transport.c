@@ -581,6 +581,16 @@ int main(int argc, char **argv)
 			printf("%s: skipped (simulated backend, virtual time)\n", ops->name);
 			continue;
 		}
+		if (!strcmp(ops->name, "dpdk")) { /* its own program: memif peers, raw-memif peer */
+			char cmd[1200];
+			snprintf(cmd, sizeof(cmd), "exec \"$(dirname '%s')/dpdk/bench-transport-dpdk\"%s",
+				 argv[0], o.quick ? " --quick" : "");
+			fflush(stdout);
+			int rc = system(cmd);
+			if (rc != 0 && !(WIFEXITED(rc) && WEXITSTATUS(rc) == 77))
+				status = 1;
+			continue;
+		}
 		if (!ready(ops->name)) {
 			printf("%s: skipped (this bench has no setup for it yet)\n", ops->name);
 			continue;

@@ -346,7 +346,8 @@ int keel_raft_step(struct keel_raft *r, const struct keel_raft_msg *m);
  * NULL) say where; the proposal is committed iff an entry with that index
  * and term appears in a ready's committed list. KEEL_ENOTLEADER on a
  * non-leader, KEEL_EBUSY while a leadership transfer is in progress
- * (§3.10), KEEL_ETOOBIG if len exceeds UINT32_MAX. */
+ * (§3.10), KEEL_ETOOBIG if len exceeds UINT32_MAX, KEEL_EBADINPUT for
+ * NULL data with a length. */
 int keel_raft_propose(struct keel_raft *r, const void *data, size_t len,
 		      uint64_t *index, uint64_t *term);
 
@@ -365,9 +366,10 @@ int keel_raft_read_index(struct keel_raft *r, uint64_t ctx);
  * has not caught up to the leader's commit index (§4.2.1). Refused with
  * KEEL_EBUSY while another configuration entry is uncommitted, or before
  * the leader has committed an entry of its own term (the fix to the
- * single-server change bug, §4.1 footnote / raft-dev 2015), or during a
- * transfer. Removing the leader itself is allowed: it replicates the entry
- * without counting itself and steps down once it commits (§4.2.2). */
+ * single-server change bug, §4.1 footnote / raft-dev 2015), during a
+ * transfer, or while the configuration is joint. Removing the leader
+ * itself is allowed: it replicates the entry without counting itself and
+ * steps down once it commits (§4.2.2). */
 enum keel_raft_conf_op {
 	KEEL_RAFT_CONF_ADD_VOTER = 1,
 	KEEL_RAFT_CONF_ADD_LEARNER = 2,

@@ -14,7 +14,8 @@
  *   1. pollers (keel_shard_add_poller: transport backends hook in here)
  *   2. cross-shard rings: run every message other shards sent this shard
  *   3. io_uring: submit what was queued, reap completions (keel_io_op)
- *   4. timers whose deadline has passed
+ *   4. timers whose deadline has passed (checked every iteration when idle,
+ *      every 16th while busy: reading the clock costs ~100 ns in a VM)
  *   5. flush: publish this shard's outgoing messages, wake sleeping targets
  *   then repeat. With nothing to do the shard busy-polls (KEEL_IDLE_BUSY_POLL)
  *   or sleeps in io_uring_enter until its next timer, an I/O completion or a
@@ -233,8 +234,8 @@ uint64_t keel_shard_now_ns(const struct keel_shard *shard);
 /* From `from` (this thread's shard) to shard `to` (may be from itself): runs
  * fn(on = shard `to`, arg) on shard to's thread. arg is passed as is; who
  * owns what it points to is the caller's protocol. Returns 0, -EINVAL for a
- * bad shard id, KEEL_ESTOPPED once the runtime stops, or -ENOMEM if the
- * overflow queue could not grow. Messages are published at the end of the
+ * bad shard id, KEEL_ESTOPPED once the runtime stops, -EPERM when called
+ * off from's thread, or -ENOMEM if the overflow queue could not grow. Messages are published at the end of the
  * current loop phase (batched); keel_shard_flush publishes now. */
 int keel_shard_post(struct keel_shard *from, unsigned to,
 		    void (*fn)(struct keel_shard *on, void *arg), void *arg);

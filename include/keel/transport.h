@@ -261,7 +261,8 @@ struct keel_transport_ops {
 	 * from inside this call). */
 	void (*close_conn)(struct keel_conn *c);
 	/* Closes every connection and the listener and frees t. No handlers
-	 * run from inside it. For reactor backends call it from the shard
+	 * run from inside it or after it: connections still open get no
+	 * on_conn_down (the caller drops its per-connection state itself). For reactor backends call it from the shard
 	 * thread while the reactor still runs or before it is destroyed;
 	 * in-flight kernel operations are cancelled and drained. */
 	void (*close)(struct keel_transport *t);

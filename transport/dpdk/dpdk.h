@@ -23,6 +23,7 @@ struct keel_dpdk_stats {
 	uint64_t steered, arp_replies, no_mbuf;
 	/* summed over the live sessions */
 	uint64_t rel_retransmits, rel_timeouts, rel_dups, rel_out_of_order;
+	uint64_t rel_acks_sent, rel_data_sent, rel_stale;
 	/* the port's (all queues): frames the NIC/PMD dropped */
 	uint64_t port_imissed, port_ierrors, port_rx_nombuf, port_oerrors;
 };

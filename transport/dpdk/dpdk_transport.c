@@ -32,6 +32,8 @@
 #include <rte_mbuf.h>
 #include <rte_udp.h>
 
+#include "keel/config.h"
+#include "keel/runtime.h"
 #include "keel/transport.h"
 #include "transport/dpdk/dpdk.h"
 #include "transport/dpdk/dpdk_port.h"
@@ -94,6 +96,8 @@ struct dtrans {
 	uint32_t zc_held; /* mbufs held by zero-copy buffers not yet emitted */
 	uint32_t zc_limit;
 	struct keel_dpdk_stats st;
+	struct keel_shard *shard; /* reactor we are a poller of, or NULL */
+	int poller_id;
 };
 
 static inline struct dtrans *T(struct keel_transport *t)
@@ -568,13 +572,53 @@ bad_csum:
 
 /* ---- ops ---------------------------------------------------------------- */
 
+/* The [dpdk] section of the node configuration (keel/config.h keeps it as
+ * raw entries); our IP defaults to the node's listen address. */
+static int config_from_node(const struct keel_node_config *nc, struct keel_dpdk_config *dc,
+			    char *errmsg)
+{
+	keel_dpdk_config_default(dc);
+	for (size_t i = 0; i < nc->nentries; i++) {
+		const struct keel_config_entry *e = &nc->entries[i];
+		if (strcmp(e->section, "dpdk"))
+			continue;
+		int rc = keel_dpdk_config_set(dc, e->key, e->value, errmsg);
+		if (rc)
+			return keel_errmsg_set(errmsg, rc, "%s: [dpdk] %s = %s", nc->path, e->key,
+					       e->value);
+	}
+	if (!dc->ip && keel_dpdk_parse_ip(nc->listen_host, &dc->ip) != 0)
+		return keel_errmsg_set(errmsg, KEEL_ECONFIG,
+				       "%s: [dpdk] ip not set and listen host '%s' is not IPv4",
+				       nc->path, nc->listen_host);
+	return 0;
+}
+
+static int dpdk_poll(struct keel_transport *kt, int budget);
+
+/* The shard's reactor calls this first in every loop iteration. Never 0:
+ * a kernel-bypass NIC raises no event the reactor could sleep on, so the
+ * shard busy-polls (as ARCHITECTURE.md says it does with DPDK). */
+static int reactor_poll(void *arg)
+{
+	int n = dpdk_poll(arg, 32);
+	return n > 0 ? n : 1;
+}
+
 static int dpdk_open(const struct keel_transport_config *cfg, struct keel_transport **out,
 		     char *errmsg)
 {
 	const struct keel_dpdk_config *dc = cfg->backend_arg;
+	struct keel_dpdk_config from_node; /* copied into the transport below */
+	if (!dc && cfg->node) {
+		int rc = config_from_node(cfg->node, &from_node, errmsg);
+		if (rc)
+			return rc;
+		dc = &from_node;
+	}
 	if (!dc)
 		return keel_errmsg_set(errmsg, KEEL_ECONFIG,
-				       "transport dpdk: no [dpdk] configuration (backend_arg)");
+				       "transport dpdk: no [dpdk] configuration");
 	if (dc->ip == 0)
 		return keel_errmsg_set(errmsg, KEEL_ECONFIG, "transport dpdk: [dpdk] ip is not set");
 	uint32_t shards = cfg->shards ? cfg->shards : 1;
@@ -622,6 +666,16 @@ static int dpdk_open(const struct keel_transport_config *cfg, struct keel_transp
 	t->rng = (dc->loss_seed ? dc->loss_seed : 1) * 0x9e3779b97f4a7c15ull + cfg->self.shard + 1;
 	if (!t->rng)
 		t->rng = 1;
+	t->poller_id = -1;
+	if (cfg->shard) {
+		t->shard = cfg->shard;
+		t->poller_id = keel_shard_add_poller(cfg->shard, reactor_poll, &t->pub);
+		if (t->poller_id < 0) {
+			int rc2 = t->poller_id;
+			rte_free(t);
+			return keel_errmsg_set(errmsg, rc2, "transport dpdk: add poller");
+		}
+	}
 	*out = &t->pub;
 	keel_info("transport dpdk: %u/%u on %s queue %u, udp %u, epoch %#x%s", cfg->self.node,
 		  cfg->self.shard, port->name, t->queue, t->my_udp, t->epoch,
@@ -803,6 +857,8 @@ static void dpdk_close_conn(struct keel_conn *kc)
 static void dpdk_close(struct keel_transport *kt)
 {
 	struct dtrans *t = T(kt);
+	if (t->shard && t->poller_id >= 0)
+		keel_shard_remove_poller(t->shard, t->poller_id);
 	tx_flush(t);
 	while (t->nconns)
 		conn_free(t, t->conns[t->nconns - 1]);
@@ -835,6 +891,9 @@ void keel_dpdk_get_stats(struct keel_transport *kt, struct keel_dpdk_stats *out)
 		out->rel_timeouts += s->timeouts;
 		out->rel_dups += s->dups;
 		out->rel_out_of_order += s->out_of_order;
+		out->rel_acks_sent += s->acks_sent;
+		out->rel_data_sent += s->data_sent;
+		out->rel_stale += s->stale;
 	}
 }
 

@@ -63,7 +63,8 @@ static void eal_args(char *buf, size_t n, bool server, const char *sock)
 {
 	snprintf(buf, n,
 		 "--no-huge -m 256 --no-pci --no-telemetry --log-level=*:error "
-		 "--file-prefix=kbd%d%c --vdev=net_memif0,role=%s,socket=%s,mac=02:00:00:99:00:0%d",
+		 "--file-prefix=kbd%d%c "
+		 "--vdev=net_memif0,role=%s,socket=%s,socket-abstract=no,mac=02:00:00:99:00:0%d",
 		 (int)getpid(), server ? 's' : 'c', server ? "server" : "client", sock,
 		 server ? 1 : 2);
 }
@@ -212,6 +213,7 @@ struct kstate {
 	bool up, got;
 	uint64_t count;
 	bool fin;
+	bool server;
 	uint64_t peer_count;
 };
 static struct kstate ks;
@@ -237,7 +239,7 @@ static void k_recv(struct keel_transport *t, struct keel_conn *c, const struct k
 {
 	switch (m->type) {
 	case T_PING:
-		if (ks.out) { /* server: answer on our own connection to the client */
+		if (ks.server && ks.out) { /* answer on our own connection to the client */
 			struct keel_send_buf *b;
 			if (keel_transport_alloc(ks.out, m->len, &b) == 0) {
 				memcpy(b->data, m->data, m->len);
@@ -268,6 +270,7 @@ static const struct keel_transport_handlers k_handlers = {
 
 static int keel_setup(bool server, const char *sock)
 {
+	ks.server = server;
 	static struct keel_dpdk_config dc;
 	keel_dpdk_config_default(&dc);
 	char eal[512], err[KEEL_ERRMSG_LEN];
@@ -289,16 +292,20 @@ static int keel_setup(bool server, const char *sock)
 		return -1;
 	}
 	keel_transport_listen(ks.t);
-	uint64_t deadline = keel_now_ns() + 20000000000ull;
+	uint64_t deadline = keel_now_ns() + 30000000000ull;
 	while (!keel_dpdk_link_up(ks.t))
-		if (keel_now_ns() > deadline)
+		if (keel_now_ns() > deadline) {
+			fprintf(stderr, "bench-transport-dpdk: memif link not up after 30 s\n");
 			return -1;
+		}
 	if (keel_transport_connect(ks.t, (struct keel_addr){server ? 2u : 1u, 0}, &ks.out))
 		return -1;
 	while (!ks.up) {
 		keel_transport_poll(ks.t, 32);
-		if (keel_now_ns() > deadline)
+		if (keel_now_ns() > deadline) {
+			fprintf(stderr, "bench-transport-dpdk: no handshake after 30 s\n");
 			return -1;
+		}
 	}
 	return 0;
 }
@@ -346,6 +353,16 @@ static int keel_client(const char *sock, const struct opts *o, struct result *r)
 	r->p50 = (double)rtt[o->rounds / 2];
 	r->p99 = (double)rtt[(size_t)(o->rounds * 0.99)];
 	free(rtt);
+	if (getenv("KEEL_BENCH_DEBUG")) {
+		struct keel_dpdk_stats st;
+		keel_dpdk_get_stats(ks.t, &st);
+		fprintf(stderr, "client after ping-pong: tx %" PRIu64 " rx %" PRIu64
+			" pkts, retransmits %" PRIu64 ", rounds %u, acks %" PRIu64 " data %" PRIu64
+			" stale %" PRIu64 " dups %" PRIu64 " ooo %" PRIu64 " timeouts %" PRIu64 "\n",
+			st.tx_pkts, st.rx_pkts, st.retransmits, o->rounds + o->rounds / 10,
+			st.rel_acks_sent, st.rel_data_sent, st.rel_stale, st.rel_dups,
+			st.rel_out_of_order, st.rel_timeouts);
+	}
 	/* one-way 64 B: send while the connection takes them */
 	uint64_t sent = 0, t0 = keel_now_ns(), end = t0 + (uint64_t)(o->seconds * 1e9);
 	while (keel_now_ns() < end) {
@@ -372,6 +389,15 @@ static int keel_client(const char *sock, const struct opts *o, struct result *r)
 			ks.peer_count, sent);
 		return 1;
 	}
+	if (getenv("KEEL_BENCH_DEBUG")) {
+		struct keel_dpdk_stats st;
+		keel_dpdk_get_stats(ks.t, &st);
+		fprintf(stderr, "client after one-way: sent %" PRIu64 " msgs, tx %" PRIu64 " rx %" PRIu64
+			" pkts, retransmits %" PRIu64 ", acks %" PRIu64 " data %" PRIu64
+			" timeouts %" PRIu64 " nombuf %" PRIu64 "\n",
+			sent, st.tx_pkts, st.rx_pkts, st.retransmits, st.rel_acks_sent,
+			st.rel_data_sent, st.rel_timeouts, st.no_mbuf);
+	}
 	/* Delivered messages over the time until the last one was counted. */
 	r->per_s = (double)ks.peer_count / secs;
 	r->ok = 1;
@@ -395,7 +421,10 @@ static int run_pair(server_fn srv, client_fn cli, const struct opts *o, struct r
 		signal(SIGTERM, on_term);
 		_exit(srv(sock));
 	}
-	usleep(200000);
+	/* The memif client does not retry a refused connect: start it once
+	 * the server's socket exists. */
+	for (int i = 0; i < 600 && access(sock, F_OK) != 0; i++)
+		usleep(50000);
 	pid_t pc = fork();
 	if (pc == 0) {
 		struct result res = {0};
@@ -413,8 +442,13 @@ static int run_pair(server_fn srv, client_fn cli, const struct opts *o, struct r
 	memset(r, 0, sizeof(*r));
 	ssize_t n = read(pfd[0], r, sizeof(*r));
 	close(pfd[0]);
-	if (!WIFEXITED(st))
+	if (!WIFEXITED(st)) {
+		fprintf(stderr, "bench-transport-dpdk: client died (signal %d)\n",
+			WIFSIGNALED(st) ? WTERMSIG(st) : 0);
 		return -1;
+	}
+	if (WEXITSTATUS(st) != 0)
+		fprintf(stderr, "bench-transport-dpdk: client exit %d\n", WEXITSTATUS(st));
 	if (WEXITSTATUS(st) == 77)
 		return 77;
 	return n == sizeof(*r) && r->ok && WEXITSTATUS(st) == 0 ? 0 : -1;
@@ -554,9 +588,12 @@ int main(int argc, char **argv)
 	printf("%-26s %12.0f %12.0f %16.0f\n", "keel dpdk", k50, k99, kss);
 	if (tcp > 0)
 		printf("%-26s %12.0f %12s %16s\n", "keel tcp (bench-transport)", tcp, "-", "-");
+	char tcpr[32] = "n/a";
+	if (tcp > 0)
+		snprintf(tcpr, sizeof(tcpr), "%.4fx", k50 / tcp);
 	printf("\nkeel/raw rtt p50 %.2fx (target <= 2), keel dpdk/tcp rtt p50 %s (target <= 0.1), "
 	       "one-way %.2f M msg/s (goal >= 5 M per shard)\n\n",
-	       k50 / r50, tcp > 0 ? "" : "n/a", kss / 1e6);
+	       k50 / r50, tcpr, kss / 1e6);
 	json("rtt_p50_64B", "ns", k50, "raw-memif", r50, "lower", 2.0, NULL);
 	json("rtt_p99_64B", "ns", k99, "raw-memif", r99, "lower", 2.0, NULL);
 	json("rtt_p50_64B_vs_tcp", "ns", k50, "keel-tcp", tcp, "lower", 0.1, note);

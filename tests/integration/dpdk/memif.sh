@@ -11,11 +11,12 @@ sock=$dir/memif.sock
 eal="--no-huge -m 512 --no-pci --no-telemetry --log-level=*:warning"
 common=(--count "$count" --max-size ${MAXSIZE:-1048576} --seed 7 --timeout 540)
 "$node" --node 1 --ip 10.77.0.1 --mac 02:00:00:77:00:01 \
-  --eal "$eal --file-prefix=keelm1-$$ --vdev=net_memif0,role=server,socket=$sock,mac=02:00:00:77:00:01" \
+  --eal "$eal --file-prefix=keelm1-$$ --vdev=net_memif0,role=server,socket=$sock,socket-abstract=no,mac=02:00:00:77:00:01" \
   --peer "2 02:00:00:77:00:02 10.77.0.2" "${common[@]}" >"$dir/n1.log" 2>&1 & p1=$!
-sleep 0.5
+# The memif client does not retry a refused connect: wait for the socket.
+for _ in $(seq 600); do [ -S "$sock" ] && break; sleep 0.05; done
 "$node" --node 2 --ip 10.77.0.2 --mac 02:00:00:77:00:02 \
-  --eal "$eal --file-prefix=keelm2-$$ --vdev=net_memif0,role=client,socket=$sock,mac=02:00:00:77:00:02" \
+  --eal "$eal --file-prefix=keelm2-$$ --vdev=net_memif0,role=client,socket=$sock,socket-abstract=no,mac=02:00:00:77:00:02" \
   --peer "1 02:00:00:77:00:01 10.77.0.1" "${common[@]}" >"$dir/n2.log" 2>&1 & p2=$!
 wait $p1; r1=$?
 wait $p2; r2=$?
