@@ -295,14 +295,14 @@ static int cmd_run(int argc, char **argv)
 	double secs = (double)st.total_ns / 1e9;
 	double mbps = secs > 0 ? (double)st.input_bytes / 1e6 / secs : 0;
 	if (json) {
-		printf("{\"ok\":true,\"job\":\"%s\",\"output\":\"%s\",\"nodes\":%u,\"epochs\":%u,"
+		printf("{\"ok\":true,\"job\":\"%s\",\"output\":\"%s\",\"nodes\":%u,\"epochs\":%u,\"local_tasks\":%" PRIu64 ","
 		       "\"shards\":%u,\"partitions\":%u,"
 		       "\"map_tasks\":%" PRIu64 ",\"input_files\":%" PRIu64 ",\"input_bytes\":%" PRIu64
 		       ",\"input_records\":%" PRIu64 ",\"emitted\":%" PRIu64 ",\"shuffled\":%" PRIu64
 		       ",\"spills\":%" PRIu64 ",\"spill_bytes\":%" PRIu64 ",\"keys\":%" PRIu64
 		       ",\"output_bytes\":%" PRIu64 ",\"seconds\":%.3f,\"map_seconds\":%.3f,"
 		       "\"reduce_seconds\":%.3f,\"mb_per_s\":%.1f}\n",
-		       job.job->name, cfg.output, st.nodes, st.epochs, st.shards, st.partitions, st.map_tasks,
+		       job.job->name, cfg.output, st.nodes, st.epochs, st.local_tasks, st.shards, st.partitions, st.map_tasks,
 		       st.input_files,
 		       st.input_bytes, st.input_records, st.emitted, st.shuffled, st.spills, st.spill_bytes,
 		       st.reduce_keys, st.output_bytes, secs, (double)st.map_ns / 1e9,

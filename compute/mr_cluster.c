@@ -202,6 +202,9 @@ struct coord {
 	bool active;
 	uint32_t ntasks, nparts;
 	uint64_t total_bytes;
+	char *data_dir[MAXN]; /* what each node holds (READY), "" if nothing */
+	char **task_path;     /* absolute path of each task's file */
+	uint64_t local_tasks; /* tasks done on a node holding their file */
 	int32_t *task_node;  /* -1 unassigned */
 	bool *task_done;
 	uint64_t *task_bytes;
@@ -876,8 +879,18 @@ static void maybe_ready(struct cnode *n)
 		if (n->peer[x] && !n->conn[x])
 			return;
 	n->ready_sent = true;
-	uint32_t ns = (uint32_t)n->plan.n_splits;
-	send_ctl(n, n->coord_node, true, M_READY, &ns, 4);
+	/* READY carries the split count and the directory whose files this
+	 * node holds ([mr] data = DIR in its configuration), for locality. */
+	struct wbuf w = {0};
+	w_u32(&w, (uint32_t)n->plan.n_splits);
+	char abs[4096] = "";
+	const char *data = keel_node_config_get(&n->cfg, "mr", "data");
+	if (data && !realpath(data, abs))
+		abs[0] = 0;
+	w_str(&w, abs);
+	if (!w.oom)
+		send_ctl(n, n->coord_node, true, M_READY, w.p, w.len);
+	free(w.p);
 }
 
 void mr_job_msg_free(struct mr_job_msg *m)
@@ -1098,26 +1111,55 @@ static void coord_fail(struct cnode *n, int rc, const char *msg)
 /* Hands every unassigned task to the live nodes, round robin, in epoch
  * c.epoch; every live node gets a TASKS message (maybe empty) so each
  * reports SEALED in this epoch. */
+/* Whether node x holds the file of task t: its path is under the data
+ * directory x announced in READY. */
+static bool holds(const struct coord *c, uint32_t x, uint32_t t)
+{
+	const char *d = c->data_dir[x];
+	if (!d || !d[0] || !c->task_path)
+		return false;
+	size_t l = strlen(d);
+	const char *f = c->task_path[t];
+	return f && !strncmp(f, d, l) && f[l] == '/';
+}
+
 static void coord_assign(struct cnode *n)
 {
 	struct coord *c = &n->c;
 	uint32_t nodes[MAXN];
 	uint32_t nl = live_nodes(n, nodes);
+	/* Where each unassigned task goes: a live node holding its file if
+	 * there is one, else round robin. */
+	int32_t *dest = malloc((c->ntasks + 1) * sizeof *dest);
+	if (!dest) {
+		coord_fail(n, -ENOMEM, "mr: coordinator: out of memory");
+		return;
+	}
+	uint32_t rr = 0;
+	for (uint32_t t = 0; t < c->ntasks; t++) {
+		dest[t] = -1;
+		if (c->task_node[t] >= 0)
+			continue;
+		for (uint32_t i = 0; i < nl && dest[t] < 0; i++)
+			if (holds(c, nodes[i], t))
+				dest[t] = (int32_t)nodes[i];
+		if (dest[t] < 0)
+			dest[t] = (int32_t)nodes[rr++ % nl];
+	}
 	for (uint32_t i = 0; i < nl; i++) {
 		struct wbuf w = {0};
 		w_u32(&w, c->epoch);
 		w_u32(&w, 0);
 		uint32_t cnt = 0;
 		for (uint32_t t = 0; t < c->ntasks; t++)
-			if (c->task_node[t] < 0 && t % nl == i) {
+			if (dest[t] == (int32_t)nodes[i]) {
 				w_u32(&w, t);
 				cnt++;
-			}
-		for (uint32_t t = 0; t < c->ntasks; t++)
-			if (c->task_node[t] < 0 && t % nl == i)
 				c->task_node[t] = (int32_t)nodes[i];
+			}
 		if (w.oom) {
 			free(w.p);
+			free(dest);
 			coord_fail(n, -ENOMEM, "mr: coordinator: out of memory");
 			return;
 		}
@@ -1125,6 +1167,7 @@ static void coord_assign(struct cnode *n)
 		send_ctl(n, nodes[i], false, M_TASKS, w.p, w.len);
 		free(w.p);
 	}
+	free(dest);
 }
 
 static void coord_maybe_reduce(struct cnode *n)
@@ -1237,8 +1280,13 @@ static void coord_recv(struct cnode *n, uint32_t from, uint16_t type, const void
 	switch (type) {
 	case M_READY: {
 		uint32_t ns = r_u32(&r);
-		if (r.bad)
+		char *data = r_str(&r);
+		if (r.bad || !data) {
+			free(data);
 			break;
+		}
+		free(c->data_dir[from]);
+		c->data_dir[from] = data;
 		if (ns != c->ntasks) {
 			char m[KEEL_ERRMSG_LEN];
 			snprintf(m, sizeof m, "mr: node %u sees %u map tasks in the input, the coordinator %u "
@@ -1258,6 +1306,8 @@ static void coord_recv(struct cnode *n, uint32_t from, uint16_t type, const void
 		if (r.bad || t >= c->ntasks || c->task_node[t] != (int32_t)from || c->task_done[t])
 			break;
 		c->task_done[t] = true;
+		if (holds(c, from, t))
+			c->local_tasks++;
 		atomic_fetch_add(&n->tasks_done, 1);
 		atomic_fetch_add(&n->bytes_done, c->task_bytes[t]);
 		break;
@@ -1717,9 +1767,13 @@ int keel_mr_cluster_run(const struct keel_mr_config *cfg, const char *config_pat
 		rc = keel_errmsg_set(errmsg, -ENOMEM, "mr: coordinator");
 		goto out;
 	}
+	c->task_path = calloc(c->ntasks + 1, sizeof *c->task_path);
 	for (uint32_t t = 0; t < c->ntasks; t++) {
 		c->task_node[t] = -1;
 		c->task_bytes[t] = plan.splits[t].end - plan.splits[t].start;
+		char abs[4096];
+		if (c->task_path && realpath(plan.files[plan.splits[t].file].path, abs))
+			c->task_path[t] = strdup(abs);
 	}
 	mr_plan_free(&plan);
 	char absout[4096];
@@ -1758,11 +1812,17 @@ int keel_mr_cluster_run(const struct keel_mr_config *cfg, const char *config_pat
 		stats->partitions = c->nparts;
 		stats->nodes = n->npeers + 1;
 		stats->epochs = c->epoch;
+		stats->local_tasks = c->local_tasks;
 		stats->total_ns = now - n->start_ns;
 	}
 out:
 	if (rc)
 		mr_rmtree(n->tmpdir);
+	for (uint32_t t = 0; c->task_path && t < c->ntasks; t++)
+		free(c->task_path[t]);
+	free(c->task_path);
+	for (uint32_t x = 0; x < MAXN; x++)
+		free(c->data_dir[x]);
 	free(c->task_node);
 	free(c->task_done);
 	free(c->task_bytes);

@@ -766,6 +766,7 @@ int keel_mr_run(const struct keel_mr_config *cfg, struct keel_mr_stats *stats, c
 	stats->partitions = e->R;
 	stats->nodes = 1;
 	stats->epochs = 1;
+	stats->local_tasks = e->plan.n_splits;
 	for (uint32_t i = 0; i < e->S; i++) {
 		struct worker *w = &e->w[i];
 		stats->input_records += w->records;

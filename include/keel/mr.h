@@ -182,6 +182,7 @@ struct keel_mr_stats {
 	uint32_t partitions;
 	uint32_t nodes;      /* 1, or the cluster's size */
 	uint32_t epochs;     /* 1 + the number of node failures recovered from */
+	uint64_t local_tasks; /* across nodes: map tasks run on a node holding their file */
 };
 
 struct keel_mr_config {
@@ -217,7 +218,9 @@ int keel_mr_run(const struct keel_mr_config *cfg, struct keel_mr_stats *stats, c
  * keel_mr_cluster_run: it coordinates (and works); the others run
  * keel_mr_worker_run until the job ends. All nodes must see the input and
  * the output's parent directory at the same paths (the local cluster shares
- * one filesystem). cfg->shards is ignored (the node configuration says);
+ * one filesystem). A node whose configuration says `[mr] data = DIR` holds
+ * the files under DIR: their map tasks go to it while it lives (else round
+ * robin). cfg->shards is ignored (the node configuration says);
  * cfg->partitions 0 means shards x nodes. Same failure contract as
  * keel_mr_run; a worker that dies mid-job has its map tasks run again on
  * the others and the answer stays exact. */

@@ -68,6 +68,8 @@ cluster = 5
 listen = 127.0.0.1:$((base + n * 2))
 shards = 1
 secret_file = secret
+[mr]
+data = $dir/loc/n$n
 [peers]
 1 = 127.0.0.1:$((base + 2))
 2 = 127.0.0.1:$((base + 4))
@@ -89,6 +91,21 @@ kill -9 $victim 2>/dev/null
 wait $coord || fail "coordinator failed after a SIGKILL of node 3"
 cmp -s <(canon "$dir/ok9") "$dir/ref.txt" || fail "answer changed after SIGKILL of a worker"
 ok "worker SIGKILLed mid-job: exact answer ($(grep -o '"epochs":[0-9]*' "$dir/ok9.json"))"
+
+# Locality: node k holds $dir/loc/nk ([mr] data); its files' tasks run there.
+mkdir -p "$dir/loc/n1" "$dir/loc/n2" "$dir/loc/n3"
+for n in 1 2 3; do "$KEEL" mr gen words --out "$dir/loc/n$n/f.txt" --size 2000000 --seed $n || fail gen; done
+"$KEEL" mr worker --config "$dir/n2.ini" > "$dir/n2b.log" 2>&1 & pids+=($!)
+"$KEEL" mr worker --config "$dir/n3.ini" > "$dir/n3b.log" 2>&1 & pids+=($!)
+"$KEEL" mr run wordcount --config "$dir/n1.ini" --input "$dir/loc/n1" --input "$dir/loc/n2" \
+  --input "$dir/loc/n3" --output "$dir/oloc" --split 1 --json --quiet > "$dir/oloc.json" \
+  2>"$dir/n1b.log" || fail "locality run"
+tasks=$(grep -o '"map_tasks":[0-9]*' "$dir/oloc.json" | cut -d: -f2)
+grep -q "\"local_tasks\":$tasks," "$dir/oloc.json" || fail "tasks not run where their files are: $(cat "$dir/oloc.json")"
+"$KEEL" mr run wordcount --input "$dir/loc/n1" --input "$dir/loc/n2" --input "$dir/loc/n3" \
+  --output "$dir/oloc1" --quiet >/dev/null || fail "1-node locality reference"
+cmp -s <(canon "$dir/oloc") <(canon "$dir/oloc1") || fail "locality run differs from 1 node"
+ok "map tasks ran on the nodes holding their files ($tasks of $tasks), same answer"
 
 "$KEEL" mr run sort --input "$dir/sin" --output "$dir/s1" --shards 2 --quiet >/dev/null || fail "1-node sort"
 "$KEEL" mr run sort --input "$dir/sin" --output "$dir/s3" --local-cluster 3 --partitions 5 --quiet \

@@ -98,6 +98,7 @@ static bool verbose;
 static bool trace_msgs; /* KEEL_SIM_VERBOSE=2: every message stepped */
 static uint64_t now_ns;
 static uint64_t trace_hash;
+static int leader_cache = -1; /* find_leader(), per step; -1 = not known */
 
 static void KEEL_PRINTF(1, 2) trace(const char *fmt, ...)
 {
@@ -333,7 +334,7 @@ static struct sim {
 	uint64_t next_fault;
 	unsigned isolate_pct;
 	bool small_batches; /* appends carry one client entry at a time */
-	bool pre_vote, check_quorum;
+	bool pre_vote, check_quorum, lease_reads;
 	uint64_t read_ctx_seq;
 	uint64_t next_value;
 	/* Invariant state. */
@@ -374,26 +375,42 @@ static struct committed *committed_at(uint64_t index)
 	return &S.committed[index];
 }
 
+/* A fast hash of an entry's type and data (8 bytes a step): the checks
+ * below hash every entry of every log often. */
 static uint64_t entry_hash(const struct keel_raft_entry *e)
 {
-	uint64_t h = fnv(&e->type, sizeof(e->type), 0xcbf29ce484222325ull);
-	return e->len ? fnv(e->data, e->len, h) : h;
+	uint64_t h = 0x9e3779b97f4a7c15ull * (e->type + 1) ^ e->len;
+	uint32_t i = 0;
+	for (; i + 8 <= e->len; i += 8) {
+		uint64_t w;
+		memcpy(&w, e->data + i, 8);
+		h = (h ^ w) * 0xff51afd7ed558ccdull;
+		h ^= h >> 32;
+	}
+	for (; i < e->len; i++)
+		h = (h ^ e->data[i]) * 0x100000001b3ull;
+	return h;
+}
+
+static bool entries_equal(const struct keel_raft_entry *a, const struct keel_raft_entry *b)
+{
+	return a->term == b->term && a->type == b->type && a->len == b->len &&
+	       (a->len == 0 || memcmp(a->data, b->data, a->len) == 0);
 }
 
 /* An entry known committed (a server committed or applied it): it must be
  * the same everywhere, forever (state machine safety, §3.6.3). */
-static void note_committed(struct node *n, const struct keel_raft_entry *e, const char *how)
+static void note_committed(struct node *n, const struct keel_raft_entry *e, const char *how,
+			   uint64_t cur_term)
 {
 	struct committed *c = committed_at(e->index);
 	uint64_t h = entry_hash(e);
 	if (!c->set) {
-		struct keel_raft_status st;
-		keel_raft_status(n->r, &st);
 		c->set = true;
 		c->term = e->term;
 		/* The server's current term bounds the term the entry was
 		 * committed in from above: leaders of later terms must hold it. */
-		c->commit_term = st.term;
+		c->commit_term = cur_term;
 		c->hash = h;
 	} else if (c->term != e->term || c->hash != h) {
 		violate("state machine safety: n%llu %s index %llu term %llu, but index %llu was "
@@ -480,7 +497,7 @@ static void check_log_matching(void)
 				if (!ex || !ey)
 					break;
 				if (ex->term == ey->term) {
-					if (entry_hash(ex) != entry_hash(ey))
+					if (!entries_equal(ex, ey))
 						violate("log matching: n%d and n%d differ at index %llu "
 							"term %llu (same term, different entry)",
 							a, b, (unsigned long long)i,
@@ -514,9 +531,9 @@ static void client_reply(struct client *c, uint64_t value, bool ok)
 
 /* ---- the state machine */
 
-static void fsm_apply(struct node *n, const struct keel_raft_entry *e)
+static void fsm_apply(struct node *n, const struct keel_raft_entry *e, uint64_t cur_term)
 {
-	note_committed(n, e, "applied");
+	note_committed(n, e, "applied", cur_term);
 	if (e->index != n->fsm.applied + 1)
 		violate("n%llu applied index %llu after %llu (gap or repeat)",
 			(unsigned long long)n->id, (unsigned long long)e->index,
@@ -685,9 +702,10 @@ static void node_start(struct node *n)
 		.max_inflight_msgs = (uint32_t)rnd_in(1, 8),
 		.max_msg_bytes = S.small_batches ? rnd_in(1, 39) : rnd_in(40, 400),
 		.max_snapshot_chunk = rnd_in(16, 200),
-		.check_quorum = S.check_quorum,
+		.check_quorum = S.check_quorum || S.lease_reads,
 		.pre_vote = S.pre_vote,
-		.read_mode = KEEL_RAFT_READ_INDEX,
+		.read_mode = S.lease_reads ? KEEL_RAFT_READ_LEASE : KEEL_RAFT_READ_INDEX,
+		.lease_margin_ticks = 2,
 		.seed = rnd(),
 	};
 	struct keel_raft_entry *ents = calloc(n->disk.n + 1, sizeof(*ents));
@@ -768,6 +786,7 @@ static void node_crash(struct node *n)
 	n->up = false;
 	n->waiting = false;
 	S.crashes++;
+	leader_cache = -1;
 }
 
 /* Step 1-5 of the application loop in raft.h, once the batch is durable. */
@@ -792,8 +811,12 @@ static void node_finish_ready(struct node *n)
 		d->fsyncs++;
 	for (size_t i = 0; i < rd->n_msgs; i++)
 		node_send(n, &rd->msgs[i]);
-	for (size_t i = 0; i < rd->n_committed && !violated; i++)
-		fsm_apply(n, &rd->committed[i]);
+	if (rd->n_committed) {
+		struct keel_raft_status cst;
+		keel_raft_status(n->r, &cst);
+		for (size_t i = 0; i < rd->n_committed && !violated; i++)
+			fsm_apply(n, &rd->committed[i], cst.term);
+	}
 	for (size_t i = 0; i < rd->n_reads; i++) {
 		if (n->nreads < KEEL_ARRAY_LEN(n->reads))
 			n->reads[n->nreads++] = rd->reads[i];
@@ -890,7 +913,7 @@ static void node_check(struct node *n)
 	for (uint64_t i = from; i <= st.commit && !violated; i++) {
 		const struct keel_raft_entry *e = keel_raft_entry_at(n->r, i);
 		if (e)
-			note_committed(n, e, "committed");
+			note_committed(n, e, "committed", st.term);
 	}
 	if (st.commit > n->checked_commit) {
 		/* A leader that just advanced its commit index: cut it off
@@ -919,7 +942,17 @@ static int random_up_node(void)
 	return k ? ups[rnd() % (uint64_t)k] : 0;
 }
 
+/* The leader of the highest term among the servers up, or 0; computed
+ * once per step (clients and faults ask often; leader_cache). */
+static int find_leader_now(void);
 static int find_leader(void)
+{
+	if (leader_cache < 0)
+		leader_cache = find_leader_now();
+	return leader_cache;
+}
+
+static int find_leader_now(void)
 {
 	int best = 0;
 	uint64_t term = 0;
@@ -1008,7 +1041,35 @@ static void fault(void)
 			      rc ? keel_strerror(rc) : "started");
 			node_drive(&S.nodes[l]);
 		}
-	} else if (kind < 85) {
+	} else if (kind < 79) {
+		/* Joint consensus (§4.3) to a random configuration. */
+		int l = find_leader();
+		if (l && !S.nodes[l].waiting) {
+			struct keel_raft_conf target = { 0 };
+			uint32_t min_voters = S.n == 3 ? 2 : 3;
+			while (target.n_voters < min_voters) {
+				memset(&target, 0, sizeof(target));
+				for (int i = 1; i <= S.n; i++) {
+					uint64_t r = rnd() % 4;
+					if (r < 2)
+						target.voters[target.n_voters++] = (uint64_t)i;
+					else if (r == 2)
+						target.learners[target.n_learners++] = (uint64_t)i;
+				}
+			}
+			char desc[64] = "";
+			for (uint32_t k = 0; k < target.n_voters; k++) {
+				size_t len = strlen(desc);
+				snprintf(desc + len, sizeof(desc) - len, " n%llu",
+					 (unsigned long long)target.voters[k]);
+			}
+			int rc = keel_raft_propose_conf_joint(S.nodes[l].r, &target, NULL, NULL);
+			S.conf_changes += rc == 0;
+			trace("joint conf change at n%d: voters%s, %u learners: %s", l, desc,
+			      target.n_learners, rc ? keel_strerror(rc) : "proposed");
+			node_drive(&S.nodes[l]);
+		}
+	} else if (kind < 88) {
 		int l = find_leader();
 		if (l && !S.nodes[l].waiting) {
 			struct keel_raft_status st;
@@ -1154,6 +1215,7 @@ static void step(void)
 		now_ns = t;
 	keel_sim_net_advance_to(S.net, now_ns);
 	S.steps++;
+	leader_cache = -1;
 
 	if (now_ns >= S.next_fault && now_ns < S.end_faults_at) {
 		fault();
@@ -1280,11 +1342,12 @@ static bool run_seed(uint64_t seed, const struct opts *o)
 	S.small_batches = coin(60);
 	S.pre_vote = coin(60);
 	S.check_quorum = coin(80);
+	S.lease_reads = coin(25);
 	S.isolate_pct = coin(80) ? (unsigned)rnd_in(20, 70) : 0;
 	trace("seed %llu: %d servers, faults until %.0fms, end at %.0fms; pre-vote %d, "
-	      "check-quorum %d, small batches %d, leader nemesis %u%%",
+	      "check-quorum %d, lease reads %d, small batches %d, leader nemesis %u%%",
 	      (unsigned long long)seed, S.n, (double)S.end_faults_at / 1e6,
-	      (double)S.end_at / 1e6, S.pre_vote, S.check_quorum, S.small_batches,
+	      (double)S.end_at / 1e6, S.pre_vote, S.check_quorum, S.lease_reads, S.small_batches,
 	      S.isolate_pct);
 	for (int i = 1; i <= S.n; i++) {
 		S.nodes[i].id = (uint64_t)i;
