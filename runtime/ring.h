@@ -7,7 +7,7 @@
  * touched only by the producer thread, `cons` only by the consumer; the
  * slots are handed over one at a time through their `seq` field.
  *
- * Why not ck_ring (Concurrency Kit, which keel links for other uses):
+ * Why not ck_ring (Concurrency Kit, the Debian library we would use otherwise):
  *  - ck_ring 0.7 publishes every entry by storing the shared producer index
  *    and re-reads the consumer's index on every enqueue, so each message costs
  *    at least two cross-core cache-line transfers (index + slot) and there is
