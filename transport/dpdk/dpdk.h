@@ -31,6 +31,8 @@ struct keel_dpdk_stats {
 /* Reads t's counters; t must be a dpdk transport, on its own thread. */
 void keel_dpdk_get_stats(struct keel_transport *t, struct keel_dpdk_stats *out);
 
+/* Whether everything sent on c has been acknowledged by the peer. */
+bool keel_dpdk_conn_idle(struct keel_conn *c);
 /* Whether the port's link is up (memif: the peer process is attached). */
 bool keel_dpdk_link_up(struct keel_transport *t);
 

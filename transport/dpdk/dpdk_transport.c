@@ -897,6 +897,12 @@ void keel_dpdk_get_stats(struct keel_transport *kt, struct keel_dpdk_stats *out)
 	}
 }
 
+bool keel_dpdk_conn_idle(struct keel_conn *kc)
+{
+	struct dconn *c = (struct dconn *)kc;
+	return c->queued_n == 0 && keel_drel_idle(&c->s);
+}
+
 bool keel_dpdk_link_up(struct keel_transport *kt)
 {
 	struct rte_eth_link link;

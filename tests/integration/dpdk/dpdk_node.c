@@ -295,7 +295,8 @@ int main(int argc, char **argv)
 		bool all = true;
 		for (uint32_t i = 0; i < g.npeers; i++) {
 			struct peer_state *p = &g.peers[i];
-			all = all && p->got == g.count && p->sent == g.count;
+			all = all && p->got == g.count && p->sent == g.count && p->out &&
+			      keel_dpdk_conn_idle(p->out); /* all of ours acknowledged */
 		}
 		if (all && !done_at) {
 			done_at = now;
