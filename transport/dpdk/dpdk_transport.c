@@ -5,8 +5,13 @@
  *
  * A connection is one reliability session, keyed by (peer node, peer shard,
  * who dialled): A->B and B->A are two connections, as with TCP. The first
- * message of a dialled session is HELLO (cluster id); the listener answers
- * WELCOME and both sides then announce on_conn_up. Sends before that queue.
+ * messages of a session are the peer authentication handshake of
+ * transport/handshake.h (HELLO, WELCOME, AUTH: cluster id, HMAC-SHA256 with
+ * the cluster secret over both nonces), carried as internal message types
+ * over the reliable session. Nothing a peer sends before its AUTH checks
+ * out reaches on_recv: an application message before that breaks the
+ * session, a failed handshake is logged and the session dropped. The
+ * dialler's sends before the handshake ends are held and go out after AUTH.
  *
  * Zero-copy: a send buffer up to one packet's payload IS an mbuf (the
  * headers are written in front of the caller's bytes at send time) and
@@ -24,6 +29,8 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include <sodium.h>
+
 #include <rte_arp.h>
 #include <rte_ether.h>
 #include <rte_ip.h>
@@ -38,10 +45,12 @@
 #include "transport/dpdk/dpdk.h"
 #include "transport/dpdk/dpdk_port.h"
 #include "transport/dpdk/dpdk_rel.h"
+#include "transport/handshake.h"
 
 /* Internal message types, above what the layer above may use. */
 #define T_HELLO 0xfff0
 #define T_WELCOME 0xfff1
+#define T_AUTH 0xfff2
 #define INTERNAL_TYPES 0xfff0
 
 #define HDRS (KEEL_DPDK_L2L4_LEN + KEEL_DREL_HDR_LEN)
@@ -57,6 +66,7 @@ struct dbuf {
 	struct rte_mbuf *m; /* zero-copy: the payload lives in this mbuf */
 	uint8_t *heap;
 	struct dbuf *next_free;
+	struct dbuf *next_hold; /* dialler's sends held until the handshake ends */
 };
 
 struct dconn {
@@ -71,6 +81,9 @@ struct dconn {
 	uint64_t queued_bytes; /* allocated or queued, not yet emitted */
 	uint32_t queued_n;
 	bool was_full;
+	struct keel_hs hs;
+	uint64_t hs_deadline; /* ns; 0 until the first poll sets it */
+	struct dbuf *hold, *hold_tail;
 	struct dconn *next_dead;
 };
 
@@ -98,6 +111,10 @@ struct dtrans {
 	struct keel_dpdk_stats st;
 	struct keel_shard *shard; /* reactor we are a poller of, or NULL */
 	int poller_id;
+	uint8_t *secret; /* copy of the cluster secret, wiped on close */
+	size_t secret_len;
+	uint64_t hs_timeout_ns;
+	struct keel_hs_nonce_cache nonces;
 };
 
 static inline struct dtrans *T(struct keel_transport *t)
@@ -257,6 +274,82 @@ static void io_msg_done(void *ctx, struct keel_drel_msg *msg)
 static void conn_fail(struct dconn *c, int reason);
 static int send_internal(struct dconn *c, uint16_t type, const void *data, uint32_t len);
 
+static void hs_fail(struct dconn *c, int rc, const char *errmsg)
+{
+	keel_warn("dpdk: %s %u/%u: handshake failed, disconnecting: %s",
+		  c->initiator ? "to" : "from", c->pub.peer.node, c->pub.peer.shard, errmsg);
+	if (c->initiator)
+		snprintf(c->t->pub.errmsg, sizeof(c->t->pub.errmsg), "%s", errmsg);
+	conn_fail(c, rc);
+}
+
+static void conn_up(struct dconn *c)
+{
+	struct dtrans *t = c->t;
+	c->up = true;
+	keel_hs_wipe(&c->hs);
+	/* The dialler's sends made during the handshake go out now, after AUTH. */
+	struct dbuf *b = c->hold;
+	c->hold = c->hold_tail = NULL;
+	while (b) {
+		struct dbuf *n = b->next_hold;
+		b->next_hold = NULL;
+		if (keel_drel_send(&c->s, &b->msg) != 0) { /* room was reserved at alloc */
+			c->queued_bytes -= b->msg.len;
+			c->queued_n--;
+			buf_recycle(t, b);
+		}
+		b = n;
+	}
+	keel_info("dpdk: connection %s %u/%u up (authenticated)", c->initiator ? "to" : "from",
+		  c->pub.peer.node, c->pub.peer.shard);
+	if (t->pub.handlers->on_conn_up)
+		t->pub.handlers->on_conn_up(&t->pub, &c->pub);
+}
+
+static void on_handshake(struct dconn *c, uint16_t type, const uint8_t *data, uint32_t len)
+{
+	struct dtrans *t = c->t;
+	char err[KEEL_ERRMSG_LEN];
+	int rc;
+	if (c->up) {
+		rc = keel_errmsg_set(err, KEEL_EPROTO, "handshake message after the handshake");
+	} else if (!c->initiator && type == T_HELLO && c->hs.state == KEEL_HS_SERVER_WAIT_HELLO) {
+		uint8_t welcome[KEEL_HS_WELCOME_LEN];
+		rc = keel_hs_server_on_hello(&c->hs, data, len, &t->nonces, welcome, err);
+		/* The HELLO must name the node and shard the session comes from. */
+		if (rc == 0 && (c->hs.peer.node != c->pub.peer.node ||
+				c->hs.peer.shard != c->pub.peer.shard ||
+				c->hs.peer.node == t->pub.self.node))
+			rc = keel_errmsg_set(err, KEEL_EAUTH,
+					     "handshake: HELLO names %u/%u on a session from %u/%u",
+					     c->hs.peer.node, c->hs.peer.shard, c->pub.peer.node,
+					     c->pub.peer.shard);
+		if (rc == 0 && send_internal(c, T_WELCOME, welcome, sizeof(welcome)) != 0)
+			rc = keel_errmsg_set(err, KEEL_EFULL, "handshake: cannot queue WELCOME");
+	} else if (!c->initiator && type == T_AUTH && c->hs.state == KEEL_HS_SERVER_WAIT_AUTH) {
+		rc = keel_hs_server_on_auth(&c->hs, data, len, err);
+		if (rc == 0) {
+			conn_up(c);
+			return;
+		}
+	} else if (c->initiator && type == T_WELCOME && c->hs.state == KEEL_HS_CLIENT_WAIT_WELCOME) {
+		uint8_t auth[KEEL_HS_AUTH_LEN];
+		rc = keel_hs_client_on_welcome(&c->hs, data, len, auth, err);
+		if (rc == 0 && send_internal(c, T_AUTH, auth, sizeof(auth)) != 0)
+			rc = keel_errmsg_set(err, KEEL_EFULL, "handshake: cannot queue AUTH");
+		if (rc == 0) {
+			conn_up(c);
+			return;
+		}
+	} else {
+		rc = keel_errmsg_set(err, KEEL_EPROTO, "handshake: unexpected message type %#x",
+				     type);
+	}
+	if (rc < 0)
+		hs_fail(c, rc, err);
+}
+
 static void io_deliver(void *ctx, uint16_t type, const uint8_t *data, uint32_t len, bool view)
 {
 	struct dconn *c = ctx;
@@ -264,35 +357,14 @@ static void io_deliver(void *ctx, uint16_t type, const uint8_t *data, uint32_t l
 	if (c->closing)
 		return;
 	if (type >= INTERNAL_TYPES) {
-		uint64_t cid;
-		if (len != sizeof(cid)) {
-			conn_fail(c, KEEL_EPROTO);
-			return;
-		}
-		memcpy(&cid, data, sizeof(cid));
-		if (cid != t->pub.cluster_id) {
-			keel_warn("dpdk: peer %u/%u is in cluster %#llx, we are %#llx: dropped",
-				  c->pub.peer.node, c->pub.peer.shard, (unsigned long long)cid,
-				  (unsigned long long)t->pub.cluster_id);
-			conn_fail(c, KEEL_EAUTH);
-			return;
-		}
-		if (type == T_HELLO && !c->initiator && !c->up) {
-			if (send_internal(c, T_WELCOME, &t->pub.cluster_id, sizeof(cid)) != 0) {
-				conn_fail(c, KEEL_EFULL);
-				return;
-			}
-		} else if (!(type == T_WELCOME && c->initiator && !c->up)) {
-			conn_fail(c, KEEL_EPROTO);
-			return;
-		}
-		c->up = true;
-		if (t->pub.handlers->on_conn_up)
-			t->pub.handlers->on_conn_up(&t->pub, &c->pub);
+		on_handshake(c, type, data, len);
 		return;
 	}
 	if (!c->up) {
-		conn_fail(c, KEEL_EPROTO); /* data before the handshake */
+		/* Data before the peer authenticated: never delivered. */
+		char err[KEEL_ERRMSG_LEN];
+		keel_errmsg_set(err, KEEL_EPROTO, "application message before the handshake ended");
+		hs_fail(c, KEEL_EPROTO, err);
 		return;
 	}
 	struct keel_msg m = {.data = data, .len = len, .type = type, .from = c->pub.peer};
@@ -359,6 +431,9 @@ static struct dconn *conn_new(struct dtrans *t, uint32_t node, uint16_t shard, b
 		return NULL;
 	}
 	c->s.hdr_flags = initiator ? KEEL_DREL_F_INIT : 0;
+	if (!initiator)
+		keel_hs_server_start(&c->hs, t->secret, t->secret_len, t->pub.cluster_id,
+				     t->pub.self.node, t->pub.self.shard);
 	t->conns[t->nconns++] = c;
 	return c;
 }
@@ -397,6 +472,13 @@ static void conn_free(struct dtrans *t, struct dconn *c)
 			t->conns[i] = t->conns[--t->nconns];
 			break;
 		}
+	while (c->hold) {
+		struct dbuf *b = c->hold;
+		c->hold = b->next_hold;
+		b->next_hold = NULL;
+		buf_recycle(t, b);
+	}
+	keel_hs_wipe(&c->hs);
 	keel_drel_fini(&c->s);
 	free(c);
 }
@@ -621,6 +703,10 @@ static int dpdk_open(const struct keel_transport_config *cfg, struct keel_transp
 				       "transport dpdk: no [dpdk] configuration");
 	if (dc->ip == 0)
 		return keel_errmsg_set(errmsg, KEEL_ECONFIG, "transport dpdk: [dpdk] ip is not set");
+	if (!cfg->secret || cfg->secret_len < KEEL_HS_SECRET_MIN)
+		return keel_errmsg_set(errmsg, KEEL_ECONFIG,
+				       "transport dpdk: a cluster secret of at least %d bytes is required",
+				       KEEL_HS_SECRET_MIN);
 	uint32_t shards = cfg->shards ? cfg->shards : 1;
 	if (cfg->self.shard >= shards)
 		return keel_errmsg_set(errmsg, KEEL_ECONFIG, "transport dpdk: shard %u of %u",
@@ -645,6 +731,15 @@ static int dpdk_open(const struct keel_transport_config *cfg, struct keel_transp
 	t->pub.max_frame = cfg->max_frame ? cfg->max_frame : KEEL_TRANSPORT_MAX_FRAME_DEFAULT;
 	t->cfg = *dc;
 	t->port = port;
+	t->secret = malloc(cfg->secret_len);
+	if (!t->secret) {
+		rte_free(t);
+		return keel_errmsg_set(errmsg, -ENOMEM, "transport dpdk: out of memory");
+	}
+	memcpy(t->secret, cfg->secret, cfg->secret_len);
+	t->secret_len = cfg->secret_len;
+	t->hs_timeout_ns = (uint64_t)(cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms : 5000) *
+			   1000000u;
 	t->queue = (uint16_t)cfg->self.shard;
 	t->shards = shards;
 	t->my_udp = (uint16_t)(dc->udp_port + cfg->self.shard);
@@ -672,6 +767,8 @@ static int dpdk_open(const struct keel_transport_config *cfg, struct keel_transp
 		t->poller_id = keel_shard_add_poller(cfg->shard, reactor_poll, &t->pub);
 		if (t->poller_id < 0) {
 			int rc2 = t->poller_id;
+			sodium_memzero(t->secret, t->secret_len);
+			free(t->secret);
 			rte_free(t);
 			return keel_errmsg_set(errmsg, rc2, "transport dpdk: add poller");
 		}
@@ -712,7 +809,10 @@ static int dpdk_connect(struct keel_transport *kt, struct keel_addr peer, struct
 				   (uint16_t)(base + peer.shard));
 	if (!c)
 		return keel_errmsg_set(kt->errmsg, -ENOMEM, "transport dpdk: out of memory");
-	int rc = send_internal(c, T_HELLO, &t->pub.cluster_id, sizeof(t->pub.cluster_id));
+	uint8_t hello[KEEL_HS_HELLO_LEN];
+	keel_hs_client_start(&c->hs, t->secret, t->secret_len, t->pub.cluster_id, t->pub.self.node,
+			     t->pub.self.shard, peer.node, peer.shard, hello);
+	int rc = send_internal(c, T_HELLO, hello, sizeof(hello));
 	if (rc) {
 		conn_free(t, c);
 		return rc;
@@ -797,6 +897,16 @@ static int dpdk_send(struct keel_conn *kc, struct keel_send_buf *kb)
 	c->queued_bytes += b->pub.len;
 	b->msg = (struct keel_drel_msg){.data = b->pub.data, .len = b->pub.len,
 					.type = b->pub.type};
+	if (!c->up) {
+		/* Only a dialler has the conn before it is up: hold until AUTH. */
+		b->next_hold = NULL;
+		if (c->hold_tail)
+			c->hold_tail->next_hold = b;
+		else
+			c->hold = b;
+		c->hold_tail = b;
+		return 0;
+	}
 	int rc = keel_drel_send(&c->s, &b->msg);
 	if (rc) { /* cannot happen: room was reserved at alloc */
 		c->queued_bytes -= b->msg.len;
@@ -831,6 +941,16 @@ static int dpdk_poll(struct keel_transport *kt, int budget)
 		struct dconn *c = t->conns[i];
 		if (c->closing)
 			continue;
+		if (!c->up) {
+			if (!c->hs_deadline) {
+				c->hs_deadline = t->now + t->hs_timeout_ns;
+			} else if (t->now > c->hs_deadline) {
+				char err[KEEL_ERRMSG_LEN];
+				keel_errmsg_set(err, KEEL_ETIMEOUT, "handshake did not finish in time");
+				hs_fail(c, KEEL_ETIMEOUT, err);
+				continue;
+			}
+		}
 		keel_drel_pump(&c->s, t->now);
 		int rc = keel_drel_tick(&c->s, t->now);
 		if (rc < 0) {
@@ -871,6 +991,8 @@ static void dpdk_close(struct keel_transport *kt)
 	/* Whatever the PMD would not take is dropped. */
 	for (uint16_t i = 0; i < t->ntx; i++)
 		rte_pktmbuf_free(t->txq[i]);
+	sodium_memzero(t->secret, t->secret_len);
+	free(t->secret);
 	rte_free(t);
 }
 
@@ -914,7 +1036,7 @@ const struct keel_transport_ops keel_transport_dpdk_ops = {
 	.name = "dpdk",
 	.description = "DPDK kernel bypass: Ethernet/IPv4/UDP, seq/ack/retransmit/credits, busy-poll",
 	.caps = KEEL_TRANSPORT_RELIABLE | KEEL_TRANSPORT_ZERO_COPY_SEND |
-		KEEL_TRANSPORT_ZERO_COPY_RECV | KEEL_TRANSPORT_BUSY_POLL,
+		KEEL_TRANSPORT_ZERO_COPY_RECV | KEEL_TRANSPORT_BUSY_POLL | KEEL_TRANSPORT_AUTH,
 	.max_msg = 0,
 	.open = dpdk_open,
 	.listen = dpdk_listen,

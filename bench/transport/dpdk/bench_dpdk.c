@@ -283,6 +283,9 @@ static int keel_setup(bool server, const char *sock)
 		.cluster_id = 99,
 		.self = {server ? 1u : 2u, 0},
 		.shards = 1,
+		/* both processes share it: the handshake needs a cluster secret */
+		.secret = (const uint8_t *)"bench-dpdk-cluster-secret",
+		.secret_len = 25,
 		.handlers = &k_handlers,
 		.backend_arg = &dc,
 	};

@@ -9,6 +9,11 @@
  * every peer and all of its own were acknowledged, 1 on any error or
  * timeout, 77 when DPDK cannot start here.
  *
+ * Peers authenticate with --secret (the handshake of transport/handshake.h).
+ * With --expect-refused the peers are given different secrets: the node
+ * then passes only if no connection ever comes up, nothing at all reaches
+ * on_recv, and every connection it dialled is dropped with KEEL_EAUTH.
+ *
  *   dpdk_node --node 1 --ip 10.9.0.1 --eal "..." --peer "2 02:..:02 10.9.0.2" \
  *             --count 1000 --max-size 1048576 [--loss 0.01] [--shards 1]
  *
@@ -91,6 +96,9 @@ static struct {
 	bool failed;
 	uint8_t *scratch;
 	uint64_t conn_downs;
+	const char *secret;
+	bool expect_refused;
+	uint64_t ups, recvs, auth_downs;
 } g;
 
 static struct peer_state *peer_of(uint32_t node)
@@ -104,6 +112,12 @@ static struct peer_state *peer_of(uint32_t node)
 static void on_up(struct keel_transport *t, struct keel_conn *c)
 {
 	struct peer_state *p = peer_of(c->peer.node);
+	g.ups++;
+	if (g.expect_refused) {
+		fprintf(stderr, "node %u: connection %u/%u came up with a wrong secret\n", g.node,
+			c->peer.node, c->peer.shard);
+		g.failed = true;
+	}
 	if (p && !c->inbound && c == p->out)
 		p->out_up = true;
 }
@@ -111,6 +125,12 @@ static void on_up(struct keel_transport *t, struct keel_conn *c)
 static void on_recv(struct keel_transport *t, struct keel_conn *c, const struct keel_msg *m)
 {
 	struct peer_state *p = peer_of(c->peer.node);
+	g.recvs++;
+	if (g.expect_refused) {
+		fprintf(stderr, "node %u: a message from unauthenticated %u reached on_recv\n",
+			g.node, c->peer.node);
+		g.failed = true;
+	}
 	if (!p || g.failed)
 		return;
 	uint64_t want_i = p->got;
@@ -154,6 +174,10 @@ static void on_down(struct keel_transport *t, struct keel_conn *c, int reason)
 	if (p && c == p->out) {
 		p->out = NULL;
 		p->out_up = false;
+	}
+	if (g.expect_refused && reason == KEEL_EAUTH) {
+		g.auth_downs++;
+		return;
 	}
 	g.failed = true; /* nothing in these tests should break a connection */
 }
@@ -212,12 +236,14 @@ int main(int argc, char **argv)
 	g.seed = 1;
 	g.timeout_s = 120;
 	g.shards = 1;
+	g.secret = "keel-dpdk-test-cluster-secret";
 	static const struct option opts[] = {
 		{"node", 1, 0, 'n'}, {"ip", 1, 0, 'i'}, {"udp-port", 1, 0, 'u'},
 		{"mac", 1, 0, 'm'}, {"eal", 1, 0, 'e'}, {"peer", 1, 0, 'p'},
 		{"count", 1, 0, 'c'}, {"max-size", 1, 0, 's'}, {"seed", 1, 0, 'S'},
 		{"loss", 1, 0, 'l'}, {"timeout", 1, 0, 't'}, {"port", 1, 0, 'P'},
-		{"rto-us", 1, 0, 'r'}, {0, 0, 0, 0},
+		{"rto-us", 1, 0, 'r'}, {"secret", 1, 0, 'k'}, {"expect-refused", 0, 0, 'x'},
+		{0, 0, 0, 0},
 	};
 	char err[KEEL_ERRMSG_LEN];
 	int o;
@@ -233,6 +259,8 @@ int main(int argc, char **argv)
 		case 'l': key = "loss"; break;
 		case 'P': key = "port"; break;
 		case 'r': key = "rto_us"; break;
+		case 'k': g.secret = optarg; break;
+		case 'x': g.expect_refused = true; break;
 		case 'c': g.count = strtoull(optarg, NULL, 0); break;
 		case 's': g.max_size = (uint32_t)strtoul(optarg, NULL, 0); break;
 		case 'S': g.seed = strtoull(optarg, NULL, 0); break;
@@ -258,6 +286,9 @@ int main(int argc, char **argv)
 		.self = {g.node, 0},
 		.shards = g.shards,
 		.max_frame = g.max_size,
+		.secret = (const uint8_t *)g.secret,
+		.secret_len = strlen(g.secret),
+		.handshake_timeout_ms = 2000,
 		.handlers = &handlers,
 		.backend_arg = &g.dc,
 	};
@@ -298,11 +329,21 @@ int main(int argc, char **argv)
 			all = all && p->got == g.count && p->sent == g.count && p->out &&
 			      keel_dpdk_conn_idle(p->out); /* all of ours acknowledged */
 		}
+		if (g.expect_refused) {
+			/* Done once every dial was refused (p->out cleared by on_down). */
+			all = g.auth_downs >= g.npeers;
+			for (uint32_t i = 0; i < g.npeers; i++)
+				all = all && !g.peers[i].out;
+		}
 		if (all && !done_at) {
 			done_at = now;
 		}
+		/* Refused: linger past the peer's handshake timeout too, so its
+		 * half-open inbound session ends while we still listen. */
+		if (g.expect_refused && done_at && now - done_at > 3000000000ull)
+			break;
 		/* Linger: keep acking the peers' last packets for a while. */
-		if (done_at && now - done_at > 1500000000ull)
+		if (!g.expect_refused && done_at && now - done_at > 1500000000ull)
 			break;
 		if (now > deadline) {
 			fprintf(stderr, "node %u: timeout after %us\n", g.node, g.timeout_s);
@@ -328,6 +369,13 @@ int main(int argc, char **argv)
 	       g.node, g.failed ? "FAILED" : "ok", total, g.npeers, secs, st.rx_pkts, st.tx_pkts,
 	       st.rx_zero_copy, st.retransmits, st.injected_drops, st.bad_csum, st.bad_frames, st.rel_timeouts,
 	       st.port_imissed, st.port_rx_nombuf, st.port_oerrors);
+	if (g.expect_refused) {
+		printf("node %u: wrong secret: %" PRIu64 " connections up, %" PRIu64
+		       " messages delivered, %" PRIu64 " dials refused (auth)\n",
+		       g.node, g.ups, g.recvs, g.auth_downs);
+		if (g.ups || g.recvs || g.auth_downs < g.npeers)
+			g.failed = true;
+	}
 	keel_transport_close(g.t);
 	free(g.scratch);
 	return g.failed ? 1 : 0;
