@@ -640,6 +640,14 @@ static void rx_frame(struct dtrans *t, struct rte_mbuf *m, bool steer)
 	}
 	if (c->closing)
 		goto drop;
+	if (!c->up && h.type == KEEL_DREL_DATA && h.msg_len > KEEL_HS_WELCOME_LEN) {
+		/* Nothing larger than a handshake message before the peer proved
+		 * it knows the secret: it cannot make us reassemble megabytes. */
+		keel_errmsg_set(err, KEEL_EPROTO, "%u-byte message before the handshake ended",
+				h.msg_len);
+		hs_fail(c, KEEL_EPROTO, err);
+		goto drop;
+	}
 	t->st.rx_pkts++;
 	int rc = keel_drel_input(&c->s, &h, pl + KEEL_DREL_HDR_LEN, t->now);
 	if (rc < 0)
