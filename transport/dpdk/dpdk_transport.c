@@ -702,9 +702,13 @@ static void rx_frame(struct dtrans *t, struct rte_mbuf *m, bool steer)
 	if (c->closing)
 		goto drop;
 	if (!c->up && h.type == KEEL_DREL_DATA && !(h.flags & KEEL_DREL_F_BATCH) &&
-	    h.msg_len > KEEL_HS_WELCOME_LEN) {
+	    h.msg_len > KEEL_HS_WELCOME_LEN && h.seq == c->s.rx_next &&
+	    h.epoch == c->s.peer_epoch) {
 		/* Nothing larger than a handshake message before the peer proved
-		 * it knows the secret: it cannot make us reassemble megabytes. */
+		 * it knows the secret: it cannot make us reassemble megabytes.
+		 * Only a packet the session would take in order counts: after a
+		 * lost AUTH the dialler's next packets (sent after AUTH) arrive
+		 * first, and the session drops them as out of order. */
 		keel_errmsg_set(err, KEEL_EPROTO, "%u-byte message before the handshake ended",
 				h.msg_len);
 		hs_fail(c, KEEL_EPROTO, err);
