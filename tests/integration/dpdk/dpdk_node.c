@@ -121,7 +121,7 @@ static struct {
 	uint32_t node, shards;
 	uint64_t count, seed;
 	uint32_t max_size;
-	unsigned timeout_s;
+	unsigned timeout_s, handshake_ms;
 	uint32_t npeers;
 	const char *secret;
 	bool expect_refused, cross, rogue, victim;
@@ -333,7 +333,7 @@ static void *shard_main(void *arg)
 		.max_frame = g.max_size,
 		.secret = (const uint8_t *)g.secret,
 		.secret_len = strlen(g.secret),
-		.handshake_timeout_ms = 2000,
+		.handshake_timeout_ms = g.handshake_ms,
 		.handlers = &handlers,
 		.user = ss,
 		.backend_arg = &g.dc,
@@ -435,7 +435,7 @@ static int usage(void)
 {
 	fprintf(stderr, "usage: dpdk_node --node N --ip A [--udp-port P] [--mac M] --eal ARGS "
 			"[--peer 'node mac ip [port]']... [--count N] [--max-size B] [--seed S] "
-			"[--loss F] [--timeout S] [--shards N [--cross]] [--rogue | --victim]\n");
+			"[--loss F] [--timeout S] [--shards N [--cross]] [--rogue | --victim] [--handshake-ms MS]\n");
 	return 2;
 }
 
@@ -447,6 +447,7 @@ int main(int argc, char **argv)
 	g.max_size = 1u << 20;
 	g.seed = 1;
 	g.timeout_s = 120;
+	g.handshake_ms = 2000;
 	g.shards = 1;
 	g.secret = "keel-dpdk-test-cluster-secret";
 	static const struct option opts[] = {
@@ -456,7 +457,7 @@ int main(int argc, char **argv)
 		{"loss", 1, 0, 'l'}, {"timeout", 1, 0, 't'}, {"port", 1, 0, 'P'},
 		{"rto-us", 1, 0, 'r'}, {"secret", 1, 0, 'k'}, {"expect-refused", 0, 0, 'x'},
 		{"shards", 1, 0, 'N'}, {"cross", 0, 0, 'C'}, {"rogue", 0, 0, 'R'},
-		{"victim", 0, 0, 'V'}, {0, 0, 0, 0},
+		{"victim", 0, 0, 'V'}, {"handshake-ms", 1, 0, 'H'}, {0, 0, 0, 0},
 	};
 	char err[KEEL_ERRMSG_LEN];
 	int o;
@@ -482,6 +483,7 @@ int main(int argc, char **argv)
 		case 'C': g.cross = true; break;
 		case 'R': g.rogue = true; break;
 		case 'V': g.victim = true; break;
+		case 'H': g.handshake_ms = (unsigned)strtoul(optarg, NULL, 0); break;
 		default: return usage();
 		}
 		if (key && keel_dpdk_config_set(&g.dc, key, optarg, err)) {
