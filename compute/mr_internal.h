@@ -115,6 +115,13 @@ int mr_scan_open(struct mr_scan *sc, const struct mr_plan *plan, const struct mr
 bool mr_scan_next_read(struct mr_scan *sc, void **dst, size_t *len, uint64_t *off);
 int mr_scan_feed(struct mr_scan *sc, size_t got, mr_record_fn fn, void *arg,
 		 uint64_t *bytes_done, char *errmsg);
+/* The completion of an asynchronous read issued at next_read's place: res
+ * is the io_uring result. A read error gets a message naming the file; a
+ * short read of fixed-size records is finished synchronously (they want
+ * whole chunks); then feed runs. The caller retries -EINTR/-EAGAIN itself,
+ * before calling this. */
+int mr_scan_complete(struct mr_scan *sc, int32_t res, mr_record_fn fn, void *arg,
+		     uint64_t *bytes_done, char *errmsg);
 void mr_scan_close(struct mr_scan *sc);
 
 /* Runs map over every record of one split (synchronous reads). */
