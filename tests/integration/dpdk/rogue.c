@@ -288,11 +288,14 @@ int keel_test_rogue_attacks(const struct keel_dpdk_config *dc, uint16_t nqueues,
 		sess_send(&rs[4], 1, APP_TYPE, rs[4].big, BIG);
 	sess_send(&rs[5], 0, T_HELLO, rs[5].hello, KEEL_HS_HELLO_LEN);
 	sess_send(&rs[5], 1, 0xfff7, rs[5].data, sizeof(rs[5].data));
-	/* Long enough for WELCOMEs and the victim's reactions, short enough
-	 * that the victim's dial to our real node (answered once dpdk_node
-	 * opens its transport) stays within its handshake timeout. */
-	uint64_t start = keel_now_ns(), end = start + 700000000ull;
+	/* Until B and C had their WELCOME and followed up, then a while for
+	 * the victim's reactions (rogue.sh gives the victim's dial to our real
+	 * node, answered once dpdk_node opens its transport, a handshake
+	 * timeout well above this). */
+	uint64_t start = keel_now_ns(), end = start + 8000000000ull;
 	for (uint64_t now = start; now < end; now = keel_now_ns()) {
+		if (rs[1].followed && rs[2].followed && end > now + 500000000ull)
+			end = now + 500000000ull;
 		rx_some(rs, NSC, now);
 		for (int i = 1; i <= 2; i++) {
 			struct rsess *r = &rs[i];

@@ -25,12 +25,12 @@ sock=$dir/memif.sock
 t0=$SECONDS
 "$node" --node 1 --ip 10.76.0.1 --mac 02:00:00:76:00:01 --victim \
   --eal "$eal --file-prefix=$tag-1 --vdev=net_memif0,role=server,socket=$sock,socket-abstract=no,mac=02:00:00:76:00:01" \
-  --peer "2 02:00:00:76:00:02 10.76.0.2" --count "$count" --max-size 65536 --seed 3 --timeout 120 \
+  --peer "2 02:00:00:76:00:02 10.76.0.2" --count "$count" --max-size 65536 --seed 3 --timeout 120 --handshake-ms 20000 \
   >"$dir/victim.log" 2>&1 & p1=$!
 for _ in $(seq 600); do [ -S "$sock" ] && break; sleep 0.05; done
 "$node" --node 2 --ip 10.76.0.2 --mac 02:00:00:76:00:02 --rogue \
   --eal "$eal --file-prefix=$tag-2 --vdev=net_memif0,role=client,socket=$sock,socket-abstract=no,mac=02:00:00:76:00:02" \
-  --peer "1 02:00:00:76:00:01 10.76.0.1" --count "$count" --max-size 65536 --seed 3 --timeout 120 \
+  --peer "1 02:00:00:76:00:01 10.76.0.1" --count "$count" --max-size 65536 --seed 3 --timeout 120 --handshake-ms 20000 \
   >"$dir/rogue.log" 2>&1 & p2=$!
 wait $p1; r1=$?
 wait $p2; r2=$?
