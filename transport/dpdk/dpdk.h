@@ -29,6 +29,8 @@ struct keel_dpdk_stats {
 	/* summed over the live sessions */
 	uint64_t rel_retransmits, rel_timeouts, rel_dups, rel_out_of_order;
 	uint64_t rel_acks_sent, rel_data_sent, rel_stale;
+	/* messages sent, and coalesced packets among rel_data_sent */
+	uint64_t rel_msgs_sent, rel_batches_sent;
 	/* the port's (all queues): frames the NIC/PMD dropped */
 	uint64_t port_imissed, port_ierrors, port_rx_nombuf, port_oerrors;
 };
