@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "keel/runtime.h"
 #include "keel/transport.h"
 #include "tests/integration/dpdk/rogue.h"
 #include "transport/dpdk/dpdk.h"
@@ -111,7 +112,9 @@ struct shard_state {
 	struct peer_state peers[MAXP];
 	uint8_t *scratch;
 	uint64_t ups, recvs, auth_downs, tolerated_downs;
-	uint64_t done_at;
+	uint64_t done_at, start, last_report, link_deadline;
+	bool linked, spoofed, stopped;
+	int poller; /* runtime mode: the test's poller on the shard */
 	struct keel_dpdk_stats st;
 	int exit_code; /* 77: could not open */
 };
@@ -126,7 +129,9 @@ static struct {
 	const char *secret;
 	bool expect_refused, cross, rogue, victim;
 	atomic_bool failed;
-	atomic_uint ndone;
+	atomic_uint ndone, nstopped;
+	bool runtime;
+	struct keel_runtime *rt;
 	_Atomic uint64_t all_done_at;
 	pthread_barrier_t opened, finished;
 	struct shard_state sh[MAXS];
@@ -322,9 +327,10 @@ static bool shard_done(struct shard_state *ss)
 	return all;
 }
 
-static void *shard_main(void *arg)
+/* Opens shard ss's transport (a poller of `shard` when it runs on the keel
+ * runtime, NULL on a plain thread). false when it could not. */
+static bool shard_open(struct shard_state *ss, struct keel_shard *shard)
 {
-	struct shard_state *ss = arg;
 	char err[KEEL_ERRMSG_LEN];
 	struct keel_transport_config cfg = {
 		.cluster_id = CLUSTER,
@@ -336,6 +342,7 @@ static void *shard_main(void *arg)
 		.handshake_timeout_ms = g.handshake_ms,
 		.handlers = &handlers,
 		.user = ss,
+		.shard = shard,
 		.backend_arg = &g.dc,
 	};
 	int rc = keel_transport_open("dpdk", &cfg, &ss->t, err);
@@ -345,72 +352,86 @@ static void *shard_main(void *arg)
 		ss->exit_code = rc == KEEL_ECONFIG || rc == KEEL_ENOTFOUND || rc == -EINVAL ? 1 : 77;
 		ss->t = NULL;
 		fail();
-	}
-	pthread_barrier_wait(&g.opened);
-	if (!ss->t) {
-		pthread_barrier_wait(&g.finished);
-		return NULL;
+		return false;
 	}
 	keel_transport_listen(ss->t);
-	/* memif: wait for the other process to attach; af_packet: carrier. */
-	uint64_t link_deadline = keel_now_ns() + 30000000000ull;
-	while (!keel_dpdk_link_up(ss->t) && !atomic_load(&g.failed)) {
-		if (keel_now_ns() > link_deadline) {
-			fprintf(stderr, "node %u: link never came up\n", g.node);
-			fail();
+	ss->link_deadline = keel_now_ns() + 30000000000ull;
+	return true;
+}
+
+/* One turn of shard ss's test loop (the transport is polled by the caller
+ * or by the reactor): waits for the link, dials, sends, checks whether
+ * everything is done. Returns false once the shard should stop. */
+static bool shard_step(struct shard_state *ss)
+{
+	uint64_t now = keel_now_ns();
+	if (atomic_load(&g.failed))
+		return false;
+	if (!ss->linked) {
+		/* memif: wait for the other process to attach; af_packet: carrier. */
+		if (!keel_dpdk_link_up(ss->t)) {
+			if (now > ss->link_deadline) {
+				fprintf(stderr, "node %u: link never came up\n", g.node);
+				fail();
+				return false;
+			}
+			return true;
 		}
-		keel_transport_poll(ss->t, 32);
-	}
-	for (uint32_t i = 0; i < g.npeers && !atomic_load(&g.failed); i++) {
-		struct keel_addr to = {ss->peers[i].node, dial_shard(ss->shard)};
-		rc = keel_transport_connect(ss->t, to, &ss->peers[i].out);
-		if (rc) {
-			fprintf(stderr, "node %u/%u: connect %u/%u: %s\n", g.node, ss->shard, to.node,
-				to.shard, keel_strerror(rc));
-			fail();
+		ss->linked = true;
+		for (uint32_t i = 0; i < g.npeers; i++) {
+			struct keel_addr to = {ss->peers[i].node, dial_shard(ss->shard)};
+			int rc = keel_transport_connect(ss->t, to, &ss->peers[i].out);
+			if (rc) {
+				fprintf(stderr, "node %u/%u: connect %u/%u: %s\n", g.node, ss->shard,
+					to.node, to.shard, keel_strerror(rc));
+				fail();
+				return false;
+			}
 		}
+		ss->start = ss->last_report = now;
+		return true;
 	}
-	uint64_t start = keel_now_ns(), deadline = start + (uint64_t)g.timeout_s * 1000000000ull;
-	uint64_t last_report = start;
+	for (uint32_t i = 0; i < g.npeers; i++)
+		send_some(ss, &ss->peers[i]);
+	if (!ss->done_at && shard_done(ss)) {
+		ss->done_at = now;
+		if (atomic_fetch_add(&g.ndone, 1) + 1 == g.shards)
+			atomic_store(&g.all_done_at, now);
+	}
 	/* Linger after every shard is done: keep acking the peers' last packets
 	 * (and, with software steering, keep handing frames to other shards).
 	 * Refused: linger past the peer's handshake timeout too, so its
 	 * half-open inbound session ends while we still listen. */
 	uint64_t linger = g.expect_refused || g.victim ? 3000000000ull : 1500000000ull;
-	bool spoofed = false;
-	while (!atomic_load(&g.failed)) {
-		for (uint32_t i = 0; i < g.npeers; i++)
-			send_some(ss, &ss->peers[i]);
-		keel_transport_poll(ss->t, 32);
-		uint64_t now = keel_now_ns();
-		if (!ss->done_at && shard_done(ss)) {
-			ss->done_at = now;
-			if (atomic_fetch_add(&g.ndone, 1) + 1 == g.shards)
-				atomic_store(&g.all_done_at, now);
-		}
-		uint64_t all_done = atomic_load(&g.all_done_at);
-		if (g.rogue && !spoofed && ss->shard == 0 && all_done && now - all_done > 300000000ull) {
-			spoofed = true;
-			if (keel_test_rogue_spoof_restart(&g.dc, g.node, 0, g.dc.peers[0].node, 0) != 0)
-				fail();
-		}
-		if (all_done && now - all_done > linger)
-			break;
-		if (now > deadline) {
-			fprintf(stderr, "node %u/%u: timeout after %us\n", g.node, ss->shard,
-				g.timeout_s);
+	uint64_t all_done = atomic_load(&g.all_done_at);
+	if (g.rogue && !ss->spoofed && ss->shard == 0 && all_done && now - all_done > 300000000ull) {
+		ss->spoofed = true;
+		if (keel_test_rogue_spoof_restart(&g.dc, g.node, 0, g.dc.peers[0].node, 0) != 0)
 			fail();
-		}
-		if (now - last_report > 5000000000ull) {
-			last_report = now;
-			for (uint32_t i = 0; i < g.npeers; i++)
-				fprintf(stderr, "node %u/%u: peer %u: sent %" PRIu64 " got %" PRIu64 "\n",
-					g.node, ss->shard, ss->peers[i].node, ss->peers[i].sent,
-					ss->peers[i].got);
-		}
 	}
+	if (all_done && now - all_done > linger)
+		return false;
+	if (now - ss->start > (uint64_t)g.timeout_s * 1000000000ull) {
+		fprintf(stderr, "node %u/%u: timeout after %us\n", g.node, ss->shard, g.timeout_s);
+		fail();
+		return false;
+	}
+	if (now - ss->last_report > 5000000000ull) {
+		ss->last_report = now;
+		for (uint32_t i = 0; i < g.npeers; i++)
+			fprintf(stderr, "node %u/%u: peer %u: sent %" PRIu64 " got %" PRIu64 "\n",
+				g.node, ss->shard, ss->peers[i].node, ss->peers[i].sent,
+				ss->peers[i].got);
+	}
+	return true;
+}
+
+/* Prints shard ss's line (counters included); on its own thread. */
+static void shard_report(struct shard_state *ss)
+{
 	keel_dpdk_get_stats(ss->t, &ss->st);
-	double secs = (double)((ss->done_at ? ss->done_at : keel_now_ns()) - start) / 1e9;
+	double secs = (double)((ss->done_at ? ss->done_at : keel_now_ns()) -
+			       (ss->start ? ss->start : keel_now_ns())) / 1e9;
 	uint64_t total = 0;
 	for (uint32_t i = 0; i < g.npeers; i++)
 		total += ss->peers[i].got;
@@ -419,23 +440,105 @@ static void *shard_main(void *arg)
 	       " tx %" PRIu64 " pkts, zero-copy deliveries %" PRIu64 ", retransmits %" PRIu64
 	       ", injected drops %" PRIu64 ", bad csum %" PRIu64 " bad frames %" PRIu64
 	       ", timeouts %" PRIu64 ", port missed %" PRIu64 " nombuf %" PRIu64 " oerr %" PRIu64
-	       ", steered out %" PRIu64 " in %" PRIu64 ", steering %s\n",
+	       ", steered out %" PRIu64 " in %" PRIu64 ", steering %s%s\n",
 	       g.node, ss->shard, atomic_load(&g.failed) ? "FAILED" : "ok", total, g.npeers, secs,
 	       st->rx_pkts, st->tx_pkts, st->rx_zero_copy, st->retransmits, st->injected_drops,
 	       st->bad_csum, st->bad_frames, st->rel_timeouts, st->port_imissed,
 	       st->port_rx_nombuf, st->port_oerrors, st->steered, st->steered_in,
-	       st->flow_steering ? "rte_flow" : "software");
+	       st->flow_steering ? "rte_flow" : "software", g.runtime ? ", on the keel runtime" : "");
+	fflush(stdout);
+}
+
+/* A plain thread per shard: it polls its transport itself. */
+static void *shard_main(void *arg)
+{
+	struct shard_state *ss = arg;
+	bool ok = shard_open(ss, NULL);
+	pthread_barrier_wait(&g.opened);
+	if (ok) {
+		while (shard_step(ss))
+			keel_transport_poll(ss->t, 32);
+		shard_report(ss);
+	}
 	/* No shard closes while another still polls its frames. */
 	pthread_barrier_wait(&g.finished);
-	keel_transport_close(ss->t);
+	if (ok)
+		keel_transport_close(ss->t);
 	return NULL;
+}
+
+/* On the keel runtime (--runtime): shard s of the runtime (hwloc placement,
+ * its reactor busy-polls the transport as a poller) runs shard s's test
+ * from a second poller; the last shard to finish stops the runtime. */
+static int rt_poll(void *arg)
+{
+	struct shard_state *ss = arg;
+	if (ss->stopped)
+		return 0;
+	if (!shard_step(ss)) {
+		ss->stopped = true;
+		if (atomic_fetch_add(&g.nstopped, 1) + 1 == g.shards || atomic_load(&g.failed))
+			keel_runtime_stop(g.rt);
+	}
+	return 1;
+}
+
+static void rt_init(struct keel_shard *shard, void *arg)
+{
+	(void)arg;
+	struct shard_state *ss = &g.sh[keel_shard_id(shard)];
+	if (!shard_open(ss, shard)) {
+		keel_runtime_stop(g.rt);
+		return;
+	}
+	ss->poller = keel_shard_add_poller(shard, rt_poll, ss);
+	if (ss->poller < 0) {
+		fail();
+		keel_runtime_stop(g.rt);
+	}
+}
+
+static void rt_fini(struct keel_shard *shard, void *arg)
+{
+	(void)arg;
+	struct shard_state *ss = &g.sh[keel_shard_id(shard)];
+	if (!ss->t)
+		return;
+	shard_report(ss);
+	if (ss->poller >= 0)
+		keel_shard_remove_poller(shard, ss->poller);
+	keel_transport_close(ss->t);
+}
+
+static int run_on_runtime(void)
+{
+	char err[KEEL_ERRMSG_LEN];
+	struct keel_runtime_config rc = {
+		.nshards = g.shards,
+		.overcommit = true, /* 2 shards per node, 2 nodes, on a 2-core machine */
+		.idle = KEEL_IDLE_BUSY_POLL,
+		.node_id = (int)g.node,
+	};
+	if (keel_runtime_create(&rc, &g.rt, err) != 0) {
+		fprintf(stderr, "node %u: runtime: %s\n", g.node, err);
+		return 1;
+	}
+	int r = keel_runtime_start(g.rt, rt_init, rt_fini, NULL);
+	if (r == 0)
+		r = keel_runtime_wait(g.rt);
+	if (r) {
+		fprintf(stderr, "node %u: runtime: %s\n", g.node, keel_runtime_errmsg(g.rt));
+		fail();
+	}
+	keel_runtime_destroy(g.rt);
+	return 0;
 }
 
 static int usage(void)
 {
 	fprintf(stderr, "usage: dpdk_node --node N --ip A [--udp-port P] [--mac M] --eal ARGS "
 			"[--peer 'node mac ip [port]']... [--count N] [--max-size B] [--seed S] "
-			"[--loss F] [--timeout S] [--shards N [--cross]] [--rogue | --victim] [--handshake-ms MS]\n");
+			"[--loss F] [--timeout S] [--shards N [--cross]] [--rogue | --victim] [--handshake-ms MS] [--runtime]\n");
 	return 2;
 }
 
@@ -457,7 +560,8 @@ int main(int argc, char **argv)
 		{"loss", 1, 0, 'l'}, {"timeout", 1, 0, 't'}, {"port", 1, 0, 'P'},
 		{"rto-us", 1, 0, 'r'}, {"secret", 1, 0, 'k'}, {"expect-refused", 0, 0, 'x'},
 		{"shards", 1, 0, 'N'}, {"cross", 0, 0, 'C'}, {"rogue", 0, 0, 'R'},
-		{"victim", 0, 0, 'V'}, {"handshake-ms", 1, 0, 'H'}, {0, 0, 0, 0},
+		{"victim", 0, 0, 'V'}, {"handshake-ms", 1, 0, 'H'}, {"runtime", 0, 0, 'T'},
+		{0, 0, 0, 0},
 	};
 	char err[KEEL_ERRMSG_LEN];
 	int o;
@@ -483,6 +587,7 @@ int main(int argc, char **argv)
 		case 'C': g.cross = true; break;
 		case 'R': g.rogue = true; break;
 		case 'V': g.victim = true; break;
+		case 'T': g.runtime = true; break;
 		case 'H': g.handshake_ms = (unsigned)strtoul(optarg, NULL, 0); break;
 		default: return usage();
 		}
@@ -503,25 +608,32 @@ int main(int argc, char **argv)
 		if (rc)
 			return rc;
 	}
-	pthread_barrier_init(&g.opened, NULL, g.shards);
-	pthread_barrier_init(&g.finished, NULL, g.shards);
 	for (uint32_t s = 0; s < g.shards; s++) {
 		struct shard_state *ss = &g.sh[s];
 		ss->shard = s;
+		ss->poller = -1;
 		ss->scratch = malloc(g.max_size);
 		for (uint32_t i = 0; i < g.npeers; i++)
 			ss->peers[i] = (struct peer_state){.node = g.dc.peers[i].node};
-		if (s > 0 && pthread_create(&ss->th, NULL, shard_main, ss) != 0) {
-			fprintf(stderr, "node %u: pthread_create\n", g.node);
-			return 1;
-		}
 	}
-	shard_main(&g.sh[0]); /* the thread that brought up the EAL is shard 0 */
+	if (g.runtime) {
+		if (run_on_runtime() != 0)
+			return 1;
+	} else {
+		pthread_barrier_init(&g.opened, NULL, g.shards);
+		pthread_barrier_init(&g.finished, NULL, g.shards);
+		for (uint32_t s = 1; s < g.shards; s++)
+			if (pthread_create(&g.sh[s].th, NULL, shard_main, &g.sh[s]) != 0) {
+				fprintf(stderr, "node %u: pthread_create\n", g.node);
+				return 1;
+			}
+		shard_main(&g.sh[0]); /* the thread that brought up the EAL is shard 0 */
+	}
 	int code = 0;
 	uint64_t ups = 0, recvs = 0, auth_downs = 0, tolerated = 0;
 	for (uint32_t s = 0; s < g.shards; s++) {
 		struct shard_state *ss = &g.sh[s];
-		if (s > 0)
+		if (s > 0 && !g.runtime)
 			pthread_join(ss->th, NULL);
 		if (ss->exit_code == 77)
 			code = 77;

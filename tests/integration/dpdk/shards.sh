@@ -9,6 +9,9 @@
 #     the other shard's queue and must be handed over through the steering
 #     ring (steered out and in > 0 on every shard) and still arrive whole,
 #     in order, at the right shard.
+#   memif on the keel runtime (--runtime): the same as straight, but the
+#     shards are the runtime's (hwloc placement, overcommitted on this
+#     2-core machine), each transport a poller of its shard's reactor.
 #   af_packet (qpairs=2) on a veth pair between two network namespaces,
 #     straight: the kernel's PACKET_FANOUT hash spreads flows over the two
 #     queues, so frames may land on either; software steering fixes it up.
@@ -77,6 +80,16 @@ for n in 1 2; do for s in 0 1; do
     { echo "FAIL: memif crossed: node $n shard $s: steered out ${out:-?} in ${in:-?}, want both > 0"; exit 1; }
 done; done
 echo "PASS: memif, 2 shards, shard s <-> peer shard 1-s: every frame arrived on the other shard's queue and was handed over; $count messages per shard each way, verified ($((SECONDS - t0)) s)"
+
+t0=$SECONDS
+run_memif runtime --runtime
+grep -q "on the keel runtime" "$dir/runtime-1.log" || { echo "FAIL: the runtime phase did not run on the keel runtime"; exit 1; }
+for n in 1 2; do for s in 0 1; do
+  read -r out in < <(steered runtime $n $s)
+  [ "${out:-x}" = 0 ] && [ "${in:-x}" = 0 ] ||
+    { echo "FAIL: memif on the runtime: node $n shard $s handed frames over (out ${out:-?} in ${in:-?})"; exit 1; }
+done; done
+echo "PASS: memif, 2 shards of the keel runtime per node (hwloc placement, overcommitted, each reactor busy-polling its queue): $count messages per shard each way, verified ($((SECONDS - t0)) s)"
 
 if [ "$(id -u)" -ne 0 ] || ! command -v ip >/dev/null; then
   echo "SKIPPED PHASE: af_packet with qpairs=2 needs root and iproute2 (network namespaces)"
