@@ -709,6 +709,18 @@ static void rx_frame(struct dtrans *t, struct rte_mbuf *m, bool steer)
 	}
 	if (c->closing)
 		goto drop;
+	if (c->s.peer_epoch && h.epoch != c->s.peer_epoch && h.epoch != c->s.prev_peer_epoch &&
+	    (!h.dst_epoch || h.dst_epoch == c->s.my_epoch)) {
+		/* A new epoch: the peer restarted, or someone who knows only the
+		 * node ids says so. Its new run has not authenticated, so none of
+		 * it may be taken (and delivered) under this session's AUTH, as
+		 * the reliability layer's reset would: drop the connection; a
+		 * restarted peer dials again with a HELLO. */
+		keel_errmsg_set(c->s.errmsg, KEEL_ECLOSED,
+				"peer restarted (new epoch %#x): it must authenticate again", h.epoch);
+		conn_fail(c, KEEL_ECLOSED);
+		goto drop;
+	}
 	if (!c->up && h.type == KEEL_DREL_DATA && !(h.flags & KEEL_DREL_F_BATCH) &&
 	    h.msg_len > KEEL_HS_WELCOME_LEN && h.seq == c->s.rx_next &&
 	    h.epoch == c->s.peer_epoch) {
@@ -1031,6 +1043,7 @@ static int dpdk_poll(struct keel_transport *kt, int budget)
 			t->now = keel_now_ns();
 		for (unsigned i = 0; i < k; i++)
 			rx_frame(t, pkts[i], false);
+		t->st.steered_in += k;
 		done += (int)k;
 	}
 	for (uint32_t i = 0; i < t->nconns; i++) {
@@ -1096,6 +1109,7 @@ void keel_dpdk_get_stats(struct keel_transport *kt, struct keel_dpdk_stats *out)
 {
 	struct dtrans *t = T(kt);
 	*out = t->st;
+	out->flow_steering = t->port->flow_steering;
 	struct rte_eth_stats es;
 	if (rte_eth_stats_get(t->port->port_id, &es) == 0) {
 		out->port_imissed = es.imissed;
