@@ -13,6 +13,7 @@
  * its own have committed (a few in flight at a time), so every leader of
  * a run adds N entries; a test kills the leader and sees the next one add
  * its N. SIGINT/SIGTERM stop it. */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdatomic.h>
@@ -34,6 +35,7 @@ struct raft_app {
 	char wal_dir[600];
 	unsigned tick_ms;
 	unsigned segment_kib;
+	unsigned snap_every, snap_keep;
 	unsigned target;      /* --propose N */
 	unsigned committed;   /* of our own proposals */
 	unsigned inflight;
@@ -61,6 +63,39 @@ static void app_apply(void *arg, uint64_t index, uint64_t term, const void *data
 	       " sum %016" PRIx64 " data %.*s\n",
 	       a->cfg.node_id, index, term, a->count, a->sum, shown, (const char *)data);
 	fflush(stdout);
+}
+
+/* The whole state is (count, sum, last index): the strings themselves are
+ * only printed. */
+static int app_snapshot(void *arg, void **data, size_t *len)
+{
+	struct raft_app *a = arg;
+	uint64_t *b = malloc(3 * sizeof(uint64_t));
+	if (!b)
+		return -ENOMEM;
+	b[0] = a->count;
+	b[1] = a->sum;
+	b[2] = a->last_index;
+	*data = b;
+	*len = 3 * sizeof(uint64_t);
+	return 0;
+}
+
+static int app_restore(void *arg, uint64_t index, const void *data, size_t len)
+{
+	struct raft_app *a = arg;
+	uint64_t b[3];
+	if (len != sizeof(b))
+		return KEEL_ECORRUPT;
+	memcpy(b, data, sizeof(b));
+	a->count = b[0];
+	a->sum = b[1];
+	a->last_index = index;
+	printf("node %u: snapshot index %" PRIu64 " term - count %" PRIu64 " sum %016" PRIx64
+	       " restored\n",
+	       a->cfg.node_id, index, a->count, a->sum);
+	fflush(stdout);
+	return 0;
 }
 
 static void propose_more(struct raft_app *a);
@@ -136,6 +171,10 @@ static void raft_shard_init(struct keel_shard *shard, void *arg)
 		.apply = app_apply,
 		.on_role = app_role,
 		.on_error = app_error,
+		.snapshot = app_snapshot,
+		.restore = app_restore,
+		.snapshot_every = a->snap_every,
+		.snapshot_keep = a->snap_keep,
 		.arg = a,
 	};
 	char err[KEEL_ERRMSG_LEN];
@@ -162,9 +201,10 @@ static void raft_shard_fini(struct keel_shard *shard, void *arg)
 	       a->cfg.node_id, keel_raft_role_name(st.role), st.term, st.commit, a->count, a->sum);
 	fflush(stdout);
 	keel_info("raft: sent %" PRIu64 ", received %" PRIu64 ", dropped %" PRIu64
-		  ", bad %" PRIu64 ", WAL batches %" PRIu64 ", redials %" PRIu64,
+		  ", bad %" PRIu64 ", WAL batches %" PRIu64 ", redials %" PRIu64
+		  ", snapshots taken %" PRIu64 ", installed %" PRIu64,
 		  gs.msgs_sent, gs.msgs_received, gs.msgs_dropped, gs.bad_msgs, gs.wal_batches,
-		  gs.reconnects);
+		  gs.reconnects, gs.snapshots_taken, gs.snapshots_installed);
 	keel_group_close(a->g);
 	a->g = NULL;
 }
@@ -173,7 +213,7 @@ static void raft_usage(FILE *f)
 {
 	fprintf(f,
 		"usage: keel raft --config FILE [--data DIR] [--propose N] [--tick-ms MS]\n"
-		"                 [--segment-kib KIB] [--poll]\n"
+		"                 [--segment-kib KIB] [--snapshot-every N] [--snapshot-keep K] [--poll]\n"
 		"  runs a Raft group with the voters of the config's [peers] on one shard, over the\n"
 		"  configured transport (tcp, dpdk), with a replicated log of strings as state\n"
 		"  machine. Prints role changes ('node 2: leader term 3') and applied entries.\n"
@@ -181,6 +221,9 @@ static void raft_usage(FILE *f)
 		"  --propose N      while leading, propose until N own entries have committed\n"
 		"  --tick-ms MS     Raft tick (default 100; elections after 10-20 ticks)\n"
 		"  --segment-kib K  WAL segment size (default 4096)\n"
+		"  --snapshot-every N  snapshot the state machine every N applied entries and\n"
+		"                   drop the WAL segments it covers (default 0: never)\n"
+		"  --snapshot-keep K   entries kept in the log behind a snapshot (default 64)\n"
 		"  --poll           busy-poll instead of sleeping in io_uring\n");
 }
 
@@ -192,6 +235,8 @@ int keel_cmd_raft(int argc, char **argv)
 		{"propose", required_argument, NULL, 'n'},
 		{"tick-ms", required_argument, NULL, 't'},
 		{"segment-kib", required_argument, NULL, 'k'},
+		{"snapshot-every", required_argument, NULL, 'S'},
+		{"snapshot-keep", required_argument, NULL, 'K'},
 		{"poll", no_argument, NULL, 'p'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -204,7 +249,7 @@ int keel_cmd_raft(int argc, char **argv)
 	a->tick_ms = 100;
 	a->segment_kib = 4096;
 	int o, ret = 2;
-	while ((o = getopt_long(argc, argv, "c:d:n:t:k:ph", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "c:d:n:t:k:S:K:ph", opts, NULL)) != -1) {
 		switch (o) {
 		case 'c':
 			path = optarg;
@@ -227,6 +272,14 @@ int keel_cmd_raft(int argc, char **argv)
 				fprintf(stderr, "keel raft: --segment-kib must be a multiple of 4\n");
 				goto out;
 			}
+			break;
+		case 'S':
+			if (keel_cli_parse_uint("--snapshot-every", optarg, 0, 1u << 30, &a->snap_every))
+				goto out;
+			break;
+		case 'K':
+			if (keel_cli_parse_uint("--snapshot-keep", optarg, 1, 1u << 30, &a->snap_keep))
+				goto out;
 			break;
 		case 'p':
 			poll = true;

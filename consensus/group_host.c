@@ -201,6 +201,114 @@ static void group_fail(struct keel_group *g, int code, const char *why)
 		g->cfg.on_error(g->cfg.arg, code, why);
 }
 
+/* ---- snapshots ---------------------------------------------------------- */
+
+/* The WAL holds exactly the log after index: entries up to it are in the
+ * snapshot, later ones (a conflicting suffix) are gone; the next append is
+ * index + 1. Truncate first, so a crash in between leaves a prefix. */
+static int wal_reset_to(struct keel_group *g, uint64_t index)
+{
+	int rc = 0;
+	if (keel_wal_last_index(g->w) > index && keel_wal_first_index(g->w) <= index + 1)
+		rc = keel_wal_truncate(g->w, index);
+	if (rc == 0)
+		rc = keel_wal_compact(g->w, index);
+	return rc;
+}
+
+/* §5.3: a snapshot from the leader replaces our state and our log. Saved
+ * before the WAL is cut, so a crash in between finds the snapshot and an
+ * old log, which open_core() reconciles. */
+static int install_snapshot(struct keel_group *g, const struct keel_raft_snapshot *s)
+{
+	char err[KEEL_ERRMSG_LEN];
+	if (!g->cfg.restore) {
+		group_fail(g, KEEL_ENOTSUP, "a snapshot arrived, and the state machine cannot restore one");
+		return KEEL_ENOTSUP;
+	}
+	int rc = group_snap_save(g->snap_dir, s, err);
+	if (rc < 0) {
+		group_fail(g, rc, err);
+		return rc;
+	}
+	rc = g->cfg.restore(g->cfg.arg, s->meta.index, s->data, s->len);
+	if (rc < 0) {
+		group_fail(g, rc, "the state machine refused the leader's snapshot");
+		return rc;
+	}
+	rc = wal_reset_to(g, s->meta.index);
+	if (rc < 0) {
+		group_fail(g, rc, keel_wal_errmsg(g->w));
+		return rc;
+	}
+	keel_info("group: node %llu installed a snapshot at index %llu (term %llu, %zu bytes)",
+		  (unsigned long long)g->id, (unsigned long long)s->meta.index,
+		  (unsigned long long)s->meta.term, s->len);
+	g->applied = s->meta.index;
+	g->snap_index = s->meta.index;
+	g->st.snapshots_installed++;
+	/* Our proposals at or below the snapshot: committed or overwritten,
+	 * we cannot tell which. */
+	struct gprop **pp = &g->p_head, *prev = NULL;
+	while (*pp) {
+		struct gprop *p = *pp;
+		if (p->index > s->meta.index) {
+			prev = p;
+			pp = &p->next;
+			continue;
+		}
+		*pp = p->next;
+		if (g->p_tail == p)
+			g->p_tail = prev;
+		if (p->cb)
+			p->cb(p->arg, KEEL_ETIMEOUT, p->index);
+		prop_free(p);
+	}
+	return 0;
+}
+
+/* After advance (the core may be mutated again): every snapshot_every
+ * applied entries, snapshot the state machine, save it, drop the WAL
+ * segments it covers (§5.1). A failure is logged and retried later: the
+ * log just stays longer. */
+static void maybe_snapshot(struct keel_group *g)
+{
+	if (!g->cfg.snapshot || !g->snap_every || g->applied < g->snap_index + g->snap_every)
+		return;
+	void *data = NULL;
+	size_t len = 0;
+	int rc = g->cfg.snapshot(g->cfg.arg, &data, &len);
+	if (rc < 0) {
+		keel_warn("group: node %llu: the state machine's snapshot failed: %s",
+			  (unsigned long long)g->id, keel_strerror(rc));
+		g->snap_index = g->applied; /* try again after snapshot_every more */
+		return;
+	}
+	rc = keel_raft_snapshot_taken(g->r, g->applied, data, len, g->snap_keep);
+	free(data);
+	if (rc < 0) {
+		keel_warn("group: node %llu: snapshot at %llu: %s", (unsigned long long)g->id,
+			  (unsigned long long)g->applied, keel_strerror(rc));
+		g->snap_index = g->applied;
+		return;
+	}
+	const struct keel_raft_snapshot *s = keel_raft_snapshot_get(g->r);
+	char err[KEEL_ERRMSG_LEN];
+	rc = group_snap_save(g->snap_dir, s, err);
+	g->snap_index = s->meta.index;
+	if (rc < 0) {
+		keel_warn("group: node %llu: %s (the WAL keeps the log)", (unsigned long long)g->id, err);
+		return;
+	}
+	g->st.snapshots_taken++;
+	rc = keel_wal_compact(g->w, s->meta.index);
+	if (rc < 0)
+		keel_warn("group: node %llu: compacting the WAL to %llu: %s", (unsigned long long)g->id,
+			  (unsigned long long)s->meta.index, keel_wal_errmsg(g->w));
+	keel_debug("group: node %llu: snapshot at index %llu, %zu bytes", (unsigned long long)g->id,
+		   (unsigned long long)s->meta.index, s->len);
+}
+
 /* ---- the ready loop ----------------------------------------------------- */
 
 static void note_role(struct keel_group *g, const struct keel_raft_ready *rd)
@@ -227,6 +335,7 @@ static void ready_finish(struct keel_group *g)
 	note_role(g, rd);
 	keel_raft_advance(g->r, rd);
 	g->busy = false;
+	maybe_snapshot(g);
 	complete_reads(g);
 	if (g->fail_reads) {
 		g->fail_reads = false;
@@ -259,10 +368,6 @@ static void ready_start(struct keel_group *g)
 {
 	struct keel_raft_ready *rd = &g->rd;
 	int rc;
-	if (rd->snapshot) {
-		group_fail(g, KEEL_ENOTSUP, "a snapshot arrived, and this host cannot install one");
-		return;
-	}
 	/* Hard state first: an entry's term is never above the saved term, as
 	 * keel_raft_create checks at restart. Only term and vote are saved:
 	 * the commit index is learned again from the leader. */
@@ -277,6 +382,8 @@ static void ready_start(struct keel_group *g)
 		g->saved_hs = hs;
 		g->st.hard_state_saves++;
 	}
+	if (rd->snapshot && install_snapshot(g, rd->snapshot) < 0)
+		return;
 	if (!rd->n_entries) {
 		ready_finish(g);
 		return;
@@ -585,20 +692,73 @@ static int open_core(struct keel_group *g, char *errmsg)
 		return rc;
 	keel_wal_hard_state(g->w, &g->saved_hs);
 
+	/* The snapshot first, then the WAL's entries after it. */
+	rc = group_snap_dir(cfg->wal_dir, g->snap_dir, sizeof(g->snap_dir));
+	if (rc < 0)
+		return keel_errmsg_set(errmsg, rc, "group: snapshot directory under %s: %s",
+				       cfg->wal_dir, keel_strerror(rc));
+	struct keel_raft_snapshot snap;
+	uint8_t *snap_buf = NULL;
+	rc = group_snap_load(g->snap_dir, &snap, &snap_buf, errmsg);
+	if (rc < 0)
+		return rc;
+	bool have_snap = rc == 1;
+	if (have_snap) {
+		if (!cfg->restore) {
+			free(snap_buf);
+			return keel_errmsg_set(errmsg, KEEL_ECONFIG,
+					       "group: %s/snapshot exists but the state machine has no restore()",
+					       g->snap_dir);
+		}
+		rc = cfg->restore(cfg->arg, snap.meta.index, snap.data, snap.len);
+		if (rc < 0) {
+			free(snap_buf);
+			return keel_errmsg_set(errmsg, rc, "group: the state machine refused %s/snapshot",
+					       g->snap_dir);
+		}
+		g->snap_index = g->applied = snap.meta.index;
+	}
 	struct boot_ctx b = {0};
 	uint64_t first = keel_wal_first_index(g->w);
 	if (first) {
 		rc = keel_wal_iterate(g->w, first, boot_entry, &b);
 		if (rc < 0) {
 			boot_free(&b);
+			free(snap_buf);
 			return keel_errmsg_set(errmsg, rc, "group: reading the WAL in %s: %s",
 					       cfg->wal_dir, keel_wal_errmsg(g->w));
 		}
 	}
+	size_t skip = 0;
+	if (have_snap) {
+		/* Entries the snapshot covers are skipped. The rest count only
+		 * if they continue it: the entry at its index has its term, or
+		 * the log starts right after it. Otherwise they are what a crash
+		 * left between saving a leader's snapshot and cutting the WAL. */
+		uint64_t s_idx = snap.meta.index;
+		bool ok = b.n == 0 || b.e[0].index == s_idx + 1 || b.e[b.n - 1].index <= s_idx;
+		for (size_t i = 0; i < b.n; i++)
+			if (b.e[i].index == s_idx)
+				ok = b.e[i].term == snap.meta.term;
+		while (skip < b.n && b.e[skip].index <= s_idx)
+			skip++;
+		if (!ok) {
+			keel_warn("group: %s does not continue the snapshot at %llu: dropping its log",
+				  cfg->wal_dir, (unsigned long long)s_idx);
+			skip = b.n;
+			rc = wal_reset_to(g, s_idx);
+			if (rc < 0) {
+				boot_free(&b);
+				free(snap_buf);
+				return keel_errmsg_set(errmsg, rc, "group: %s", keel_wal_errmsg(g->w));
+			}
+		}
+	}
 	struct keel_raft_boot boot = {
 		.hard_state = {.term = g->saved_hs.term, .vote = g->saved_hs.vote, .commit = 0},
-		.entries = b.e,
-		.n_entries = b.n,
+		.snapshot = have_snap ? &snap : NULL,
+		.entries = b.e ? b.e + skip : NULL,
+		.n_entries = b.n - skip,
 	};
 	const struct keel_node_config *node = cfg->node;
 	struct keel_raft_config rc_cfg = {
@@ -613,6 +773,7 @@ static int open_core(struct keel_group *g, char *errmsg)
 	};
 	if (node->npeers > KEEL_RAFT_MAX_NODES) {
 		boot_free(&b);
+		free(snap_buf);
 		return keel_errmsg_set(errmsg, KEEL_ECONFIG, "group: %zu peers, at most %d",
 				       node->npeers, KEEL_RAFT_MAX_NODES);
 	}
@@ -620,14 +781,16 @@ static int open_core(struct keel_group *g, char *errmsg)
 		rc_cfg.initial.voters[rc_cfg.initial.n_voters++] = node->peers[i].node;
 	rc = keel_raft_create(&rc_cfg, &boot, &g->r, errmsg);
 	boot_free(&b);
+	free(snap_buf);
 	if (rc < 0)
 		return rc;
 	struct keel_raft_status st;
 	keel_raft_status(g->r, &st);
-	keel_info("group: node %llu recovered from %s (%s): term %llu, vote %llu, log [%llu, %llu]",
+	keel_info("group: node %llu recovered from %s (%s): term %llu, vote %llu, log [%llu, %llu], snapshot %llu",
 		  (unsigned long long)g->id, cfg->wal_dir, keel_wal_engine_name(g->w),
 		  (unsigned long long)st.term, (unsigned long long)st.vote,
-		  (unsigned long long)st.first_index, (unsigned long long)st.last_index);
+		  (unsigned long long)st.first_index, (unsigned long long)st.last_index,
+		  (unsigned long long)st.snapshot_index);
 	g->role = st.role;
 	g->term = st.term;
 	g->leader = st.leader;
@@ -650,6 +813,8 @@ int keel_group_open(const struct keel_group_config *cfg, struct keel_group **out
 	g->tick_ms = cfg->tick_ms ? cfg->tick_ms : 100;
 	g->req_timeout = cfg->request_timeout_ticks ? cfg->request_timeout_ticks : 50;
 	g->log_budget = 100;
+	g->snap_every = cfg->snapshot && cfg->restore ? cfg->snapshot_every : 0;
+	g->snap_keep = cfg->snapshot_keep ? cfg->snapshot_keep : 64;
 	/* One append message must fit a frame with room for its header. */
 	uint32_t frame = cfg->node->max_frame ? cfg->node->max_frame : KEEL_TRANSPORT_MAX_FRAME_DEFAULT;
 	g->max_entry = frame / 2 < (1u << 20) ? frame / 2 : (1u << 20);

@@ -86,6 +86,11 @@ struct keel_group {
 	uint64_t term, leader;
 	bool role_changed, fail_reads;
 
+	/* snapshots */
+	char snap_dir[600];
+	uint64_t snap_index; /* latest snapshot saved (0: none) */
+	uint32_t snap_every, snap_keep;
+
 	uint32_t log_budget; /* rate limit for logs about bad peer input */
 	struct keel_group_stats st;
 };
@@ -99,6 +104,13 @@ enum group_send_phase {
 /* group_host.c */
 void group_pump(struct keel_group *g);
 void group_queue_msg(struct keel_group *g, struct gin *in);
+
+/* group_snapshot.c: the snapshot file (synchronous I/O). load returns 1
+ * with *s pointing into *buf (the caller frees it), 0 when there is none,
+ * or a negative code. */
+int group_snap_dir(const char *wal_dir, char *out, size_t cap);
+int group_snap_save(const char *dir, const struct keel_raft_snapshot *s, char *errmsg);
+int group_snap_load(const char *dir, struct keel_raft_snapshot *s, uint8_t **buf, char *errmsg);
 
 /* group_net.c */
 int group_net_open(struct keel_group *g, char *errmsg);

@@ -28,10 +28,20 @@
  *     leader tells this node the commit index (the state machine is in
  *     memory and starts empty).
  *
- * Not done (yet): snapshots. The host never calls keel_raft_snapshot_taken
- * or keel_raft_compact, so the log (in memory and in the WAL) grows without
- * bound, and a snapshot arriving from a peer fails the group (logged).
- * Membership is the node config's [peers] table, fixed at bootstrap.
+ *   - snapshots (§5), when the state machine provides snapshot() and
+ *     restore() and snapshot_every is set: after every snapshot_every applied
+ *     entries the host asks the state machine for its bytes, hands them to
+ *     the core (which keeps snapshot_keep entries behind it for slow
+ *     followers and sends the snapshot to those further behind), saves them
+ *     to <wal_dir>/snap/snapshot (write, fdatasync, rename) and drops the
+ *     WAL segments the snapshot covers. A snapshot from the leader is saved
+ *     the same way, restore()d, and replaces the WAL's log. At open a saved
+ *     snapshot is restore()d first, then the WAL's entries after it are
+ *     replayed. Without snapshot()/restore() the log grows without bound
+ *     and a snapshot arriving from a peer stops the group (logged).
+ *
+ * Not done: membership changes (the voters are the node config's [peers],
+ * fixed at bootstrap).
  *
  * Threads and ownership: a struct keel_group belongs to the shard thread
  * that opened it; every function here is called on that thread, and every
@@ -70,7 +80,7 @@ struct keel_group;
 #define KEEL_GROUP_MSG_RAFT 0x5241u
 
 /* A committed normal entry, in log order, exactly once per process life
- * (after a restart, again from index 1). */
+ * (after a restart, again from the snapshot's index + 1, or from index 1). */
 typedef void keel_group_apply_fn(void *arg, uint64_t index, uint64_t term, const void *data,
 				 size_t len);
 /* Role, term or known leader changed (leader 0: none known). */
@@ -78,6 +88,13 @@ typedef void keel_group_role_fn(void *arg, enum keel_raft_role role, uint64_t te
 				uint64_t leader);
 /* The group stopped on an error it cannot recover from (WAL failure). */
 typedef void keel_group_error_fn(void *arg, int code, const char *why);
+/* Snapshot: the state machine's whole state as of the last entry applied,
+ * in a malloc'd buffer the host frees. 0 or a negative code (the host logs
+ * it and tries again later). */
+typedef int keel_group_snapshot_fn(void *arg, void **data, size_t *len);
+/* Restore: replace the whole state with a snapshot's bytes (taken at index);
+ * the next apply() is index + 1. A negative code stops the group. */
+typedef int keel_group_restore_fn(void *arg, uint64_t index, const void *data, size_t len);
 /* A proposal finished. status 0: committed at index and applied (apply()
  * for it has returned). Otherwise: KEEL_ENOTLEADER (leadership lost before
  * it could be appended; keel_group_leader() hints who leads), KEEL_ESTALE
@@ -106,7 +123,11 @@ struct keel_group_config {
 	keel_group_apply_fn *apply;           /* may be NULL */
 	keel_group_role_fn *on_role;          /* may be NULL */
 	keel_group_error_fn *on_error;        /* may be NULL */
-	void *arg;                            /* passed to the three above */
+	keel_group_snapshot_fn *snapshot;     /* may be NULL: no snapshots */
+	keel_group_restore_fn *restore;       /* may be NULL: none accepted */
+	uint32_t snapshot_every;              /* entries between snapshots; 0: never */
+	uint32_t snapshot_keep;               /* entries kept behind one; 0: 64 */
+	void *arg;                            /* passed to the callbacks above */
 };
 
 /* Opens the WAL, recovers the core from it, opens the transport for this
@@ -147,6 +168,7 @@ struct keel_group_stats {
 	uint64_t hard_state_saves;
 	uint64_t applied;        /* normal entries applied */
 	uint64_t reconnects;     /* dials after the first */
+	uint64_t snapshots_taken, snapshots_installed;
 };
 void keel_group_get_stats(const struct keel_group *g, struct keel_group_stats *st);
 

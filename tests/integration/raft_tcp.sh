@@ -6,11 +6,16 @@
 #   3. the killed node restarts from its data dir (WAL): it recovers its
 #      term, rejoins, and catches up: the same count and checksum as the
 #      others at the same log position.
-# usage: raft_tcp.sh KEEL_BINARY [N] [TICK_MS]
+# With SNAP > 0 every node snapshots every SNAP applied entries keeping 2
+# behind: the new leader has compacted past the restarted node's log, so it
+# catches up through InstallSnapshot (checked), and restarts start from the
+# node's own snapshot file.
+# usage: raft_tcp.sh KEEL_BINARY [N] [TICK_MS] [SNAP]
 set -uo pipefail
 KEEL=$1
 N=${2:-10}
 TICK=${3:-50}
+SNAP=${4:-0}
 dir=$(mktemp -d /tmp/keel-raft-tcp.XXXXXX)
 declare -A pid
 cleanup() {
@@ -28,7 +33,9 @@ ok() { echo "ok: $*"; }
 t0=$(date +%s.%N)
 elapsed() { awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b - a}'; }
 
-base=$((21000 + ($$ % 1500) * 20))
+# Below the ephemeral range (32768+), where outgoing connections could take
+# a port a restarting node needs. Ports from the PID so parallel runs do not collide.
+base=$((20000 + ($$ % 600) * 20))
 head -c 32 /dev/urandom | base64 > "$dir/secret"
 chmod 600 "$dir/secret"
 for n in 1 2 3; do
@@ -49,17 +56,21 @@ done
 
 start() {  # start NODE
   "$KEEL" raft --config "$dir/n$1.ini" --data "$dir/data$1" --propose "$N" --tick-ms "$TICK" \
-    --segment-kib 256 >>"$dir/n$1.out" 2>>"$dir/n$1.err" &
+    --segment-kib 256 --snapshot-every "$SNAP" --snapshot-keep 2 >>"$dir/n$1.out" 2>>"$dir/n$1.err" &
   pid[$1]=$!
 }
 # last_count NODE: the count of the last applied entry (0 if none)
-last_count() { awk '/ applied index /{c=$9} END{print c+0}' "$dir/n$1.out"; }
+last_count() { awk '/ (applied|snapshot) index /{c=$9} END{print c+0}' "$dir/n$1.out"; }
 # sum_at NODE COUNT: the checksum after COUNT entries
-sum_at() { awk -v c="$2" '/ applied index /{if ($9 == c) s=$11} END{print s}' "$dir/n$1.out"; }
+sum_at() { awk -v c="$2" '/ (applied|snapshot) index /{if ($9 == c) s=$11} END{print s}' "$dir/n$1.out"; }
 # wait_until SECONDS CMD...: polls CMD every 0.1 s
 wait_until() {
   local t=$1; shift
-  for _ in $(seq $((t * 10))); do "$@" && return 0; sleep 0.1; done
+  for _ in $(seq $((t * 10))); do
+    "$@" && return 0
+    for p in "${pid[@]}"; do kill -0 "$p" 2>/dev/null || fail "a node exited (pid $p)"; done
+    sleep 0.1
+  done
   return 1
 }
 counts_at_least() {  # counts_at_least C NODE...
@@ -120,13 +131,18 @@ ok "new leader's $N entries committed on both survivors (count $c) ($(elapsed) s
 start "$L1"
 recovered_twice() { [ "$(grep -c "recovered from" "$dir/n$L1.err")" -ge 2 ]; }
 wait_until 30 recovered_twice || fail "node $L1 did not recover from its WAL"
-rec=$(grep -o "recovered from [^:]*: term [0-9]*, vote [0-9]*, log \[[0-9]*, [0-9]*\]" "$dir/n$L1.err" | tail -n 1)
+rec=$(grep -o "recovered from [^:]*: term [0-9]*, vote [0-9]*, log \[[0-9]*, [0-9]*\], snapshot [0-9]*" "$dir/n$L1.err" | tail -n 1)
 rterm=$(sed -E 's/.*term ([0-9]+),.*/\1/' <<<"$rec")
 [ "$rterm" -ge "$T1" ] || fail "node $L1 recovered term $rterm below its term $T1"
 wait_until 30 counts_at_least "$c" "$L1" || fail "node $L1 did not catch up to count $c"
 sr=$(sum_at "$L1" "$c")
 [ "$sr" = "$sa" ] || fail "node $L1 checksum at count $c is $sr, others $sa"
 ok "node $L1 restarted ($rec), caught up to count $c with the same checksum ($(elapsed) s)"
+if [ "$SNAP" -gt 0 ]; then
+  grep -q "snapshot [1-9][0-9]*$" <<<"$rec" || fail "node $L1 did not restart from its own snapshot"
+  grep -q "installed a snapshot at index" "$dir/n$L1.err" || fail "node $L1 caught up without InstallSnapshot"
+  ok "node $L1 restarted from its snapshot file and caught up through InstallSnapshot: $(grep -o 'installed a snapshot at index [0-9]*' "$dir/n$L1.err" | tail -n 1)"
+fi
 
 # clean stop: every node prints its final state
 for n in 1 2 3; do kill "${pid[$n]}"; done

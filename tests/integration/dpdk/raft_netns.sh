@@ -10,11 +10,14 @@
 #   3. the killed node restarts from its WAL, rejoins and catches up (same
 #      count and checksum).
 # Needs root (ip netns) and a DPDK build; skips (77) otherwise.
-# usage: raft_netns.sh KEEL_BINARY [N] [TICK_MS]
+# With SNAP > 0 nodes snapshot every SNAP entries (keeping 2): the restarted
+# node then catches up through InstallSnapshot over DPDK.
+# usage: raft_netns.sh KEEL_BINARY [N] [TICK_MS] [SNAP]
 set -u
 KEEL=$1
 N=${2:-10}
 TICK=${3:-100}
+SNAP=${4:-0}
 tag=kr$$
 br=${tag}br
 
@@ -81,14 +84,18 @@ done
 
 start() {  # start NODE
   ip netns exec "${tag}h$1" "$KEEL" raft --config "$dir/n$1.ini" --data "$dir/data$1" \
-    --propose "$N" --tick-ms "$TICK" --segment-kib 256 >>"$dir/n$1.out" 2>>"$dir/n$1.err" &
+    --propose "$N" --tick-ms "$TICK" --segment-kib 256 --snapshot-every "$SNAP" --snapshot-keep 2 >>"$dir/n$1.out" 2>>"$dir/n$1.err" &
   pid[$1]=$!
 }
-last_count() { awk '/ applied index /{c=$9} END{print c+0}' "$dir/n$1.out"; }
-sum_at() { awk -v c="$2" '/ applied index /{if ($9 == c) s=$11} END{print s}' "$dir/n$1.out"; }
+last_count() { awk '/ (applied|snapshot) index /{c=$9} END{print c+0}' "$dir/n$1.out"; }
+sum_at() { awk -v c="$2" '/ (applied|snapshot) index /{if ($9 == c) s=$11} END{print s}' "$dir/n$1.out"; }
 wait_until() {
   local t=$1; shift
-  for _ in $(seq $((t * 10))); do "$@" && return 0; sleep 0.1; done
+  for _ in $(seq $((t * 10))); do
+    "$@" && return 0
+    check_started "${!pid[@]}"
+    sleep 0.1
+  done
   return 1
 }
 counts_at_least() {
@@ -156,6 +163,10 @@ wait_until 40 counts_at_least "$c" "$L1" || fail "node $L1 did not rejoin and ca
 [ "$(sum_at "$L1" "$c")" = "$sa" ] || fail "node $L1 checksum at count $c differs"
 rec=$(grep -o "recovered from [^:]*: term [0-9]*, vote [0-9]*" "$dir/n$L1.err" | tail -n 1)
 ok "node $L1 restarted ($rec), rejoined over DPDK and caught up to count $c ($(elapsed) s)"
+if [ "$SNAP" -gt 0 ]; then
+  grep -q "installed a snapshot at index" "$dir/n$L1.err" || fail "node $L1 caught up without InstallSnapshot"
+  ok "node $L1 caught up through InstallSnapshot over DPDK: $(grep -o 'installed a snapshot at index [0-9]*' "$dir/n$L1.err" | tail -n 1)"
+fi
 
 for n in 1 2 3; do kill "${pid[$n]}"; done
 for n in 1 2 3; do wait "${pid[$n]}" || fail "node $n exited with $? on SIGTERM"; done

@@ -25,7 +25,7 @@
 #define APP_TYPE 7
 /* Rogue session k answers on UDP port ROGUE_PORT + k, so replies find it. */
 #define ROGUE_PORT 7500
-#define NSC 6
+#define NSC 7
 #define BIG (64u * 1024)
 
 /* A secret the rogue made up: it does not know the cluster's. */
@@ -104,6 +104,23 @@ static void *io_emit(void *ctx, const struct keel_drel_hdr *h, struct keel_drel_
 	return m;
 }
 
+/* Coalesced packets (dpdk_rel's BATCH records), as the backend sends them. */
+static void *io_emit_batch(void *ctx, const struct keel_drel_hdr *h,
+			   struct keel_drel_msg *const *msgs, uint32_t n)
+{
+	struct rsess *r = ctx;
+	uint8_t buf[RTE_MBUF_DEFAULT_DATAROOM];
+	if (h->len > sizeof(buf))
+		return NULL;
+	keel_drel_batch_write(buf, msgs, n);
+	struct rte_mbuf *m = frame(r, h, buf);
+	if (!m)
+		return NULL;
+	rte_mbuf_refcnt_update(m, 1);
+	xmit(r, m);
+	return m;
+}
+
 static int io_retransmit(void *ctx, void *pkt)
 {
 	rte_mbuf_refcnt_update(pkt, 1);
@@ -146,7 +163,7 @@ static int io_send_ack(void *ctx, const struct keel_drel_hdr *h)
 
 static int sess_init(struct rsess *r, const char *what, uint32_t node, uint16_t shard,
 		     uint16_t sport, const struct keel_dpdk_config *dc, uint32_t victim,
-		     uint16_t vshard, uint16_t queue)
+		     uint16_t vshard, uint16_t queue, bool batch)
 {
 	const struct keel_dpdk_peer *p = keel_dpdk_config_peer(dc, victim);
 	if (!p)
@@ -168,6 +185,7 @@ static int sess_init(struct rsess *r, const char *what, uint32_t node, uint16_t 
 	struct keel_drel_io io = {
 		.ctx = r,
 		.emit = io_emit,
+		.emit_batch = batch ? io_emit_batch : NULL,
 		.retransmit = io_retransmit,
 		.release = io_release,
 		.msg_done = io_msg_done,
@@ -260,6 +278,7 @@ int keel_test_rogue_attacks(const struct keel_dpdk_config *dc, uint16_t nqueues,
 		"data right after HELLO",    "data instead of AUTH", "bad AUTH, then data",
 		"data without any HELLO",    "64 KiB message after HELLO",
 		"internal message type after HELLO",
+		"HELLO and data coalesced in one packet",
 	};
 	struct rsess *rs = calloc(NSC, sizeof(*rs));
 	if (!rs)
@@ -267,7 +286,7 @@ int keel_test_rogue_attacks(const struct keel_dpdk_config *dc, uint16_t nqueues,
 	for (int i = 0; i < NSC; i++) {
 		uint32_t node = 3 + (uint32_t)i;
 		if (sess_init(&rs[i], what[i], node, 0, (uint16_t)(ROGUE_PORT + node), dc, victim, 0,
-			      0) != 0) {
+			      0, i == 6) != 0) {
 			fprintf(stderr, "rogue: cannot set up a session (victim %u in the peer table?)\n",
 				victim);
 			free(rs);
@@ -288,6 +307,9 @@ int keel_test_rogue_attacks(const struct keel_dpdk_config *dc, uint16_t nqueues,
 		sess_send(&rs[4], 1, APP_TYPE, rs[4].big, BIG);
 	sess_send(&rs[5], 0, T_HELLO, rs[5].hello, KEEL_HS_HELLO_LEN);
 	sess_send(&rs[5], 1, 0xfff7, rs[5].data, sizeof(rs[5].data));
+	sess_send(&rs[6], 0, T_HELLO, rs[6].hello, KEEL_HS_HELLO_LEN);
+	sess_send(&rs[6], 1, APP_TYPE, rs[6].data, sizeof(rs[6].data));
+	sess_send(&rs[6], 2, APP_TYPE, rs[6].data, sizeof(rs[6].data));
 	/* Until B and C had their WELCOME and followed up, then a while for
 	 * the victim's reactions (rogue.sh gives the victim's dial to our real
 	 * node, answered once dpdk_node opens its transport, a handshake
@@ -318,9 +340,10 @@ int keel_test_rogue_attacks(const struct keel_dpdk_config *dc, uint16_t nqueues,
 	int bad = 0;
 	for (int i = 0; i < NSC; i++) {
 		struct rsess *r = &rs[i];
-		printf("rogue: node %u (%s): %" PRIu64 " packets sent, WELCOME %s, acked to seq %u\n",
-		       r->node, r->what, r->tx, r->welcome ? "received" : "not received",
-		       r->s.tx_una);
+		printf("rogue: node %u (%s): %" PRIu64 " packets sent (%" PRIu64
+		       " coalesced), WELCOME %s, acked to seq %u\n",
+		       r->node, r->what, r->tx, r->s.st.batches_sent,
+		       r->welcome ? "received" : "not received", r->s.tx_una);
 		if ((i == 1 || i == 2) && !r->welcome) {
 			fprintf(stderr, "rogue: node %u: no WELCOME, the scenario did not run\n",
 				r->node);
@@ -340,7 +363,7 @@ int keel_test_rogue_spoof_restart(const struct keel_dpdk_config *dc, uint32_t no
 	struct rsess r;
 	if (!g_rport ||
 	    sess_init(&r, "claimed restart", node, shard, (uint16_t)(dc->udp_port + shard), dc,
-		      victim, vshard, shard) != 0)
+		      victim, vshard, shard, false) != 0)
 		return 1;
 	memset(r.data, 0xee, sizeof(r.data)); /* never a valid test message */
 	sess_send(&r, 0, APP_TYPE, r.data, sizeof(r.data));

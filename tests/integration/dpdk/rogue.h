@@ -19,10 +19,11 @@
 #include "transport/dpdk/dpdk_config.h"
 
 /* Brings up the port (nqueues queue pairs) and attacks node `victim` (an
- * entry of dc's peer table) on its shard 0 from node ids 3..8, on queue 0,
+ * entry of dc's peer table) on its shard 0 from node ids 3..9, on queue 0,
  * each id one scenario: data right after HELLO; data instead of AUTH; a bad
  * AUTH followed by data; data with no HELLO at all; a 64 KiB message after
- * HELLO; an internal message type after HELLO. Prints what it did and what
+ * HELLO; an internal message type after HELLO; HELLO and two data messages
+ * coalesced into one packet (dpdk_rel's BATCH). Prints what it did and what
  * came back. Returns 0, 1 on error, 77 when DPDK cannot start here. */
 int keel_test_rogue_attacks(const struct keel_dpdk_config *dc, uint16_t nqueues,
 			    uint64_t cluster_id, uint32_t victim);

@@ -3,9 +3,10 @@
 # application. Two processes over net_memif: node 1 (dpdk_node --victim)
 # and node 2 (dpdk_node --rogue). Before node 2 opens its transport, its
 # rogue part (rogue.c) speaks the reliability layer to node 1 from node ids
-# 3..8, one scenario each: data right after HELLO (3), data instead of AUTH
+# 3..9, one scenario each: data right after HELLO (3), data instead of AUTH
 # (4), a bad AUTH then data (5), data without HELLO (6), a 64 KiB message
-# after HELLO (7), an internal message type after HELLO (8). Then node 2
+# after HELLO (7), an internal message type after HELLO (8), HELLO and data
+# coalesced into one packet (9). Then node 2
 # runs the normal verified exchange with node 1 (COUNT messages each way):
 # the victim keeps serving a legitimate peer. At the end node 2 claims a
 # restart of its finished session (a new epoch, as a spoofer knowing only
@@ -51,10 +52,12 @@ want "from 4/0: handshake failed, disconnecting: application message before the 
 want "from 5/0: handshake failed" "bad AUTH refused"
 want "from 7/0: handshake failed, disconnecting: 65536-byte message before the handshake ended" "64 KiB before AUTH dropped"
 want "from 8/0: handshake failed, disconnecting: handshake: unexpected message type" "internal type after HELLO dropped"
+want "from 9/0: handshake failed, disconnecting: application message before the handshake ended" "HELLO and data coalesced: data dropped"
+grep -q "node 9 .*([1-9][0-9]* coalesced)" "$dir/rogue.log" || { echo "FAIL: node 9's HELLO and data did not go out coalesced"; exit 1; }
 want "connection from 2/0 down: .*restarted" "the claimed restart dropped the connection"
-if grep -E "(from|to) [3-8]/0 up|6/0" "$v"; then
+if grep -E "(from|to) [3-9]/0 up|6/0" "$v"; then
   echo "FAIL: a rogue session came up or node 6's HELLO-less data opened a session"; exit 1
 fi
 grep -q "victim: 2 connections up, $count messages delivered, 1 inbound connections dropped after the run" "$v" ||
   { echo "FAIL: the victim's summary is not what it should be"; exit 1; }
-echo "PASS: 6 pre-authentication attacks and a claimed restart: nothing delivered, each drop logged; $count verified messages each way with the legitimate peer afterwards ($((SECONDS - t0)) s)"
+echo "PASS: 7 pre-authentication attacks and a claimed restart: nothing delivered, each drop logged; $count verified messages each way with the legitimate peer afterwards ($((SECONDS - t0)) s)"
