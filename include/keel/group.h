@@ -172,6 +172,16 @@ struct keel_group_stats {
 };
 void keel_group_get_stats(const struct keel_group *g, struct keel_group_stats *st);
 
+/* The snapshot file's format (consensus/group_snapshot.c; pure, fuzzed).
+ * encode returns the bytes written or KEEL_ETOOBIG; encoded_size is exact
+ * (0 for an unencodable configuration). decode checks magic, version,
+ * lengths against len and a CRC32C, and returns 0 with s->data pointing into
+ * buf, or KEEL_ECORRUPT with *why (may be NULL) saying what was wrong. */
+size_t keel_group_snapshot_encoded_size(const struct keel_raft_snapshot *s);
+int keel_group_snapshot_encode(const struct keel_raft_snapshot *s, uint8_t *buf, size_t cap);
+int keel_group_snapshot_decode(const uint8_t *buf, size_t len, struct keel_raft_snapshot *s,
+			       const char **why);
+
 #ifdef __cplusplus
 }
 #endif
