@@ -31,6 +31,8 @@ struct keel_dpdk_stats {
 	uint64_t rel_acks_sent, rel_data_sent, rel_stale;
 	/* messages sent, and coalesced packets among rel_data_sent */
 	uint64_t rel_msgs_sent, rel_batches_sent;
+	/* tx flushes that left frames behind (the PMD's ring was full) */
+	uint64_t tx_ring_full;
 	/* the port's (all queues): frames the NIC/PMD dropped */
 	uint64_t port_imissed, port_ierrors, port_rx_nombuf, port_oerrors;
 };

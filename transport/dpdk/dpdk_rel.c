@@ -172,8 +172,11 @@ uint16_t keel_drel_first_type(const struct keel_drel_hdr *h, const uint8_t *payl
 void keel_drel_cfg_default(struct keel_drel_cfg *cfg)
 {
 	*cfg = (struct keel_drel_cfg){
-		.window = 1024,
-		.rx_window = 1024,
+		/* Enough to keep a 10 GbE link busy at tens of µs of RTT; more
+		 * only queues in the NIC ring, and a queue longer than the
+		 * retransmission timeout makes timeouts spurious. */
+		.window = 256,
+		.rx_window = 256,
 		/* 1500 MTU - IPv4 20 - UDP 8 - our header */
 		.mss = 1500 - 20 - 8 - KEEL_DREL_HDR_LEN,
 		.max_msg = 16u << 20,

@@ -238,7 +238,7 @@ static void k_up(struct keel_transport *t, struct keel_conn *c)
 static void k_send(struct keel_conn *c, uint16_t type, const void *d, uint32_t len)
 {
 	while (keel_transport_send(c, type, d, len) == KEEL_EFULL)
-		keel_transport_poll(ks.t, 32);
+		keel_transport_poll(ks.t, 64);
 }
 
 static void k_recv(struct keel_transport *t, struct keel_conn *c, const struct keel_msg *m)
@@ -310,7 +310,7 @@ static int keel_setup(bool server, const char *sock)
 	if (keel_transport_connect(ks.t, (struct keel_addr){server ? 2u : 1u, 0}, &ks.out))
 		return -1;
 	while (!ks.up) {
-		keel_transport_poll(ks.t, 32);
+		keel_transport_poll(ks.t, 64);
 		if (keel_now_ns() > deadline) {
 			fprintf(stderr, "bench-transport-dpdk: no handshake after 30 s\n");
 			return -1;
@@ -325,7 +325,7 @@ static int keel_server(const char *sock)
 	if (keel_setup(true, sock))
 		return 77;
 	while (!g_stop) {
-		keel_transport_poll(ks.t, 32);
+		keel_transport_poll(ks.t, 64);
 		if (ks.fin) {
 			ks.fin = false;
 			k_send(ks.out, T_FIN_ACK, &ks.count, sizeof(ks.count));
@@ -356,13 +356,13 @@ static int keel_client(const char *sock, const struct opts *o, struct result *r)
 		uint64_t t0 = keel_now_ns();
 		struct keel_send_buf *b;
 		while (keel_transport_alloc(ks.out, sizeof(msg), &b) != 0)
-			keel_transport_poll(ks.t, 32);
+			keel_transport_poll(ks.t, 64);
 		memcpy(b->data, msg, sizeof(msg));
 		b->len = sizeof(msg);
 		b->type = T_PING;
 		keel_transport_send_buf(ks.out, b);
 		while (!ks.got)
-			keel_transport_poll(ks.t, 32);
+			keel_transport_poll(ks.t, 64);
 		uint64_t t1 = keel_now_ns();
 		if (i >= o->rounds / 10)
 			rtt[i - o->rounds / 10] = t1 - t0;
@@ -384,25 +384,27 @@ static int keel_client(const char *sock, const struct opts *o, struct result *r)
 	/* one-way 64 B: send while the connection takes them */
 	struct keel_dpdk_stats st0;
 	keel_dpdk_get_stats(ks.t, &st0);
-	uint64_t sent = 0, t0 = keel_now_ns(), end = t0 + (uint64_t)(o->seconds * 1e9);
+	uint64_t sent = 0, efull = 0, t0 = keel_now_ns(), end = t0 + (uint64_t)(o->seconds * 1e9);
 	while (keel_now_ns() < end) {
 		for (int k = 0; k < 256; k++) {
 			struct keel_send_buf *b;
-			if (keel_transport_alloc(ks.out, 64, &b) != 0)
+			if (keel_transport_alloc(ks.out, 64, &b) != 0) {
+				efull++;
 				break;
+			}
 			memcpy(b->data, msg, 64);
 			b->len = 64;
 			b->type = T_SINK;
 			keel_transport_send_buf(ks.out, b);
 			sent++;
 		}
-		keel_transport_poll(ks.t, 32);
+		keel_transport_poll(ks.t, 64);
 	}
 	ks.fin = false;
 	k_send(ks.out, T_FIN, msg, 8);
 	uint64_t deadline = keel_now_ns() + 30000000000ull;
 	while (!ks.fin && keel_now_ns() < deadline)
-		keel_transport_poll(ks.t, 32);
+		keel_transport_poll(ks.t, 64);
 	double secs = (double)(keel_now_ns() - t0) / 1e9;
 	if (!ks.fin || ks.peer_count != sent) {
 		fprintf(stderr, "bench-transport-dpdk: server counted %" PRIu64 " of %" PRIu64 "\n",
@@ -414,9 +416,10 @@ static int keel_client(const char *sock, const struct opts *o, struct result *r)
 		keel_dpdk_get_stats(ks.t, &st);
 		fprintf(stderr, "client after one-way: sent %" PRIu64 " msgs, tx %" PRIu64 " rx %" PRIu64
 			" pkts, retransmits %" PRIu64 ", acks %" PRIu64 " data %" PRIu64
-			" timeouts %" PRIu64 " nombuf %" PRIu64 "\n",
+			" timeouts %" PRIu64 " nombuf %" PRIu64 " efull bursts %" PRIu64
+			" tx ring full %" PRIu64 "\n",
 			sent, st.tx_pkts, st.rx_pkts, st.retransmits, st.rel_acks_sent,
-			st.rel_data_sent, st.rel_timeouts, st.no_mbuf);
+			st.rel_data_sent, st.rel_timeouts, st.no_mbuf, efull, st.tx_ring_full);
 	}
 	/* Delivered messages over the time until the last one was counted. */
 	r->per_s = (double)ks.peer_count / secs;
