@@ -10,6 +10,7 @@ int keel_cmd_shards(int argc, char **argv);
 int keel_cmd_mr(int argc, char **argv);
 int keel_cmd_node(int argc, char **argv);
 int keel_cmd_send(int argc, char **argv);
+int keel_cmd_raft(int argc, char **argv);
 
 /* Strict unsigned option value: digits only, min..max; prints the error
  * (cmd_topo.c). */

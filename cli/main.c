@@ -18,6 +18,7 @@ static const struct keel_cmd commands[] = {
 	{"shards", keel_cmd_shards, "run pinned shards exchanging messages; print a summary"},
 	{"node", keel_cmd_node, "run a node from its configuration file"},
 	{"send", keel_cmd_send, "send a verified message stream to a node (tests, demo)"},
+	{"raft", keel_cmd_raft, "run a Raft group of the config's peers (group host), a replicated log"},
 	{"mr", keel_cmd_mr, "run map-reduce jobs (wordcount, grep, index, sort, or a job .so)"},
 };
 

@@ -345,8 +345,16 @@ static int send_ctl(struct cnode *n, uint32_t to, bool to_coord, uint16_t type, 
 	return rc;
 }
 
+/* Tells the coordinator this node failed the job. The message gets the
+ * node's id unless it already names one: the coordinator prints it as the
+ * job's error, and "which node" is the first question. */
 static void send_error(struct cnode *n, const char *msg)
 {
+	char named[KEEL_ERRMSG_LEN + 32];
+	if (strncmp(msg, "mr: ", 4) == 0 && strncmp(msg, "mr: node ", 9) != 0) {
+		snprintf(named, sizeof named, "mr: node %u: %s", n->self, msg + 4);
+		msg = named;
+	}
 	struct wbuf w = {0};
 	w_str(&w, msg);
 	if (!w.oom)
@@ -408,26 +416,12 @@ static void cs_read_done(struct keel_io_op *op, int32_t res, uint32_t flags)
 {
 	(void)flags;
 	struct cshard *s = (struct cshard *)((char *)op - offsetof(struct cshard, rd));
-	struct cnode *n = s->n;
 	if (res == -EINTR || res == -EAGAIN) {
 		cs_read_next(s);
 		return;
 	}
-	int rc;
-	if (res < 0) {
-		rc = keel_errmsg_set(s->errmsg, res, "mr: node %u: read %s", n->self,
-				     n->plan.files[s->scan.sp->file].path);
-	} else {
-		size_t got = (size_t)res;
-		if (n->job.job->format == KEEL_MR_FIXED && got > 0 && got < s->scan.len) {
-			ssize_t more = pread(s->scan.fd, *s->scan.bufp + got, s->scan.len - got,
-					     (off_t)(s->scan.base + got));
-			if (more > 0)
-				got += (size_t)more;
-		}
-		uint64_t dummy = 0;
-		rc = mr_scan_feed(&s->scan, got, cs_on_record, s, &dummy, s->errmsg);
-	}
+	uint64_t dummy = 0;
+	int rc = mr_scan_complete(&s->scan, res, cs_on_record, s, &dummy, s->errmsg);
 	if (rc) {
 		cs_task_end(s, rc, s->cur->err ? s->cur->errmsg : s->errmsg);
 		return;

@@ -303,21 +303,8 @@ static void rt_read_done(struct keel_io_op *op, int32_t res, uint32_t flags)
 		rt_read_next(w);
 		return;
 	}
-	int rc = 0;
-	if (res < 0) {
-		rc = keel_errmsg_set(w->errmsg, res, "mr: read %s",
-				     e->plan.files[w->scan.sp->file].path);
-	} else {
-		size_t got = (size_t)res;
-		/* Fixed records want whole chunks: finish a short read here. */
-		if (e->job->format == KEEL_MR_FIXED && got > 0 && got < w->scan.len) {
-			ssize_t more = pread(w->scan.fd, *w->scan.bufp + got, w->scan.len - got,
-					     (off_t)(w->scan.base + got));
-			if (more > 0)
-				got += (size_t)more;
-		}
-		rc = mr_scan_feed(&w->scan, got, on_record, w, (uint64_t *)&e->bytes_done, w->errmsg);
-	}
+	int rc = mr_scan_complete(&w->scan, res, on_record, w, (uint64_t *)&e->bytes_done,
+				  w->errmsg);
 	if (rc) {
 		rt_fail(w, rc, w->t.err ? w->t.errmsg : w->errmsg);
 		mr_scan_close(&w->scan);

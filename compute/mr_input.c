@@ -256,6 +256,21 @@ static void report_bytes(struct mr_scan *sc, uint64_t upto, uint64_t *bytes_done
 	}
 }
 
+int mr_scan_complete(struct mr_scan *sc, int32_t res, mr_record_fn fn, void *arg,
+		     uint64_t *bytes_done, char *errmsg)
+{
+	const char *path = sc->plan->files[sc->sp->file].path;
+	if (res < 0)
+		return keel_errmsg_set(errmsg, res, "mr: read %s", path);
+	size_t got = (size_t)res;
+	if (sc->job->format == KEEL_MR_FIXED && got > 0 && got < sc->len) {
+		ssize_t more = pread(sc->fd, *sc->bufp + got, sc->len - got, (off_t)(sc->base + got));
+		if (more > 0)
+			got += (size_t)more;
+	}
+	return mr_scan_feed(sc, got, fn, arg, bytes_done, errmsg);
+}
+
 int mr_scan_feed(struct mr_scan *sc, size_t got, mr_record_fn fn, void *arg, uint64_t *bytes_done,
 		 char *errmsg)
 {

@@ -40,14 +40,30 @@ static inline uint64_t mr_hash(const void *key, size_t len)
 		p += 8;
 		len -= 8;
 	}
+	/* The last 0-7 bytes without a byte loop: two overlapping loads for
+	 * 4-7, first/middle/last byte for 1-3 (len is already in h). */
 	uint64_t t = 0;
-	if (len)
-		memcpy(&t, p, len);
+	if (len >= 4) {
+		uint32_t a, b;
+		memcpy(&a, p, 4);
+		memcpy(&b, p + len - 4, 4);
+		t = (uint64_t)a << 32 | b;
+	} else if (len) {
+		t = (uint64_t)p[0] << 16 | (uint64_t)p[len >> 1] << 8 | p[len - 1];
+	}
 	h = (h ^ t) * 0x94d049bb133111ebull;
 	h ^= h >> 31;
 	h *= 0xbf58476d1ce4e5b9ull;
 	h ^= h >> 32;
 	return h;
+}
+
+/* The reduce partition of a key with hash h: bits 16..47 scaled to [0, R)
+ * by a multiply (no division on the emit path); the index of the
+ * combining table uses the low bits and its tag the high ones. */
+static inline uint32_t mr_part_of(uint64_t h, uint32_t partitions)
+{
+	return (uint32_t)(((h >> 16) & 0xffffffffull) * partitions >> 32);
 }
 
 /* Byte order of keys: memcmp, a prefix first. */
@@ -115,6 +131,13 @@ int mr_scan_open(struct mr_scan *sc, const struct mr_plan *plan, const struct mr
 bool mr_scan_next_read(struct mr_scan *sc, void **dst, size_t *len, uint64_t *off);
 int mr_scan_feed(struct mr_scan *sc, size_t got, mr_record_fn fn, void *arg,
 		 uint64_t *bytes_done, char *errmsg);
+/* The completion of an asynchronous read issued at next_read's place: res
+ * is the io_uring result. A read error gets a message naming the file; a
+ * short read of fixed-size records is finished synchronously (they want
+ * whole chunks); then feed runs. The caller retries -EINTR/-EAGAIN itself,
+ * before calling this. */
+int mr_scan_complete(struct mr_scan *sc, int32_t res, mr_record_fn fn, void *arg,
+		     uint64_t *bytes_done, char *errmsg);
 void mr_scan_close(struct mr_scan *sc);
 
 /* Runs map over every record of one split (synchronous reads). */
@@ -152,6 +175,20 @@ struct mr_spill {
 	uint64_t bytes;
 };
 
+/* A pair emitted but not yet folded into the table (see mr_table.c:
+ * "pipelined combining"). Keys and values are copied: map's buffers are
+ * only valid during the emit. */
+#define MR_PEND_DEPTH 16
+#define MR_PEND_KEY 48
+#define MR_PEND_VAL 16
+struct mr_pend {
+	uint64_t h;
+	uint32_t part;
+	uint16_t klen, vlen;
+	uint8_t key[MR_PEND_KEY];
+	uint8_t val[MR_PEND_VAL];
+};
+
 struct mr_table {
 	const struct keel_mr_job *job;
 	void *state;
@@ -177,6 +214,9 @@ struct mr_table {
 	uint64_t emitted, spilled_pairs, spill_bytes, shuffled;
 	char errmsg[KEEL_ERRMSG_LEN];
 	int err;
+	/* pipelined combining: a ring of pairs waiting for their slot */
+	struct mr_pend pend[MR_PEND_DEPTH];
+	unsigned pend_head, pend_n;
 };
 
 /* What map emits into: the calling shard's current table. */
@@ -190,6 +230,9 @@ int mr_table_init(struct mr_table *t, const struct keel_mr_job *job, void *state
 void mr_table_free(struct mr_table *t);
 int mr_table_add(struct mr_table *t, const void *key, size_t klen, const void *val,
 		 size_t vlen);
+/* Folds the pairs still in the pipeline into the table. finish and spill
+ * do it themselves; anything else that reads the table must call it. */
+int mr_table_drain(struct mr_table *t);
 /* Sorts the arena into t->sorted / t->part_start (the in-memory run). */
 int mr_table_finish(struct mr_table *t);
 /* Sorts and writes the arena to a new spill file, then empties it. */

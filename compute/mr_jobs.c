@@ -20,7 +20,7 @@ uint64_t keel_mr_hash(const void *key, size_t len)
 
 uint32_t keel_mr_partition_default(const void *key, size_t klen, uint32_t partitions)
 {
-	return (uint32_t)((mr_hash(key, klen) >> 16) % partitions);
+	return mr_part_of(mr_hash(key, klen), partitions);
 }
 
 static const uint8_t is_space[256] = {

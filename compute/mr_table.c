@@ -10,6 +10,17 @@
  * arena (about 3/4 of the budget) or the index (about 1/4) is full, the
  * pairs are sorted by (partition, key) and written as one run: partitions
  * back to back, each a sequence of [u32 klen][u32 vlen][key][value].
+ *
+ * Pipelined combining: with a big vocabulary nearly every emit misses the
+ * cache twice, once on its index slot and once on the pair in the arena
+ * (perf on wordcount: >80% of map time on those two loads). So an emitted
+ * pair is hashed, its slot prefetched, and it waits in a ring of
+ * MR_PEND_DEPTH pairs; halfway through the ring its slot is read (by then
+ * in cache) and the matching pair's arena line prefetched; it is folded in
+ * when it leaves the ring. The misses of several pairs then overlap
+ * instead of queueing. Combining is associative and commutative, so the
+ * delay changes nothing in the result; pairs too big for the ring go
+ * straight in after the ring drains.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -103,6 +114,8 @@ static int table_err(struct mr_table *t, int code, const char *fmt, const char *
 	return t->err;
 }
 
+static int spill_now(struct mr_table *t);
+
 static int grow_slots(struct mr_table *t)
 {
 	size_t n = t->nslots * 2;
@@ -133,7 +146,7 @@ static int ensure_arena(struct mr_table *t, size_t need)
 	if (t->arena_len + need <= t->arena_cap)
 		return 0;
 	if (t->arena_len > 0) {
-		int rc = mr_table_spill(t);
+		int rc = spill_now(t);
 		if (rc)
 			return rc;
 	}
@@ -148,6 +161,73 @@ static int ensure_arena(struct mr_table *t, size_t need)
 		t->arena_cap = need;
 	}
 	return 0;
+}
+
+/* Folds one pair into the combining index (or finds its key there). */
+static int combine_insert(struct mr_table *t, uint64_t h, uint32_t part, const void *key,
+			  size_t klen, const void *val, size_t vlen)
+{
+	size_t need = mr_rec_size(klen, vlen);
+	uint32_t tag = (uint32_t)(h >> 32);
+again:;
+	size_t mask = t->nslots - 1, i = h & mask;
+	while (t->slots[i].off8) {
+		if (t->slots[i].tag == tag) {
+			struct mr_rec *r = (void *)(t->arena + (size_t)(t->slots[i].off8 - 1) * 8);
+			if (r->klen == klen && !memcmp(r->data, key, klen)) {
+				t->job->combine(t->state, r->data + klen, val, vlen);
+				return 0;
+			}
+		}
+		i = (i + 1) & mask;
+	}
+	if (t->nitems + 1 > t->nslots / 2) {
+		if (grow_slots(t)) {
+			int rc = spill_now(t);
+			if (rc)
+				return rc;
+		}
+		goto again;
+	}
+	if (t->arena_len + need > t->arena_cap) {
+		int rc = ensure_arena(t, need);
+		if (rc)
+			return rc;
+		goto again;
+	}
+	struct mr_rec *r = (void *)(t->arena + t->arena_len);
+	r->part = part;
+	r->klen = (uint32_t)klen;
+	r->vlen = (uint32_t)vlen;
+	r->hash32 = tag;
+	memcpy(r->data, key, klen);
+	memcpy(r->data + klen, val, vlen);
+	t->slots[i].tag = tag;
+	t->slots[i].off8 = (uint32_t)(t->arena_len / 8 + 1);
+	t->arena_len += need;
+	t->nitems++;
+	return 0;
+}
+
+/* Folds the oldest pending pair into the table. */
+static int pend_pop(struct mr_table *t)
+{
+	struct mr_pend *p = &t->pend[t->pend_head];
+	t->pend_head = (t->pend_head + 1) % MR_PEND_DEPTH;
+	t->pend_n--;
+	return combine_insert(t, p->h, p->part, p->key, p->klen, p->val, p->vlen);
+}
+
+int mr_table_drain(struct mr_table *t)
+{
+	while (t->pend_n) {
+		int rc = pend_pop(t);
+		if (rc) {
+			t->pend_n = 0;
+			return rc;
+		}
+	}
+	return t->err;
 }
 
 int mr_table_add(struct mr_table *t, const void *key, size_t klen, const void *val, size_t vlen)
@@ -168,53 +248,38 @@ int mr_table_add(struct mr_table *t, const void *key, size_t klen, const void *v
 			h = mr_hash(key, klen);
 	} else {
 		h = mr_hash(key, klen);
-		part = (uint32_t)((h >> 16) % t->partitions);
+		part = mr_part_of(h, t->partitions);
 	}
 	t->emitted++;
-	size_t need = mr_rec_size(klen, vlen);
 	if (t->combine) {
 		if (KEEL_UNLIKELY(vlen != t->job->value_size))
 			return table_err(t, KEEL_EBADJOB, "emitted a value whose size is not value_size%s", "");
-		uint32_t tag = (uint32_t)(h >> 32);
-	again:;
-		size_t mask = t->nslots - 1, i = h & mask;
-		while (t->slots[i].off8) {
-			if (t->slots[i].tag == tag) {
-				struct mr_rec *r = (void *)(t->arena + (size_t)(t->slots[i].off8 - 1) * 8);
-				if (r->klen == klen && !memcmp(r->data, key, klen)) {
-					t->job->combine(t->state, r->data + klen, val, vlen);
-					return 0;
-				}
-			}
-			i = (i + 1) & mask;
+		if (klen > MR_PEND_KEY || vlen > MR_PEND_VAL) {
+			int rc = mr_table_drain(t);
+			return rc ? rc : combine_insert(t, h, part, key, klen, val, vlen);
 		}
-		if (t->nitems + 1 > t->nslots / 2) {
-			if (grow_slots(t)) {
-				int rc = mr_table_spill(t);
-				if (rc)
-					return rc;
-			}
-			goto again;
+		__builtin_prefetch(&t->slots[h & (t->nslots - 1)]);
+		struct mr_pend *p = &t->pend[(t->pend_head + t->pend_n) % MR_PEND_DEPTH];
+		p->h = h;
+		p->part = part;
+		p->klen = (uint16_t)klen;
+		p->vlen = (uint16_t)vlen;
+		memcpy(p->key, key, klen);
+		memcpy(p->val, val, vlen);
+		t->pend_n++;
+		/* Halfway: the slot of this pair has arrived; fetch its pair. */
+		if (t->pend_n > MR_PEND_DEPTH / 2) {
+			const struct mr_pend *m =
+				&t->pend[(t->pend_head + t->pend_n - 1 - MR_PEND_DEPTH / 2) % MR_PEND_DEPTH];
+			const __typeof__(*t->slots) *sl = &t->slots[m->h & (t->nslots - 1)];
+			if (sl->off8 && sl->tag == (uint32_t)(m->h >> 32))
+				__builtin_prefetch(t->arena + (size_t)(sl->off8 - 1) * 8);
 		}
-		if (t->arena_len + need > t->arena_cap) {
-			int rc = ensure_arena(t, need);
-			if (rc)
-				return rc;
-			goto again;
-		}
-		struct mr_rec *r = (void *)(t->arena + t->arena_len);
-		r->part = part;
-		r->klen = (uint32_t)klen;
-		r->vlen = (uint32_t)vlen;
-		r->hash32 = tag;
-		memcpy(r->data, key, klen);
-		memcpy(r->data + klen, val, vlen);
-		t->slots[i].tag = tag;
-		t->slots[i].off8 = (uint32_t)(t->arena_len / 8 + 1);
-		t->arena_len += need;
-		t->nitems++;
+		if (t->pend_n == MR_PEND_DEPTH)
+			return pend_pop(t);
 		return 0;
 	}
+	size_t need = mr_rec_size(klen, vlen);
 	int rc = ensure_arena(t, need);
 	if (rc)
 		return rc;
@@ -340,7 +405,7 @@ int mr_table_sort(struct mr_table *t, struct mr_sorted_ent **entsp, size_t **sta
 
 int mr_table_finish(struct mr_table *t)
 {
-	if (t->err)
+	if (mr_table_drain(t))
 		return t->err;
 	int rc = mr_table_sort(t, &t->sorted, &t->part_start);
 	if (rc)
@@ -454,6 +519,14 @@ static int sw_put(struct spill_writer *w, const void *p, size_t n)
 }
 
 int mr_table_spill(struct mr_table *t)
+{
+	int rc = mr_table_drain(t);
+	return rc ? rc : spill_now(t);
+}
+
+/* Spills without draining the pipeline: the insert that needs the room is
+ * in progress (called from it). */
+static int spill_now(struct mr_table *t)
 {
 	if (t->err)
 		return t->err;

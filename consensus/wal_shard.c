@@ -10,8 +10,9 @@
  *
  * Ownership: the reactor struct belongs to the shard thread that attached
  * it. After keel_wal_detach it frees itself when the poll's last CQE
- * arrives; from detach on it never touches the WAL again, so the WAL may be
- * closed right after detach. */
+ * arrives, or at once when the runtime is stopping (detach from shard_fini:
+ * the loop has ended and will reap nothing more); from detach on it never
+ * touches the WAL again, so the WAL may be closed right after detach. */
 #include <errno.h>
 #include <liburing.h>
 #include <poll.h>
@@ -85,6 +86,13 @@ void keel_wal_detach(struct keel_wal_reactor *r)
 	if (!r)
 		return;
 	r->detached = true;
+	if (r->armed && !r->in_cb && keel_runtime_stopping(keel_shard_runtime(r->shard))) {
+		/* The loop has ended (shard_fini, as transport/tcp.c assumes
+		 * too): the poll's last completion will never be reaped, the
+		 * ring is torn down next. */
+		free(r);
+		return;
+	}
 	if (!r->armed) {
 		if (!r->in_cb)
 			free(r); /* else on_ready frees it on the way out */

@@ -2,9 +2,12 @@
  * libFuzzer target: the DPDK backend's packet decoder and the reliability
  * session behind it. The input is a sequence of packets, each prefixed by a
  * 16-bit length; every one that decodes is fed to one session (which also
- * has a multi-fragment message of its own to send), with the clock moving
- * so that retransmission and delayed acks run too. Nothing a peer sends may
- * crash, read out of bounds or leak.
+ * has a multi-fragment message and small coalesced ones of its own to
+ * send), with the clock moving so that retransmission and delayed acks run
+ * too. Coalesced packets (BATCH: records of type, length, bytes) go through
+ * the record checks in keel_drel_input; each input is also checked as a
+ * bare record chain. Nothing a peer sends may crash, read out of bounds or
+ * leak.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -21,6 +24,17 @@ static void *f_emit(void *ctx, const struct keel_drel_hdr *h, struct keel_drel_m
 		return NULL;
 	keel_drel_hdr_encode(p, h);
 	memcpy(p + KEEL_DREL_HDR_LEN, m->data + h->offset, h->len);
+	return p;
+}
+static void *f_emit_batch(void *ctx, const struct keel_drel_hdr *h,
+			  struct keel_drel_msg *const *msgs, uint32_t n)
+{
+	uint8_t *p = malloc(KEEL_DREL_HDR_LEN + h->len);
+	if (!p)
+		return NULL;
+	keel_drel_hdr_encode(p, h);
+	if (keel_drel_batch_write(p + KEEL_DREL_HDR_LEN, msgs, n) != h->len)
+		abort();
 	return p;
 }
 static int f_retransmit(void *ctx, void *pkt)
@@ -57,7 +71,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	cfg.mss = 64;
 	cfg.max_msg = 1 << 16;
 	struct keel_drel_io io = {
-		.emit = f_emit, .retransmit = f_retransmit, .release = f_release,
+		.emit = f_emit, .emit_batch = f_emit_batch, .retransmit = f_retransmit, .release = f_release,
 		.msg_done = f_msg_done, .deliver = f_deliver, .send_ack = f_send_ack,
 	};
 	static struct keel_drel s;
@@ -66,6 +80,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static uint8_t out[1000];
 	struct keel_drel_msg m = {.data = out, .len = sizeof(out)};
 	keel_drel_send(&s, &m);
+	static uint8_t small[8][20];
+	struct keel_drel_msg sm[8];
+	for (int i = 0; i < 8; i++) {
+		sm[i] = (struct keel_drel_msg){.data = small[i], .len = (uint32_t)i * 2,
+					       .type = (uint16_t)i};
+		keel_drel_send(&s, &sm[i]);
+	}
+	if (size >= 2)
+		keel_drel_batch_check(data + 2, (uint32_t)(size - 2), data[0] | (data[1] << 8), NULL);
 	uint64_t now = 1;
 	while (size >= 2) {
 		size_t n = (size_t)data[0] | ((size_t)data[1] << 8);

@@ -21,9 +21,18 @@ struct keel_dpdk_stats {
 	uint64_t rx_pkts, tx_pkts, rx_msgs, rx_zero_copy;
 	uint64_t retransmits, injected_drops, bad_csum, bad_frames;
 	uint64_t steered, arp_replies, no_mbuf;
+	/* software steering: frames another shard received on its queue and
+	 * handed to this one (`steered` counts the ones this shard handed on) */
+	uint64_t steered_in;
+	/* 1 when rte_flow rules steer UDP ports to queues (no handing over) */
+	uint64_t flow_steering;
 	/* summed over the live sessions */
 	uint64_t rel_retransmits, rel_timeouts, rel_dups, rel_out_of_order;
 	uint64_t rel_acks_sent, rel_data_sent, rel_stale;
+	/* messages sent, and coalesced packets among rel_data_sent */
+	uint64_t rel_msgs_sent, rel_batches_sent;
+	/* tx flushes that left frames behind (the PMD's ring was full) */
+	uint64_t tx_ring_full;
 	/* the port's (all queues): frames the NIC/PMD dropped */
 	uint64_t port_imissed, port_ierrors, port_rx_nombuf, port_oerrors;
 };

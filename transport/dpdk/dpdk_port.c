@@ -90,12 +90,15 @@ static int find_port(const char *spec, uint16_t *id)
 }
 
 /* Flow rules: UDP destination port base+q to queue q, where the PMD has
- * rte_flow (real NICs); virtual devices mostly don't, then the shards
- * steer in software through their inboxes. */
-static bool try_flow_rules(uint16_t port, uint16_t base, uint16_t nq)
+ * rte_flow (real NICs, net_tap with tc flower); virtual devices mostly
+ * don't, then the shards steer in software through their inboxes. Says
+ * why not in why (the PMD's rte_flow error). */
+static bool try_flow_rules(uint16_t port, uint16_t base, uint16_t nq, char *why, size_t whylen)
 {
-	if (nq < 2)
+	if (nq < 2) {
+		snprintf(why, whylen, "one queue");
 		return false;
+	}
 	for (uint16_t q = 0; q < nq; q++) {
 		struct rte_flow_attr attr = {.ingress = 1};
 		struct rte_flow_item_udp spec = {.hdr.dst_port = rte_cpu_to_be_16((uint16_t)(base + q))};
@@ -111,9 +114,17 @@ static bool try_flow_rules(uint16_t port, uint16_t base, uint16_t nq)
 			{.type = RTE_FLOW_ACTION_TYPE_QUEUE, .conf = &qa},
 			{.type = RTE_FLOW_ACTION_TYPE_END},
 		};
-		struct rte_flow_error err;
-		if (rte_flow_validate(port, &attr, pattern, actions, &err) != 0 ||
-		    !rte_flow_create(port, &attr, pattern, actions, &err)) {
+		struct rte_flow_error err = {0};
+		const char *step = "rte_flow_validate";
+		int rc = rte_flow_validate(port, &attr, pattern, actions, &err);
+		if (rc == 0) {
+			step = "rte_flow_create";
+			rc = rte_flow_create(port, &attr, pattern, actions, &err) ? 0 : -rte_errno;
+		}
+		if (rc != 0) {
+			snprintf(why, whylen, "%s (UDP port %u -> queue %u): %s (%s, error type %d)",
+				 step, base + q, q, err.message ? err.message : "no message",
+				 rte_strerror(rc < 0 ? -rc : rc), (int)err.type);
 			rte_flow_flush(port, &err);
 			return false;
 		}
@@ -205,12 +216,14 @@ static int port_setup(const struct keel_dpdk_config *c, uint16_t nq, char *errms
 	/* We filter by MAC/IP/port ourselves; some vdevs only pass frames for
 	 * the device MAC otherwise. */
 	rte_eth_promiscuous_enable(p->port_id);
-	p->flow_steering = try_flow_rules(p->port_id, c->udp_port, nq);
+	char why[256] = "";
+	p->flow_steering = try_flow_rules(p->port_id, c->udp_port, nq, why, sizeof(why));
 	p->nqueues = nq;
 	keel_info("dpdk: port %u (%s) up: %u queue pairs, %u mbufs, csum offload tx %s rx %s, "
-		  "steering by %s",
+		  "steering: %s%s%s",
 		  p->port_id, p->name, nq, c->mbufs, p->tx_ip_csum ? "yes" : "no",
-		  p->rx_csum ? "yes" : "no", p->flow_steering ? "flow rules" : "software");
+		  p->rx_csum ? "yes" : "no", p->flow_steering ? "rte_flow" : "software",
+		  p->flow_steering ? "" : ", no flow rules: ", p->flow_steering ? "" : why);
 	return 0;
 }
 

@@ -21,6 +21,13 @@
  *   - messages longer than one packet's payload (mss) are cut into
  *     fragments (FIRST/LAST flags, message length and offset in every one)
  *     and reassembled in order;
+ *   - small messages are coalesced: the messages queued when the session is
+ *     pumped go out several per packet (flag BATCH: the payload is a chain
+ *     of records, each a 4-byte record header, type and length, then the
+ *     message). A coalesced packet is one sequence number: acknowledged,
+ *     retransmitted and delivered as a unit, its messages in order. Nothing
+ *     waits for more messages to arrive (no Nagle timer): what is queued at
+ *     the pump goes, so a lone message leaves at once;
  *   - each side has a random epoch; a packet from a new epoch of a known
  *     peer means the peer restarted: the session resets (report it broken).
  *
@@ -51,7 +58,9 @@ extern "C" {
 /* ---- packet header (inside the UDP payload), little-endian ------------ */
 
 #define KEEL_DREL_MAGIC 0x4b /* 'K' */
-#define KEEL_DREL_VERSION 1
+/* 2: coalesced packets (KEEL_DREL_F_BATCH). A version-1 peer's packets
+ * fail the version check and are dropped. */
+#define KEEL_DREL_VERSION 2
 #define KEEL_DREL_HDR_LEN 44
 
 enum keel_drel_type {
@@ -64,6 +73,15 @@ enum keel_drel_type {
 /* The sender dialled this session (connect); the receiver keys sessions by
  * (node, shard, who dialled), so A->B and B->A are two connections. */
 #define KEEL_DREL_F_INIT 0x8u
+/* A coalesced packet (DATA): FIRST and LAST set, offset 0, msg_len equal to
+ * len, msg_type the number of records (1..); the payload is exactly that
+ * many records: u16 type, u16 length (little-endian), then the bytes. */
+#define KEEL_DREL_F_BATCH 0x10u
+#define KEEL_DREL_REC_LEN 4
+/* Records per coalesced packet at most (bounds the sender's gather). */
+#define KEEL_DREL_BATCH_MAX 128
+
+struct keel_drel_msg;
 
 struct keel_drel_hdr {
 	uint8_t type;       /* enum keel_drel_type */
@@ -71,7 +89,8 @@ struct keel_drel_hdr {
 	uint16_t src_shard; /* sender's shard */
 	uint16_t dst_shard; /* receiver's shard (also chosen by UDP port) */
 	uint16_t len;       /* payload bytes following the header */
-	uint16_t msg_type;  /* DATA: the layer above's message type */
+	uint16_t msg_type;  /* DATA: the layer above's message type; BATCH:
+			       the number of records */
 	uint32_t src_node;  /* sender's node id */
 	uint32_t epoch;     /* sender's epoch (random per process start) */
 	uint32_t dst_epoch; /* receiver's epoch as the sender knows it; 0 unknown */
@@ -89,9 +108,34 @@ void keel_drel_hdr_encode(uint8_t *p, const struct keel_drel_hdr *h);
  * Checks magic, version, type, flags, that the payload fits in n, and that
  * the fragment lies inside a message of at most max_msg bytes. Never reads
  * past p + n. Returns 0, or KEEL_EPROTO / KEEL_ETOOBIG with the reason in
- * errmsg (may be NULL). */
+ * errmsg (may be NULL). The records of a coalesced packet are checked by
+ * keel_drel_batch_check (keel_drel_input does, and resets the session when
+ * they are malformed: the packet passed the checksum, so the peer is
+ * broken or hostile). */
 int keel_drel_hdr_decode(struct keel_drel_hdr *h, const uint8_t *p, size_t n,
 			 uint32_t max_msg, char *errmsg);
+
+/* Checks that the len bytes at p are exactly `count` well-formed records
+ * (lengths inside the payload, nothing left over). Never reads past p + len.
+ * Returns 0 or KEEL_EPROTO with the reason in errmsg (may be NULL). */
+int keel_drel_batch_check(const uint8_t *p, uint32_t len, uint32_t count, char *errmsg);
+
+/* Writes one record header (type, length) at p. */
+static inline void keel_drel_rec_put(uint8_t *p, uint16_t type, uint16_t len)
+{
+	p[0] = (uint8_t)type;
+	p[1] = (uint8_t)(type >> 8);
+	p[2] = (uint8_t)len;
+	p[3] = (uint8_t)(len >> 8);
+}
+
+/* Writes the n messages as records at dst (the coalesced packet's payload:
+ * h->len bytes as emit_batch's header says). Returns the bytes written. */
+uint32_t keel_drel_batch_write(uint8_t *dst, struct keel_drel_msg *const *msgs, uint32_t n);
+
+/* The type of the first message a DATA packet carries (a coalesced packet's
+ * first record). h and payload must have passed keel_drel_hdr_decode. */
+uint16_t keel_drel_first_type(const struct keel_drel_hdr *h, const uint8_t *payload);
 
 /* ---- one session --------------------------------------------------------- */
 
@@ -130,6 +174,12 @@ struct keel_drel_io {
 	 * nothing can be sent now (the module retries on the next pump). */
 	void *(*emit)(void *ctx, const struct keel_drel_hdr *h,
 		      struct keel_drel_msg *m);
+	/* Build a coalesced DATA packet with header h (flags include BATCH,
+	 * h->len the payload bytes) whose payload is the n messages as records
+	 * (keel_drel_batch_write), and put it on the wire; like emit. NULL
+	 * here: the session never coalesces (one packet per message). */
+	void *(*emit_batch)(void *ctx, const struct keel_drel_hdr *h,
+			    struct keel_drel_msg *const *msgs, uint32_t n);
 	/* Send a kept packet again. Return 0, or <0 when the wire is full now
 	 * (the rest waits for the next timeout). */
 	int (*retransmit)(void *ctx, void *pkt);
@@ -152,6 +202,7 @@ struct keel_drel_stats {
 	uint64_t retransmits, timeouts, fast_retransmits;
 	uint64_t dups, out_of_order, stale, proto_errors, resets;
 	uint64_t msgs_sent, msgs_delivered;
+	uint64_t batches_sent; /* coalesced packets (each also in data_sent) */
 };
 
 struct keel_drel {
@@ -222,7 +273,8 @@ int keel_drel_send(struct keel_drel *s, struct keel_drel_msg *m);
  * drained below half); clears the flag. */
 bool keel_drel_writable(struct keel_drel *s);
 
-/* Emits as many queued fragments as window and credit allow. Returns the
+/* Emits as many queued fragments as window and credit allow, coalescing
+ * consecutive small messages (when io.emit_batch is set). Returns the
  * number of packets emitted. */
 int keel_drel_pump(struct keel_drel *s, uint64_t now_ns);
 
@@ -257,6 +309,12 @@ static inline uint32_t keel_drel_inflight(const struct keel_drel *s)
 static inline bool keel_drel_idle(const struct keel_drel *s)
 {
 	return s->tx_next == s->tx_una && s->q_count == 0;
+}
+/* True when what is queued fills at least one packet: worth pumping now
+ * rather than at the end of the poll. */
+static inline bool keel_drel_packet_ready(const struct keel_drel *s)
+{
+	return s->q_bytes - s->q_off + (uint64_t)s->q_count * KEEL_DREL_REC_LEN >= s->cfg.mss;
 }
 
 #ifdef __cplusplus

@@ -13,12 +13,22 @@
  * session, a failed handshake is logged and the session dropped. The
  * dialler's sends before the handshake ends are held and go out after AUTH.
  *
- * Zero-copy: a send buffer up to one packet's payload IS an mbuf (the
- * headers are written in front of the caller's bytes at send time) and
- * stays referenced until the peer acknowledges it; a bigger one is heap
- * memory cut into fragments (copied into mbufs). On receive, a message that
- * fits in one packet is lent to on_recv straight from the mbuf; a
- * fragmented one from the session's reassembly buffer.
+ * Coalescing: sends are queued on the session and pumped once per poll
+ * (after the received frames were handled, so replies made in on_recv go
+ * too), or at once when a packet's worth is queued; the session packs the
+ * small messages queued by then into one packet each (dpdk_rel.h, BATCH).
+ * No timer holds a message back: a lone message leaves at the next poll.
+ *
+ * Buffers: a send buffer up to SMALL_MAX bytes lives inside the send
+ * descriptor itself (no allocation; its bytes are copied into the
+ * coalesced packet, which is cheaper than an mbuf per message); one up to
+ * a packet's payload IS an mbuf (record and frame headers are written in
+ * front of the caller's bytes at send time, smaller messages queued behind
+ * it are copied after them) and stays referenced until the peer
+ * acknowledges it; a bigger one is heap memory cut into fragments (copied
+ * into mbufs). On receive, a message that fits in one packet, alone or
+ * coalesced, is lent to on_recv straight from the mbuf; a fragmented one
+ * from the session's reassembly buffer.
  *
  * Ownership: everything here belongs to the shard thread that opened the
  * transport; the port, pool and steering rings are process-wide
@@ -43,6 +53,7 @@
 #include "keel/runtime.h"
 #include "keel/transport.h"
 #include "transport/dpdk/dpdk.h"
+#include "transport/dpdk/dpdk_csum.h"
 #include "transport/dpdk/dpdk_port.h"
 #include "transport/dpdk/dpdk_rel.h"
 #include "transport/handshake.h"
@@ -55,7 +66,12 @@
 
 #define HDRS (KEEL_DPDK_L2L4_LEN + KEEL_DREL_HDR_LEN)
 #define TXQ_LEN 512
-#define RX_BURST 32
+#define RX_BURST 64
+/* Send buffers up to this size live in the descriptor (see above). */
+#define SMALL_MAX 256
+/* Where a zero-copy send buffer's bytes start in its mbuf: after the frame
+ * headers and the record header of a coalesced packet. */
+#define ZC_OFF (HDRS + KEEL_DREL_REC_LEN)
 
 struct dconn;
 
@@ -67,6 +83,7 @@ struct dbuf {
 	uint8_t *heap;
 	struct dbuf *next_free;
 	struct dbuf *next_hold; /* dialler's sends held until the handshake ends */
+	uint8_t small[SMALL_MAX];
 };
 
 struct dconn {
@@ -105,7 +122,8 @@ struct dtrans {
 	struct rte_mbuf *txq[TXQ_LEN];
 	uint16_t ntx;
 	uint64_t rng;
-	uint64_t now;
+	uint64_t now; /* ns, read at the start of a poll */
+	uint32_t idle_polls;
 	uint32_t zc_held; /* mbufs held by zero-copy buffers not yet emitted */
 	uint32_t zc_limit;
 	struct keel_dpdk_stats st;
@@ -135,6 +153,8 @@ static void tx_flush(struct dtrans *t)
 		off = (uint16_t)(off + n);
 	}
 	t->st.tx_pkts += off;
+	if (off < t->ntx)
+		t->st.tx_ring_full++;
 	if (off && off < t->ntx)
 		memmove(t->txq, t->txq + off, (size_t)(t->ntx - off) * sizeof(t->txq[0]));
 	t->ntx = (uint16_t)(t->ntx - off);
@@ -186,7 +206,9 @@ static void write_l2l4(struct dtrans *t, struct dconn *c, struct rte_mbuf *m, ui
 		udp->dgram_cksum = rte_ipv4_phdr_cksum(ip, m->ol_flags);
 	} else {
 		ip->hdr_checksum = rte_ipv4_cksum(ip);
-		udp->dgram_cksum = rte_ipv4_udptcp_cksum(ip, udp);
+		uint16_t ck = (uint16_t)~keel_dpdk_csum_fold(
+			keel_dpdk_csum_add(udp, 8u + l4_payload, rte_ipv4_phdr_cksum(ip, 0)));
+		udp->dgram_cksum = ck ? ck : 0xffff; /* 0 would mean "no checksum" */
 	}
 }
 
@@ -200,28 +222,15 @@ static struct rte_mbuf *frame_alloc(struct dtrans *t)
 
 /* ---- reliability io ------------------------------------------------------ */
 
-static void *io_emit(void *ctx, const struct keel_drel_hdr *h, struct keel_drel_msg *msg)
+static inline struct dbuf *msg_dbuf(struct keel_drel_msg *msg)
 {
-	struct dconn *c = ctx;
-	struct dtrans *t = c->t;
-	struct dbuf *b = (struct dbuf *)((char *)msg - offsetof(struct dbuf, msg));
-	if (t->ntx == TXQ_LEN) {
-		tx_flush(t);
-		if (t->ntx == TXQ_LEN)
-			return NULL;
-	}
-	struct rte_mbuf *m;
-	if (b->m) {
-		m = b->m; /* zero-copy: the payload is already in place */
-		b->m = NULL;
-		t->zc_held--;
-	} else {
-		m = frame_alloc(t);
-		if (!m)
-			return NULL;
-		rte_memcpy(rte_pktmbuf_mtod_offset(m, uint8_t *, HDRS), msg->data + h->offset,
-			   h->len);
-	}
+	return (struct dbuf *)((char *)msg - offsetof(struct dbuf, msg));
+}
+
+/* Headers, then onto the wire; the mbuf stays referenced until acked. */
+static void *emit_frame(struct dtrans *t, struct dconn *c, struct rte_mbuf *m,
+			const struct keel_drel_hdr *h)
+{
 	m->data_len = m->pkt_len = (uint32_t)(HDRS + h->len);
 	/* Our header first: the UDP checksum covers it. */
 	keel_drel_hdr_encode(rte_pktmbuf_mtod_offset(m, uint8_t *, KEEL_DPDK_L2L4_LEN), h);
@@ -229,6 +238,53 @@ static void *io_emit(void *ctx, const struct keel_drel_hdr *h, struct keel_drel_
 	rte_mbuf_refcnt_update(m, 1); /* one for the wire, one kept until acked */
 	tx_push(t, m);
 	return m;
+}
+
+/* A fragment of a message too big for one packet (always a heap buffer). */
+static void *io_emit(void *ctx, const struct keel_drel_hdr *h, struct keel_drel_msg *msg)
+{
+	struct dconn *c = ctx;
+	struct dtrans *t = c->t;
+	if (t->ntx == TXQ_LEN) {
+		tx_flush(t);
+		if (t->ntx == TXQ_LEN)
+			return NULL;
+	}
+	struct rte_mbuf *m = frame_alloc(t);
+	if (!m)
+		return NULL;
+	rte_memcpy(rte_pktmbuf_mtod_offset(m, uint8_t *, HDRS), msg->data + h->offset, h->len);
+	return emit_frame(t, c, m, h);
+}
+
+/* A coalesced packet: when the first message is a zero-copy mbuf, the
+ * packet is that mbuf and the others are copied behind it. */
+static void *io_emit_batch(void *ctx, const struct keel_drel_hdr *h,
+			   struct keel_drel_msg *const *msgs, uint32_t n)
+{
+	struct dconn *c = ctx;
+	struct dtrans *t = c->t;
+	if (t->ntx == TXQ_LEN) {
+		tx_flush(t);
+		if (t->ntx == TXQ_LEN)
+			return NULL;
+	}
+	struct dbuf *b0 = msg_dbuf(msgs[0]);
+	struct rte_mbuf *m;
+	if (b0->m) {
+		m = b0->m; /* the first message's bytes are already in place */
+		b0->m = NULL;
+		t->zc_held--;
+		uint8_t *p = rte_pktmbuf_mtod_offset(m, uint8_t *, HDRS);
+		keel_drel_rec_put(p, msgs[0]->type, (uint16_t)msgs[0]->len);
+		keel_drel_batch_write(p + KEEL_DREL_REC_LEN + msgs[0]->len, msgs + 1, n - 1);
+	} else {
+		m = frame_alloc(t);
+		if (!m)
+			return NULL;
+		keel_drel_batch_write(rte_pktmbuf_mtod_offset(m, uint8_t *, HDRS), msgs, n);
+	}
+	return emit_frame(t, c, m, h);
 }
 
 static int io_retransmit(void *ctx, void *pkt)
@@ -254,10 +310,12 @@ static void buf_recycle(struct dtrans *t, struct dbuf *b)
 	if (b->m) {
 		rte_pktmbuf_free(b->m);
 		t->zc_held--;
+		b->m = NULL;
 	}
-	free(b->heap);
-	b->m = NULL;
-	b->heap = NULL;
+	if (b->heap) {
+		free(b->heap);
+		b->heap = NULL;
+	}
 	b->next_free = t->free_bufs;
 	t->free_bufs = b;
 }
@@ -265,7 +323,7 @@ static void buf_recycle(struct dtrans *t, struct dbuf *b)
 static void io_msg_done(void *ctx, struct keel_drel_msg *msg)
 {
 	struct dconn *c = ctx;
-	struct dbuf *b = (struct dbuf *)((char *)msg - offsetof(struct dbuf, msg));
+	struct dbuf *b = msg_dbuf(msg);
 	c->queued_bytes -= msg->len;
 	c->queued_n--;
 	buf_recycle(c->t, b);
@@ -392,6 +450,7 @@ static int io_send_ack(void *ctx, const struct keel_drel_hdr *h)
 
 static const struct keel_drel_io dconn_io = {
 	.emit = io_emit,
+	.emit_batch = io_emit_batch,
 	.retransmit = io_retransmit,
 	.release = io_release,
 	.msg_done = io_msg_done,
@@ -457,7 +516,11 @@ static void conn_fail(struct dconn *c, int reason)
 		return;
 	c->closing = true;
 	c->down_reason = reason;
-	if (reason)
+	if (reason == KEEL_EPROTO) /* a broken or hostile peer: worth a warning */
+		keel_warn("dpdk: connection %s %u/%u down: %s (%s)",
+			  c->initiator ? "to" : "from", c->pub.peer.node, c->pub.peer.shard,
+			  keel_strerror(reason), c->s.errmsg[0] ? c->s.errmsg : "-");
+	else if (reason)
 		keel_info("dpdk: connection %s %u/%u down: %s (%s)",
 			  c->initiator ? "to" : "from", c->pub.peer.node, c->pub.peer.shard,
 			  keel_strerror(reason), c->s.errmsg[0] ? c->s.errmsg : "-");
@@ -504,14 +567,18 @@ static int send_internal(struct dconn *c, uint16_t type, const void *data, uint3
 		t->free_bufs = b->next_free;
 	else if (!(b = calloc(1, sizeof(*b))))
 		return -ENOMEM;
-	b->heap = malloc(len ? len : 1);
-	if (!b->heap) {
-		buf_recycle(t, b);
-		return -ENOMEM;
+	uint8_t *dst = b->small;
+	if (len > SMALL_MAX) {
+		b->heap = malloc(len);
+		if (!b->heap) {
+			buf_recycle(t, b);
+			return -ENOMEM;
+		}
+		dst = b->heap;
 	}
-	memcpy(b->heap, data, len);
+	memcpy(dst, data, len);
 	b->c = c;
-	b->msg = (struct keel_drel_msg){.data = b->heap, .len = len, .type = type};
+	b->msg = (struct keel_drel_msg){.data = dst, .len = len, .type = type};
 	int rc = keel_drel_send(&c->s, &b->msg);
 	if (rc) {
 		buf_recycle(t, b);
@@ -610,7 +677,9 @@ static void rx_frame(struct dtrans *t, struct rte_mbuf *m, bool steer)
 	    rte_raw_cksum(ip, 20) != 0xffff)
 		goto bad_csum;
 	if ((fl & RTE_MBUF_F_RX_L4_CKSUM_MASK) != RTE_MBUF_F_RX_L4_CKSUM_GOOD &&
-	    udp->dgram_cksum != 0 && rte_ipv4_udptcp_cksum_verify(ip, udp) != 0)
+	    udp->dgram_cksum != 0 &&
+	    keel_dpdk_csum_fold(keel_dpdk_csum_add(udp, iplen - 20u, rte_ipv4_phdr_cksum(ip, 0))) !=
+		    0xffff)
 		goto bad_csum;
 	if (t->cfg.loss_ppm && rng_next(&t->rng) % 1000000 < t->cfg.loss_ppm) {
 		t->st.injected_drops++;
@@ -631,7 +700,7 @@ static void rx_frame(struct dtrans *t, struct rte_mbuf *m, bool steer)
 	if (!c) {
 		/* A new inbound session starts with its first packet. */
 		if (!peer_dialled || !t->listening || h.type != KEEL_DREL_DATA || h.seq != 0 ||
-		    h.msg_type != T_HELLO)
+		    keel_drel_first_type(&h, pl + KEEL_DREL_HDR_LEN) != T_HELLO)
 			goto drop;
 		c = conn_new(t, h.src_node, h.src_shard, false, &eth->src_addr,
 			     rte_be_to_cpu_32(ip->src_addr), rte_be_to_cpu_16(udp->src_port));
@@ -640,9 +709,26 @@ static void rx_frame(struct dtrans *t, struct rte_mbuf *m, bool steer)
 	}
 	if (c->closing)
 		goto drop;
-	if (!c->up && h.type == KEEL_DREL_DATA && h.msg_len > KEEL_HS_WELCOME_LEN) {
+	if (c->s.peer_epoch && h.epoch != c->s.peer_epoch && h.epoch != c->s.prev_peer_epoch &&
+	    (!h.dst_epoch || h.dst_epoch == c->s.my_epoch)) {
+		/* A new epoch: the peer restarted, or someone who knows only the
+		 * node ids says so. Its new run has not authenticated, so none of
+		 * it may be taken (and delivered) under this session's AUTH, as
+		 * the reliability layer's reset would: drop the connection; a
+		 * restarted peer dials again with a HELLO. */
+		keel_errmsg_set(c->s.errmsg, KEEL_ECLOSED,
+				"peer restarted (new epoch %#x): it must authenticate again", h.epoch);
+		conn_fail(c, KEEL_ECLOSED);
+		goto drop;
+	}
+	if (!c->up && h.type == KEEL_DREL_DATA && !(h.flags & KEEL_DREL_F_BATCH) &&
+	    h.msg_len > KEEL_HS_WELCOME_LEN && h.seq == c->s.rx_next &&
+	    h.epoch == c->s.peer_epoch) {
 		/* Nothing larger than a handshake message before the peer proved
-		 * it knows the secret: it cannot make us reassemble megabytes. */
+		 * it knows the secret: it cannot make us reassemble megabytes.
+		 * Only a packet the session would take in order counts: after a
+		 * lost AUTH the dialler's next packets (sent after AUTH) arrive
+		 * first, and the session drops them as out of order. */
 		keel_errmsg_set(err, KEEL_EPROTO, "%u-byte message before the handshake ended",
 				h.msg_len);
 		hs_fail(c, KEEL_EPROTO, err);
@@ -691,7 +777,7 @@ static int dpdk_poll(struct keel_transport *kt, int budget);
  * shard busy-polls (as ARCHITECTURE.md says it does with DPDK). */
 static int reactor_poll(void *arg)
 {
-	int n = dpdk_poll(arg, 32);
+	int n = dpdk_poll(arg, RX_BURST);
 	return n > 0 ? n : 1;
 }
 
@@ -848,7 +934,10 @@ static int dpdk_alloc(struct keel_conn *kc, uint32_t len, struct keel_send_buf *
 	else if (!(b = calloc(1, sizeof(*b))))
 		return -ENOMEM;
 	b->c = c;
-	if (len <= t->rcfg.mss && t->zc_held < t->zc_limit) {
+	if (len <= SMALL_MAX) {
+		b->pub.data = b->small;
+		b->pub.cap = SMALL_MAX;
+	} else if (len <= t->rcfg.mss - KEEL_DREL_REC_LEN && t->zc_held < t->zc_limit) {
 		b->m = frame_alloc(t);
 		if (!b->m) {
 			buf_recycle(t, b);
@@ -856,8 +945,8 @@ static int dpdk_alloc(struct keel_conn *kc, uint32_t len, struct keel_send_buf *
 			return KEEL_EFULL; /* pool exhausted: as good as a full queue */
 		}
 		t->zc_held++;
-		b->pub.data = rte_pktmbuf_mtod_offset(b->m, uint8_t *, HDRS);
-		b->pub.cap = t->rcfg.mss;
+		b->pub.data = rte_pktmbuf_mtod_offset(b->m, uint8_t *, ZC_OFF);
+		b->pub.cap = t->rcfg.mss - KEEL_DREL_REC_LEN;
 	} else {
 		b->heap = malloc(len);
 		if (!b->heap) {
@@ -922,27 +1011,39 @@ static int dpdk_send(struct keel_conn *kc, struct keel_send_buf *kb)
 		buf_recycle(c->t, b);
 		return rc;
 	}
-	/* Send at once when the window allows: latency over batching. */
-	keel_drel_pump(&c->s, c->t->now ? c->t->now : keel_now_ns());
+	/* The poll pumps what is queued (coalesced); a full packet's worth
+	 * goes now. Either way nothing waits for more to come. */
+	if (keel_drel_packet_ready(&c->s))
+		keel_drel_pump(&c->s, c->t->now ? c->t->now : keel_now_ns());
 	return 0;
 }
 
 static int dpdk_poll(struct keel_transport *kt, int budget)
 {
 	struct dtrans *t = T(kt);
-	t->now = keel_now_ns();
 	int done = 0;
 	struct rte_mbuf *pkts[RX_BURST];
 	uint16_t want = (uint16_t)(budget > 0 && budget < RX_BURST ? budget : RX_BURST);
 	uint16_t n = rte_eth_rx_burst(t->port->port_id, t->queue, pkts, want);
+	/* Reading the clock costs about 0.2 µs in a VM (kvm-clock), as much
+	 * as an empty poll: an idle poll reads it every 8th time only (the
+	 * timers need µs, not ns). */
+	bool fresh = false;
+	if (n || !t->now || (++t->idle_polls & 7) == 0) {
+		t->now = keel_now_ns();
+		fresh = true;
+	}
 	for (uint16_t i = 0; i < n; i++)
 		rx_frame(t, pkts[i], !t->port->flow_steering);
 	done += n;
 	if (t->shards > 1 && !t->port->flow_steering) {
 		unsigned k = rte_ring_sc_dequeue_burst(t->port->inbox[t->queue], (void **)pkts,
 						       RX_BURST, NULL);
+		if (k && !fresh)
+			t->now = keel_now_ns();
 		for (unsigned i = 0; i < k; i++)
 			rx_frame(t, pkts[i], false);
+		t->st.steered_in += k;
 		done += (int)k;
 	}
 	for (uint32_t i = 0; i < t->nconns; i++) {
@@ -1008,6 +1109,7 @@ void keel_dpdk_get_stats(struct keel_transport *kt, struct keel_dpdk_stats *out)
 {
 	struct dtrans *t = T(kt);
 	*out = t->st;
+	out->flow_steering = t->port->flow_steering;
 	struct rte_eth_stats es;
 	if (rte_eth_stats_get(t->port->port_id, &es) == 0) {
 		out->port_imissed = es.imissed;
@@ -1024,6 +1126,8 @@ void keel_dpdk_get_stats(struct keel_transport *kt, struct keel_dpdk_stats *out)
 		out->rel_acks_sent += s->acks_sent;
 		out->rel_data_sent += s->data_sent;
 		out->rel_stale += s->stale;
+		out->rel_msgs_sent += s->msgs_sent;
+		out->rel_batches_sent += s->batches_sent;
 	}
 }
 
