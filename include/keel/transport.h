@@ -266,6 +266,11 @@ struct keel_transport_ops {
 	 * thread while the reactor still runs or before it is destroyed;
 	 * in-flight kernel operations are cancelled and drained. */
 	void (*close)(struct keel_transport *t);
+	/* Optional, added after the first version (NULL: keel_transport_send
+	 * does alloc_send_buf + memcpy + send). Same contract as
+	 * keel_transport_send; lets a backend hand the caller's bytes to the
+	 * kernel or the NIC without first copying them into a send buffer. */
+	int (*send_copy)(struct keel_conn *c, uint16_t type, const void *data, uint32_t len);
 };
 
 /* ---- The registry: the backends this build has. */
@@ -322,8 +327,11 @@ static inline void keel_transport_close(struct keel_transport *t)
 		t->ops->close(t);
 }
 
-/* Copying send: alloc + memcpy + send. The data stays the caller's.
- * KEEL_EFULL when c is full (on_writable follows). */
+/* Copying send: alloc + memcpy + send, or the backend's send_copy, which
+ * may give the bytes to the kernel without the intermediate copy (TCP does
+ * when the message can leave at once). The data stays the caller's and may
+ * be reused as soon as this returns. KEEL_EFULL when c is full
+ * (on_writable follows). */
 int keel_transport_send(struct keel_conn *c, uint16_t type, const void *data,
 			uint32_t len);
 
