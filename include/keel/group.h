@@ -143,7 +143,8 @@ void keel_group_close(struct keel_group *g);
 /* Proposes data (copied). 0: cb(arg, status, index) runs exactly once later.
  * Otherwise cb never runs: KEEL_ENOTLEADER (keel_group_leader() hints),
  * KEEL_EBUSY (a leadership transfer), KEEL_ETOOBIG, KEEL_EDURABLE (the
- * group has failed), -ENOMEM. */
+ * group has failed), KEEL_ESTOPPED (called from a callback during
+ * keel_group_close), -ENOMEM. */
 int keel_group_propose(struct keel_group *g, const void *data, size_t len,
 		       keel_group_done_fn *cb, void *arg);
 /* A ReadIndex barrier (§6.4); works on followers too (forwarded to the
