@@ -505,6 +505,8 @@ static void on_tick(struct keel_timer *t)
 int keel_group_propose(struct keel_group *g, const void *data, size_t len,
 		       keel_group_done_fn *cb, void *arg)
 {
+	if (g->closing)
+		return KEEL_ESTOPPED;
 	if (g->failed)
 		return KEEL_EDURABLE;
 	if (len > UINT32_MAX || len > g->max_entry)
@@ -548,6 +550,8 @@ int keel_group_propose(struct keel_group *g, const void *data, size_t len,
 
 int keel_group_read_barrier(struct keel_group *g, keel_group_read_fn *cb, void *arg)
 {
+	if (g->closing)
+		return KEEL_ESTOPPED;
 	if (g->failed)
 		return KEEL_EDURABLE;
 	if (!cb)

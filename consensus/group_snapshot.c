@@ -9,10 +9,12 @@
  *   "KEELSNP1"  u32 version (1)  u32 crc32c of everything after this field
  *   u64 index   u64 term   u32 conf_len   conf (keel_raft_conf_encode)
  *   u64 data_len   data
- * A file that fails any check is KEEL_ECORRUPT with the reason; the reader
- * never reads past what it read from the file. */
+ * A file that fails any check is KEEL_ECORRUPT with the reason; the decoder
+ * (keel_group_snapshot_decode, fuzzed by tests/fuzz/fuzz_group_snapshot.c)
+ * never reads outside the buffer. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,36 +83,94 @@ int group_snap_dir(const char *wal_dir, char *out, size_t cap)
 	return 0;
 }
 
-int group_snap_save(const char *dir, const struct keel_raft_snapshot *s, char *errmsg)
+size_t keel_group_snapshot_encoded_size(const struct keel_raft_snapshot *s)
 {
 	uint8_t conf[KEEL_RAFT_CONF_ENCODED_MAX];
 	int clen = keel_raft_conf_encode(&s->meta.conf, conf, sizeof(conf));
 	if (clen < 0)
-		return keel_errmsg_set(errmsg, clen, "snapshot: encoding the configuration");
-	uint8_t hdr[SNAP_FIXED + KEEL_RAFT_CONF_ENCODED_MAX + 8];
-	memcpy(hdr, SNAP_MAGIC, 8);
-	put32(hdr + 8, SNAP_VERSION);
-	put64(hdr + 16, s->meta.index);
-	put64(hdr + 24, s->meta.term);
-	put32(hdr + 32, (uint32_t)clen);
-	memcpy(hdr + SNAP_FIXED, conf, (size_t)clen);
-	size_t hlen = SNAP_FIXED + (size_t)clen;
-	put64(hdr + hlen, s->len);
-	hlen += 8;
-	uint32_t crc = keel_crc32c(0, hdr + 16, hlen - 16);
-	if (s->len)
-		crc = keel_crc32c(crc, s->data, s->len);
-	put32(hdr + 12, crc);
+		return 0;
+	return SNAP_FIXED + (size_t)clen + 8 + s->len;
+}
 
+int keel_group_snapshot_encode(const struct keel_raft_snapshot *s, uint8_t *buf, size_t cap)
+{
+	uint8_t conf[KEEL_RAFT_CONF_ENCODED_MAX];
+	int clen = keel_raft_conf_encode(&s->meta.conf, conf, sizeof(conf));
+	if (clen < 0)
+		return clen;
+	size_t hlen = SNAP_FIXED + (size_t)clen + 8;
+	if (cap < hlen + s->len || hlen + s->len > INT32_MAX)
+		return KEEL_ETOOBIG;
+	memcpy(buf, SNAP_MAGIC, 8);
+	put32(buf + 8, SNAP_VERSION);
+	put64(buf + 16, s->meta.index);
+	put64(buf + 24, s->meta.term);
+	put32(buf + 32, (uint32_t)clen);
+	memcpy(buf + SNAP_FIXED, conf, (size_t)clen);
+	put64(buf + SNAP_FIXED + clen, s->len);
+	if (s->len)
+		memcpy(buf + hlen, s->data, s->len);
+	put32(buf + 12, keel_crc32c(0, buf + 16, hlen + s->len - 16));
+	return (int)(hlen + s->len);
+}
+
+int keel_group_snapshot_decode(const uint8_t *b, size_t size, struct keel_raft_snapshot *s,
+			       const char **why_out)
+{
+	memset(s, 0, sizeof(*s));
+	const char *why = NULL;
+	uint32_t clen = 0;
+	if (size < SNAP_FIXED + 8)
+		why = "shorter than a header";
+	else if (memcmp(b, SNAP_MAGIC, 8))
+		why = "bad magic";
+	else if (get32(b + 8) != SNAP_VERSION)
+		why = "unknown version";
+	else if ((clen = get32(b + 32)) > KEEL_RAFT_CONF_ENCODED_MAX ||
+		 SNAP_FIXED + (size_t)clen + 8 > size)
+		why = "configuration length out of range";
+	else if (get64(b + SNAP_FIXED + clen) != size - (SNAP_FIXED + clen + 8))
+		why = "data length does not match the size";
+	else if (keel_crc32c(0, b + 16, size - 16) != get32(b + 12))
+		why = "checksum mismatch";
+	else if (keel_raft_conf_decode(b + SNAP_FIXED, clen, &s->meta.conf) < 0)
+		why = "bad configuration";
+	if (why) {
+		memset(s, 0, sizeof(*s));
+		if (why_out)
+			*why_out = why;
+		return KEEL_ECORRUPT;
+	}
+	s->meta.index = get64(b + 16);
+	s->meta.term = get64(b + 24);
+	s->len = size - (SNAP_FIXED + clen + 8);
+	s->data = s->len ? b + SNAP_FIXED + clen + 8 : NULL;
+	return 0;
+}
+
+int group_snap_save(const char *dir, const struct keel_raft_snapshot *s, char *errmsg)
+{
+	size_t size = keel_group_snapshot_encoded_size(s);
+	uint8_t *buf = size ? malloc(size) : NULL;
+	if (!buf)
+		return keel_errmsg_set(errmsg, size ? -ENOMEM : KEEL_EBADINPUT,
+				       "snapshot: cannot encode %zu bytes", s->len);
+	int n = keel_group_snapshot_encode(s, buf, size);
+	if (n < 0) {
+		free(buf);
+		return keel_errmsg_set(errmsg, n, "snapshot: encoding: %s", keel_strerror(n));
+	}
 	char tmp[600], final[600];
 	snprintf(tmp, sizeof(tmp), "%s/snapshot.tmp", dir);
 	snprintf(final, sizeof(final), "%s/snapshot", dir);
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return keel_errmsg_set(errmsg, -errno, "snapshot: create %s: %s", tmp, strerror(errno));
-	int rc = write_all(fd, hdr, hlen);
-	if (!rc && s->len)
-		rc = write_all(fd, s->data, s->len);
+	if (fd < 0) {
+		int e = -errno;
+		free(buf);
+		return keel_errmsg_set(errmsg, e, "snapshot: create %s: %s", tmp, keel_strerror(e));
+	}
+	int rc = write_all(fd, buf, (size_t)n);
+	free(buf);
 	if (!rc && fdatasync(fd) < 0)
 		rc = -errno;
 	close(fd);
@@ -150,12 +210,12 @@ int group_snap_load(const char *dir, struct keel_raft_snapshot *s, uint8_t **buf
 		return keel_errmsg_set(errmsg, e, "snapshot: stat %s", path);
 	}
 	size_t size = (size_t)st.st_size;
-	if ((uint64_t)st.st_size > SNAP_MAX_DATA + 4096 || size < SNAP_FIXED + 8) {
+	if ((uint64_t)st.st_size > SNAP_MAX_DATA + 4096) {
 		close(fd);
 		return keel_errmsg_set(errmsg, KEEL_ECORRUPT, "snapshot: %s: size %lld is impossible",
 				       path, (long long)st.st_size);
 	}
-	uint8_t *b = malloc(size);
+	uint8_t *b = malloc(size ? size : 1);
 	if (!b) {
 		close(fd);
 		return keel_errmsg_set(errmsg, -ENOMEM, "snapshot: out of memory for %s", path);
@@ -170,32 +230,11 @@ int group_snap_load(const char *dir, struct keel_raft_snapshot *s, uint8_t **buf
 		got += (size_t)n;
 	}
 	close(fd);
-	const char *why = NULL;
-	uint32_t clen = 0;
-	if (got != size)
-		why = "short read";
-	else if (memcmp(b, SNAP_MAGIC, 8))
-		why = "bad magic";
-	else if (get32(b + 8) != SNAP_VERSION)
-		why = "unknown version";
-	else if ((clen = get32(b + 32)) > KEEL_RAFT_CONF_ENCODED_MAX ||
-		 SNAP_FIXED + (size_t)clen + 8 > size)
-		why = "configuration length out of range";
-	else if (get64(b + SNAP_FIXED + clen) != size - (SNAP_FIXED + clen + 8))
-		why = "data length does not match the file size";
-	else if (keel_crc32c(0, b + 16, size - 16) != get32(b + 12))
-		why = "checksum mismatch";
-	else if (keel_raft_conf_decode(b + SNAP_FIXED, clen, &s->meta.conf) < 0)
-		why = "bad configuration";
-	if (why) {
+	const char *why = "short read";
+	if (got != size || keel_group_snapshot_decode(b, size, s, &why) < 0) {
 		free(b);
-		memset(s, 0, sizeof(*s));
 		return keel_errmsg_set(errmsg, KEEL_ECORRUPT, "snapshot: %s: %s", path, why);
 	}
-	s->meta.index = get64(b + 16);
-	s->meta.term = get64(b + 24);
-	s->len = size - (SNAP_FIXED + clen + 8);
-	s->data = s->len ? b + SNAP_FIXED + clen + 8 : NULL;
 	*buf_out = b;
 	return 1;
 }

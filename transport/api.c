@@ -40,6 +40,8 @@ int keel_transport_open(const char *name, const struct keel_transport_config *cf
 int keel_transport_send(struct keel_conn *c, uint16_t type, const void *data,
 			uint32_t len)
 {
+	if (c->t->ops->send_copy)
+		return c->t->ops->send_copy(c, type, data, len);
 	struct keel_send_buf *b;
 	int rc = keel_transport_alloc(c, len, &b);
 	if (rc < 0)

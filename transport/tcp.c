@@ -15,12 +15,17 @@
  * to the ring as soon as its bytes are consumed.
  *
  * Send: send buffers carry room for the frame header in front of the
- * payload, so a frame is one contiguous iovec. send() appends to the
- * connection's queue and marks it dirty; the poller (first phase of the next
- * loop iteration) submits one sendmsg with every queued frame (up to 64
- * iovecs), so messages sent by handlers in one pass go out in one syscall.
- * One sendmsg is in flight per connection at a time, which keeps order; a
- * short send resumes where it stopped.
+ * payload, so a frame is one contiguous iovec. The first message a
+ * connection sends in a pass of the shard's loop, when nothing is queued
+ * before it, goes to the socket at once (a request's answer leaves while
+ * its handler runs, not one loop iteration later); keel_transport_send's
+ * bytes then go to the kernel straight from the caller's memory, the header
+ * in its own iovec, without the copy into a send buffer. Further messages
+ * of the same pass are appended to the connection's queue, which the poller
+ * (first phase of the next loop iteration) submits as one sendmsg (up to
+ * 1024 iovecs), so a burst still goes out in one syscall. One sendmsg is in
+ * flight per connection at a time, which keeps order; a short send resumes
+ * where it stopped.
  *
  * Failure handling: a malformed or oversized frame, a failed handshake, a
  * handshake that takes longer than handshake_timeout_ms, a peer that resets
@@ -51,7 +56,15 @@
 
 #define TCP_IOV_MAX 1024 /* = IOV_MAX: a batch of tiny frames in one sendmsg */
 #define TCP_SEND_BATCH_BYTES (4u << 20)
-#define TCP_BUFRING_ENTRIES 128 /* power of two */
+/* The kernel takes provided buffers in ring order (FIFO), so a buffer is
+ * reused only after every other one: the ring's whole size is the memory
+ * that receives cycle through. 128 x 64 KiB (8 MiB, the first version) made
+ * every large receive land in memory that had left the caches; 16 x 64 KiB
+ * (1 MiB) stays within a core's L2. Buffers go back to the ring as soon as
+ * their bytes are consumed, so a shard runs out (ENOBUFS: the recv is
+ * re-armed) only with many connections receiving in the same pass. 64 KiB
+ * holds a 64 KiB - 24 B message whole, so it is handed over in place. */
+#define TCP_BUFRING_ENTRIES 16 /* power of two */
 #define TCP_BUFRING_SIZE (64u << 10)
 #define TCP_PLAIN_RX (64u << 10)
 /* Send buffers up to 2 KiB come from two size classes with free lists, so
@@ -95,6 +108,7 @@ struct tconn {
 	size_t tx_bytes;               /* payload bytes reserved or queued */
 	bool want_writable;
 	bool dirty;
+	uint64_t direct_pass;          /* t->pass of the last immediate send */
 	struct tconn *dirty_next;
 	uint32_t tx_seq, rx_seq;
 	struct iovec iov[TCP_IOV_MAX];
@@ -125,6 +139,7 @@ struct tcp_transport {
 	size_t secret_len;
 	uint32_t sendq;
 	uint64_t hs_timeout_ns;
+	uint32_t peer_timeout_ms;
 
 	int lfd;
 	struct keel_io_op accept_op;
@@ -141,6 +156,8 @@ struct tcp_transport {
 	struct tbuf *free_small[TCP_NCLASS];
 	unsigned nfree_small[TCP_NCLASS];
 	unsigned unauth;
+	uint64_t pass;    /* poller passes: at most one immediate send per
+			   * connection per pass, the rest is batched */
 	int poller_id;
 	bool closing;
 	struct keel_hs_nonce_cache nonces;
@@ -232,13 +249,9 @@ static void mark_dirty(struct tconn *c)
 	c->t->dirty = c;
 }
 
-/* Encodes the header and appends b to the wire queue. */
-static void enqueue_frame(struct tconn *c, struct tbuf *b, uint8_t kind)
+/* Appends b, its header already encoded, to the wire queue. */
+static void txq_append(struct tconn *c, struct tbuf *b)
 {
-	struct keel_wire_hdr h = {.version = KEEL_TRANSPORT_PROTO_VERSION, .kind = kind,
-				  .type = kind == KEEL_WIRE_DATA ? b->pub.type : 0,
-				  .len = b->pub.len, .seq = c->tx_seq++};
-	keel_wire_encode_hdr(b->frame, &h);
 	b->next = NULL;
 	if (c->txq_tail)
 		c->txq_tail->next = b;
@@ -246,6 +259,16 @@ static void enqueue_frame(struct tconn *c, struct tbuf *b, uint8_t kind)
 		c->txq = b;
 	c->txq_tail = b;
 	mark_dirty(c);
+}
+
+/* Encodes the header and appends b to the wire queue. */
+static void enqueue_frame(struct tconn *c, struct tbuf *b, uint8_t kind)
+{
+	struct keel_wire_hdr h = {.version = KEEL_TRANSPORT_PROTO_VERSION, .kind = kind,
+				  .type = kind == KEEL_WIRE_DATA ? b->pub.type : 0,
+				  .len = b->pub.len, .seq = c->tx_seq++};
+	keel_wire_encode_hdr(b->frame, &h);
+	txq_append(c, b);
 }
 
 static int send_control(struct tconn *c, uint8_t kind, const void *p, uint32_t len)
@@ -261,17 +284,23 @@ static int send_control(struct tconn *c, uint8_t kind, const void *p, uint32_t l
 
 /* ---- connections ----------------------------------------------------- */
 
-static void set_sockopts(int fd)
+static void set_sockopts(int fd, uint32_t peer_timeout_ms)
 {
 	int one = 1;
 	/* Latency: every message goes out now; batching is ours. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	/* Half-open peers: an idle connection probes after 10 s and is
-	 * dropped after 3 unanswered probes 5 s apart; unacknowledged data
-	 * times the connection out after 30 s. */
+	/* Half-open peers (gone without FIN or RST): with the default 30 s,
+	 * an idle connection probes after 10 s, then every 5 s; with
+	 * TCP_USER_TIMEOUT set, the kernel drops the connection once the peer
+	 * has been silent for 30 s (probes unanswered, or our data not
+	 * acknowledged), and the receive fails with ETIMEDOUT. */
 	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-	int idle = 10, intvl = 5, cnt = 3;
-	unsigned uto = 30000;
+	int idle = (int)(peer_timeout_ms / 3000), intvl = (int)(peer_timeout_ms / 6000), cnt = 3;
+	if (idle < 1)
+		idle = 1;
+	if (intvl < 1)
+		intvl = 1;
+	unsigned uto = peer_timeout_ms;
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
@@ -770,6 +799,7 @@ static int tcp_poller(void *arg)
 {
 	struct tcp_transport *t = arg;
 	int work = 0;
+	t->pass++;
 	while (t->dirty) {
 		struct tconn *c = t->dirty;
 		t->dirty = c->dirty_next;
@@ -844,7 +874,7 @@ static void accept_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
 				c->salen = salen;
 				c->state = C_HANDSHAKE;
 				conn_name(c);
-				set_sockopts(fd);
+				set_sockopts(fd, t->peer_timeout_ms);
 				keel_hs_server_start(&c->hs, t->secret, t->secret_len,
 						     t->pub.cluster_id, t->pub.self.node,
 						     t->pub.self.shard);
@@ -912,7 +942,7 @@ static int tcp_connect(struct keel_transport *pub, struct keel_addr peer, struct
 	int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return keel_errmsg_set(pub->errmsg, -errno, "tcp: socket");
-	set_sockopts(fd);
+	set_sockopts(fd, t->peer_timeout_ms);
 	struct tconn *c = conn_new(t, fd, false);
 	if (!c) {
 		close(fd);
@@ -1011,6 +1041,11 @@ static int tcp_send(struct keel_conn *pc, struct keel_send_buf *pb)
 	}
 	if (c->state == C_UP) {
 		enqueue_frame(c, b, KEEL_WIRE_DATA);
+		/* Alone in the queue and the first of this pass: out now. */
+		if (c->txq == b && !c->send_inflight && c->direct_pass != c->t->pass) {
+			c->direct_pass = c->t->pass;
+			conn_flush(c);
+		}
 	} else {
 		b->next = NULL;
 		if (c->hold_tail)
@@ -1019,6 +1054,74 @@ static int tcp_send(struct keel_conn *pc, struct keel_send_buf *pb)
 			c->hold = b;
 		c->hold_tail = b;
 	}
+	return 0;
+}
+
+/* keel_transport_send: when the message may go out at once (see the top of
+ * the file), sendmsg() takes the header and the caller's bytes as two
+ * iovecs, so the kernel copies them once, from where they are. Only what
+ * the socket did not take is copied into a send buffer and queued. */
+static int tcp_send_copy(struct keel_conn *pc, uint16_t type, const void *data, uint32_t len)
+{
+	struct tconn *c = (struct tconn *)pc;
+	struct tcp_transport *t = c->t;
+	if (c->state != C_UP || c->txq || c->send_inflight || c->direct_pass == t->pass ||
+	    len > t->pub.max_frame) {
+		struct keel_send_buf *b;
+		int rc = tcp_alloc(pc, len, &b);
+		if (rc < 0)
+			return rc;
+		if (len)
+			memcpy(b->data, data, len);
+		b->len = len;
+		b->type = type;
+		return tcp_send(pc, b);
+	}
+	if (c->tx_bytes > 0 && c->tx_bytes + len > t->sendq) {
+		c->want_writable = true;
+		return KEEL_EFULL;
+	}
+	c->direct_pass = t->pass;
+	uint8_t hdr[KEEL_WIRE_HDR_LEN];
+	struct keel_wire_hdr h = {.version = KEEL_TRANSPORT_PROTO_VERSION, .kind = KEEL_WIRE_DATA,
+				  .type = type, .len = len, .seq = c->tx_seq++};
+	keel_wire_encode_hdr(hdr, &h);
+	struct iovec iov[2] = {{.iov_base = hdr, .iov_len = sizeof(hdr)},
+			       {.iov_base = (void *)(uintptr_t)data, .iov_len = len}};
+	struct msghdr msg = {.msg_iov = iov, .msg_iovlen = len ? 2 : 1};
+	ssize_t w = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (w < 0) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+			/* Like a queued message on a breaking connection: lost,
+			 * and on_conn_down tells. */
+			conn_close(c, -errno, "send");
+			return 0;
+		}
+		w = 0;
+	}
+	if ((size_t)w == sizeof(hdr) + len)
+		return 0;
+	/* The socket took part of the frame: the rest must follow before
+	 * anything else, so it heads the queue, resuming at byte w, and is
+	 * flushed now (an io_uring sendmsg that waits for room), as
+	 * conn_flush does after its own short sends. Leaving it to the next
+	 * poller pass stalled the echo test (tests/unit/transport/test_tcp.c)
+	 * with shrunken socket buffers; the cause was not pinned down. */
+	struct tbuf *b = tbuf_new(t, len);
+	if (!b) {
+		conn_close(c, -ENOMEM, "send buffer for the rest of a frame");
+		return -ENOMEM;
+	}
+	b->counted = true;
+	c->tx_bytes += b->alloc;
+	memcpy(b->frame, hdr, sizeof(hdr));
+	if (len)
+		memcpy(b->pub.data, data, len);
+	b->pub.len = len;
+	b->pub.type = type;
+	txq_append(c, b);
+	c->head_off = (uint32_t)w;
+	conn_flush(c);
 	return 0;
 }
 
@@ -1049,7 +1152,9 @@ static int setup_bufring(struct tcp_transport *t)
 	if (ring == MAP_FAILED)
 		return -errno;
 	size_t bytes = (size_t)TCP_BUFRING_ENTRIES * TCP_BUFRING_SIZE;
-	void *bufs = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	/* Populated now: a first touch would otherwise fault inside receives. */
+	void *bufs = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+			  MAP_ANONYMOUS | MAP_PRIVATE | MAP_POPULATE, -1, 0);
 	if (bufs == MAP_FAILED) {
 		munmap(ring, ring_bytes);
 		return -errno;
@@ -1128,6 +1233,7 @@ static int tcp_open(const struct keel_transport_config *cfg, struct keel_transpo
 	t->sendq = cfg->sendq_bytes ? cfg->sendq_bytes : KEEL_TRANSPORT_SENDQ_DEFAULT;
 	t->hs_timeout_ns = (uint64_t)(cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms : 5000) *
 			   1000000u;
+	t->peer_timeout_ms = cfg->peer_timeout_ms ? cfg->peer_timeout_ms : 30000;
 	snprintf(t->listen_host, sizeof(t->listen_host), "%s",
 		 cfg->listen_host ? cfg->listen_host : "127.0.0.1");
 	t->listen_port = cfg->listen_port;
@@ -1198,6 +1304,7 @@ const struct keel_transport_ops keel_transport_tcp_ops = {
 	.alloc_send_buf = tcp_alloc,
 	.send = tcp_send,
 	.discard_send_buf = tcp_discard,
+	.send_copy = tcp_send_copy,
 	.poll = tcp_poll,
 	.close_conn = tcp_close_conn,
 	.close = tcp_close,

@@ -143,7 +143,8 @@ void keel_group_close(struct keel_group *g);
 /* Proposes data (copied). 0: cb(arg, status, index) runs exactly once later.
  * Otherwise cb never runs: KEEL_ENOTLEADER (keel_group_leader() hints),
  * KEEL_EBUSY (a leadership transfer), KEEL_ETOOBIG, KEEL_EDURABLE (the
- * group has failed), -ENOMEM. */
+ * group has failed), KEEL_ESTOPPED (called from a callback during
+ * keel_group_close), -ENOMEM. */
 int keel_group_propose(struct keel_group *g, const void *data, size_t len,
 		       keel_group_done_fn *cb, void *arg);
 /* A ReadIndex barrier (§6.4); works on followers too (forwarded to the
@@ -171,6 +172,16 @@ struct keel_group_stats {
 	uint64_t snapshots_taken, snapshots_installed;
 };
 void keel_group_get_stats(const struct keel_group *g, struct keel_group_stats *st);
+
+/* The snapshot file's format (consensus/group_snapshot.c; pure, fuzzed).
+ * encode returns the bytes written or KEEL_ETOOBIG; encoded_size is exact
+ * (0 for an unencodable configuration). decode checks magic, version,
+ * lengths against len and a CRC32C, and returns 0 with s->data pointing into
+ * buf, or KEEL_ECORRUPT with *why (may be NULL) saying what was wrong. */
+size_t keel_group_snapshot_encoded_size(const struct keel_raft_snapshot *s);
+int keel_group_snapshot_encode(const struct keel_raft_snapshot *s, uint8_t *buf, size_t cap);
+int keel_group_snapshot_decode(const uint8_t *buf, size_t len, struct keel_raft_snapshot *s,
+			       const char **why);
 
 #ifdef __cplusplus
 }

@@ -221,6 +221,12 @@ struct keel_transport_config {
 	const struct keel_node_config *node; /* whole node config, for backend
 					      * sections like [dpdk]; may be NULL */
 	void *backend_arg;               /* backend-specific (sim: its network) */
+	/* Added after the first version (0 keeps the old behaviour). A peer
+	 * that stays silent this long while we wait for it (data of ours
+	 * unacknowledged, keepalive probes unanswered) breaks its connection
+	 * (on_conn_down with -ETIMEDOUT). 0: 30000. TCP: TCP_USER_TIMEOUT,
+	 * with keepalive probes from a third of it on. */
+	uint32_t peer_timeout_ms;
 };
 
 /* A backend. One static const instance per backend, listed in the registry
@@ -266,6 +272,11 @@ struct keel_transport_ops {
 	 * thread while the reactor still runs or before it is destroyed;
 	 * in-flight kernel operations are cancelled and drained. */
 	void (*close)(struct keel_transport *t);
+	/* Optional, added after the first version (NULL: keel_transport_send
+	 * does alloc_send_buf + memcpy + send). Same contract as
+	 * keel_transport_send; lets a backend hand the caller's bytes to the
+	 * kernel or the NIC without first copying them into a send buffer. */
+	int (*send_copy)(struct keel_conn *c, uint16_t type, const void *data, uint32_t len);
 };
 
 /* ---- The registry: the backends this build has. */
@@ -322,8 +333,11 @@ static inline void keel_transport_close(struct keel_transport *t)
 		t->ops->close(t);
 }
 
-/* Copying send: alloc + memcpy + send. The data stays the caller's.
- * KEEL_EFULL when c is full (on_writable follows). */
+/* Copying send: alloc + memcpy + send, or the backend's send_copy, which
+ * may give the bytes to the kernel without the intermediate copy (TCP does
+ * when the message can leave at once). The data stays the caller's and may
+ * be reused as soon as this returns. KEEL_EFULL when c is full
+ * (on_writable follows). */
 int keel_transport_send(struct keel_conn *c, uint16_t type, const void *data,
 			uint32_t len);
 

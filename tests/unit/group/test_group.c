@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "keel/config.h"
@@ -165,6 +166,8 @@ static void fini(struct keel_shard *shard, void *arg)
 {
 	(void)shard;
 	struct node *n = arg;
+	if (!n->g)
+		return;
 	snapshot_status(n, &n->close_term, &n->close_vote, &n->close_last);
 	keel_group_close(n->g);
 	n->g = NULL;
@@ -543,4 +546,33 @@ Test(group, snapshot_install_and_restart)
 		stop(&nodes[i]);
 		keel_node_config_free(&nodes[i].cfg);
 	}
+}
+
+/* A damaged snapshot file stops the open with KEEL_ECORRUPT (never a
+ * crash, never a silently empty state). */
+Test(group, corrupt_snapshot_refused)
+{
+	struct node *n = &nodes[1];
+	load(n, 1);
+	n->snap = true;
+	char p[256];
+	snprintf(p, sizeof(p), "%s", n->wal);
+	cr_assert_eq(mkdir(p, 0700), 0);
+	snprintf(p, sizeof(p), "%s/snap", n->wal);
+	cr_assert_eq(mkdir(p, 0700), 0);
+	snprintf(p, sizeof(p), "%s/snap/snapshot", n->wal);
+	int fd = open(p, O_CREAT | O_WRONLY | O_TRUNC, 0600);
+	cr_assert(fd >= 0);
+	cr_assert_eq(write(fd, "KEELSNP1 but then nothing sensible at all", 41), 41);
+	close(fd);
+	struct keel_runtime_config rc = {.nshards = 1, .synthetic_topology = "pack:1 core:1 pu:1",
+					 .node_id = 1};
+	char err[KEEL_ERRMSG_LEN];
+	cr_assert_eq(keel_runtime_create(&rc, &n->rt, err), 0, "%s", err);
+	cr_assert_eq(keel_runtime_start(n->rt, init, fini, n), 0);
+	cr_assert_eq(atomic_load(&n->open_rc), KEEL_ECORRUPT, "open returned %d",
+		     atomic_load(&n->open_rc));
+	cr_assert_null(n->g);
+	stop(n);
+	keel_node_config_free(&n->cfg);
 }
