@@ -205,6 +205,11 @@ static int node_key(struct parse *p, const char *key, const char *value)
 			return perr(p, KEEL_ECONFIG,
 				    "[node] handshake_timeout_ms: '%s' is not 1..3600000", value);
 		cfg->handshake_timeout_ms = (uint32_t)v;
+	} else if (!strcmp(key, "peer_timeout_ms")) {
+		if (!parse_u64(value, 3600000, &v) || v < 1000)
+			return perr(p, KEEL_ECONFIG,
+				    "[node] peer_timeout_ms: '%s' is not 1000..3600000", value);
+		cfg->peer_timeout_ms = (uint32_t)v;
 	} else if (!strcmp(key, "secret_file")) {
 		return load_secret(p, value);
 	} else if (!strcmp(key, "secret")) {
@@ -391,5 +396,6 @@ void keel_node_config_transport(const struct keel_node_config *cfg, uint32_t sha
 	out->secret_len = cfg->secret_len;
 	out->max_frame = cfg->max_frame;
 	out->handshake_timeout_ms = cfg->handshake_timeout_ms;
+	out->peer_timeout_ms = cfg->peer_timeout_ms;
 	out->node = cfg;
 }

@@ -139,6 +139,7 @@ struct tcp_transport {
 	size_t secret_len;
 	uint32_t sendq;
 	uint64_t hs_timeout_ns;
+	uint32_t peer_timeout_ms;
 
 	int lfd;
 	struct keel_io_op accept_op;
@@ -283,17 +284,23 @@ static int send_control(struct tconn *c, uint8_t kind, const void *p, uint32_t l
 
 /* ---- connections ----------------------------------------------------- */
 
-static void set_sockopts(int fd)
+static void set_sockopts(int fd, uint32_t peer_timeout_ms)
 {
 	int one = 1;
 	/* Latency: every message goes out now; batching is ours. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	/* Half-open peers: an idle connection probes after 10 s and is
-	 * dropped after 3 unanswered probes 5 s apart; unacknowledged data
-	 * times the connection out after 30 s. */
+	/* Half-open peers (gone without FIN or RST): with the default 30 s,
+	 * an idle connection probes after 10 s, then every 5 s; with
+	 * TCP_USER_TIMEOUT set, the kernel drops the connection once the peer
+	 * has been silent for 30 s (probes unanswered, or our data not
+	 * acknowledged), and the receive fails with ETIMEDOUT. */
 	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-	int idle = 10, intvl = 5, cnt = 3;
-	unsigned uto = 30000;
+	int idle = (int)(peer_timeout_ms / 3000), intvl = (int)(peer_timeout_ms / 6000), cnt = 3;
+	if (idle < 1)
+		idle = 1;
+	if (intvl < 1)
+		intvl = 1;
+	unsigned uto = peer_timeout_ms;
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
@@ -867,7 +874,7 @@ static void accept_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
 				c->salen = salen;
 				c->state = C_HANDSHAKE;
 				conn_name(c);
-				set_sockopts(fd);
+				set_sockopts(fd, t->peer_timeout_ms);
 				keel_hs_server_start(&c->hs, t->secret, t->secret_len,
 						     t->pub.cluster_id, t->pub.self.node,
 						     t->pub.self.shard);
@@ -935,7 +942,7 @@ static int tcp_connect(struct keel_transport *pub, struct keel_addr peer, struct
 	int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return keel_errmsg_set(pub->errmsg, -errno, "tcp: socket");
-	set_sockopts(fd);
+	set_sockopts(fd, t->peer_timeout_ms);
 	struct tconn *c = conn_new(t, fd, false);
 	if (!c) {
 		close(fd);
@@ -1226,6 +1233,7 @@ static int tcp_open(const struct keel_transport_config *cfg, struct keel_transpo
 	t->sendq = cfg->sendq_bytes ? cfg->sendq_bytes : KEEL_TRANSPORT_SENDQ_DEFAULT;
 	t->hs_timeout_ns = (uint64_t)(cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms : 5000) *
 			   1000000u;
+	t->peer_timeout_ms = cfg->peer_timeout_ms ? cfg->peer_timeout_ms : 30000;
 	snprintf(t->listen_host, sizeof(t->listen_host), "%s",
 		 cfg->listen_host ? cfg->listen_host : "127.0.0.1");
 	t->listen_port = cfg->listen_port;

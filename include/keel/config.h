@@ -11,6 +11,9 @@
  *   secret_file = secret            # cluster secret; relative to this file's
  *                                   # directory; mode 0600/0400, owned by us
  *   handshake_timeout_ms = 5000     # a peer that takes longer is dropped
+ *   peer_timeout_ms = 30000         # a peer silent this long (our data not
+ *                                   # acknowledged, keepalive probes not
+ *                                   # answered) is dropped as broken
  *   [peers]
  *   1 = 127.0.0.1:7100              # node id = host:port ([v6addr]:port)
  *   2 = 127.0.0.1:7200
@@ -49,6 +52,7 @@ struct keel_node_config {
 	char transport[32];               /* default "tcp" */
 	uint32_t max_frame;               /* default KEEL_TRANSPORT_MAX_FRAME_DEFAULT */
 	uint32_t handshake_timeout_ms;    /* 0: the transport's default (5 s) */
+	uint32_t peer_timeout_ms;         /* 0: the transport's default (30 s) */
 	char secret_file[512];            /* resolved path */
 	uint8_t *secret;
 	size_t secret_len;

@@ -221,6 +221,12 @@ struct keel_transport_config {
 	const struct keel_node_config *node; /* whole node config, for backend
 					      * sections like [dpdk]; may be NULL */
 	void *backend_arg;               /* backend-specific (sim: its network) */
+	/* Added after the first version (0 keeps the old behaviour). A peer
+	 * that stays silent this long while we wait for it (data of ours
+	 * unacknowledged, keepalive probes unanswered) breaks its connection
+	 * (on_conn_down with -ETIMEDOUT). 0: 30000. TCP: TCP_USER_TIMEOUT,
+	 * with keepalive probes from a third of it on. */
+	uint32_t peer_timeout_ms;
 };
 
 /* A backend. One static const instance per backend, listed in the registry

@@ -49,6 +49,7 @@ static const char good[] =
 	"listen = 127.0.0.1:7200\n"
 	"shards = 2\n"
 	"max_frame = 1M\n"
+	"peer_timeout_ms = 4500\n"
 	"secret_file = secret\n"
 	"[peers]\n"
 	"1 = 127.0.0.1:7100\n"
@@ -81,6 +82,7 @@ Test(config, good_file)
 	cr_expect_eq(tc.self.node, 2);
 	cr_expect_eq(tc.self.shard, 1);
 	cr_expect_eq(tc.max_frame, 1u << 20);
+	cr_expect_eq(tc.peer_timeout_ms, 4500);
 	cr_expect_eq(tc.secret, cfg.secret);
 	keel_node_config_free(&cfg);
 }
@@ -104,6 +106,7 @@ Test(config, errors_name_file_and_line)
 	expect_error("[node]\nid = 1\ntransport = carrier-pigeon\n",
 		     "bad.ini:3: [node] transport: 'carrier-pigeon' is not in this build");
 	expect_error("[node]\nid=1\nmax_frame = 2G\n", "bad.ini:3: [node] max_frame");
+	expect_error("[node]\nid=1\npeer_timeout_ms = 999\n", "bad.ini:3: [node] peer_timeout_ms");
 	expect_error("[node]\nid=1\nsecret = hunter2\n", "never in the config");
 	expect_error("[peers]\nx = 127.0.0.1:1\n", "bad.ini:2: [peers] 'x' is not a node id");
 	expect_error("[peers]\n1 = a:1\n1 = b:2\n", "bad.ini:3: [peers] node 1 listed twice");
