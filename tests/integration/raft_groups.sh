@@ -19,14 +19,7 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
-fail() {
-  echo "FAIL: $*"
-  for f in "$dir"/*.out "$dir"/*.err; do echo "--- $f"; tail -n 25 "$f"; done
-  exit 1
-}
-ok() { echo "ok: $*"; }
-t0=$(date +%s.%N)
-elapsed() { awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b - a}'; }
+. "$(dirname "${BASH_SOURCE[0]}")/raft_lib.sh"
 
 # Below the ephemeral range; each node uses base + 8n .. + G - 1.
 base=$((20000 + ($$ % 600) * 20))
@@ -53,6 +46,8 @@ start() {
   pid[$1]=$!
 }
 # count NODE GROUP, sum_at NODE GROUP COUNT
+# These readers (and counts_at_least below) take a group: sum_at and
+# counts_at_least replace raft_lib.sh's one-group versions.
 count() { awk -v w="node $1.$2:" '$1" "$2 == w && / (applied|snapshot) index /{c=$9} END{print c+0}' "$dir/n$1.out"; }
 sum_at() { awk -v w="node $1.$2:" -v c="$3" '$1" "$2 == w && / (applied|snapshot) index /{if ($9 == c) s=$11} END{print s}' "$dir/n$1.out"; }
 # leader GROUP NODE...: "node term" of the highest-term node whose last role line says leader
@@ -65,15 +60,6 @@ leader() {
     esac
   done
   [ -n "$best" ] && echo "$best $bt"
-}
-wait_until() {
-  local t=$1; shift
-  for _ in $(seq $((t * 10))); do
-    "$@" && return 0
-    for p in "${pid[@]}"; do kill -0 "$p" 2>/dev/null || fail "a node exited (pid $p)"; done
-    sleep 0.1
-  done
-  return 1
 }
 all_leaders() { local nodes=("$@"); for ((g = 0; g < G; g++)); do leader $g "${nodes[@]}" >/dev/null || return 1; done; }
 counts_at_least() {  # C NODE...

@@ -24,14 +24,7 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
-fail() {
-  echo "FAIL: $*"
-  for f in "$dir"/*.out "$dir"/*.err; do echo "--- $f"; tail -n 25 "$f"; done
-  exit 1
-}
-ok() { echo "ok: $*"; }
-t0=$(date +%s.%N)
-elapsed() { awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b - a}'; }
+. "$(dirname "${BASH_SOURCE[0]}")/raft_lib.sh"
 
 # Below the ephemeral range (32768+), where outgoing connections could take
 # a port a restarting node needs. Ports from the PID so parallel runs do not collide.
@@ -59,37 +52,6 @@ start() {  # start NODE
     --segment-kib 256 --snapshot-every "$SNAP" --snapshot-keep 2 >>"$dir/n$1.out" 2>>"$dir/n$1.err" &
   pid[$1]=$!
 }
-# last_count NODE: the count of the last applied entry (0 if none)
-last_count() { awk '/ (applied|snapshot) index /{c=$9} END{print c+0}' "$dir/n$1.out"; }
-# sum_at NODE COUNT: the checksum after COUNT entries
-sum_at() { awk -v c="$2" '/ (applied|snapshot) index /{if ($9 == c) s=$11} END{print s}' "$dir/n$1.out"; }
-# wait_until SECONDS CMD...: polls CMD every 0.1 s
-wait_until() {
-  local t=$1; shift
-  for _ in $(seq $((t * 10))); do
-    "$@" && return 0
-    for p in "${pid[@]}"; do kill -0 "$p" 2>/dev/null || fail "a node exited (pid $p)"; done
-    sleep 0.1
-  done
-  return 1
-}
-counts_at_least() {  # counts_at_least C NODE...
-  local c=$1; shift
-  for n in "$@"; do [ "$(last_count "$n")" -ge "$c" ] || return 1; done
-}
-# leader_line NODE: "TERM" of the last 'leader term' line, or empty
-last_leader_term() { awk '/: leader term /{t=$5} END{print t}' "$dir/n$1.out"; }
-current_leader() {  # prints the node whose last role line says leader, with the highest term
-  local best= bt=0
-  for n in "$@"; do
-    local line; line=$(grep -E ": (leader|follower|candidate|pre-candidate) term " "$dir/n$n.out" | tail -n 1)
-    case $line in
-      *": leader term "*) local t=${line##* }; [ "$t" -gt "$bt" ] && { bt=$t; best=$n; } ;;
-    esac
-  done
-  [ -n "$best" ] && echo "$best $bt"
-}
-have_leader() { current_leader "$@" >/dev/null; }
 
 for n in 1 2 3; do start $n; done
 

@@ -40,14 +40,7 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
-fail() {
-  echo "FAIL: $*"
-  for f in "$dir"/*.out "$dir"/*.err; do echo "--- $f"; tail -n 25 "$f"; done
-  exit 1
-}
-ok() { echo "ok: $*"; }
-t0=$(date +%s.%N)
-elapsed() { awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b - a}'; }
+. "$(dirname "${BASH_SOURCE[0]}")/../raft_lib.sh"
 
 ip netns add "$br" 2>/dev/null || skip "cannot create network namespaces here"
 ip -n "$br" link add br0 type bridge || skip "no bridge support"
@@ -91,32 +84,6 @@ start() {  # start NODE
     --propose "$N" --tick-ms "$TICK" --segment-kib 256 --snapshot-every "$SNAP" --snapshot-keep 2 >>"$dir/n$1.out" 2>>"$dir/n$1.err" &
   pid[$1]=$!
 }
-last_count() { awk '/ (applied|snapshot) index /{c=$9} END{print c+0}' "$dir/n$1.out"; }
-sum_at() { awk -v c="$2" '/ (applied|snapshot) index /{if ($9 == c) s=$11} END{print s}' "$dir/n$1.out"; }
-wait_until() {
-  local t=$1; shift
-  for _ in $(seq $((t * 10))); do
-    "$@" && return 0
-    check_started "${!pid[@]}"
-    sleep 0.1
-  done
-  return 1
-}
-counts_at_least() {
-  local c=$1; shift
-  for n in "$@"; do [ "$(last_count "$n")" -ge "$c" ] || return 1; done
-}
-current_leader() {
-  local best= bt=0
-  for n in "$@"; do
-    local line; line=$(grep -E ": (leader|follower|candidate|pre-candidate) term " "$dir/n$n.out" | tail -n 1)
-    case $line in
-      *": leader term "*) local t=${line##* }; [ "$t" -gt "$bt" ] && { bt=$t; best=$n; } ;;
-    esac
-  done
-  [ -n "$best" ] && echo "$best $bt"
-}
-have_leader() { current_leader "$@" >/dev/null; }
 # A node that could not bring DPDK up exits at once: skip, not fail.
 check_started() {
   for n in "$@"; do
@@ -128,6 +95,8 @@ check_started() {
     fail "node $n exited at start"
   done
 }
+# Between polls, wait_until (raft_lib.sh) checks the nodes the same way.
+check_nodes() { check_started "${!pid[@]}"; }
 
 for n in 1 2 3; do start $n; done
 sleep 1
