@@ -102,34 +102,8 @@ for n in 1 2 3; do start $n; done
 sleep 1
 check_started 1 2 3
 
-wait_until 40 have_leader 1 2 3 || { check_started 1 2 3; fail "no leader elected over DPDK"; }
-read -r L1 T1 < <(current_leader 1 2 3)
-ok "node $L1 elected leader in term $T1 over DPDK ($(elapsed) s)"
-wait_until 40 counts_at_least "$N" 1 2 3 || fail "$N proposals not applied on all three"
-s1=$(sum_at 1 "$N"); s2=$(sum_at 2 "$N"); s3=$(sum_at 3 "$N")
-[ -n "$s1" ] && [ "$s1" = "$s2" ] && [ "$s2" = "$s3" ] || fail "checksums differ at count $N: $s1 $s2 $s3"
-ok "$N entries committed and applied on all three, same checksum ($(elapsed) s)"
-
-read -r L1 T1 < <(current_leader 1 2 3)
-have=0
-for n in 1 2 3; do [ "$n" = "$L1" ] || { c=$(last_count "$n"); [ "$c" -gt "$have" ] && have=$c; }; done
-kill -9 "${pid[$L1]}"
-wait "${pid[$L1]}" 2>/dev/null
-unset "pid[$L1]"
-rest=()
-for n in 1 2 3; do [ "$n" = "$L1" ] || rest+=("$n"); done
-new_leader() {
-  local l; l=$(current_leader "${rest[@]}") || return 1
-  [ "${l#* }" -gt "$T1" ]
-}
-wait_until 40 new_leader || fail "no new leader after killing node $L1 (term $T1)"
-read -r L2 T2 < <(current_leader "${rest[@]}")
-ok "killed leader $L1 (term $T1); node $L2 elected in term $T2 ($(elapsed) s)"
-wait_until 40 counts_at_least $((have + N)) "${rest[@]}" || fail "new leader's proposals did not commit"
-c=$(last_count "$L2")
-sa=$(sum_at "${rest[0]}" "$c"); sb=$(sum_at "${rest[1]}" "$c")
-[ -n "$sa" ] && [ "$sa" = "$sb" ] || fail "survivors' checksums differ at count $c: $sa $sb"
-ok "new leader's $N entries committed on both survivors (count $c) ($(elapsed) s)"
+elect_and_commit 40 " over DPDK"
+kill_leader 40
 
 start "$L1"
 wait_until 40 counts_at_least "$c" "$L1" || fail "node $L1 did not rejoin and catch up to count $c"
