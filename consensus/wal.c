@@ -788,8 +788,16 @@ int keel_wal_compact(struct keel_wal *w, uint64_t upto)
 		if (rc)
 			return rc;
 	}
-	if (!w->nsegs)
+	if (!w->nsegs) {
+		/* Already empty (an earlier compact, or a fresh log): the
+		 * contract still holds — the next append is upto + 1. A group
+		 * host installing two snapshots in a row relies on it. */
+		if (upto + 1 > w->next_index) {
+			w->next_index = upto + 1;
+			w->dur_index = upto;
+		}
 		return 0;
+	}
 	if (upto >= last_seg(w)->last)
 		return drop_all(w, upto + 1);
 	/* oldest first: a crash leaves a contiguous suffix */

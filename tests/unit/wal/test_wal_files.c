@@ -186,6 +186,23 @@ static void flip(const char *path, uint64_t off)
 	close(fd);
 }
 
+/* Two snapshots in a row: compacting an already empty log still moves the
+ * next index to upto + 1 (found by raft-netns: a follower installing
+ * snapshots at 6 and then 10 was told "append index 11, expected 7"). */
+Test(wal_files, compact_of_an_empty_log_moves_the_next_index)
+{
+	struct keel_wal *w = open_real(KEEL_WAL_ENGINE_AUTO, NULL);
+	append_range(w, 1, 1, 1);
+	cr_assert_eq(keel_wal_compact(w, 6), 0, "%s", keel_wal_errmsg(w));
+	cr_assert_eq(keel_wal_compact(w, 10), 0, "%s", keel_wal_errmsg(w));
+	static uint8_t buf[MAXLEN + 1];
+	struct keel_wal_entry e = walt_entry(buf, 7, 1, MAXLEN);
+	cr_assert_eq(keel_wal_append(w, &e, 1, NULL, NULL), KEEL_EBADINPUT);
+	append_range(w, 11, 12, 1);
+	cr_assert_eq(keel_wal_last_index(w), 12);
+	keel_wal_close(w);
+}
+
 Test(wal_files, flipped_bit_mid_segment_stops_startup)
 {
 	struct keel_wal *w = open_real(KEEL_WAL_ENGINE_AUTO, NULL);
