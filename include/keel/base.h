@@ -1,6 +1,7 @@
 /*
- * keel/base.h — what every layer shares: error codes, error-message buffers,
- * logging, and a few compiler helpers.
+ * keel/base.h — what every layer shares (base/): error codes, error-message
+ * buffers, logging, the clock, little-endian byte order, a seeded PRNG,
+ * CRC32C, JSON string escaping, and a few compiler helpers.
  *
  * Error convention: a function returns 0 (or a non-negative count) on success
  * and a negative code on failure: -errno for system errors, or a KEEL_E* code
@@ -13,10 +14,13 @@
 #ifndef KEEL_BASE_H
 #define KEEL_BASE_H
 
+#include <endian.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -106,6 +110,100 @@ void keel_vlog(enum keel_log_level level, const char *fmt, va_list ap);
 
 /* Monotonic clock in nanoseconds (CLOCK_MONOTONIC). */
 uint64_t keel_now_ns(void);
+
+
+/* ---- Byte order ----------------------------------------------------------
+ * Every keel format on disk and on the wire is little-endian. These read and
+ * write at any alignment (memcpy) and swap only on a big-endian host. */
+static inline void keel_put_le16(uint8_t *p, uint16_t v)
+{
+	v = htole16(v);
+	memcpy(p, &v, 2);
+}
+static inline void keel_put_le32(uint8_t *p, uint32_t v)
+{
+	v = htole32(v);
+	memcpy(p, &v, 4);
+}
+static inline void keel_put_le64(uint8_t *p, uint64_t v)
+{
+	v = htole64(v);
+	memcpy(p, &v, 8);
+}
+static inline uint16_t keel_get_le16(const uint8_t *p)
+{
+	uint16_t v;
+	memcpy(&v, p, 2);
+	return le16toh(v);
+}
+static inline uint32_t keel_get_le32(const uint8_t *p)
+{
+	uint32_t v;
+	memcpy(&v, p, 4);
+	return le32toh(v);
+}
+static inline uint64_t keel_get_le64(const uint8_t *p)
+{
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return le64toh(v);
+}
+
+/* ---- PRNG ----------------------------------------------------------------
+ * splitmix64 (Steele, Lea, Flood 2014): one 64-bit state word, full period,
+ * passes BigCrush; cheap enough for election jitter and backoff, and the
+ * generator every seeded simulation uses, so one seed replays one run. Not
+ * for secrets (libsodium's randombytes is). */
+struct keel_prng {
+	uint64_t s;
+};
+static inline void keel_prng_seed(struct keel_prng *r, uint64_t seed)
+{
+	r->s = seed;
+}
+static inline uint64_t keel_prng_next(struct keel_prng *r)
+{
+	uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+/* Uniform in [lo, hi] (inclusive; lo when hi <= lo). The modulo bias is
+ * below 2^-32 for ranges under 2^32, which is all keel draws. */
+static inline uint64_t keel_prng_range(struct keel_prng *r, uint64_t lo, uint64_t hi)
+{
+	return hi <= lo ? lo : lo + keel_prng_next(r) % (hi - lo + 1);
+}
+/* A well-mixed 64-bit value of x (splitmix64's finaliser), for deriving
+ * independent seeds from one seed. */
+static inline uint64_t keel_mix64(uint64_t x)
+{
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+/* ---- CRC32C --------------------------------------------------------------
+ * Castagnoli (iSCSI) CRC, as WAL records, snapshots and hard state use it:
+ * the SSE4.2 crc32 instruction where the CPU has it. crc is the previous
+ * value (0 to start), so a CRC can be computed in pieces. */
+uint32_t keel_crc32c(uint32_t crc, const void *buf, size_t len);
+/* The portable table implementation (tests compare the two). */
+uint32_t keel_crc32c_sw(uint32_t crc, const void *buf, size_t len);
+
+/* ---- JSON strings --------------------------------------------------------
+ * The one escaper every --json output goes through (base/json.c): writes
+ * len bytes of s as a JSON string literal, quotes included. '"', '\\' and
+ * control characters are escaped (\n, \t, \u00XX...), valid UTF-8 passes
+ * through, and each byte of an invalid UTF-8 sequence becomes U+FFFD, so the
+ * output is always valid JSON whatever the input (file names, job output).
+ * Returns the bytes written, or -1 on a write error (errno set). */
+int keel_json_str(FILE *f, const void *s, size_t len);
+/* keel_json_str of a NUL-terminated string (NULL writes null). */
+int keel_json_cstr(FILE *f, const char *s);
+/* The same into buf (cap bytes, always NUL-terminated when cap > 0);
+ * returns the length the whole literal needs, as snprintf does. */
+size_t keel_json_escape(char *buf, size_t cap, const void *s, size_t len);
 
 #ifdef __cplusplus
 }

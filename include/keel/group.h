@@ -1,5 +1,5 @@
 /*
- * keel/group.h — the consensus group host (consensus/group_host.c): one
+ * keel/group.h — the consensus group host (consensus/group/group_host.c): one
  * Raft core (keel/raft.h) tied to a WAL (keel/wal.h), a transport endpoint
  * (keel/transport.h) and a state machine (the apply callback), on one shard.
  *
@@ -173,7 +173,7 @@ struct keel_group_stats {
 };
 void keel_group_get_stats(const struct keel_group *g, struct keel_group_stats *st);
 
-/* The snapshot file's format (consensus/group_snapshot.c; pure, fuzzed).
+/* The snapshot file's format (consensus/group/group_snapshot.c; pure, fuzzed).
  * encode returns the bytes written or KEEL_ETOOBIG; encoded_size is exact
  * (0 for an unencodable configuration). decode checks magic, version,
  * lengths against len and a CRC32C, and returns 0 with s->data pointing into

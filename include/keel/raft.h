@@ -76,7 +76,7 @@ extern "C" {
 
 /* ---- Planted bugs ------------------------------------------------------
  * Compiled only into a second copy of the core built with one of these
- * defines (the simulator's planted-bug tests; consensus/meson.build exports
+ * defines (the simulator's planted-bug tests; consensus/raft/meson.build exports
  * the source list as keel_raft_src). Each breaks exactly one rule, in one
  * place, so the simulator's invariant and linearizability checks must
  * find it. Never defined in libkeel.

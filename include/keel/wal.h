@@ -1,5 +1,5 @@
 /*
- * keel/wal.h — the durable log of one consensus group (consensus/wal*.c).
+ * keel/wal.h — the durable log of one consensus group (consensus/wal/).
  *
  * A WAL is a directory of preallocated segment files plus a hard-state file:
  *
@@ -217,7 +217,7 @@ int keel_wal_flush(struct keel_wal *w);
 /* Readable when keel_wal_poll has work; -1 if the backend has none. */
 int keel_wal_event_fd(const struct keel_wal *w);
 
-/* Shard integration (consensus/wal_shard.c): drives the WAL from the
+/* Shard integration (consensus/wal/wal_shard.c): drives the WAL from the
  * reactor loop of `shard` (include/keel/runtime.h) with a multishot poll on
  * the WAL's event fd in the shard's io_uring, so completions wake a
  * sleeping shard and callbacks run from its loop. Call on the shard's
@@ -249,18 +249,14 @@ int keel_wal_save_hard_state(struct keel_wal *w, const struct keel_wal_hard_stat
 void keel_wal_hard_state(const struct keel_wal *w, struct keel_wal_hard_state *hs);
 
 /* ---------------------------------------------------------------------------
- * Format helpers (pure; consensus/wal_format.c). Also what the fuzzer drives.
+ * Format helpers (pure; consensus/wal/wal_format.c). Also what the fuzzer drives.
  * ------------------------------------------------------------------------- */
 
 #define KEEL_WAL_SEG_HDR 4096u
 #define KEEL_WAL_REC_HDR 32u
 #define KEEL_WAL_MAX_RECORD (64u << 20)
 
-/* CRC32C (Castagnoli), with SSE4.2 crc32 instructions where the CPU has
- * them; crc is the previous value (0 to start). */
-uint32_t keel_crc32c(uint32_t crc, const void *buf, size_t len);
-/* the portable table implementation, for tests */
-uint32_t keel_crc32c_sw(uint32_t crc, const void *buf, size_t len);
+/* Records are checksummed with keel_crc32c (keel/base.h). */
 
 static inline uint32_t keel_wal_rec_size(uint32_t len)
 {

@@ -1,5 +1,5 @@
 /* libFuzzer target: the group host's snapshot file decoder
- * (consensus/group_snapshot.c, keel_group_snapshot_decode). Whatever the
+ * (consensus/group/group_snapshot.c, keel_group_snapshot_decode). Whatever the
  * bytes, it must not read outside them; what it accepts must re-encode to
  * the same bytes (the format has one encoding) and decode to the same
  * fields. */

@@ -1,4 +1,4 @@
-/* libFuzzer target: the Raft message decoder (consensus/raft_codec.c), then
+/* libFuzzer target: the Raft message decoder (consensus/raft/raft_codec.c), then
  * the core itself. A decoded message must re-encode to a message that
  * decodes to the same fields; then it is stepped into a live core (as
  * server 1 of 3, whatever `to` said) and the ready batch drained, so a

@@ -1,5 +1,5 @@
 /*
- * The Raft message codec (consensus/raft_codec.c) and the configuration
+ * The Raft message codec (consensus/raft/raft_codec.c) and the configuration
  * payload: round trips, and every truncation or bad length is an error.
  */
 #include <criterion/criterion.h>

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "consensus/group_internal.h"
+#include "consensus/group/group_internal.h"
 #include "keel/config.h"
 
 #define REDIAL_BASE_MS 50

@@ -15,7 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "consensus/group_internal.h"
+#include "consensus/group/group_internal.h"
 #include "keel/config.h"
 #include "keel/runtime.h"
 

@@ -21,7 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "consensus/group_internal.h"
+#include "consensus/group/group_internal.h"
 
 #define SNAP_MAGIC "KEELSNP1"
 #define SNAP_VERSION 1u
@@ -29,34 +29,6 @@
 /* A snapshot larger than this is refused when read back (and never made:
  * the transport could not carry it in reasonable time either). */
 #define SNAP_MAX_DATA (1ull << 32)
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	uint32_t v = 0;
-	for (int i = 3; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
 
 static int write_all(int fd, const void *buf, size_t len)
 {
@@ -102,15 +74,15 @@ int keel_group_snapshot_encode(const struct keel_raft_snapshot *s, uint8_t *buf,
 	if (cap < hlen + s->len || hlen + s->len > INT32_MAX)
 		return KEEL_ETOOBIG;
 	memcpy(buf, SNAP_MAGIC, 8);
-	put32(buf + 8, SNAP_VERSION);
-	put64(buf + 16, s->meta.index);
-	put64(buf + 24, s->meta.term);
-	put32(buf + 32, (uint32_t)clen);
+	keel_put_le32(buf + 8, SNAP_VERSION);
+	keel_put_le64(buf + 16, s->meta.index);
+	keel_put_le64(buf + 24, s->meta.term);
+	keel_put_le32(buf + 32, (uint32_t)clen);
 	memcpy(buf + SNAP_FIXED, conf, (size_t)clen);
-	put64(buf + SNAP_FIXED + clen, s->len);
+	keel_put_le64(buf + SNAP_FIXED + clen, s->len);
 	if (s->len)
 		memcpy(buf + hlen, s->data, s->len);
-	put32(buf + 12, keel_crc32c(0, buf + 16, hlen + s->len - 16));
+	keel_put_le32(buf + 12, keel_crc32c(0, buf + 16, hlen + s->len - 16));
 	return (int)(hlen + s->len);
 }
 
@@ -124,14 +96,14 @@ int keel_group_snapshot_decode(const uint8_t *b, size_t size, struct keel_raft_s
 		why = "shorter than a header";
 	else if (memcmp(b, SNAP_MAGIC, 8))
 		why = "bad magic";
-	else if (get32(b + 8) != SNAP_VERSION)
+	else if (keel_get_le32(b + 8) != SNAP_VERSION)
 		why = "unknown version";
-	else if ((clen = get32(b + 32)) > KEEL_RAFT_CONF_ENCODED_MAX ||
+	else if ((clen = keel_get_le32(b + 32)) > KEEL_RAFT_CONF_ENCODED_MAX ||
 		 SNAP_FIXED + (size_t)clen + 8 > size)
 		why = "configuration length out of range";
-	else if (get64(b + SNAP_FIXED + clen) != size - (SNAP_FIXED + clen + 8))
+	else if (keel_get_le64(b + SNAP_FIXED + clen) != size - (SNAP_FIXED + clen + 8))
 		why = "data length does not match the size";
-	else if (keel_crc32c(0, b + 16, size - 16) != get32(b + 12))
+	else if (keel_crc32c(0, b + 16, size - 16) != keel_get_le32(b + 12))
 		why = "checksum mismatch";
 	else if (keel_raft_conf_decode(b + SNAP_FIXED, clen, &s->meta.conf) < 0)
 		why = "bad configuration";
@@ -141,8 +113,8 @@ int keel_group_snapshot_decode(const uint8_t *b, size_t size, struct keel_raft_s
 			*why_out = why;
 		return KEEL_ECORRUPT;
 	}
-	s->meta.index = get64(b + 16);
-	s->meta.term = get64(b + 24);
+	s->meta.index = keel_get_le64(b + 16);
+	s->meta.term = keel_get_le64(b + 24);
 	s->len = size - (SNAP_FIXED + clen + 8);
 	s->data = s->len ? b + SNAP_FIXED + clen + 8 : NULL;
 	return 0;

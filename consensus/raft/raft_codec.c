@@ -28,33 +28,6 @@
 #define F_FORCE 2
 #define F_DONE 4
 
-static void put32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	uint32_t v = 0;
-	for (int i = 0; i < 4; i++)
-		v |= (uint32_t)p[i] << (8 * i);
-	return v;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (int i = 0; i < 8; i++)
-		v |= (uint64_t)p[i] << (8 * i);
-	return v;
-}
 
 size_t keel_raft_msg_encoded_size(const struct keel_raft_msg *m)
 {
@@ -85,25 +58,25 @@ int keel_raft_msg_encode(const struct keel_raft_msg *m, uint8_t *buf, size_t cap
 			  m->reject_hint, m->ctx, m->lease_tick, m->snap.index,
 			  m->snap.term, m->snap_offset, m->snap_total};
 	for (int i = 0; i < 13; i++, p += 8)
-		put64(p, f[i]);
-	put32(p, c->n_voters);
-	put32(p + 4, c->n_learners);
-	put32(p + 8, (uint32_t)m->n_entries);
-	put32(p + 12, (uint32_t)m->chunk_len);
-	put32(p + 16, c->n_outgoing);
+		keel_put_le64(p, f[i]);
+	keel_put_le32(p, c->n_voters);
+	keel_put_le32(p + 4, c->n_learners);
+	keel_put_le32(p + 8, (uint32_t)m->n_entries);
+	keel_put_le32(p + 12, (uint32_t)m->chunk_len);
+	keel_put_le32(p + 16, c->n_outgoing);
 	p += 20;
 	for (uint32_t i = 0; i < c->n_voters; i++, p += 8)
-		put64(p, c->voters[i]);
+		keel_put_le64(p, c->voters[i]);
 	for (uint32_t i = 0; i < c->n_learners; i++, p += 8)
-		put64(p, c->learners[i]);
+		keel_put_le64(p, c->learners[i]);
 	for (uint32_t i = 0; i < c->n_outgoing; i++, p += 8)
-		put64(p, c->outgoing[i]);
+		keel_put_le64(p, c->outgoing[i]);
 	for (size_t i = 0; i < m->n_entries; i++) {
 		const struct keel_raft_entry *e = &m->entries[i];
-		put64(p, e->term);
-		put64(p + 8, e->index);
-		put32(p + 16, e->type);
-		put32(p + 20, e->len);
+		keel_put_le64(p, e->term);
+		keel_put_le64(p + 8, e->index);
+		keel_put_le32(p + 16, e->type);
+		keel_put_le32(p + 20, e->len);
 		p += ENTRY_HDR;
 		if (e->len)
 			memcpy(p, e->data, e->len);
@@ -188,9 +161,9 @@ int keel_raft_msg_decode(const uint8_t *buf, size_t len, struct keel_raft_msg *o
 			   &m.reject_hint, &m.ctx, &m.lease_tick, &m.snap.index,
 			   &m.snap.term, &m.snap_offset, &m.snap_total};
 	for (int i = 0; i < 13; i++, p += 8)
-		*f[i] = get64(p);
-	uint32_t nv = get32(p), nl = get32(p + 4), ne = get32(p + 8), cl = get32(p + 12);
-	uint32_t no = get32(p + 16);
+		*f[i] = keel_get_le64(p);
+	uint32_t nv = keel_get_le32(p), nl = keel_get_le32(p + 4), ne = keel_get_le32(p + 8), cl = keel_get_le32(p + 12);
+	uint32_t no = keel_get_le32(p + 16);
 	p += 20;
 	size_t left = len - FIXED;
 	if (nv > KEEL_RAFT_MAX_NODES || nl > KEEL_RAFT_MAX_NODES || no > KEEL_RAFT_MAX_NODES ||
@@ -200,11 +173,11 @@ int keel_raft_msg_decode(const uint8_t *buf, size_t len, struct keel_raft_msg *o
 	m.snap.conf.n_learners = nl;
 	m.snap.conf.n_outgoing = no;
 	for (uint32_t i = 0; i < nv; i++, p += 8)
-		m.snap.conf.voters[i] = get64(p);
+		m.snap.conf.voters[i] = keel_get_le64(p);
 	for (uint32_t i = 0; i < nl; i++, p += 8)
-		m.snap.conf.learners[i] = get64(p);
+		m.snap.conf.learners[i] = keel_get_le64(p);
 	for (uint32_t i = 0; i < no; i++, p += 8)
-		m.snap.conf.outgoing[i] = get64(p);
+		m.snap.conf.outgoing[i] = keel_get_le64(p);
 	left -= 8 * (size_t)(nv + nl + no);
 	/* Each entry takes at least its header: bounds the array. */
 	if (ne > left / ENTRY_HDR)
@@ -218,10 +191,10 @@ int keel_raft_msg_decode(const uint8_t *buf, size_t len, struct keel_raft_msg *o
 	for (uint32_t i = 0; i < ne; i++) {
 		if (left < ENTRY_HDR)
 			goto bad;
-		ents[i].term = get64(p);
-		ents[i].index = get64(p + 8);
-		ents[i].type = get32(p + 16);
-		ents[i].len = get32(p + 20);
+		ents[i].term = keel_get_le64(p);
+		ents[i].index = keel_get_le64(p + 8);
+		ents[i].type = keel_get_le32(p + 16);
+		ents[i].len = keel_get_le32(p + 20);
 		p += ENTRY_HDR;
 		left -= ENTRY_HDR;
 		if (ents[i].type > KEEL_RAFT_ENTRY_NOOP || ents[i].len > left)
