@@ -79,6 +79,17 @@ struct keel_gate {
 	bool abort;
 };
 
+/* A clock and its timers (runtime/timer.c): a 1-based min-heap on
+ * (deadline, arm sequence). Real clocks read CLOCK_MONOTONIC; a virtual one
+ * reads `vnow`, which only keel_clock_advance_to moves. */
+struct keel_clock {
+	struct keel_timer **heap;
+	uint32_t len, cap;
+	uint64_t seq;
+	bool virt;
+	uint64_t vnow;
+};
+
 struct keel_shard {
 	/* --- owned by the shard's thread --- */
 	struct keel_runtime *rt;
@@ -93,9 +104,7 @@ struct keel_shard {
 	unsigned ndirty;
 	unsigned novf;          /* targets with a non-empty overflow queue */
 
-	struct keel_timer **heap; /* 1-based min-heap on (deadline, seq) */
-	uint32_t heap_len, heap_cap;
-	uint64_t timer_seq;
+	struct keel_clock clock; /* the shard's timers */
 	unsigned timer_skip;
 
 	struct keel_poller *pollers;
@@ -155,6 +164,8 @@ void keel_timers_fire(struct keel_shard *s);
 /* Nanoseconds until the next timer, UINT64_MAX if none. */
 uint64_t keel_timers_next_delay(struct keel_shard *s);
 void keel_timers_free(struct keel_shard *s);
+/* Fires c's timers due at `now`, at most max of them; returns how many. */
+unsigned keel_clock_fire(struct keel_clock *c, uint64_t now, unsigned max);
 
 /* runtime/msg.c */
 unsigned keel_msgs_drain(struct keel_shard *s);

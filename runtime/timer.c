@@ -1,9 +1,13 @@
-/* Per-shard timers: a binary min-heap of caller-owned timers ordered by
+/* Clocks and timers: a binary min-heap of caller-owned timers ordered by
  * (deadline, arm sequence). A heap rather than a wheel because shards hold
  * few timers (election, heartbeat, lease, retransmit per group) and need
  * exact deadlines for the sleep timeout; arm and cancel are O(log n), the
  * next deadline O(1). Each timer keeps its heap index, so cancel needs no
- * search. Owner-thread only: no locks. */
+ * search. Owner-thread only: no locks.
+ *
+ * Every shard has a real clock; a virtual clock is the same heap read
+ * against a time its owner sets, so a simulation drives the node layer and
+ * the group host through exactly the calls a shard's reactor makes. */
 #include <errno.h>
 #include <stdlib.h>
 
@@ -14,7 +18,7 @@ void keel_timer_init(struct keel_timer *t, void (*fn)(struct keel_timer *t), voi
 	t->deadline_ns = 0;
 	t->seq = 0;
 	t->heap_idx = 0;
-	t->shard = NULL;
+	t->clock = NULL;
 	t->fn = fn;
 	t->arg = arg;
 }
@@ -27,60 +31,65 @@ static bool before(const struct keel_timer *a, const struct keel_timer *b)
 	       (a->deadline_ns == b->deadline_ns && a->seq < b->seq);
 }
 
-static void heap_set(struct keel_shard *s, uint32_t i, struct keel_timer *t)
+static void heap_set(struct keel_clock *c, uint32_t i, struct keel_timer *t)
 {
-	s->heap[i] = t;
+	c->heap[i] = t;
 	t->heap_idx = i;
 }
 
-static void sift_up(struct keel_shard *s, uint32_t i)
+static void sift_up(struct keel_clock *c, uint32_t i)
 {
-	struct keel_timer *t = s->heap[i];
-	while (i > 1 && before(t, s->heap[i / 2])) {
-		heap_set(s, i, s->heap[i / 2]);
+	struct keel_timer *t = c->heap[i];
+	while (i > 1 && before(t, c->heap[i / 2])) {
+		heap_set(c, i, c->heap[i / 2]);
 		i /= 2;
 	}
-	heap_set(s, i, t);
+	heap_set(c, i, t);
 }
 
-static void sift_down(struct keel_shard *s, uint32_t i)
+static void sift_down(struct keel_clock *c, uint32_t i)
 {
-	struct keel_timer *t = s->heap[i];
+	struct keel_timer *t = c->heap[i];
 	for (;;) {
-		uint32_t c = 2 * i;
-		if (c > s->heap_len)
+		uint32_t k = 2 * i;
+		if (k > c->len)
 			break;
-		if (c + 1 <= s->heap_len && before(s->heap[c + 1], s->heap[c]))
-			c++;
-		if (!before(s->heap[c], t))
+		if (k + 1 <= c->len && before(c->heap[k + 1], c->heap[k]))
+			k++;
+		if (!before(c->heap[k], t))
 			break;
-		heap_set(s, i, s->heap[c]);
-		i = c;
+		heap_set(c, i, c->heap[k]);
+		i = k;
 	}
-	heap_set(s, i, t);
+	heap_set(c, i, t);
 }
 
-static void heap_remove(struct keel_shard *s, struct keel_timer *t)
+static void heap_remove(struct keel_clock *c, struct keel_timer *t)
 {
 	uint32_t i = t->heap_idx;
-	struct keel_timer *last = s->heap[s->heap_len--];
+	struct keel_timer *last = c->heap[c->len--];
 	t->heap_idx = 0;
 	if (last == t)
 		return;
-	heap_set(s, i, last);
-	if (i > 1 && before(last, s->heap[i / 2]))
-		sift_up(s, i);
+	heap_set(c, i, last);
+	if (i > 1 && before(last, c->heap[i / 2]))
+		sift_up(c, i);
 	else
-		sift_down(s, i);
+		sift_down(c, i);
 }
 
-void keel_timer_arm(struct keel_shard *s, struct keel_timer *t, uint64_t delay_ns)
+uint64_t keel_clock_now(const struct keel_clock *c)
+{
+	return c->virt ? c->vnow : keel_now_ns();
+}
+
+void keel_clock_arm(struct keel_clock *c, struct keel_timer *t, uint64_t delay_ns)
 {
 	if (t->heap_idx)
-		heap_remove(t->shard, t);
-	if (s->heap_len + 1 >= s->heap_cap) {
-		uint32_t cap = s->heap_cap ? s->heap_cap * 2 : 64;
-		struct keel_timer **h = realloc(s->heap, cap * sizeof(*h));
+		heap_remove(t->clock, t);
+	if (c->len + 1 >= c->cap) {
+		uint32_t cap = c->cap ? c->cap * 2 : 64;
+		struct keel_timer **h = realloc(c->heap, cap * sizeof(*h));
 		if (!h) {
 			/* Arming cannot fail in the API (callers have no sane
 			 * recovery from a lost timeout); running out of memory
@@ -88,60 +97,129 @@ void keel_timer_arm(struct keel_shard *s, struct keel_timer *t, uint64_t delay_n
 			keel_error("timer: out of memory growing the heap");
 			abort();
 		}
-		s->heap = h;
-		s->heap_cap = cap;
+		c->heap = h;
+		c->cap = cap;
 	}
-	uint64_t now = keel_now_ns();
+	uint64_t now = keel_clock_now(c);
 	t->deadline_ns = now + delay_ns < now ? UINT64_MAX : now + delay_ns;
-	t->seq = ++s->timer_seq;
-	t->shard = s;
-	s->heap_len++;
-	heap_set(s, s->heap_len, t);
-	sift_up(s, s->heap_len);
+	t->seq = ++c->seq;
+	t->clock = c;
+	c->len++;
+	heap_set(c, c->len, t);
+	sift_up(c, c->len);
+}
+
+void keel_clock_cancel(struct keel_clock *c, struct keel_timer *t)
+{
+	(void)c;
+	if (t->heap_idx)
+		heap_remove(t->clock, t);
+}
+
+unsigned keel_clock_fire(struct keel_clock *c, uint64_t now, unsigned max)
+{
+	unsigned fired = 0;
+	while (c->len && fired < max) {
+		struct keel_timer *t = c->heap[1];
+		if (t->deadline_ns > now)
+			break;
+		heap_remove(c, t);
+		t->fn(t);
+		fired++;
+	}
+	return fired;
+}
+
+uint64_t keel_clock_next_deadline(const struct keel_clock *c)
+{
+	return c->len ? c->heap[1]->deadline_ns : UINT64_MAX;
+}
+
+int keel_clock_virtual_new(uint64_t start_ns, struct keel_clock **out)
+{
+	struct keel_clock *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->virt = true;
+	c->vnow = start_ns;
+	*out = c;
+	return 0;
+}
+
+void keel_clock_virtual_free(struct keel_clock *c)
+{
+	if (!c)
+		return;
+	for (uint32_t i = 1; i <= c->len; i++)
+		c->heap[i]->heap_idx = 0;
+	free(c->heap);
+	free(c);
+}
+
+unsigned keel_clock_advance_to(struct keel_clock *c, uint64_t t)
+{
+	if (t > c->vnow)
+		c->vnow = t;
+	/* Timers a callback arms at delay 0 are due now too: fire until
+	 * nothing due is left. */
+	unsigned n = 0, k;
+	while ((k = keel_clock_fire(c, c->vnow, 1024)) > 0)
+		n += k;
+	return n;
+}
+
+void keel_clock_set(struct keel_clock *c, uint64_t t)
+{
+	if (t > c->vnow)
+		c->vnow = t;
+}
+
+/* ---- the shard's clock -------------------------------------------------- */
+
+struct keel_clock *keel_shard_clock(struct keel_shard *s)
+{
+	return &s->clock;
+}
+
+void keel_timer_arm(struct keel_shard *s, struct keel_timer *t, uint64_t delay_ns)
+{
+	keel_clock_arm(&s->clock, t, delay_ns);
 }
 
 void keel_timer_cancel(struct keel_shard *s, struct keel_timer *t)
 {
-	(void)s;
-	if (t->heap_idx)
-		heap_remove(t->shard, t);
+	keel_clock_cancel(&s->clock, t);
 }
 
 void keel_timers_fire(struct keel_shard *s)
 {
 	/* No clock read without timers: in a VM clock_gettime costs ~100 ns
 	 * (kvm-clock), several times the rest of an idle loop iteration. */
-	if (!s->heap_len)
+	if (!s->clock.len)
 		return;
 	uint64_t now = keel_now_ns();
 	s->now = now;
 	/* Bounded, so a callback that re-arms itself with delay 0 cannot keep
 	 * the loop from reaching the rings and I/O. */
-	for (unsigned fired = 0; s->heap_len && fired < 1024; fired++) {
-		struct keel_timer *t = s->heap[1];
-		if (t->deadline_ns > now)
-			break;
-		heap_remove(s, t);
-		t->fn(t);
-	}
+	keel_clock_fire(&s->clock, now, 1024);
 }
 
 uint64_t keel_timers_next_delay(struct keel_shard *s)
 {
-	if (!s->heap_len)
+	if (!s->clock.len)
 		return UINT64_MAX;
 	uint64_t now = keel_now_ns();
-	uint64_t d = s->heap[1]->deadline_ns;
+	uint64_t d = s->clock.heap[1]->deadline_ns;
 	return d > now ? d - now : 0;
 }
 
 void keel_timers_free(struct keel_shard *s)
 {
-	for (uint32_t i = 1; i <= s->heap_len; i++)
-		s->heap[i]->heap_idx = 0;
-	free(s->heap);
-	s->heap = NULL;
-	s->heap_len = s->heap_cap = 0;
+	for (uint32_t i = 1; i <= s->clock.len; i++)
+		s->clock.heap[i]->heap_idx = 0;
+	free(s->clock.heap);
+	s->clock.heap = NULL;
+	s->clock.len = s->clock.cap = 0;
 }
 
 uint64_t keel_shard_now_ns(const struct keel_shard *s)

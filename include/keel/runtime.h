@@ -204,23 +204,25 @@ struct io_uring_sqe *keel_shard_get_sqe(struct keel_shard *shard, struct keel_io
  * reap CQEs from it yourself: the loop does. */
 struct io_uring *keel_shard_uring(struct keel_shard *shard);
 
-/* ---- Timers ------------------------------------------------------------- */
+/* ---- Timers and clocks -------------------------------------------------- */
 
-/* A one-shot timer owned by the caller; armed on one shard at a time and
- * must not be freed while armed. fn runs on that shard's thread, with the
- * timer already disarmed, so it may re-arm or free it; a callback may also
- * cancel any other timer of its shard. Timers with equal deadlines fire in
- * the order they were armed. */
+/* A one-shot timer owned by the caller; armed on one clock at a time (a
+ * shard's, or a virtual one) and must not be freed while armed. fn runs on
+ * the clock's thread, with the timer already disarmed, so it may re-arm or
+ * free it; a callback may also cancel any other timer of its clock. Timers
+ * with equal deadlines fire in the order they were armed. */
+struct keel_clock;
 struct keel_timer {
 	uint64_t deadline_ns; /* private */
 	uint64_t seq;         /* private: tie-break, arm order */
 	uint32_t heap_idx;    /* private: 0 = not armed */
-	struct keel_shard *shard; /* private */
+	struct keel_clock *clock; /* private */
 	void (*fn)(struct keel_timer *t);
 	void *arg;
 };
 void keel_timer_init(struct keel_timer *t, void (*fn)(struct keel_timer *t), void *arg);
-/* Arms (or re-arms) t to fire delay_ns from now on `shard` (this thread's). */
+/* Arms (or re-arms) t to fire delay_ns from now on `shard` (this thread's):
+ * keel_clock_arm(keel_shard_clock(shard), ...). */
 void keel_timer_arm(struct keel_shard *shard, struct keel_timer *t, uint64_t delay_ns);
 /* Disarms t if armed; a no-op otherwise. */
 void keel_timer_cancel(struct keel_shard *shard, struct keel_timer *t);
@@ -228,6 +230,32 @@ bool keel_timer_armed(const struct keel_timer *t);
 /* Monotonic clock (ns), as keel_now_ns; kept for callers that think in
  * shard time. */
 uint64_t keel_shard_now_ns(const struct keel_shard *shard);
+
+/* A clock is a time source with timers. Layers above the runtime (node/,
+ * consensus/) take a struct keel_clock * instead of a shard, so that a
+ * deterministic simulation can run them on a virtual clock: the same code,
+ * with time moved by the simulator. A shard's clock reads CLOCK_MONOTONIC
+ * and its timers fire from the shard's reactor loop; it belongs to the
+ * shard (valid until the runtime is destroyed, used on its thread only). */
+struct keel_clock *keel_shard_clock(struct keel_shard *shard);
+uint64_t keel_clock_now(const struct keel_clock *c);
+void keel_clock_arm(struct keel_clock *c, struct keel_timer *t, uint64_t delay_ns);
+void keel_clock_cancel(struct keel_clock *c, struct keel_timer *t);
+/* The earliest armed deadline, UINT64_MAX when none is armed. */
+uint64_t keel_clock_next_deadline(const struct keel_clock *c);
+
+/* A virtual clock, owned by the caller (keel_clock_virtual_free; timers
+ * still armed are simply forgotten). Time starts at start_ns and moves only
+ * through keel_clock_set / keel_clock_advance_to; nothing fires on its
+ * own. Single-threaded. */
+int keel_clock_virtual_new(uint64_t start_ns, struct keel_clock **out);
+void keel_clock_virtual_free(struct keel_clock *c);
+/* Sets the time to t (never backwards) and fires every timer due by then,
+ * in (deadline, arm order), including those the callbacks arm for now.
+ * Returns how many fired. */
+unsigned keel_clock_advance_to(struct keel_clock *c, uint64_t t);
+/* Sets the time to t (never backwards) without firing anything. */
+void keel_clock_set(struct keel_clock *c, uint64_t t);
 
 /* ---- Cross-shard messages ----------------------------------------------- */
 

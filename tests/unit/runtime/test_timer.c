@@ -1,3 +1,4 @@
+#include <stdint.h>
 /* Timers on a real shard: order, cancel, cancel and re-arm from a callback. */
 #include <criterion/criterion.h>
 #include <stdatomic.h>
@@ -169,4 +170,57 @@ Test(timer, heap_of_many_timers, .timeout = 20)
 	cr_expect_eq(c.many_fired, 1000 - 334);
 	cr_expect(c.many_order_ok);
 	keel_runtime_destroy(c.rt);
+}
+
+/* ---- virtual clocks: the simulation's time source ---- */
+
+static int vfired[8], vn;
+static void vrecord(struct keel_timer *t)
+{
+	vfired[vn++] = (int)(intptr_t)t->arg;
+}
+
+static struct keel_clock *vclock_again;
+static struct keel_timer vchain;
+static void vrearm_now(struct keel_timer *t)
+{
+	vrecord(t);
+	if (vn < 3)
+		keel_clock_arm(vclock_again, &vchain, 0);
+}
+
+Test(timer, virtual_clock_fires_only_when_advanced_in_deadline_order)
+{
+	struct keel_clock *c;
+	cr_assert_eq(keel_clock_virtual_new(1000, &c), 0);
+	cr_expect_eq(keel_clock_now(c), 1000);
+	struct keel_timer a, b, d;
+	keel_timer_init(&a, vrecord, (void *)(intptr_t)1);
+	keel_timer_init(&b, vrecord, (void *)(intptr_t)2);
+	keel_timer_init(&d, vrecord, (void *)(intptr_t)3);
+	vn = 0;
+	keel_clock_arm(c, &a, 50);
+	keel_clock_arm(c, &b, 10);
+	keel_clock_arm(c, &d, 50); /* same deadline as a: after it */
+	cr_expect_eq(keel_clock_next_deadline(c), 1010);
+	cr_expect_eq(keel_clock_advance_to(c, 1009), 0);
+	cr_expect_eq(keel_clock_advance_to(c, 1010), 1);
+	cr_expect_eq(keel_clock_advance_to(c, 2000), 2);
+	cr_assert_eq(vn, 3);
+	cr_expect(vfired[0] == 2 && vfired[1] == 1 && vfired[2] == 3);
+	cr_expect_eq(keel_clock_next_deadline(c), UINT64_MAX);
+	keel_clock_advance_to(c, 5); /* never backwards */
+	cr_expect_eq(keel_clock_now(c), 2000);
+	/* a callback that re-arms at delay 0 fires again in the same advance */
+	vn = 0;
+	vclock_again = c;
+	keel_timer_init(&vchain, vrearm_now, (void *)(intptr_t)7);
+	keel_clock_arm(c, &vchain, 0);
+	cr_expect_eq(keel_clock_advance_to(c, 2000), 3);
+	keel_clock_arm(c, &a, 100);
+	keel_clock_cancel(c, &a);
+	cr_expect(!keel_timer_armed(&a));
+	keel_clock_arm(c, &b, 100); /* left armed: free forgets it */
+	keel_clock_virtual_free(c);
+	cr_expect(!keel_timer_armed(&b));
 }
