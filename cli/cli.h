@@ -15,5 +15,6 @@ int keel_cmd_mr(int argc, char **argv);
 int keel_cmd_node(int argc, char **argv);
 int keel_cmd_send(int argc, char **argv);
 int keel_cmd_raft(int argc, char **argv);
+int keel_cmd_config(int argc, char **argv);
 
 #endif

@@ -25,6 +25,7 @@ static const struct keel_cmd commands[] = {
 	{"version", keel_cmd_version, "print the version and what this build has"},
 	{"topo", keel_cmd_topo, "print the topology and where shards would run"},
 	{"shards", keel_cmd_shards, "run pinned shards exchanging messages; print a summary"},
+	{"config", keel_cmd_config, "check a node configuration file (as keel node would)"},
 	{"node", keel_cmd_node, "run a node from its configuration file"},
 	{"send", keel_cmd_send, "send a verified message stream to a node (tests, demo)"},
 	{"raft", keel_cmd_raft, "run a Raft group of the config's peers (group host), a replicated log"},
