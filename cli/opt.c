@@ -159,12 +159,12 @@ static int number(const struct keel_opt *o, const char *value, uint64_t *out, ch
 	uint64_t mul = rc == -EINVAL ? 0 : suffix(o, end);
 	if (rc == -EINVAL || !mul)
 		return say(errmsg, KEEL_EBADINPUT, "--%s: '%s' is not %s (expected %s%s)",
-				       o->name, value, what, range, hint);
+			   o->name, value, what, range, hint);
 	if (rc == -ERANGE || negative || (mul > 1 && v > UINT64_MAX / mul) ||
 	    v * mul < o->min || v * mul > kind_max(o))
 		return say(errmsg, KEEL_EBADINPUT,
-				       "--%s: '%s' is out of range (expected %s%s)", o->name, value,
-				       range, hint);
+			   "--%s: '%s' is out of range (expected %s%s)", o->name, value,
+			   range, hint);
 	*out = v * mul;
 	return 0;
 }

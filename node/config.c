@@ -170,20 +170,27 @@ static void check_section(struct parse *p, const char *line)
 		p->saw_node |= !strcmp(name, "node");
 		return;
 	}
+	/* the closest known name, when it is close (at most 2 edits, and
+	 * fewer than the name has letters: "[x]" suggests nothing) */
 	const char *best = NULL;
 	unsigned bd = 3;
 	for (size_t i = 0; i < KEEL_ARRAY_LEN(sections); i++) {
 		unsigned d = distance(name, sections[i].name);
-		if (d < bd) {
+		if (d < bd && d < n) {
 			bd = d;
 			best = sections[i].name;
 		}
 	}
-	if (best)
+	if (best) {
 		perr(p, KEEL_ECONFIG, "unknown section [%s] (did you mean [%s]?)", name, best);
-	else
-		perr(p, KEEL_ECONFIG, "unknown section [%s] (known: [node], [peers], [dpdk], [mr], ...)",
-		     name);
+		return;
+	}
+	char known[160] = "";
+	size_t k = 0;
+	for (size_t i = 0; i < KEEL_ARRAY_LEN(sections) && k < sizeof(known); i++)
+		k += (size_t)snprintf(known + k, sizeof(known) - k, "%s%s", i ? ", " : "",
+				      sections[i].name);
+	perr(p, KEEL_ECONFIG, "unknown section [%s] (known: %s)", name, known);
 }
 
 /* libinih's reader: the next line without its comment and surrounding
@@ -562,7 +569,7 @@ static int finish(struct parse *p, int inih_line, char *errmsg)
 			rc = say(errmsg, p->err_code, "%s: %s", name, p->err);
 	} else if (!p->saw_node) {
 		rc = say(errmsg, KEEL_ECONFIG,
-				     "%s: no [node] section (is this a keel node configuration?)", name);
+			 "%s: no [node] section (is this a keel node configuration?)", name);
 	} else if (!p->node_line[K_ID]) {
 		rc = say(errmsg, KEEL_ECONFIG, "%s: [node] id is missing", name);
 	} else if (!p->node_line[K_CLUSTER]) {
@@ -571,23 +578,23 @@ static int finish(struct parse *p, int inih_line, char *errmsg)
 		rc = say(errmsg, KEEL_ECONFIG, "%s: [node] listen is missing", name);
 	} else if (!p->node_line[K_SECRET_FILE]) {
 		rc = say(errmsg, KEEL_ECONFIG,
-				     "%s: [node] secret_file is missing (peers authenticate with a cluster secret)",
-				     name);
+			 "%s: [node] secret_file is missing (peers authenticate with a cluster secret)",
+			 name);
 	} else {
 		for (size_t i = 0; i < cfg->npeers && !rc; i++) {
 			const struct keel_transport_peer *pe = &cfg->peers[i];
 			bool same = pe->port == cfg->listen_port && !strcasecmp(pe->host, cfg->listen_host);
 			if (pe->node == cfg->node_id && !same)
 				rc = say(errmsg, KEEL_ECONFIG,
-						     "%s:%u: [peers] %u = %s:%u disagrees with [node] listen = %s:%u (line %u)",
-						     name, cfg->peer_lines[i], cfg->node_id, pe->host,
-						     pe->port, cfg->listen_host, cfg->listen_port,
-						     cfg->listen_line);
+					 "%s:%u: [peers] %u = %s:%u disagrees with [node] listen = %s:%u (line %u)",
+					 name, cfg->peer_lines[i], cfg->node_id, pe->host,
+					 pe->port, cfg->listen_host, cfg->listen_port,
+					 cfg->listen_line);
 			else if (pe->node != cfg->node_id && same)
 				rc = say(errmsg, KEEL_ECONFIG,
-						     "%s:%u: [peers] %u = %s:%u is this node's own listen address (line %u)",
-						     name, cfg->peer_lines[i], pe->node, pe->host, pe->port,
-						     cfg->listen_line);
+					 "%s:%u: [peers] %u = %s:%u is this node's own listen address (line %u)",
+					 name, cfg->peer_lines[i], pe->node, pe->host, pe->port,
+					 cfg->listen_line);
 		}
 	}
 	if (rc < 0)
@@ -646,7 +653,7 @@ int keel_node_config_load(const char *path, struct keel_node_config *cfg, char *
 	if (S_ISDIR(st.st_mode)) {
 		close(fd);
 		return say(errmsg, KEEL_ECONFIG,
-				       "%s: is a directory, not a configuration file", path);
+			   "%s: is a directory, not a configuration file", path);
 	}
 	if (!S_ISREG(st.st_mode)) {
 		close(fd);
@@ -655,8 +662,8 @@ int keel_node_config_load(const char *path, struct keel_node_config *cfg, char *
 	if (st.st_size > KEEL_CONFIG_MAX_BYTES) {
 		close(fd);
 		return say(errmsg, KEEL_ECONFIG,
-				       "%s: %lld bytes, larger than a configuration can be (%d)", path,
-				       (long long)st.st_size, KEEL_CONFIG_MAX_BYTES);
+			   "%s: %lld bytes, larger than a configuration can be (%d)", path,
+			   (long long)st.st_size, KEEL_CONFIG_MAX_BYTES);
 	}
 	char *text = malloc((size_t)st.st_size + 1);
 	if (!text) {
@@ -720,9 +727,9 @@ int keel_node_config_validate(const struct keel_node_config *cfg, char *errmsg)
 	int g = resolve(cfg->listen_host, &self);
 	if (g)
 		return say(errmsg, KEEL_ECONFIG,
-				       "%s:%u: [node] listen = %s:%u: host '%s' does not resolve (%s)",
-				       name, cfg->listen_line, cfg->listen_host, cfg->listen_port,
-				       cfg->listen_host, gai_strerror(g));
+			   "%s:%u: [node] listen = %s:%u: host '%s' does not resolve (%s)",
+			   name, cfg->listen_line, cfg->listen_host, cfg->listen_port,
+			   cfg->listen_host, gai_strerror(g));
 	struct sockaddr_storage *addr = calloc(cfg->npeers ? cfg->npeers : 1, sizeof(*addr));
 	if (!addr)
 		return say(errmsg, -ENOMEM, "%s: out of memory", name);
@@ -735,9 +742,9 @@ int keel_node_config_validate(const struct keel_node_config *cfg, char *errmsg)
 		g = resolve(pe->host, &addr[i]);
 		if (g) {
 			rc = say(errmsg, KEEL_ECONFIG,
-					     "%s:%u: [peers] %u = %s:%u: host '%s' does not resolve (%s)",
-					     name, line, pe->node, pe->host, pe->port, pe->host,
-					     gai_strerror(g));
+				 "%s:%u: [peers] %u = %s:%u: host '%s' does not resolve (%s)",
+				 name, line, pe->node, pe->host, pe->port, pe->host,
+				 gai_strerror(g));
 			break;
 		}
 		for (size_t j = 0; j < i; j++) {
@@ -747,17 +754,17 @@ int keel_node_config_validate(const struct keel_node_config *cfg, char *errmsg)
 				continue;
 			if (d == 0)
 				rc = say(errmsg, KEEL_ECONFIG,
-						     "%s:%u: [peers] %u = %s:%u is the same address as node %u = %s:%u (line %u)",
-						     name, line, pe->node, pe->host, pe->port, q->node,
-						     q->host, q->port,
-						     cfg->peer_lines ? cfg->peer_lines[j] : 0);
+					 "%s:%u: [peers] %u = %s:%u is the same address as node %u = %s:%u (line %u)",
+					 name, line, pe->node, pe->host, pe->port, q->node,
+					 q->host, q->port,
+					 cfg->peer_lines ? cfg->peer_lines[j] : 0);
 			else
 				rc = say(errmsg, KEEL_ECONFIG,
-						     "%s:%u: [peers] %u = %s:%u overlaps node %u = %s:%u (line %u): "
-						     "with [node] shards = %u a node listens on port..port+%u",
-						     name, line, pe->node, pe->host, pe->port, q->node,
-						     q->host, q->port,
-						     cfg->peer_lines ? cfg->peer_lines[j] : 0, span, span - 1);
+					 "%s:%u: [peers] %u = %s:%u overlaps node %u = %s:%u (line %u): "
+					 "with [node] shards = %u a node listens on port..port+%u",
+					 name, line, pe->node, pe->host, pe->port, q->node,
+					 q->host, q->port,
+					 cfg->peer_lines ? cfg->peer_lines[j] : 0, span, span - 1);
 			break;
 		}
 	}

@@ -264,7 +264,9 @@ Test(config, unknown_sections)
 		     "bad.ini:6: unknown section [peer] (did you mean [peers]?)");
 	expect_error(cat(head, "[peer]\n"), "bad.ini:6: unknown section [peer]");
 	expect_error(cat(head, "[zzzzzzzz]\n"),
-		     "bad.ini:6: unknown section [zzzzzzzz] (known: [node], [peers]");
+		     "bad.ini:6: unknown section [zzzzzzzz] (known: node, peers, dpdk, mr, log,");
+	expect_error(cat(head, "[x]\n"), "bad.ini:6: unknown section [x] (known: node,");
+	expect_error(cat(head, "[Node]\n"), "bad.ini:6: unknown section [Node] (did you mean [node]?)");
 	expect_error(cat(head, "[peers] 1 = 127.0.0.1:7100\n"),
 		     "bad.ini:6: text after the section header: ' 1 = 127.0.0.1:7100'");
 	expect_error(cat(head, "[]\n"), "bad.ini:6: '[]' is not a section name");
