@@ -41,8 +41,9 @@
  * nothing behind.
  *
  * Ownership: keel_node_config_load fills *cfg, which owns every string,
- * the peers table and the secret (in sodium-guarded, wiped memory) until
- * keel_node_config_free.
+ * the peers table and its peer_lines, the entries and the secret (in
+ * sodium-guarded, wiped memory) until keel_node_config_free. Pointers
+ * returned by keel_node_config_get/_peer borrow from cfg.
  */
 #ifndef KEEL_CONFIG_H
 #define KEEL_CONFIG_H
@@ -107,7 +108,8 @@ int keel_node_config_parse(const char *text, const char *name, const char *base_
 int keel_node_config_validate(const struct keel_node_config *cfg, char *errmsg);
 void keel_node_config_free(struct keel_node_config *cfg);
 
-/* Raw value of key in a section other than [node]/[peers], or NULL. */
+/* Raw value of key in a section other than [node]/[peers], or NULL (for a
+ * repeatable key, the last one; walk entries[] for all of them). */
 const char *keel_node_config_get(const struct keel_node_config *cfg,
 				 const char *section, const char *key);
 /* The [peers] entry for node, or NULL. */
