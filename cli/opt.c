@@ -416,6 +416,10 @@ int keel_opt_parse(const struct keel_cmd_spec *cmd, int argc, char **argv, int *
 			continue;
 		}
 		const struct keel_opt *o = lookup(opts, a, &inl);
+		if (!o && !strncmp(a, "--help=", 7)) {
+			snprintf(msg, sizeof(msg), "--help takes no value");
+			return usage_error(cmd, msg);
+		}
 		if (!o) {
 			char shown[64];
 			size_t l = strcspn(a, "=");

@@ -256,6 +256,24 @@ Test(opt, help_from_the_table)
 	cr_expect_str_eq(config, "-h");
 }
 
+Test(opt, hidden_options_are_accepted_not_listed)
+{
+	bool old = false;
+	const struct keel_opt h[] = {
+		{"new", 0, KEEL_OPT_FLAG, &fast, .help = "the new spelling"},
+		{"old", 0, KEEL_OPT_FLAG, &old, .help = "the old one", .flags = KEEL_OPT_HIDDEN},
+		{0},
+	};
+	const struct keel_cmd_spec hs = {.name = "demo", .opts = h};
+	struct run r = run(&hs, -1, (char *[]){"demo", "--old", NULL});
+	cr_expect_eq(r.status, KEEL_OPT_RUN, "%s", r.err);
+	cr_expect(old);
+	r = run(&hs, -1, (char *[]){"demo", "--help", NULL});
+	cr_expect_eq(r.status, 0);
+	cr_expect(strstr(r.out, "--new") && !strstr(r.out, "--old"), "%s", r.out);
+	expect_usage(run(&hs, -1, (char *[]){"demo", "--help=x", NULL}), "--help takes no value");
+}
+
 Test(opt, no_options_no_arguments)
 {
 	const struct keel_cmd_spec v = {.name = "version"};
