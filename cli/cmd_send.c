@@ -5,7 +5,6 @@
  * --retry-ms, a connection that cannot be made or breaks is dialled again
  * with exponential backoff (the stream restarts on the new connection)
  * until the deadline; a peer that fails authentication is never retried. */
-#include <getopt.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -226,74 +225,52 @@ static void send_shard_fini(struct keel_shard *shard, void *arg)
 	s->t = NULL;
 }
 
-static void send_usage(FILE *f)
-{
-	fprintf(f,
-		"usage: keel send --config FILE --to NODE [--count N] [--max-size BYTES]\n"
-		"                 [--seed S] [--retry-ms MS] [--timeout-ms MS]\n"
-		"  sends a verified stream of N messages (default 100000) of random sizes\n"
-		"  (16..BYTES, default 512) from every shard here to the same shard of NODE,\n"
-		"  which checks order and checksums; exits 0 when NODE confirms all of them.\n"
-		"  --retry-ms: keep redialling with backoff for this long when a connection\n"
-		"  cannot be made or breaks (the stream restarts). Exit 3: refused (auth).\n");
-}
-
 int keel_cmd_send(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"config", required_argument, NULL, 'c'},
-		{"to", required_argument, NULL, 't'},
-		{"count", required_argument, NULL, 'n'},
-		{"max-size", required_argument, NULL, 's'},
-		{"seed", required_argument, NULL, 'S'},
-		{"retry-ms", required_argument, NULL, 'r'},
-		{"timeout-ms", required_argument, NULL, 'T'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
-	};
 	const char *path = NULL;
-	struct send_run r = {.count = 100000, .max_size = 512, .seed = 1};
-	uint64_t retry_ms = 0, timeout_ms = 120000;
-	int o;
-	while ((o = getopt_long(argc, argv, "c:t:n:s:S:r:T:h", opts, NULL)) != -1) {
-		switch (o) {
-		case 'c':
-			path = optarg;
-			break;
-		case 't':
-			r.to = (uint32_t)strtoul(optarg, NULL, 10);
-			break;
-		case 'n':
-			r.count = strtoull(optarg, NULL, 10);
-			break;
-		case 's':
-			r.max_size = (uint32_t)strtoul(optarg, NULL, 10);
-			break;
-		case 'S':
-			r.seed = strtoull(optarg, NULL, 10);
-			break;
-		case 'r':
-			retry_ms = strtoull(optarg, NULL, 10);
-			break;
-		case 'T':
-			timeout_ms = strtoull(optarg, NULL, 10);
-			break;
-		case 'h':
-			send_usage(stdout);
-			return 0;
-		default:
-			send_usage(stderr);
-			return 2;
-		}
-	}
-	if (!path || !r.to || r.max_size < STREAM_HDR) {
-		send_usage(stderr);
-		return 2;
-	}
+	struct send_run r = {.count = 100000, .seed = 1};
+	uint64_t max_size = 512, retry_ms = 0, timeout_ms = 120000;
+	const struct keel_opt opts[] = {
+		{"config", 'c', KEEL_OPT_STR, &path, .arg = "FILE",
+		 .help = "this node's configuration file", .flags = KEEL_OPT_REQUIRED},
+		{"to", 't', KEEL_OPT_U32, &r.to, 1, UINT32_MAX, "NODE",
+		 "the node to send to, one of [peers]", .flags = KEEL_OPT_REQUIRED},
+		{"count", 'n', KEEL_OPT_U64, &r.count, 1, 1000000000, "N", "messages in total"},
+		{"max-size", 's', KEEL_OPT_SIZE, &max_size, STREAM_HDR, KEEL_TRANSPORT_MAX_FRAME_LIMIT,
+		 "BYTES", "largest message, at most [node] max_frame"},
+		{"seed", 'S', KEEL_OPT_U64, &r.seed, .arg = "S", .help = "seed of the sizes and contents"},
+		{"retry-ms", 'r', KEEL_OPT_MS, &retry_ms, 0, 86400000, "MS",
+		 "redial with backoff for MS when a connection fails\n"
+		 "or breaks (the stream restarts)"},
+		{"timeout-ms", 'T', KEEL_OPT_MS, &timeout_ms, 1, 86400000, "MS",
+		 "give up when not done after MS"},
+		{0},
+	};
+	const struct keel_cmd_spec spec = {
+		.name = "send",
+		.synopsis = "--config FILE --to NODE [options]",
+		.about = "  sends a verified stream of N messages of random sizes from every shard\n"
+			 "  here to the same shard of NODE, which checks order and checksums; exits\n"
+			 "  0 when NODE confirms all of them, 3 when NODE refuses us (peer\n"
+			 "  authentication), 1 on any other failure.\n",
+		.opts = opts,
+	};
+	int st = keel_opt_parse(&spec, argc, argv, NULL);
+	if (st != KEEL_OPT_RUN)
+		return st;
+	r.max_size = (uint32_t)max_size;
 	char err[KEEL_ERRMSG_LEN];
-	if (keel_node_config_load(path, &r.cfg, err) < 0) {
+	if (keel_node_config_load(path, &r.cfg, err) < 0 || keel_node_config_validate(&r.cfg, err) < 0) {
 		fprintf(stderr, "keel send: %s\n", err);
+		keel_node_config_free(&r.cfg);
 		return 1;
+	}
+	if (r.to == r.cfg.node_id || !keel_node_config_peer(&r.cfg, r.to)) {
+		st = keel_opt_usage(&spec, "--to %u: %s", r.to,
+				    r.to == r.cfg.node_id ? "that is this node"
+							  : "not a node of the configuration's [peers]");
+		keel_node_config_free(&r.cfg);
+		return st;
 	}
 	if (r.max_size > r.cfg.max_frame)
 		r.max_size = r.cfg.max_frame;

@@ -4,7 +4,6 @@
  * their owner), then prints what each shard did. A smoke run of the whole
  * runtime: placement, pinning, rings, timers, pools, shutdown. Ctrl-C stops
  * it early. */
-#include <getopt.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,66 +108,43 @@ static void demo_fini(struct keel_shard *s, void *arg)
 	keel_timer_cancel(s, &st->stop);
 }
 
-static void usage(FILE *f)
-{
-	fprintf(f,
-		"usage: keel shards [--shards N] [--cpuset LIST] [--overcommit] [--busy-poll]\n"
-		"                   [--duration MS]\n"
-		"  starts pinned shards that call each other through the cross-shard rings\n"
-		"  for MS milliseconds (default 1000; Ctrl-C stops early), then prints a\n"
-		"  summary per shard. Placement options as for keel topo.\n");
-}
-
 int keel_cmd_shards(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"shards", required_argument, NULL, 's'},
-		{"cpuset", required_argument, NULL, 'c'},
-		{"overcommit", no_argument, NULL, 'o'},
-		{"busy-poll", no_argument, NULL, 'b'},
-		{"duration", required_argument, NULL, 'd'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
-	};
 	struct keel_runtime_config cfg = {.node_id = -1};
-	unsigned ms = 1000;
-	int c;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (c) {
-		case 's':
-			if (keel_cli_parse_uint("--shards", optarg, 1, 4096, &cfg.nshards))
-				return 2;
-			break;
-		case 'c':
-			cfg.cpuset = optarg;
-			break;
-		case 'o':
-			cfg.overcommit = true;
-			break;
-		case 'b':
-			cfg.idle = KEEL_IDLE_BUSY_POLL;
-			break;
-		case 'd':
-			if (keel_cli_parse_uint("--duration", optarg, 1, 3600 * 1000, &ms))
-				return 2;
-			break;
-		case 'h':
-			usage(stdout);
-			return 0;
-		default:
-			usage(stderr);
-			return 2;
-		}
-	}
-	if (optind < argc) {
-		fprintf(stderr, "keel shards: unexpected argument '%s'\n", argv[optind]);
-		return 2;
-	}
+	uint64_t ms = 1000;
+	bool busy = false;
+	const struct keel_opt opts[] = {
+		{"shards", 0, KEEL_OPT_U32, &cfg.nshards, 1, KEEL_MAX_SHARDS, "N",
+		 "shards to run (more than cores: --overcommit)",
+		 .def = "one per core of the cpuset"},
+		{"cpuset", 0, KEEL_OPT_STR, &cfg.cpuset, .arg = "LIST",
+		 .help = "CPUs to use, cpuset(7) list, e.g. 0-3,8", .def = "all"},
+		{"overcommit", 0, KEEL_OPT_FLAG, &cfg.overcommit,
+		 .help = "allow more shards than cores (they share cores)"},
+		{"busy-poll", 0, KEEL_OPT_FLAG, &busy, .help = "never sleep when idle"},
+		{"duration", 0, KEEL_OPT_MS, &ms, 1, 3600 * 1000, "MS", "how long to run"},
+		{0},
+	};
+	const struct keel_cmd_spec spec = {
+		.name = "shards",
+		.synopsis = "[--shards N] [--cpuset LIST] [--overcommit] [--busy-poll] [--duration MS]",
+		.about = "  starts pinned shards that call each other through the cross-shard rings\n"
+			 "  for MS milliseconds (Ctrl-C stops early), then prints a summary per\n"
+			 "  shard. Placement options as for keel topo.\n",
+		.opts = opts,
+	};
+	int status = keel_opt_parse(&spec, argc, argv, NULL);
+	if (status != KEEL_OPT_RUN)
+		return status;
+	if (busy)
+		cfg.idle = KEEL_IDLE_BUSY_POLL;
 	char em[KEEL_ERRMSG_LEN];
 	memset(&D, 0, sizeof(D));
-	D.duration_ns = (uint64_t)ms * 1000000u;
-	if (keel_runtime_create(&cfg, &D.rt, em)) {
+	D.duration_ns = ms * 1000000u;
+	int rc = keel_runtime_create(&cfg, &D.rt, em);
+	if (rc == KEEL_ETOPO || rc == KEEL_EBADINPUT) /* the options do not fit here */
+		return keel_opt_usage(&spec, "%s", em);
+	if (rc) {
 		fprintf(stderr, "keel shards: %s\n", em);
 		return 1;
 	}

@@ -1,3 +1,5 @@
+/* keel version: the version, the optional backends this build has and the
+ * transport registry. Takes no arguments. */
 #include <stdio.h>
 
 #include "cli/cli.h"
@@ -6,8 +8,14 @@
 
 int keel_cmd_version(int argc, char **argv)
 {
-	(void)argc;
-	(void)argv;
+	const struct keel_cmd_spec spec = {
+		.name = "version",
+		.about = "  prints the version, the optional backends built (dpdk, rdma) and the\n"
+			 "  transports this build has.\n",
+	};
+	int st = keel_opt_parse(&spec, argc, argv, NULL);
+	if (st != KEEL_OPT_RUN)
+		return st;
 	printf("keel %s\n", KEEL_VERSION);
 	printf("optional backends built: dpdk=%s rdma=%s\n",
 	       KEEL_HAVE_DPDK ? "yes" : "no", KEEL_HAVE_RDMA ? "yes" : "no");

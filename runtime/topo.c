@@ -199,6 +199,14 @@ int keel_topo_place(const struct keel_topo *topo, const struct keel_cpuset *allo
 		goto out;
 	}
 	unsigned n = nshards ? nshards : ncores;
+	if (n > KEEL_MAX_SHARDS) {
+		rc = keel_errmsg_set(errmsg, KEEL_ETOPO,
+				     "placement: %u shards, more than the %u one process runs "
+				     "(a ring per pair of shards: memory grows with the square)%s",
+				     n, KEEL_MAX_SHARDS,
+				     nshards ? "" : "; use --shards or a smaller cpuset");
+		goto out;
+	}
 	if (n > ncores && !overcommit) {
 		rc = keel_errmsg_set(errmsg, KEEL_ETOPO,
 				     "placement: %u shards but cpuset %s has only %u core%s; "

@@ -94,13 +94,20 @@ struct keel_placement {
 	unsigned shard, pu, core, numa_node;
 };
 
+/* The most shards one runtime runs, overcommitted or not: every ordered
+ * pair of shards has a ring, each at least a page once touched, so memory
+ * grows with the square of the count (5000 shards reached 4.7 GB).
+ * 256 shards is 64 K rings, 256 MiB at one page each. */
+#define KEEL_MAX_SHARDS 256
+
 /* Places nshards shards (0 = one per core of the cpuset) on the cores whose
  * PUs are in `allowed` (NULL = every PU of the topology), one shard per core,
  * spread evenly over the NUMA nodes, shard ids contiguous within a node.
  * More shards than cores is KEEL_ETOPO with a message naming both counts,
  * unless overcommit: then the extra shards go to the cores' other PUs
- * (hyperthreads) and then wrap around. A CPU in `allowed` that the topology
- * lacks is KEEL_ETOPO. On success *out is a malloc'd array of *nout
+ * (hyperthreads) and then wrap around. More than KEEL_MAX_SHARDS (asked for,
+ * or one per core of a bigger cpuset) is KEEL_ETOPO, overcommit or not. A
+ * CPU in `allowed` that the topology lacks is KEEL_ETOPO. On success *out is a malloc'd array of *nout
  * placements (index = shard id) that the caller frees. */
 int keel_topo_place(const struct keel_topo *topo, const struct keel_cpuset *allowed,
 		    unsigned nshards, bool overcommit, struct keel_placement **out,

@@ -107,6 +107,27 @@ Test(topo, overcommit_uses_hyperthreads_then_wraps)
 	keel_topo_free(t);
 }
 
+/* Memory grows with the square of the shard count (a ring per pair), so
+ * even --overcommit stops at KEEL_MAX_SHARDS, as does one shard per core
+ * of a cpuset bigger than that. */
+Test(topo, shard_count_capped_even_overcommitted)
+{
+	struct keel_topo *t = load("pack:1 numa:1 core:2 pu:2");
+	struct keel_placement *pl;
+	unsigned n;
+	char em[KEEL_ERRMSG_LEN];
+	cr_assert_eq(keel_topo_place(t, NULL, KEEL_MAX_SHARDS, true, &pl, &n, em), 0, "%s", em);
+	cr_expect_eq(n, KEEL_MAX_SHARDS);
+	free(pl);
+	cr_expect_eq(keel_topo_place(t, NULL, KEEL_MAX_SHARDS + 1, true, &pl, &n, em), KEEL_ETOPO);
+	cr_expect(strstr(em, "257 shards, more than the 256 one process runs"), "%s", em);
+	keel_topo_free(t);
+	t = load("pack:1 numa:2 core:160 pu:1");
+	cr_expect_eq(keel_topo_place(t, NULL, 0, false, &pl, &n, em), KEEL_ETOPO);
+	cr_expect(strstr(em, "320 shards") && strstr(em, "use --shards or a smaller cpuset"), "%s", em);
+	keel_topo_free(t);
+}
+
 Test(topo, cpuset_restricts_cores_and_counts_cores_not_pus)
 {
 	struct keel_topo *t = load("pack:2 numa:2 core:4 pu:2");
