@@ -1,7 +1,7 @@
 /*
  * keel/transport.h — moving messages between shards of different nodes.
  *
- * One API, several backends (tcp, sim, later dpdk and rdma), chosen by name
+ * One API, several backends (tcp, sim, dpdk; no rdma yet), chosen by name
  * in the node configuration (`transport = tcp`). Consensus, services and
  * compute see only this header, never a backend's.
  *
