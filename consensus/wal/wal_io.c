@@ -28,7 +28,7 @@
 
 #include "keel/wal.h"
 
-enum engine_kind { ENG_URING, ENG_THREAD };
+enum engine_kind { ENG_URING, ENG_THREAD, ENG_SYNC };
 
 struct posix_io {
 	struct keel_wal_io io;
@@ -168,15 +168,31 @@ static int ur_submit(struct keel_wal_io *io, struct keel_wal_io_req *req)
 	}
 	req->res = 0;
 	req->sync_res = 1;
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&p->ring);
+	struct io_uring_sqe *sqe;
+#ifdef KEEL_MUTANT_WAL_URING_SYNC_FIRST
+	/* MUTANT: the fdatasync goes first, the write linked after it. */
+	if (req->datasync) {
+		sqe = io_uring_get_sqe(&p->ring);
+		io_uring_prep_fsync(sqe, req->fd, IORING_FSYNC_DATASYNC);
+		io_uring_sqe_set_data(sqe, (void *)((uintptr_t)req | TAG_SYNC));
+		sqe->flags |= IOSQE_IO_LINK;
+	}
+	sqe = io_uring_get_sqe(&p->ring);
+	io_uring_prep_write(sqe, req->fd, req->buf, req->len, req->off);
+	io_uring_sqe_set_data(sqe, req);
+#else
+	sqe = io_uring_get_sqe(&p->ring);
 	io_uring_prep_write(sqe, req->fd, req->buf, req->len, req->off);
 	io_uring_sqe_set_data(sqe, req);
 	if (req->datasync) {
+#ifndef KEEL_MUTANT_WAL_URING_SYNC_UNLINKED /* MUTANT: the sync is not linked */
 		sqe->flags |= IOSQE_IO_LINK;
+#endif
 		sqe = io_uring_get_sqe(&p->ring);
 		io_uring_prep_fsync(sqe, req->fd, IORING_FSYNC_DATASYNC);
 		io_uring_sqe_set_data(sqe, (void *)((uintptr_t)req | TAG_SYNC));
 	}
+#endif
 	req->priv = (void *)(uintptr_t)need; /* CQEs still to come */
 	p->inflight++;
 	/* The SQEs are in the ring now; if the kernel refuses them for the
@@ -244,11 +260,25 @@ static void *th_main(void *arg)
 			p->todo_tail = NULL;
 		pthread_mutex_unlock(&p->mu);
 
+#ifdef KEEL_MUTANT_WAL_THREAD_SYNC_FIRST
+		/* MUTANT: fdatasync before the write (its result is reported
+		 * only for a whole write, so only the order is wrong). */
+		int srs = req->datasync ? (fdatasync(req->fd) ? -errno : 0) : 1;
+#endif
 		ssize_t n = pwrite(req->fd, req->buf, req->len, (off_t)req->off);
 		req->res = n >= 0 ? (int)n : -errno;
 		req->sync_res = 1;
+#if defined(KEEL_MUTANT_WAL_THREAD_SYNC_FIRST)
+		if (n == (ssize_t)req->len)
+			req->sync_res = srs;
+#elif defined(KEEL_MUTANT_WAL_THREAD_SYNC_ALWAYS)
+		/* MUTANT: the sync runs after a failed or short write too. */
+		if (req->datasync)
+			req->sync_res = fdatasync(req->fd) ? -errno : 0;
+#else
 		if (req->datasync && n == (ssize_t)req->len)
 			req->sync_res = fdatasync(req->fd) ? -errno : 0;
+#endif
 
 		pthread_mutex_lock(&p->mu);
 		req->next = NULL;
@@ -314,11 +344,15 @@ static int th_reap(struct keel_wal_io *io, unsigned min_complete)
 
 static int px_submit(struct keel_wal_io *io, struct keel_wal_io_req *req)
 {
+	if (P(io)->kind == ENG_SYNC)
+		return -EOPNOTSUPP;
 	return P(io)->kind == ENG_URING ? ur_submit(io, req) : th_submit(io, req);
 }
 
 static int px_reap(struct keel_wal_io *io, unsigned min_complete)
 {
+	if (P(io)->kind == ENG_SYNC)
+		return 0;
 	return P(io)->kind == ENG_URING ? ur_reap(io, min_complete) : th_reap(io, min_complete);
 }
 
@@ -335,7 +369,7 @@ static void px_destroy(struct keel_wal_io *io)
 	}
 	if (p->kind == ENG_URING) {
 		io_uring_queue_exit(&p->ring);
-	} else {
+	} else if (p->kind == ENG_THREAD) {
 		pthread_mutex_lock(&p->mu);
 		p->stop = true;
 		pthread_cond_signal(&p->cv_work);
@@ -384,6 +418,16 @@ int keel_wal_io_posix_new(struct keel_wal_io **out, const char *dir, enum keel_w
 		int e = -errno;
 		free(p);
 		return keel_errmsg_set(errmsg, e, "wal: open %s", dir);
+	}
+	if (engine == KEEL_WAL_ENGINE_SYNC) {
+		/* synchronous calls only: no ring, no thread, no eventfd */
+		p->kind = ENG_SYNC;
+		p->efd = -1;
+		p->io.ops = &posix_ops;
+		p->io.impl = p;
+		p->io.engine = "sync";
+		*out = &p->io;
+		return 0;
 	}
 	p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (p->efd < 0) {

@@ -97,6 +97,14 @@ static int recover(struct keel_wal *w)
 		rc = keel_wal_seg_scan(buf, (size_t)got, &scans[i], scan_rec, s);
 		s->end = scans[i].end;
 		free(buf);
+#ifdef KEEL_MUTANT_WAL_RECOVERY_CUTS_LAST_SEG
+		/* MUTANT: only the newest segment is written, so any bad record
+		 * in it is taken for a torn write and cut. */
+		if (rc == KEEL_ECORRUPT && i + 1 == ns.n && scans[i].end >= KEEL_WAL_SEG_HDR) {
+			rc = 0;
+			scans[i].torn = true;
+		}
+#endif
 		if (rc == KEEL_ECORRUPT)
 			rc = keel_errmsg_set(w->errmsg, rc, "wal: %s offset %" PRIu64 ": %s", name,
 					     scans[i].bad_off, scans[i].why);
@@ -211,9 +219,13 @@ static int recover(struct keel_wal *w)
 	if (rc)
 		return rc;
 	/* What recovery read may have been only in the page cache (a process
-	 * crash, not a power wal_cut): sync it before anyone treats it as durable.
+	 * crash, not a power cut): sync it before anyone treats it as durable.
 	 * Older segments were synced before writing moved past them. */
+#ifdef KEEL_MUTANT_WAL_RECOVERY_NO_SYNC
+	rc = 0; /* MUTANT: the records read are trusted unsynced */
+#else
 	rc = io->ops->fdatasync(io, s->fd);
+#endif
 	if (rc)
 		return keel_errmsg_set(w->errmsg, rc, "wal: sync last segment");
 	w->next_index = s->last + 1;
@@ -251,6 +263,16 @@ int keel_wal_open(struct keel_wal **out, struct keel_wal_io *io, const struct ke
 		rc = recover(w);
 	if (!rc)
 		rc = wal_hs_open(w);
+	/* Recovery read the names in the directory as the page cache has
+	 * them. After a process crash (not a power cut) some may not be
+	 * durable yet: a segment renamed into place just before the crash,
+	 * whose directory sync never ran. The layer above acts on the log
+	 * open reports (and appends to that segment), so the names are made
+	 * durable first, as the last segment's bytes are in recover(). */
+#ifndef KEEL_MUTANT_WAL_OPEN_NO_DIR_SYNC /* MUTANT: names trusted unsynced */
+	if (!rc && (rc = io->ops->sync_dir(io)))
+		rc = keel_errmsg_set(w->errmsg, rc, "wal: sync directory");
+#endif
 	if (rc) {
 		if (errmsg)
 			snprintf(errmsg, KEEL_ERRMSG_LEN, "%s", w->errmsg);

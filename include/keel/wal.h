@@ -126,6 +126,9 @@ enum keel_wal_engine {
 	KEEL_WAL_ENGINE_AUTO = 0,  /* io_uring, else the helper thread */
 	KEEL_WAL_ENGINE_URING = 1, /* io_uring or fail */
 	KEEL_WAL_ENGINE_THREAD = 2,
+	/* synchronous calls only (submit fails with -EOPNOTSUPP): for stores
+	 * that never append, such as a group's snapshot directory */
+	KEEL_WAL_ENGINE_SYNC = 3,
 };
 
 /* Real files under dir (created if missing). AUTO tries io_uring and falls
@@ -173,7 +176,10 @@ typedef void keel_wal_done_fn(void *arg, uint64_t last_index, int status);
 typedef int keel_wal_entry_fn(void *arg, const struct keel_wal_entry *e);
 
 /* Opens (creating if empty) the log in io's directory and recovers it: cuts
- * a torn tail, removes leftovers of interrupted operations. Corruption that
+ * a torn tail, removes leftovers of interrupted operations, and makes what
+ * it found durable (the last segment, the hard state, the directory): after
+ * a process crash those may have been in the page cache only, and what open
+ * reports must survive a later power cut. Corruption that
  * is not a torn tail returns KEEL_ECORRUPT with file and offset in errmsg,
  * and io is destroyed. cfg may be NULL for defaults. */
 int keel_wal_open(struct keel_wal **out, struct keel_wal_io *io, const struct keel_wal_config *cfg,

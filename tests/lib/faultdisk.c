@@ -533,6 +533,16 @@ void keel_faultdisk_reboot(struct keel_faultdisk *d, uint64_t torn)
 	keel_faultdisk_clear(d);
 }
 
+void keel_faultdisk_restart(struct keel_faultdisk *d)
+{
+	/* the old process's views die with it (their fds and ops go stale);
+	 * images, names and the last unsynced write are the page cache's */
+	d->gen++;
+	d->off = false;
+	d->crash_in = 0;
+	keel_faultdisk_clear(d);
+}
+
 void keel_faultdisk_fail(struct keel_faultdisk *d, unsigned kinds, uint64_t nth, int err,
 			 bool sticky)
 {

@@ -23,6 +23,12 @@
  *    nth does not, and from then on every operation fails with -EIO (power
  *    is off) until reboot. Sweeping n from 1 to keel_faultdisk_ops() of a
  *    clean run crashes at every I/O step.
+ *  - Process crash: crash_at followed by keel_faultdisk_restart instead of
+ *    reboot is the process dying at that step while the machine keeps
+ *    running. Nothing is lost: the page cache (the volatile images and
+ *    directory) stays as it was, synced or not, and the next process reads
+ *    it. A reboot later cuts the power on it, with the rules above (what
+ *    the new process did not sync is lost then).
  *  - Faults without a crash: keel_faultdisk_fail makes the nth operation of
  *    the chosen kinds fail with an error (ENOSPC, EIO...), once or until
  *    cleared; keel_faultdisk_short_write makes the nth write write fewer
@@ -68,10 +74,16 @@ int keel_faultdisk_io(struct keel_faultdisk *d, struct keel_wal_io **out);
 uint64_t keel_faultdisk_ops(const struct keel_faultdisk *d);
 /* Power fails at the nth mutating operation from now (n >= 1; 0 cancels). */
 void keel_faultdisk_crash_at(struct keel_faultdisk *d, uint64_t n);
+/* True from the crash point on (power off, or the process dead) until
+ * reboot or restart. */
 bool keel_faultdisk_is_off(const struct keel_faultdisk *d);
 /* Crash now (if not already) and come back up: see CRASH MODEL. Closes
  * every open file; backends made before are dead (their ops fail). */
 void keel_faultdisk_reboot(struct keel_faultdisk *d, uint64_t torn);
+/* The process died (now, or at its crash point) and a new one starts: see
+ * CRASH MODEL. Closes every open file; backends made before are dead; the
+ * volatile state is kept, unsynced writes stay unsynced. */
+void keel_faultdisk_restart(struct keel_faultdisk *d);
 /* Length of the last unsynced write (0 when there is none). */
 size_t keel_faultdisk_unsynced_len(const struct keel_faultdisk *d);
 

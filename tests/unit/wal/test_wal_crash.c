@@ -170,6 +170,77 @@ static void sweep(bool buffered, uint64_t seed)
 	}
 }
 
+/* ---- process crash, then power cut ---------------------------------------
+ * The process dies at step n: what it wrote stays in the page cache, synced
+ * or not. A new process opens the log, and recovery reads those bytes and
+ * reports a log (and a hard state) that the layer above acts on at once: a
+ * Raft server answers votes and acknowledges appends from it. Then power
+ * goes. Everything recovery reported must still be there: it must make
+ * what it read durable before open returns, not trust bytes it found only
+ * in the page cache. Variant 1 appends and acknowledges one more record
+ * after the restart before the power cut, as a server would. */
+static void crash_then_power_cut(bool buffered, uint64_t seed)
+{
+	struct keel_faultdisk *d = keel_faultdisk_new();
+	struct run clean = {0};
+	workload(d, buffered, seed, &clean);
+	uint64_t steps = keel_faultdisk_ops(d);
+	keel_faultdisk_free(d);
+	for (uint64_t n = 1; n <= steps + 1; n++) {
+		for (int variant = 0; variant < 2; variant++) {
+			char what[80];
+			snprintf(what, sizeof(what), "process crash at step %lu%s, then power cut",
+				 (unsigned long)n, variant ? " (one more append)" : "");
+			d = keel_faultdisk_new();
+			keel_faultdisk_crash_at(d, n);
+			struct run r = {0};
+			workload(d, buffered, seed, &r);
+			keel_faultdisk_restart(d);
+
+			struct keel_wal_io *io;
+			cr_assert_eq(keel_faultdisk_io(d, &io), 0);
+			struct keel_wal *w;
+			struct keel_wal_config c = cfg(buffered);
+			char err[KEEL_ERRMSG_LEN] = "";
+			cr_assert_eq(keel_wal_open(&w, io, &c, err), 0, "%s: restart: %s", what, err);
+			struct walt_log l = {0};
+			cr_assert_eq(walt_read(w, &l, MAXLEN), 0, "%s", what);
+			cr_assert_eq(l.bad, 0, "%s", what);
+			uint64_t last = l.first ? l.last : 0;
+			cr_assert_geq(last, r.acked, "%s: the restart lost acknowledged records", what);
+			cr_assert_eq(keel_wal_durable_index(w), last, "%s", what);
+			struct keel_wal_hard_state hs;
+			keel_wal_hard_state(w, &hs);
+			struct run after = {.acked = last, .appended = r.appended,
+					    .hs_acked = hs.term, .hs_tried = hs.term};
+			if (variant) {
+				uint8_t buf[MAXLEN + 1];
+				struct keel_wal_entry e = walt_entry(buf, last + 1, 0, MAXLEN);
+				cr_assert_eq(keel_wal_append(w, &e, 1, on_done, &after), 0, "%s", what);
+				cr_assert_eq(keel_wal_flush(w), 0, "%s", what);
+				cr_assert_eq(after.acked, last + 1, "%s", what);
+				if (after.appended < last + 1)
+					after.appended = last + 1;
+			}
+			free(l.gen);
+			keel_faultdisk_reboot(d, 0); /* power cut: the WAL's backend dies */
+			keel_wal_close(w);
+			check_recovery(d, buffered, &after, what);
+			keel_faultdisk_free(d);
+		}
+	}
+}
+
+Test(wal_crash, process_crash_then_power_cut_direct)
+{
+	crash_then_power_cut(false, 3);
+}
+
+Test(wal_crash, process_crash_then_power_cut_buffered)
+{
+	crash_then_power_cut(true, 4);
+}
+
 Test(wal_crash, every_step_and_byte_direct)
 {
 	sweep(false, 1);
@@ -178,6 +249,97 @@ Test(wal_crash, every_step_and_byte_direct)
 Test(wal_crash, every_step_and_byte_buffered)
 {
 	sweep(true, 2);
+}
+
+/* ---- a hard-state save torn at every length ------------------------------
+ * The save writes one 512-byte slot, then fdatasync. Power fails at that
+ * fdatasync with the first `torn` bytes of the slot on the disk, for every
+ * torn in 0..512, after 0 to 3 earlier saves (so the new state goes to
+ * either slot, over an empty one or over an older state): recovery must
+ * come back with the previous state or the new one, never anything else
+ * (an older state, a mix, a damaged file); torn 0 leaves the previous one
+ * and a whole slot the new one. And an acknowledged save survives a power
+ * cut right after it. */
+
+static struct keel_wal *hs_open(struct keel_faultdisk *d, const char *what)
+{
+	struct keel_wal_io *io;
+	cr_assert_eq(keel_faultdisk_io(d, &io), 0);
+	struct keel_wal *w;
+	struct keel_wal_config c = cfg(true);
+	char err[KEEL_ERRMSG_LEN] = "";
+	cr_assert_eq(keel_wal_open(&w, io, &c, err), 0, "%s: %s", what, err);
+	return w;
+}
+
+static struct keel_wal_hard_state hs_of(uint64_t i)
+{
+	return (struct keel_wal_hard_state){.term = 100 + i, .vote = 1 + i % 5};
+}
+
+static bool hs_eq(struct keel_wal_hard_state a, struct keel_wal_hard_state b)
+{
+	return a.term == b.term && a.vote == b.vote;
+}
+
+Test(wal_crash, hard_state_save_torn_at_every_length)
+{
+	for (uint64_t before = 0; before <= 3; before++) {
+		for (uint64_t torn = 0; torn <= 512; torn++) {
+			char what[80];
+			snprintf(what, sizeof(what), "save %lu torn at %lu bytes",
+				 (unsigned long)before + 1, (unsigned long)torn);
+			struct keel_faultdisk *d = keel_faultdisk_new();
+			struct keel_wal *w = hs_open(d, what);
+			struct keel_wal_hard_state prev = {0, 0}, next = hs_of(before + 1), got;
+			for (uint64_t i = 1; i <= before; i++) {
+				prev = hs_of(i);
+				cr_assert_eq(keel_wal_save_hard_state(w, &prev), 0, "%s", what);
+			}
+			/* what was acknowledged survives a power cut */
+			keel_faultdisk_reboot(d, 0);
+			keel_wal_close(w);
+			w = hs_open(d, what);
+			keel_wal_hard_state(w, &got);
+			cr_assert(hs_eq(got, prev),
+				  "%s: an acknowledged save was lost in a power cut (term %lu, saved %lu)",
+				  what, (unsigned long)got.term, (unsigned long)prev.term);
+			/* the slot write happens, the power fails at its sync */
+			keel_faultdisk_crash_at(d, 2);
+			cr_assert_neq(keel_wal_save_hard_state(w, &next), 0, "%s", what);
+			size_t unsynced = keel_faultdisk_unsynced_len(d);
+			keel_faultdisk_reboot(d, torn);
+			keel_wal_close(w);
+			w = hs_open(d, what);
+			keel_wal_hard_state(w, &got);
+			cr_assert(hs_eq(got, prev) || hs_eq(got, next),
+				  "%s: recovered term %lu vote %lu; previous %lu/%lu, new %lu/%lu", what,
+				  (unsigned long)got.term, (unsigned long)got.vote,
+				  (unsigned long)prev.term, (unsigned long)prev.vote,
+				  (unsigned long)next.term, (unsigned long)next.vote);
+			if (torn == 0)
+				cr_assert(hs_eq(got, prev), "%s: a save that wrote nothing took effect",
+					  what);
+			if (torn == 512)
+				cr_assert(hs_eq(got, next), "%s: a whole slot on disk was not read",
+					  what);
+			/* the hard state goes on from there, and survives a power cut */
+			struct keel_wal_hard_state after = hs_of(before + 7);
+			cr_assert_eq(keel_wal_save_hard_state(w, &after), 0, "%s", what);
+			keel_faultdisk_reboot(d, 0);
+			keel_wal_close(w);
+			w = hs_open(d, what);
+			keel_wal_hard_state(w, &got);
+			cr_assert(hs_eq(got, after),
+				  "%s: an acknowledged save was lost in a power cut (term %lu)", what,
+				  (unsigned long)got.term);
+			/* and the sweep did tear the slot's write */
+			cr_assert_eq(unsynced, 512, "%s: the crash was not at the slot's fdatasync",
+				     what);
+			keel_wal_close(w);
+			keel_faultdisk_free(d);
+		}
+	}
 }
 
 /* ---- truncation and compaction, crashed at every step ------------------ */
@@ -316,6 +478,58 @@ static void t_sweep(bool buffered)
 				break;
 		}
 	}
+}
+
+/* The same workload, the process crashing at every step and the power
+ * going after the restart: the log the restart found is the log after the
+ * power cut, entry for entry. */
+static void t_crash_then_power_cut(bool buffered)
+{
+	static struct trun t;
+	struct keel_faultdisk *d = keel_faultdisk_new();
+	t_workload(d, buffered, &t);
+	uint64_t steps = keel_faultdisk_ops(d);
+	keel_faultdisk_free(d);
+	for (uint64_t n = 1; n <= steps + 1; n++) {
+		char what[80];
+		snprintf(what, sizeof(what), "truncate/compact: process crash at step %lu",
+			 (unsigned long)n);
+		d = keel_faultdisk_new();
+		keel_faultdisk_crash_at(d, n);
+		t_workload(d, buffered, &t);
+		keel_faultdisk_restart(d);
+		t_check(d, buffered, &t, what);
+		struct keel_wal_io *io;
+		cr_assert_eq(keel_faultdisk_io(d, &io), 0);
+		struct keel_wal *w;
+		struct keel_wal_config c = cfg(buffered);
+		char err[KEEL_ERRMSG_LEN] = "";
+		cr_assert_eq(keel_wal_open(&w, io, &c, err), 0, "%s: %s", what, err);
+		struct walt_log before = {0}, after = {0};
+		cr_assert_eq(walt_read(w, &before, MAXLEN), 0, "%s", what);
+		keel_faultdisk_reboot(d, 0);
+		keel_wal_close(w);
+		cr_assert_eq(keel_faultdisk_io(d, &io), 0);
+		cr_assert_eq(keel_wal_open(&w, io, &c, err), 0, "%s: after the power cut: %s", what,
+			     err);
+		cr_assert_eq(walt_read(w, &after, MAXLEN), 0, "%s", what);
+		cr_assert(before.first == after.first && before.last == after.last,
+			  "%s: the restart saw entries %lu..%lu, after the power cut %lu..%lu", what,
+			  (unsigned long)before.first, (unsigned long)before.last,
+			  (unsigned long)after.first, (unsigned long)after.last);
+		for (uint64_t i = before.first; before.first && i <= before.last; i++)
+			cr_assert_eq(before.gen[i - before.first], after.gen[i - after.first],
+				     "%s: index %lu changed generation", what, (unsigned long)i);
+		free(before.gen);
+		free(after.gen);
+		keel_wal_close(w);
+		keel_faultdisk_free(d);
+	}
+}
+
+Test(wal_crash, truncate_and_compact_process_crash_then_power_cut)
+{
+	t_crash_then_power_cut(false);
 }
 
 Test(wal_crash, truncate_and_compact_at_every_step_direct)

@@ -258,6 +258,57 @@ Test(wal_files, flipped_bit_in_tail_is_cut_and_log_continues)
 	(void)first;
 }
 
+static void newest_segment(char *path, size_t len)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	char newest[32] = "";
+	while ((de = readdir(d)))
+		if (strstr(de->d_name, ".seg") && strcmp(de->d_name, newest) > 0)
+			snprintf(newest, sizeof(newest), "%.31s", de->d_name);
+	closedir(d);
+	cr_assert(newest[0]);
+	snprintf(path, len, "%s/%s", dir, newest);
+}
+
+static int count_entry(void *arg, const struct keel_wal_entry *e)
+{
+	(*(uint64_t *)arg)++;
+	return walt_check(e, 0, MAXLEN);
+}
+
+/* Mid-segment damage in the newest segment, the one being written: not a
+ * torn tail (valid records follow it), so start-up refuses it like damage
+ * anywhere else, and iteration over the open log refuses it too. */
+Test(wal_files, flipped_bit_mid_last_segment_stops_startup)
+{
+	struct keel_wal *w = open_real(KEEL_WAL_ENGINE_AUTO, NULL);
+	append_range(w, 1, 200, 0);
+	char path[128];
+	newest_segment(path, sizeof(path));
+	cr_assert_null(strstr(path, "0000000000000001.seg"), "one segment only");
+	struct offs o;
+	seg_offsets(path, &o);
+	cr_assert_gt(o.n, 6, "%zu records in the newest segment", o.n);
+	size_t k = o.n / 2;
+	flip(path, o.off[k] + 36);
+	/* while open */
+	uint64_t n = 0;
+	cr_assert_eq(keel_wal_iterate(w, 0, count_entry, &n), KEEL_ECORRUPT);
+	cr_assert_eq(n, 200 - (o.n - k), "handed out %lu entries", (unsigned long)n);
+	keel_wal_close(w);
+	/* at start-up, naming the file and offset */
+	struct keel_wal_io *io;
+	char err[KEEL_ERRMSG_LEN] = "";
+	cr_assert_eq(keel_wal_io_posix_new(&io, dir, KEEL_WAL_ENGINE_AUTO, err), 0);
+	cr_assert_eq(keel_wal_open(&w, io, NULL, err), KEEL_ECORRUPT,
+		     "damage mid-way through the newest segment was not refused (%s)", err);
+	char want[96];
+	snprintf(want, sizeof(want), "%s offset %lu", strrchr(path, '/') + 1,
+		 (unsigned long)o.off[k]);
+	cr_assert(strstr(err, want), "message '%s' lacks '%s'", err, want);
+}
+
 static void mark(void *arg, uint64_t last, int status)
 {
 	*(int *)arg = status == 0 ? 1 : -1;
