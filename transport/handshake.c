@@ -113,8 +113,10 @@ int keel_hs_server_on_hello(struct keel_hs *hs, const void *p, size_t len,
 			    struct keel_hs_nonce_cache *cache, uint8_t *welcome_out,
 			    char *errmsg)
 {
+#ifndef KEEL_MUTANT_HS_HELLO_ANY_STATE /* MUTANT: a second HELLO restarts the handshake */
 	if (hs->state != KEEL_HS_SERVER_WAIT_HELLO)
 		return fail(hs, errmsg, KEEL_EPROTO, "HELLO out of order");
+#endif
 	if (len != KEEL_HS_HELLO_LEN)
 		return fail(hs, errmsg, KEEL_EPROTO, "HELLO has the wrong length");
 	if (keel_hs_decode_ident(p, len, &hs->peer) < 0)
@@ -160,6 +162,9 @@ int keel_hs_client_on_welcome(struct keel_hs *hs, const void *p, size_t len,
 	if (bad)
 		return fail(hs, errmsg, KEEL_EAUTH,
 			    "server's proof of the cluster secret is wrong (different secret or replayed WELCOME)");
+#ifdef KEEL_MUTANT_HS_CLIENT_NO_PEER_CHECK
+	hs->want_node = hs->peer.node; /* MUTANT: whoever knows the secret will do */
+#endif
 	if (hs->peer.node != hs->want_node || hs->peer.shard != hs->want_shard) {
 		hs->state = KEEL_HS_FAILED;
 		return keel_errmsg_set(errmsg, KEEL_EAUTH,
@@ -181,6 +186,11 @@ int keel_hs_server_on_auth(struct keel_hs *hs, const void *p, size_t len, char *
 	uint8_t want[KEEL_HS_MAC_LEN];
 	mac(hs, client_label, want);
 	int bad = sodium_memcmp(want, p, KEEL_HS_MAC_LEN);
+#ifdef KEEL_MUTANT_HS_AUTH_ANY_LABEL
+	/* MUTANT: a proof under the server's label passes too */
+	mac(hs, server_label, want);
+	bad = bad && sodium_memcmp(want, p, KEEL_HS_MAC_LEN);
+#endif
 	sodium_memzero(want, sizeof(want));
 	if (bad)
 		return fail(hs, errmsg, KEEL_EAUTH,

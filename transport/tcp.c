@@ -483,13 +483,18 @@ static bool on_frame(struct tconn *c, const struct keel_wire_hdr *h, const uint8
 {
 	struct tcp_transport *t = c->t;
 	char err[KEEL_ERRMSG_LEN];
+#ifndef KEEL_MUTANT_TCP_NO_SEQ_CHECK /* MUTANT: TCP keeps order, so why check */
 	if (h->seq != c->rx_seq) {
 		conn_close(c, KEEL_EPROTO, "frame out of sequence");
 		return false;
 	}
+#endif
 	c->rx_seq++;
 	if (c->state == C_UP) {
 		if (h->kind != KEEL_WIRE_DATA) {
+#ifdef KEEL_MUTANT_TCP_HS_FRAME_AFTER_UP_IGNORED
+			return true; /* MUTANT: a late handshake frame is skipped */
+#endif
 			conn_close(c, KEEL_EPROTO, "handshake frame after the handshake");
 			return false;
 		}
@@ -499,6 +504,19 @@ static bool on_frame(struct tconn *c, const struct keel_wire_hdr *h, const uint8
 		return c->state != C_CLOSING;
 	}
 	int rc;
+#if defined(KEEL_MUTANT_TCP_DATA_BEFORE_AUTH) || defined(KEEL_MUTANT_TCP_CLIENT_DATA_BEFORE_WELCOME)
+#ifdef KEEL_MUTANT_TCP_DATA_BEFORE_AUTH
+	bool early = c->pub.inbound; /* MUTANT: a client's DATA before its AUTH is passed up */
+#else
+	bool early = !c->pub.inbound; /* MUTANT: a server's DATA before WELCOME is passed up */
+#endif
+	if (early && h->kind == KEEL_WIRE_DATA) {
+		struct keel_msg m = {.data = p, .len = h->len, .type = h->type,
+				     .from = c->pub.peer};
+		t->pub.handlers->on_recv(&t->pub, &c->pub, &m);
+		return c->state != C_CLOSING;
+	}
+#endif
 	if (c->pub.inbound && h->kind == KEEL_WIRE_HELLO) {
 		uint8_t welcome[KEEL_HS_WELCOME_LEN];
 		rc = keel_hs_server_on_hello(&c->hs, p, h->len, &t->nonces, welcome, err);
@@ -540,6 +558,9 @@ static uint32_t max_payload(const struct tconn *c)
 	/* Nothing larger than a handshake message before the peer proved it
 	 * knows the secret: an unauthenticated peer cannot make us buffer
 	 * 16 MiB. */
+#ifdef KEEL_MUTANT_TCP_PREAUTH_MAX_FRAME
+	return c->t->pub.max_frame; /* MUTANT: one limit for every state */
+#endif
 	return c->state == C_UP ? c->t->pub.max_frame : KEEL_HS_WELCOME_LEN;
 }
 

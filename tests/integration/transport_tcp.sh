@@ -132,9 +132,9 @@ pids+=("$sender")
 sleep 1
 start_node1 4
 wait "$sender" || fail "sender did not complete after node 1 came back (exit $?)"
-grep -q "redialling in" "$dir/retry.log" || fail "no redial logged"
+grep -q "redialling with backoff" "$dir/retry.log" || fail "no redial logged"
 grep -q "verified order and checksums" "$dir/retry.out" || fail "no verification after reconnect"
-ok "reconnect with backoff: $(grep -c 'redialling in' "$dir/retry.log") redials, then the stream completed"
+ok "reconnect with backoff: $(grep -c "redialling with backoff" "$dir/retry.log") redials, then the stream completed"
 
 # 6. clean shutdown with connections open, and no sanitizer report anywhere
 ups=$(grep -c 'connection n2/s. .* up' "$dir/n1.log")

@@ -272,7 +272,9 @@ void keel_drel_reset(struct keel_drel *s)
 	s->fr_armed = false;
 	s->rec_active = false;
 	s->q_was_full = true; /* the layer above hears "writable" again */
+#ifndef KEEL_MUTANT_DREL_RESET_KEEPS_RX /* MUTANT: the receive side is not reset */
 	s->rx_next = 0;
+#endif
 	s->rx_unacked = 0;
 	s->ack_deadline = 0;
 	s->ack_now = false;
@@ -497,7 +499,11 @@ static void take_ack(struct keel_drel *s, const struct keel_drel_hdr *h, uint64_
 static int take_data(struct keel_drel *s, const struct keel_drel_hdr *h,
 		     const uint8_t *payload, uint64_t now_ns)
 {
+#ifdef KEEL_MUTANT_DREL_REPLAY_REDELIVERED
+	if (seq_lt(s->rx_next, h->seq)) { /* MUTANT: only a packet past a hole is refused */
+#else
 	if (h->seq != s->rx_next) {
+#endif
 		/* Tell the sender where we are, at once. Only a packet past a
 		 * hole counts toward its fast retransmission; a duplicate
 		 * means it resent what we have (its ack was lost or late). */
@@ -585,6 +591,7 @@ int keel_drel_input(struct keel_drel *s, const struct keel_drel_hdr *h,
 		    const uint8_t *payload, uint64_t now_ns)
 {
 	int rc = 0;
+#ifndef KEEL_MUTANT_DREL_NO_DST_EPOCH /* MUTANT: the receiver's epoch is not checked */
 	if (h->dst_epoch != 0 && h->dst_epoch != s->my_epoch) {
 		/* Meant for an earlier run of this process; answering with an
 		 * ack tells the peer our new epoch, so it resets. */
@@ -592,11 +599,14 @@ int keel_drel_input(struct keel_drel *s, const struct keel_drel_hdr *h,
 		s->ack_now = true;
 		return 1;
 	}
+#endif
 	if (s->peer_epoch != h->epoch) {
+#ifndef KEEL_MUTANT_DREL_ACCEPT_OLD_EPOCH /* MUTANT: any other epoch is a restart */
 		if (h->epoch == s->prev_peer_epoch) {
 			s->st.stale++; /* late packet from the peer's previous run */
 			return 1;
 		}
+#endif
 		if (s->peer_epoch != 0) {
 			uint32_t old = s->peer_epoch;
 			keel_drel_reset(s);

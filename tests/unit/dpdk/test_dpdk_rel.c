@@ -781,3 +781,261 @@ Test(dpdk_rel, batch_check_refuses_every_truncation)
 				  .msg_type = 3, .len = 42, .msg_len = 42};
 	cr_expect_eq(keel_drel_first_type(&h, p), 1);
 }
+
+/* ---- old epochs and replays ----------------------------------------------
+ * Packets captured off the link and fed again later: late packets of the
+ * peer's previous run (arriving after its restart reset the session),
+ * packets addressed to our own previous run, and replays of packets already
+ * taken. Each must be dropped (input returns 1) without delivering, without
+ * resetting the session and without moving its sequence numbers; the
+ * session then carries on. */
+
+struct capture {
+	struct pkt *p[256];
+	size_t n;
+};
+
+/* Copies every packet now on link l (in flight, not yet delivered). */
+static void capture(struct link *l, struct capture *c)
+{
+	for (size_t i = 0; i < l->n; i++) {
+		cr_assert_lt(c->n, KEEL_ARRAY_LEN(c->p));
+		struct pkt *p = malloc(sizeof(*p) + l->q[i].p->n);
+		memcpy(p, l->q[i].p, sizeof(*p) + l->q[i].p->n);
+		c->p[c->n++] = p;
+	}
+}
+
+static void capture_free(struct capture *c)
+{
+	for (size_t i = 0; i < c->n; i++)
+		free(c->p[i]);
+	c->n = 0;
+}
+
+static int inject(struct end *e, const struct pkt *p, uint64_t now)
+{
+	struct keel_drel_hdr h;
+	char err[KEEL_ERRMSG_LEN];
+	cr_assert_eq(keel_drel_hdr_decode(&h, p->b, p->n, e->s.cfg.max_msg, err), 0, "%s", err);
+	return keel_drel_input(&e->s, &h, p->b + KEEL_DREL_HDR_LEN, now);
+}
+
+/* What a dropped packet must leave as it was. */
+struct snap {
+	uint64_t delivered, resets, rx_count;
+	uint32_t rx_next, tx_next, tx_una, peer_epoch, my_epoch;
+};
+
+static struct snap snap_of(const struct end *e)
+{
+	return (struct snap){e->s.st.msgs_delivered, e->s.st.resets, e->rx_count, e->s.rx_next,
+			     e->s.tx_next, e->s.tx_una, e->s.peer_epoch, e->s.my_epoch};
+}
+
+static void expect_unchanged(const struct end *e, const struct snap *b, const char *what)
+{
+	struct snap a = snap_of(e);
+	cr_assert_eq(a.delivered, b->delivered, "%s: delivered something", what);
+	cr_assert_eq(a.resets, b->resets, "%s: reset the session", what);
+	cr_assert(a.rx_next == b->rx_next && a.tx_next == b->tx_next && a.tx_una == b->tx_una,
+		  "%s: moved the session (rx_next %u->%u, tx_una %u->%u)", what, b->rx_next,
+		  a.rx_next, b->tx_una, a.tx_una);
+	cr_assert(a.peer_epoch == b->peer_epoch && a.my_epoch == b->my_epoch,
+		  "%s: changed an epoch (peer %u->%u)", what, b->peer_epoch, a.peer_epoch);
+}
+
+/* One round trip of both sides at `now`: pump, deliver, tick. */
+static void step(struct end *a, struct link *ab, struct end *b, struct link *ba, uint64_t now)
+{
+	keel_drel_pump(&a->s, now);
+	keel_drel_pump(&b->s, now);
+	link_deliver(ab, b, now);
+	link_deliver(ba, a, now);
+	keel_drel_tick(&a->s, now);
+	keel_drel_tick(&b->s, now);
+}
+
+Test(dpdk_rel, late_packets_from_the_peers_old_epoch_are_dropped)
+{
+	struct keel_drel_cfg cfg;
+	keel_drel_cfg_default(&cfg);
+	uint64_t now = 1;
+	struct link ab = {.rng = 1}, ba = {.rng = 2};
+	struct end a, b;
+	end_init(&a, &cfg, 1, 2, 11, &ab, &now, 1, 2, 100);
+	end_init(&b, &cfg, 2, 1, 22, &ba, &now, 2, 1, 100);
+	/* both ways, so B's run 22 sends data and acks */
+	struct capture old = {0};
+	end_feed(&a, 3);
+	end_feed(&b, 5);
+	keel_drel_pump(&a.s, now);
+	keel_drel_pump(&b.s, now);
+	capture(&ba, &old); /* B's data, seq 0.. of run 22 */
+	link_deliver(&ab, &b, now);
+	link_deliver(&ba, &a, now);
+	now += cfg.ack_delay_ns;
+	keel_drel_tick(&a.s, now);
+	keel_drel_tick(&b.s, now);
+	capture(&ba, &old); /* B's ack of A's data */
+	link_deliver(&ab, &b, now);
+	link_deliver(&ba, &a, now);
+	cr_assert_eq(a.rx_count, 5, "%s", a.why);
+	cr_assert_eq(b.rx_count, 3, "%s", b.why);
+	cr_assert_gt(old.n, 1);
+
+	/* B restarts as run 33 and sends one message: A resets and takes it */
+	end_fini(&b);
+	end_init(&b, &cfg, 2, 1, 33, &ba, &now, 2, 1, 100);
+	a.exp_seed = 2; /* B's new run starts its message stream again */
+	a.rx_count = 0;
+	end_feed(&b, 1);
+	keel_drel_pump(&b.s, now);
+	link_deliver(&ba, &a, now);
+	cr_assert_eq(a.resets_seen, 1);
+	cr_assert_eq(a.rx_count, 1, "the new run's first message was not delivered (rx_next %u) %s",
+		     a.s.rx_next, a.why);
+	cr_assert_eq(a.s.peer_epoch, 33);
+
+	/* run 22's packets arrive late, in order and reversed */
+	uint64_t stale0 = a.s.st.stale;
+	struct snap before = snap_of(&a);
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < old.n; i++) {
+			const struct pkt *p = old.p[pass ? old.n - 1 - i : i];
+			char what[64];
+			snprintf(what, sizeof(what), "late packet %zu of the old run", i);
+			cr_assert_eq(inject(&a, p, now), 1, "%s was not dropped", what);
+			expect_unchanged(&a, &before, what);
+		}
+	cr_expect_eq(a.s.st.stale, stale0 + 2 * old.n);
+	cr_assert_eq(a.resets_seen, 1);
+
+	/* and the session with run 33 carries on, both ways */
+	end_feed(&b, 40);
+	a.tx_count = 0;
+	b.exp_seed = 1;
+	b.rx_count = 0;
+	end_feed(&a, 10);
+	for (int i = 0; i < 200 && (a.rx_count < 40 || b.rx_count < 10); i++) {
+		end_feed(&b, 40);
+		end_feed(&a, 10);
+		step(&a, &ab, &b, &ba, now);
+		now += 10000;
+	}
+	cr_assert_eq(a.rx_count, 40, "%s", a.why);
+	cr_assert_eq(b.rx_count, 10, "%s", b.why);
+	cr_assert(!a.failed && !b.failed, "%s %s", a.why, b.why);
+	capture_free(&old);
+	end_fini(&a);
+	end_fini(&b);
+	link_free(&ab);
+	link_free(&ba);
+}
+
+Test(dpdk_rel, packets_for_our_previous_run_are_dropped)
+{
+	struct keel_drel_cfg cfg;
+	keel_drel_cfg_default(&cfg);
+	uint64_t now = 1;
+	struct link ab = {.rng = 1}, ba = {.rng = 2};
+	struct end a, b;
+	end_init(&a, &cfg, 1, 2, 11, &ab, &now, 1, 2, 100);
+	end_init(&b, &cfg, 2, 1, 22, &ba, &now, 2, 1, 100);
+	/* A speaks first, so B's packets name A's run 11 */
+	end_feed(&a, 1);
+	keel_drel_pump(&a.s, now);
+	link_deliver(&ab, &b, now);
+	cr_assert_eq(b.s.peer_epoch, 11);
+	end_feed(&b, 6);
+	keel_drel_pump(&b.s, now);
+	struct capture old = {0};
+	capture(&ba, &old); /* seq 0.. of B, for A's run 11 */
+	link_deliver(&ba, &a, now);
+	cr_assert_eq(a.rx_count, 6, "%s", a.why);
+
+	/* A restarts as run 44; B's packets for run 11 turn up again */
+	end_fini(&a);
+	end_init(&a, &cfg, 1, 2, 44, &ab, &now, 1, 2, 100);
+	struct snap before = snap_of(&a);
+	for (size_t i = 0; i < old.n; i++) {
+		char what[64];
+		snprintf(what, sizeof(what), "packet %zu for our previous run", i);
+		cr_assert_eq(inject(&a, old.p[i], now), 1, "%s was not dropped", what);
+		expect_unchanged(&a, &before, what);
+		cr_assert_eq(a.rx_count, 0, "%s: delivered", what);
+	}
+	/* A answers with its new run, B resets, and they carry on */
+	b.exp_seed = 1;
+	b.rx_count = 0;
+	b.tx_count = 0;
+	int b_resets = 0;
+	for (int i = 0; i < 200 && (a.rx_count < 5 || b.rx_count < 5); i++) {
+		end_feed(&a, 5);
+		if (b.resets_seen > b_resets) {
+			/* B's old session's queue went with it: start again */
+			b_resets = b.resets_seen;
+			a.rx_count = 0;
+		}
+		if (b.resets_seen)
+			end_feed(&b, 5);
+		step(&a, &ab, &b, &ba, now);
+		now += 10000;
+	}
+	cr_assert_eq(b.resets_seen, 1, "B did not learn of A's restart");
+	cr_assert_eq(b.rx_count, 5, "%s", b.why);
+	cr_assert_eq(a.rx_count, 5, "%s", a.why);
+	capture_free(&old);
+	end_fini(&a);
+	end_fini(&b);
+	link_free(&ab);
+	link_free(&ba);
+}
+
+Test(dpdk_rel, replayed_packets_after_a_reset_are_dropped)
+{
+	struct keel_drel_cfg cfg;
+	keel_drel_cfg_default(&cfg);
+	uint64_t now = 1;
+	struct link ab = {.rng = 1}, ba = {.rng = 2};
+	struct end a, b;
+	end_init(&a, &cfg, 1, 2, 11, &ab, &now, 1, 2, 3000);
+	end_init(&b, &cfg, 2, 1, 22, &ba, &now, 2, 1, 3000);
+	end_feed(&b, 3);
+	keel_drel_pump(&b.s, now);
+	link_deliver(&ba, &a, now);
+	/* B restarts; everything its new run sends is recorded as it goes */
+	end_fini(&b);
+	end_init(&b, &cfg, 2, 1, 33, &ba, &now, 2, 1, 3000);
+	a.rx_count = 0;
+	struct capture rec = {0};
+	for (int i = 0; i < 100 && a.rx_count < 20; i++) {
+		end_feed(&b, 20);
+		keel_drel_pump(&b.s, now);
+		capture(&ba, &rec);
+		step(&a, &ab, &b, &ba, now);
+		now += 10000;
+	}
+	cr_assert_eq(a.resets_seen, 1);
+	cr_assert_eq(a.rx_count, 20, "%s", a.why);
+	cr_assert_gt(rec.n, 3);
+	/* replayed: every packet again, the first (which reset A) included,
+	 * in order, reversed, and twice over */
+	struct snap before = snap_of(&a);
+	uint64_t dups0 = a.s.st.dups;
+	for (int pass = 0; pass < 3; pass++)
+		for (size_t i = 0; i < rec.n; i++) {
+			const struct pkt *p = rec.p[pass == 1 ? rec.n - 1 - i : i];
+			char what[64];
+			snprintf(what, sizeof(what), "replay %d of packet %zu", pass, i);
+			cr_assert_eq(inject(&a, p, now), 1, "%s was not dropped", what);
+			expect_unchanged(&a, &before, what);
+		}
+	cr_expect_geq(a.s.st.dups, dups0 + rec.n);
+	cr_assert(!a.failed, "%s", a.why);
+	capture_free(&rec);
+	end_fini(&a);
+	end_fini(&b);
+	link_free(&ab);
+	link_free(&ba);
+}
