@@ -7,8 +7,10 @@
  *
  * On a terminal, `run` redraws one progress line on stderr (tasks done/total,
  * MB/s, ETA) and prints a summary; --json prints one JSON object instead.
- * With --config (or --local-cluster N) the job runs across nodes
- * (compute/mr_cluster.c); `keel mr worker --config FILE` serves one job.
+ * --progress-fd FD writes one JSON line per step of the job to FD as it
+ * happens (what tests act on: see usage()). With --config (or
+ * --local-cluster N) the job runs across nodes; `keel mr worker --config
+ * FILE` serves one job.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -53,12 +55,17 @@ static void usage(FILE *f)
 		"                    coordinates; the others run `keel mr worker --config`\n"
 		"  --local-cluster N start N-1 local worker processes on 127.0.0.1 and run the\n"
 		"                    job across all N nodes (--shards per node, default 1)\n"
-		"  --quiet           no progress line\n");
+		"  --quiet           no progress line\n"
+		"  --progress-fd FD  write one JSON line per step of the job to file descriptor FD\n"
+		"                    as it happens (\"event\": node (a local cluster's node and\n"
+		"                    its pid), start, map_done, node_lost, reduce, part_done, end),\n"
+		"                    each with the epoch and the counts of tasks and partitions\n");
 }
 
 struct prog {
 	bool tty;
 	bool quiet;
+	int event_fd; /* -1: none */
 };
 
 static void human(char *b, size_t n, double bytes)
@@ -93,6 +100,68 @@ static void on_progress(void *arg, const struct keel_mr_progress *p)
 		p->map_tasks_done, p->map_tasks_total, p->reduce_tasks_done, p->reduce_tasks_total,
 		done, total, rate / 1e6, eta);
 	fflush(stderr);
+}
+
+/* One line to the --progress-fd descriptor (whole, or not at all once the
+ * reader has gone). */
+static void event_line(struct prog *pr, const char *line, size_t len)
+{
+	size_t off = 0;
+	while (pr->event_fd >= 0 && off < len) {
+		ssize_t w = write(pr->event_fd, line + off, len - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			pr->event_fd = -1;
+			return;
+		}
+		off += (size_t)w;
+	}
+}
+
+static void on_event(void *arg, const struct keel_mr_event *ev)
+{
+	struct prog *pr = arg;
+	static const char *const names[] = {
+		[KEEL_MR_EV_START] = "start",         [KEEL_MR_EV_MAP_DONE] = "map_done",
+		[KEEL_MR_EV_NODE_LOST] = "node_lost", [KEEL_MR_EV_REDUCE] = "reduce",
+		[KEEL_MR_EV_PART_DONE] = "part_done", [KEEL_MR_EV_END] = "end",
+	};
+	char line[2048];
+	int n = snprintf(line, sizeof line,
+			 "{\"event\":\"%s\",\"epoch\":%u,\"nodes\":%u,\"map_done\":%" PRIu64
+			 ",\"map_tasks\":%" PRIu64 ",\"committed\":%" PRIu64 ",\"partitions\":%" PRIu64,
+			 names[ev->kind], ev->epoch, ev->nodes, ev->map_tasks_done, ev->map_tasks_total,
+			 ev->reduce_tasks_done, ev->reduce_tasks_total);
+	switch (ev->kind) {
+	case KEEL_MR_EV_MAP_DONE:
+		n += snprintf(line + n, sizeof line - (size_t)n, ",\"node\":%u,\"task\":%u,\"node_tasks\":%u",
+			      ev->node, ev->task, ev->node_tasks);
+		break;
+	case KEEL_MR_EV_NODE_LOST:
+		n += snprintf(line + n, sizeof line - (size_t)n, ",\"node\":%u", ev->node);
+		break;
+	case KEEL_MR_EV_PART_DONE:
+		n += snprintf(line + n, sizeof line - (size_t)n, ",\"node\":%u,\"partition\":%u",
+			      ev->node, ev->partition);
+		break;
+	case KEEL_MR_EV_END:
+		n += snprintf(line + n, sizeof line - (size_t)n, ",\"ok\":%s", ev->error ? "false" : "true");
+		if (ev->error && ev->errmsg) {
+			n += snprintf(line + n, sizeof line - (size_t)n, ",\"error\":");
+			char esc[KEEL_ERRMSG_LEN * 6 + 3]; /* each byte escaped in six, and quotes */
+			keel_json_escape(esc, sizeof esc, ev->errmsg, strlen(ev->errmsg));
+			n += snprintf(line + n, sizeof line - (size_t)n, "%s", esc);
+		}
+		break;
+	default:
+		break;
+	}
+	if (n < 0 || (size_t)n + 2 > sizeof line)
+		return;
+	line[n++] = '}';
+	line[n++] = '\n';
+	event_line(pr, line, (size_t)n);
 }
 
 /* A throwaway cluster on 127.0.0.1: configurations and a secret in a
@@ -200,6 +269,7 @@ static int cmd_run(int argc, char **argv)
 		{"no-fsync", no_argument, 0, 'F'},
 		{"config", required_argument, 0, 'C'},
 		{"local-cluster", required_argument, 0, 'L'},
+		{"progress-fd", required_argument, 0, 'P'},
 		{0, 0, 0, 0},
 	};
 	const char **inputs = calloc((size_t)argc + 1, sizeof *inputs);
@@ -207,11 +277,11 @@ static int cmd_run(int argc, char **argv)
 	const char *jobpath = NULL, *arg = NULL, *node_config = NULL;
 	unsigned local_nodes = 0;
 	bool json = false;
-	struct prog pr = {.tty = isatty(2) != 0};
+	struct prog pr = {.tty = isatty(2) != 0, .event_fd = -1};
 	struct keel_mr_config cfg = {0};
 	int c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "i:o:j:a:s:r:m:S:D:JqhFC:L:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "i:o:j:a:s:r:m:S:D:JqhFC:L:P:", opts, NULL)) != -1) {
 		switch (c) {
 		case 'i': inputs[n_inputs++] = optarg; break;
 		case 'o': cfg.output = optarg; break;
@@ -227,6 +297,22 @@ static int cmd_run(int argc, char **argv)
 		case 'F': cfg.no_fsync = true; break;
 		case 'C': node_config = optarg; break;
 		case 'L': local_nodes = (unsigned)strtoul(optarg, NULL, 10); break;
+		case 'P': {
+			char *end;
+			long fd = strtol(optarg, &end, 10);
+			if (!*optarg || *end || fd < 0 || fd > 1 << 20 || fcntl((int)fd, F_GETFD) < 0) {
+				fprintf(stderr, "keel mr run: --progress-fd %s: not an open file descriptor\n",
+					optarg);
+				free(inputs);
+				return 2;
+			}
+			pr.event_fd = (int)fd;
+			/* Not inherited by the workers a local cluster starts: the
+			 * reader sees the end of the stream when this process ends. */
+			fcntl(pr.event_fd, F_SETFD, FD_CLOEXEC);
+			signal(SIGPIPE, SIG_IGN);
+			break;
+		}
 		case 'h': usage(stdout); free(inputs); return 0;
 		default: usage(stderr); free(inputs); return 2;
 		}
@@ -257,6 +343,10 @@ static int cmd_run(int argc, char **argv)
 	cfg.n_inputs = n_inputs;
 	cfg.progress = on_progress;
 	cfg.progress_arg = &pr;
+	if (pr.event_fd >= 0) {
+		cfg.on_event = on_event;
+		cfg.event_arg = &pr;
+	}
 	struct keel_mr_stats st;
 	struct local_cluster lc = {0};
 	if (local_nodes > 1) {
@@ -268,6 +358,13 @@ static int cmd_run(int argc, char **argv)
 			return 1;
 		}
 		node_config = lc.n1;
+		/* Which process is which node, for whoever reads the events. */
+		for (unsigned k = 1; k <= local_nodes; k++) {
+			char line[96];
+			int n = snprintf(line, sizeof line, "{\"event\":\"node\",\"node\":%u,\"pid\":%d}\n", k,
+					 k == 1 ? (int)getpid() : (int)lc.pids[k]);
+			event_line(&pr, line, (size_t)n);
+		}
 	}
 	if (node_config)
 		rc = keel_mr_cluster_run(&cfg, node_config, &st, err);

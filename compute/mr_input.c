@@ -344,27 +344,6 @@ int mr_scan_feed(struct mr_scan *sc, size_t got, mr_record_fn fn, void *arg, uin
 	return 0;
 }
 
-int mr_split_scan(const struct mr_plan *plan, const struct mr_split *sp,
-		  const struct keel_mr_job *job, uint8_t **bufp, size_t *capp,
-		  mr_record_fn fn, void *arg, uint64_t *bytes_done, char *errmsg)
-{
-	struct mr_scan sc;
-	int rc = mr_scan_open(&sc, plan, sp, job, bufp, capp, errmsg);
-	void *dst;
-	size_t len;
-	uint64_t off;
-	while (!rc && mr_scan_next_read(&sc, &dst, &len, &off)) {
-		ssize_t got = pread_full(sc.fd, dst, len, off);
-		if (got < 0) {
-			rc = keel_errmsg_set(errmsg, (int)got, "mr: read %s", plan->files[sp->file].path);
-			break;
-		}
-		rc = mr_scan_feed(&sc, (size_t)got, fn, arg, bytes_done, errmsg);
-	}
-	mr_scan_close(&sc);
-	return rc;
-}
-
 /* ---- sampling --------------------------------------------------------- */
 
 void mr_samples_free(struct keel_mr_record *s, size_t n)

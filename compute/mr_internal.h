@@ -2,12 +2,14 @@
  * compute/mr_internal.h — pieces of the map-reduce engine shared between its
  * files: input planning (mr_input.c), the per-shard combining table and
  * sorted runs (mr_table.c), spills and the k-way merge (mr_run.c), output
- * files (mr_output.c). Not a public API.
+ * files (mr_output.c). What runs a job on them: compute/mr_node.h. Not a
+ * public API.
  *
  * Ownership: a struct mr_table, its arena and its spill files belong to the
- * one shard that fills them; after the map phase they are read (never
- * written) by the shards that own the reduce partitions, and freed by the
- * owner once every partition is reduced.
+ * one shard that fills them; once sealed they are read (never written) by
+ * the shards reducing partitions and by streams to other nodes, and freed by
+ * the owner when the job ends (a node's death may make any partition run
+ * again until then).
  */
 #ifndef KEEL_COMPUTE_MR_INTERNAL_H
 #define KEEL_COMPUTE_MR_INTERNAL_H
@@ -140,11 +142,6 @@ int mr_scan_complete(struct mr_scan *sc, int32_t res, mr_record_fn fn, void *arg
 		     uint64_t *bytes_done, char *errmsg);
 void mr_scan_close(struct mr_scan *sc);
 
-/* Runs map over every record of one split (synchronous reads). */
-int mr_split_scan(const struct mr_plan *plan, const struct mr_split *sp,
-		  const struct keel_mr_job *job, uint8_t **buf, size_t *cap,
-		  mr_record_fn fn, void *arg, uint64_t *bytes_done_atomic, char *errmsg);
-
 /* ---- combining table and sorted runs (mr_table.c, mr_run.c) ----------- */
 
 /* A pair in a table's arena, 8-byte aligned. */
@@ -204,6 +201,7 @@ struct mr_table {
 	size_t n_spills;
 	const char *spill_dir;
 	int shard;
+	unsigned gen; /* which of the shard's tables (sealed each time its node's task queue ran dry) */
 	struct io_uring ring;
 	bool ring_ok;
 	uint8_t *wbuf[2];
@@ -281,9 +279,6 @@ bool mr_merge_peek(struct mr_merge *m, const uint8_t **k, uint32_t *kl, const ui
 		   uint32_t *vl);
 int mr_merge_pop(struct mr_merge *m);
 int mr_source_buf(struct mr_source *s, const uint8_t *buf, size_t len);
-int mr_merge_reduce(struct mr_source *src, size_t n, const struct keel_mr_job *job,
-		    void *state, struct keel_mr_out *out, struct mr_merge_stats *st,
-		    char *errmsg);
 int mr_source_mem(struct mr_source *s, const struct mr_sorted_ent *ents, size_t n);
 int mr_source_file(struct mr_source *s, const char *path, uint64_t off, uint64_t end,
 		   struct io_uring *ring, char *errmsg);
@@ -305,21 +300,6 @@ int mr_out_open(struct keel_mr_out *o, const char *path, char *errmsg);
 /* Flushes, fsyncs and closes; returns the first error seen. */
 int mr_out_close(struct keel_mr_out *o, char *errmsg);
 void mr_out_abort(struct keel_mr_out *o);
-
-/* ---- cluster messages (mr_cluster.c) --------------------------------- */
-
-/* The JOB message a coordinator sends every node; decoded without trusting
- * the sender (KEEL_EPROTO on anything malformed). */
-struct mr_job_msg {
-	uint32_t R;
-	uint64_t budget, split;
-	bool no_fsync;
-	char *spec, *arg, *tmpdir;
-	char **inputs;
-	uint32_t n_inputs;
-};
-int mr_job_msg_decode(const void *d, size_t len, struct mr_job_msg *m);
-void mr_job_msg_free(struct mr_job_msg *m);
 
 /* Removes a directory tree (the job's temporary directory). */
 void mr_rmtree(const char *path);

@@ -3,9 +3,9 @@
  * fsynced on close) and removal of a job's temporary directory.
  *
  * Partition files are written inside the job's temporary directory; the
- * engine renames that directory to the output path only after every
- * partition file is closed and fsynced (mr_engine.c), so a reader never sees
- * a half-written result under the output name.
+ * coordinator renames that directory to the output path only after every
+ * partition file is closed and fsynced (mr_cluster.c), so a reader never
+ * sees a half-written result under the output name.
  */
 #define _XOPEN_SOURCE 700
 #include <errno.h>

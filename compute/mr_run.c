@@ -151,7 +151,9 @@ static int src_advance(struct mr_source *s, char *errmsg)
 		uint32_t h[2];
 		if (s->slen - s->spos < 8)
 			return keel_errmsg_set(errmsg, KEEL_EPROTO, "mr: truncated pair from a peer");
-		memcpy(h, s->sbuf + s->spos, 8);
+		/* Little-endian on the wire (compute/mr_msg.h). */
+		h[0] = keel_get_le32(s->sbuf + s->spos);
+		h[1] = keel_get_le32(s->sbuf + s->spos + 4);
 		if (h[0] > KEEL_MR_MAX_KEY || h[1] > KEEL_MR_MAX_VALUE ||
 		    s->slen - s->spos - 8 < (size_t)h[0] + h[1])
 			return keel_errmsg_set(errmsg, KEEL_EPROTO, "mr: malformed pair from a peer");
@@ -357,16 +359,4 @@ void mr_merge_end(struct mr_merge *m)
 	free(m->it.heap);
 	free(m->kbuf);
 	free(m);
-}
-
-int mr_merge_reduce(struct mr_source *src, size_t n, const struct keel_mr_job *job, void *state,
-		    struct keel_mr_out *out, struct mr_merge_stats *st, char *errmsg)
-{
-	struct mr_merge *m;
-	int rc = mr_merge_begin(&m, src, n, job, state, out, errmsg);
-	if (rc)
-		return rc;
-	rc = mr_merge_step(m, SIZE_MAX, st);
-	mr_merge_end(m);
-	return rc < 0 ? rc : 0;
 }

@@ -230,6 +230,11 @@ int mr_table_drain(struct mr_table *t)
 	return t->err;
 }
 
+int keel_mr_emit(struct keel_mr_emit *e, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	return mr_table_add(e->t, key, klen, val, vlen);
+}
+
 int mr_table_add(struct mr_table *t, const void *key, size_t klen, const void *val, size_t vlen)
 {
 	if (KEEL_UNLIKELY(t->err))
@@ -547,7 +552,7 @@ static int spill_now(struct mr_table *t)
 		return rc;
 	struct mr_spill sp = {0};
 	char path[4096];
-	snprintf(path, sizeof path, "%s/s%d-%zu.run", t->spill_dir, t->shard, t->n_spills);
+	snprintf(path, sizeof path, "%s/s%d.g%u-%zu.run", t->spill_dir, t->shard, t->gen, t->n_spills);
 	sp.path = strdup(path);
 	sp.part_off = calloc(t->partitions + 1, sizeof *sp.part_off);
 	struct mr_spill *ns = realloc(t->spills, (t->n_spills + 1) * sizeof *ns);

@@ -7,18 +7,21 @@
  * or loaded from a shared object that exports the data symbol
  * KEEL_MR_JOB_SYMBOL ("keel_mr_job"); examples/ has one to copy.
  *
- * How a job runs on one node (compute/mr_engine.c):
+ * How a job runs (compute/mr_cluster.c): one node coordinates, every node
+ * (that one included) runs the same node agent and shard executor on a keel
+ * runtime; a single process is a cluster of one.
  *   1. the input (files and directories) is cut into splits by byte range,
  *      on record boundaries (a line belongs to the split holding its first
- *      byte; fixed records never straddle a split);
- *   2. map tasks run on the shards; each shard folds what map emits into its
- *      own combining hash table, tagged with the reduce partition; beyond the
- *      shard's memory budget the table is sorted and spilled to disk as a run
- *      through io_uring;
- *   3. the R partitions are spread over all shards; the shard owning a
- *      partition k-way merges that partition's sorted segments from every
- *      shard (memory and spilled runs), calls reduce once per key, in key
- *      order, and writes one output file per partition;
+ *      byte; fixed records never straddle a split); each split is a map task;
+ *   2. map tasks run on the shards of the nodes; each shard folds what map
+ *      emits into its own combining hash table, tagged with the reduce
+ *      partition; beyond the shard's memory budget the table is sorted and
+ *      spilled to disk as a run through io_uring;
+ *   3. the R partitions are spread over the nodes and their shards; the
+ *      shard reducing a partition k-way merges that partition's sorted
+ *      segments from every shard (memory and spilled runs, and what the
+ *      other nodes stream to it), calls reduce once per key, in key order,
+ *      and writes one output file per partition;
  *   4. everything is written under a temporary directory which is renamed to
  *      the output directory only when every partition is complete, so a
  *      failed job leaves nothing that looks like a result.
@@ -154,7 +157,8 @@ int keel_mr_job_validate(const struct keel_mr_job *job, char *errmsg);
 uint64_t keel_mr_hash(const void *key, size_t len);
 uint32_t keel_mr_partition_default(const void *key, size_t klen, uint32_t partitions);
 
-/* Progress, read while a job runs (every field only grows). */
+/* Progress, read while a job runs (every field only grows, except that a
+ * node's death takes its finished map tasks back). */
 struct keel_mr_progress {
 	uint64_t map_tasks_total;
 	uint64_t map_tasks_done;
@@ -163,6 +167,31 @@ struct keel_mr_progress {
 	uint64_t input_bytes_total;
 	uint64_t input_bytes_done;
 	uint64_t elapsed_ns;
+};
+
+/* A step of a running job, as the coordinator sees it: for tools and tests
+ * that act on a job's progress (`keel mr run --progress-fd`;
+ * tests/integration/mr_cluster.sh kills a worker at a chosen step). */
+enum keel_mr_event_kind {
+	KEEL_MR_EV_START = 0,  /* the job went out to every node */
+	KEEL_MR_EV_MAP_DONE,   /* `node` finished map task `task` */
+	KEEL_MR_EV_NODE_LOST,  /* `node` is gone: its map tasks run again, in `epoch` */
+	KEEL_MR_EV_REDUCE,     /* every map output is sealed: the reduce of `epoch` starts */
+	KEEL_MR_EV_PART_DONE,  /* `partition`, reduced on `node`, is committed */
+	KEEL_MR_EV_END,        /* the job is over: error 0, or why not (errmsg) */
+};
+struct keel_mr_event {
+	enum keel_mr_event_kind kind;
+	uint32_t node;       /* MAP_DONE, NODE_LOST, PART_DONE */
+	uint32_t task;       /* MAP_DONE */
+	uint32_t node_tasks; /* MAP_DONE: map tasks this node has finished so far */
+	uint32_t partition;  /* PART_DONE */
+	uint32_t epoch;      /* the coordinator's epoch (1 + node failures) */
+	uint32_t nodes;      /* nodes alive */
+	uint64_t map_tasks_done, map_tasks_total;
+	uint64_t reduce_tasks_done, reduce_tasks_total;
+	int error;           /* END */
+	const char *errmsg;  /* END with an error; valid during the call */
 };
 
 struct keel_mr_stats {
@@ -205,14 +234,22 @@ struct keel_mr_config {
 	void (*progress)(void *arg, const struct keel_mr_progress *p);
 	void *progress_arg;
 	uint32_t progress_interval_ms; /* 0: 200 */
+	/* Called at each step of the job (struct keel_mr_event), in order, on
+	 * the coordinator's shard thread, which waits for it: it must return
+	 * quickly (write a line, set a flag). */
+	void (*on_event)(void *arg, const struct keel_mr_event *ev);
+	void *event_arg;
 };
 
-/* Runs the job to completion on this node. Returns 0 with stats filled, or
- * a negative code with errmsg (KEEL_ERRMSG_LEN) saying what failed; on
- * failure nothing is left at cfg->output (and no temporary files). */
+/* Runs the job to completion on this node (a cluster of one: the same
+ * coordinator, agent and executor as keel_mr_cluster_run, no network).
+ * Returns 0 with stats filled, or a negative code with errmsg
+ * (KEEL_ERRMSG_LEN) saying what failed; on failure nothing is left at
+ * cfg->output (and no temporary files; an empty directory given as the
+ * output stays). */
 int keel_mr_run(const struct keel_mr_config *cfg, struct keel_mr_stats *stats, char *errmsg);
 
-/* ---- across nodes (compute/mr_cluster.c) ----
+/* ---- across nodes ----
  * Each node runs from a node configuration file (include/keel/config.h:
  * id, listen address, shards, transport, secret, peers). One node runs
  * keel_mr_cluster_run: it coordinates (and works); the others run
@@ -223,7 +260,9 @@ int keel_mr_run(const struct keel_mr_config *cfg, struct keel_mr_stats *stats, c
  * robin). cfg->shards is ignored (the node configuration says);
  * cfg->partitions 0 means shards x nodes. Same failure contract as
  * keel_mr_run; a worker that dies mid-job has its map tasks run again on
- * the others and the answer stays exact. */
+ * the others and the answer stays exact. With more than one node, stats
+ * count map tasks, partitions, bytes in and out and epochs, not records,
+ * pairs, spills or keys (those are counted where they happen). */
 int keel_mr_cluster_run(const struct keel_mr_config *cfg, const char *node_config,
 			struct keel_mr_stats *stats, char *errmsg);
 /* Serves one job as a worker; 0 once the coordinator says it finished. */

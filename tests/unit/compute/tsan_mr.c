@@ -1,8 +1,9 @@
 /*
  * The map-reduce engine under ThreadSanitizer (Criterion cannot start
  * there): wordcount with spills and sort with skewed keys on 4 shards of
- * the runtime — the phase barrier, the hand-over of runs by keel_shard_call
- * and the release of tables by their owners are what TSan watches. Checks
+ * the runtime (a cluster of one) — tasks handed out by shard 0, sealed
+ * generations read by the shards reducing, attempts moving from shard 0 to
+ * their shard, tables freed by their owners are what TSan watches. Checks
  * the answers against simple references. Exit 0 on success.
  */
 #include <stdio.h>
