@@ -77,3 +77,32 @@ void keel_log(enum keel_log_level level, const char *fmt, ...)
 	keel_vlog(level, fmt, ap);
 	va_end(ap);
 }
+
+void keel_log_limited(struct keel_log_limit *l, unsigned burst, enum keel_log_level level,
+		      const char *fmt, ...)
+{
+	if (!KEEL_LOG_ENABLED(level))
+		return;
+	uint64_t now = keel_now_ns();
+	if (now - l->window_start >= 1000000000ull) {
+		l->window_start = now;
+		l->count = 0;
+	}
+	if (l->count >= burst) {
+		l->suppressed++;
+		return;
+	}
+	l->count++;
+	char line[768];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	(void)n;
+	if (l->suppressed) {
+		keel_log(level, "%s (%u similar lines suppressed)", line, l->suppressed);
+		l->suppressed = 0;
+	} else {
+		keel_log(level, "%s", line);
+	}
+}

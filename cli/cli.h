@@ -13,8 +13,8 @@ int keel_cmd_topo(int argc, char **argv);
 int keel_cmd_shards(int argc, char **argv);
 int keel_cmd_mr(int argc, char **argv);
 int keel_cmd_node(int argc, char **argv);
+int keel_cmd_cluster(int argc, char **argv);
 int keel_cmd_send(int argc, char **argv);
-int keel_cmd_raft(int argc, char **argv);
 int keel_cmd_config(int argc, char **argv);
 
 #endif

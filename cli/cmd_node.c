@@ -1,257 +1,564 @@
-/* keel node --config FILE: runs a node: one shard thread per configured
- * shard, each with its own transport endpoint listening on the configured
- * address (port + shard). What it does with messages, for now: checks the
- * verified streams `keel send` produces (order and checksums), answers
- * their reports, echoes pings. Stops on SIGINT/SIGTERM. */
-#include <getopt.h>
+/* keel node --config FILE: runs one node (include/keel/node.h): its shards,
+ * one endpoint per shard on the peer mesh, and the [log] section's G
+ * replicated-log groups (include/keel/rlog.h), group g on shard g mod S.
+ *
+ * Until the KV service lands, each group's state machine is a test
+ * counter: a replicated log of strings kept as (count, FNV-1a sum, last
+ * index), with snapshots, so that nodes can be compared for agreement.
+ * The node also answers the verified message streams `keel send` produces
+ * (order and checksums per peer), for the transport tests and the demo.
+ *
+ * Machine-readable status: with --status-file PATH the node rewrites PATH
+ * (atomically: PATH.tmp, then rename) every --status-ms with one line for
+ * the node and one per group, key=value separated by spaces:
+ *
+ *   node=1 shards=2 groups=8 pid=4242 up=1
+ *   group=3 node=1 shard=1 role=leader term=5 leader=1 commit=120 applied=120
+ *     last=120 snapshot=0 count=117 sum=8a3f0c... voters=1,2,3 learners= failed=0
+ *     committed=40 recovered_term=4 recovered_last=96 recovered_snapshot=0
+ *     snapshots_taken=0 snapshots_installed=0
+ *
+ * (one line per group; committed counts this node's own --propose entries;
+ * recovered_* is what the log found on disk when it opened: the term, the
+ * last index of the WAL and the snapshot's index; snapshots_* count this
+ * process's own snapshots and those installed from a leader). The tests
+ * read these by key, never by position: keys may be added, never renamed.
+ * On exit the file's first line says up=0. */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "cli/stream.h"
 #include "keel/config.h"
-#include "keel/runtime.h"
-#include "keel/transport.h"
+#include "keel/node.h"
+#include "keel/rlog.h"
 
-struct node_conn {
-	struct node_conn *prev, *next; /* the shard's open connections */
-	uint64_t expect; /* next DATA seq */
-	uint64_t received;
-	uint64_t errors;
+#define INFLIGHT 4
+
+struct app;
+
+/* One group: touched only by its shard's thread. */
+struct ngroup {
+	struct app *a;
+	uint32_t id;
+	char dir[600];
+	struct keel_rlog *log;
+	uint64_t count, sum, last_index;
+	unsigned committed, inflight, seq;
+	bool leader;
+	uint64_t term;
+	uint64_t rec_term, rec_last, rec_snapshot; /* as opened: what the disk held */
 };
 
-struct node_shard {
-	struct keel_transport *t;
-	struct node_conn *open; /* freed at close: no on_conn_down then */
-	uint64_t msgs, bytes, errors, conns;
+/* Stream state for one sending peer. */
+struct speer {
+	uint32_t node;
+	uint64_t expect, received, errors;
+};
+
+struct nshard {
+	struct app *a;
+	struct keel_endpoint *ep;
+	struct ngroup **groups;
+	unsigned ngroups;
+	struct speer *streams;
+	size_t nstreams;
+	uint16_t t_report, t_ping;
+	uint64_t msgs, bytes, errors;
+	struct keel_timer status_timer;
+	pthread_mutex_t mu;   /* guards status (read by the writer thread) */
+	char *status;
+	size_t status_len;
 } KEEL_CACHE_ALIGNED;
 
-struct node {
+struct app {
 	struct keel_node_config cfg;
-	struct keel_runtime *rt;
-	struct node_shard *shards;
+	struct keel_rlog_settings log;
+	struct keel_node *node;
+	struct nshard *shards;
+	unsigned nshards, ngroups;
+	struct ngroup *groups;
+	uint32_t target;         /* --propose N */
+	const char *status_path;
+	uint64_t status_ms;
 	atomic_int failed;
+	atomic_bool done;
 };
 
-static void node_up(struct keel_transport *t, struct keel_conn *c)
+/* ---- the test counter --------------------------------------------------- */
+
+static uint64_t fnv64(uint64_t h, const void *data, size_t len)
 {
-	struct node_shard *ns = t->user;
-	struct node_conn *nc = calloc(1, sizeof(*nc));
-	if (!nc) {
-		keel_transport_close_conn(c);
-		return;
+	const uint8_t *p = data;
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ p[i]) * 0x100000001b3ull;
+	return h;
+}
+
+static void sm_apply(void *arg, uint64_t index, const void *data, size_t len)
+{
+	struct ngroup *g = arg;
+	g->count++;
+	g->sum = fnv64(g->sum ^ index, data, len);
+	g->last_index = index;
+	keel_debug("node: group %u applied index %" PRIu64 ": %.*s", g->id, index,
+		   len > 64 ? 64 : (int)len, (const char *)data);
+}
+
+static int sm_snapshot(void *arg, void **data, size_t *len)
+{
+	struct ngroup *g = arg;
+	uint8_t *b = malloc(24);
+	if (!b)
+		return -ENOMEM;
+	keel_put_le64(b, g->count);
+	keel_put_le64(b + 8, g->sum);
+	keel_put_le64(b + 16, g->last_index);
+	*data = b;
+	*len = 24;
+	return 0;
+}
+
+static int sm_restore(void *arg, uint64_t index, const void *data, size_t len)
+{
+	struct ngroup *g = arg;
+	if (len != 24)
+		return KEEL_ECORRUPT;
+	g->count = keel_get_le64(data);
+	g->sum = keel_get_le64((const uint8_t *)data + 8);
+	g->last_index = index;
+	keel_info("node: group %u restored a snapshot at index %" PRIu64 " (count %" PRIu64 ")",
+		  g->id, index, g->count);
+	return 0;
+}
+
+static void propose_more(struct ngroup *g);
+
+static void proposal_done(void *arg, int status, uint64_t index)
+{
+	struct ngroup *g = arg;
+	g->inflight--;
+	if (status == 0) {
+		if (++g->committed == g->a->target)
+			keel_info("node: group %u: %u proposals committed (last index %" PRIu64 ")",
+				  g->id, g->committed, index);
+	} else if (status != KEEL_ESTOPPED) {
+		keel_info("node: group %u: proposal at index %" PRIu64 ": %s", g->id, index,
+			  keel_strerror(status));
 	}
-	nc->next = ns->open;
-	if (ns->open)
-		ns->open->prev = nc;
-	ns->open = nc;
-	c->user = nc;
-	ns->conns++;
+	propose_more(g);
 }
 
-static void node_down(struct keel_transport *t, struct keel_conn *c, int reason)
+static void propose_more(struct ngroup *g)
 {
-	struct node_shard *ns = t->user;
-	struct node_conn *nc = c->user;
-	if (!nc)
+	if (!g->log || !g->leader)
 		return;
-	if (nc->prev)
-		nc->prev->next = nc->next;
-	else
-		ns->open = nc->next;
-	if (nc->next)
-		nc->next->prev = nc->prev;
-	if (nc->received)
-		keel_info("node: connection from n%u/s%u ended after %llu messages (%s)", c->peer.node,
-			  c->peer.shard, (unsigned long long)nc->received,
-			  reason ? keel_strerror(reason) : "closed");
-	free(nc);
-	c->user = NULL;
+	while (g->committed + g->inflight < g->a->target && g->inflight < INFLIGHT) {
+		char buf[64];
+		int n = snprintf(buf, sizeof(buf), "n%u-g%u-t%" PRIu64 "-%u", g->a->cfg.node_id, g->id,
+				 g->term, g->seq);
+		int rc = keel_rlog_propose(g->log, buf, (size_t)n, proposal_done, g);
+		if (rc < 0) {
+			if (rc != KEEL_ENOTLEADER && rc != KEEL_EBUSY)
+				keel_info("node: group %u: propose: %s", g->id, keel_strerror(rc));
+			return;
+		}
+		g->seq++;
+		g->inflight++;
+	}
 }
 
-static void node_recv(struct keel_transport *t, struct keel_conn *c, const struct keel_msg *m)
+static void sm_leader(void *arg, uint32_t leader, uint64_t epoch, bool self)
 {
-	struct node_shard *ns = t->user;
-	struct node_conn *nc = c->user;
-	if (!nc)
-		return;
+	struct ngroup *g = arg;
+	g->leader = self;
+	g->term = epoch;
+	if (self)
+		keel_info("node: group %u: leader, term %" PRIu64, g->id, epoch);
+	else if (leader)
+		keel_info("node: group %u: follower of node %u, term %" PRIu64, g->id, leader, epoch);
+	if (self)
+		propose_more(g);
+}
+
+static void sm_error(void *arg, int code, const char *why)
+{
+	struct ngroup *g = arg;
+	fprintf(stderr, "keel node: group %u failed: %s (%s)\n", g->id, why, keel_strerror(code));
+	atomic_store(&g->a->failed, 1);
+	keel_node_stop(g->a->node);
+}
+
+/* ---- verified streams (cli/stream.h) ------------------------------------ */
+
+static struct speer *speer_of(struct nshard *ns, uint32_t node)
+{
+	for (size_t i = 0; i < ns->nstreams; i++)
+		if (ns->streams[i].node == node)
+			return &ns->streams[i];
+	struct speer *n = realloc(ns->streams, (ns->nstreams + 1) * sizeof(*n));
+	if (!n)
+		return NULL;
+	ns->streams = n;
+	n[ns->nstreams] = (struct speer){.node = node};
+	return &n[ns->nstreams++];
+}
+
+static void on_peer_up(void *arg, struct keel_endpoint *ep, uint32_t node)
+{
+	struct nshard *ns = arg;
+	(void)ep;
+	struct speer *s = speer_of(ns, node);
+	if (s)
+		*s = (struct speer){.node = node}; /* a new connection: a new stream */
+}
+
+static void on_data(void *arg, struct keel_endpoint *ep, const struct keel_node_msg *m)
+{
+	struct nshard *ns = arg;
+	(void)ep;
+	struct speer *s = speer_of(ns, m->from.node);
 	ns->msgs++;
 	ns->bytes += m->len;
-	switch (m->type) {
-	case STREAM_DATA: {
-		uint64_t seq = 0;
-		bool corrupt = stream_check(m->data, m->len, &seq) < 0;
-		if (corrupt || seq != nc->expect) {
-			if (nc->errors++ < 5)
-				keel_warn("node: stream from n%u/s%u: message %llu %s", c->peer.node,
-					  c->peer.shard, (unsigned long long)nc->expect,
-					  corrupt ? "corrupt" : "out of order");
-			ns->errors++;
+	if (!s)
+		return;
+	uint64_t seq = 0;
+	bool corrupt = stream_check(m->data, m->len, &seq) < 0;
+	if (corrupt || seq != s->expect) {
+		if (s->errors++ < 5)
+			keel_warn("node: stream from n%u/s%u: message %llu %s", m->from.node,
+				  m->from.shard, (unsigned long long)s->expect,
+				  corrupt ? "corrupt" : "out of order");
+		ns->errors++;
+	}
+	s->expect = corrupt ? s->expect + 1 : seq + 1;
+	s->received++;
+}
+
+static void on_done(void *arg, struct keel_endpoint *ep, const struct keel_node_msg *m)
+{
+	struct nshard *ns = arg;
+	struct speer *s = speer_of(ns, m->from.node);
+	if (!s)
+		return;
+	uint64_t count = m->len >= 8 ? keel_get_le64(m->data) : 0;
+	uint8_t rep[16];
+	keel_put_le64(rep, s->received);
+	keel_put_le64(rep + 8, s->errors);
+	if (count == s->received && s->errors == 0)
+		keel_info("node: stream of %llu messages from n%u/s%u verified: in order, checksums match",
+			  (unsigned long long)count, m->from.node, m->from.shard);
+	else
+		keel_warn("node: stream from n%u/s%u: sender says %llu, received %llu, %llu errors",
+			  m->from.node, m->from.shard, (unsigned long long)count,
+			  (unsigned long long)s->received, (unsigned long long)s->errors);
+	int rc = keel_endpoint_send(ep, m->from.node, ns->t_report, 0, rep, sizeof(rep));
+	if (rc < 0)
+		keel_warn("node: report to n%u: %s", m->from.node, keel_strerror(rc));
+	s->received = s->errors = s->expect = 0;
+}
+
+static void on_ping(void *arg, struct keel_endpoint *ep, const struct keel_node_msg *m)
+{
+	struct nshard *ns = arg;
+	keel_endpoint_send(ep, m->from.node, ns->t_ping, 0, m->data, m->len);
+}
+
+/* ---- status ------------------------------------------------------------- */
+
+static void fmt_members(char *buf, size_t cap, const struct keel_rlog_status *st, bool voters)
+{
+	size_t k = 0;
+	buf[0] = 0;
+	for (uint32_t i = 0; i < st->n_members && k < cap; i++)
+		if (st->members[i].voter == voters)
+			k += (size_t)snprintf(buf + k, cap - k, "%s%u", k ? "," : "",
+					      st->members[i].node);
+}
+
+static void status_tick(struct keel_timer *t)
+{
+	struct nshard *ns = t->arg;
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	if (f) {
+		for (unsigned i = 0; i < ns->ngroups; i++) {
+			struct ngroup *g = ns->groups[i];
+			struct keel_rlog_status st;
+			keel_rlog_status(g->log, &st);
+			struct keel_rlog_stats ls;
+			keel_rlog_get_stats(g->log, &ls);
+			char v[128], l[128];
+			fmt_members(v, sizeof(v), &st, true);
+			fmt_members(l, sizeof(l), &st, false);
+			fprintf(f,
+				"group=%u node=%u shard=%u role=%s term=%" PRIu64 " leader=%u "
+				"commit=%" PRIu64 " applied=%" PRIu64 " last=%" PRIu64
+				" snapshot=%" PRIu64 " count=%" PRIu64 " sum=%016" PRIx64
+				" voters=%s learners=%s failed=%d committed=%u recovered_term=%" PRIu64
+				" recovered_last=%" PRIu64 " recovered_snapshot=%" PRIu64
+				" snapshots_taken=%" PRIu64 " snapshots_installed=%" PRIu64 "\n",
+				g->id, st.self, keel_endpoint_shard(ns->ep), keel_rlog_role_name(st.role),
+				st.epoch, st.leader, st.commit, st.applied, st.last_index,
+				st.snapshot_index, g->count, g->sum, v, l, st.failed ? 1 : 0,
+				g->committed, g->rec_term, g->rec_last, g->rec_snapshot,
+				ls.snapshots_taken, ls.snapshots_installed);
 		}
-		nc->expect = corrupt ? nc->expect + 1 : seq + 1;
-		nc->received++;
-		break;
+		fclose(f);
 	}
-	case STREAM_DONE: {
-		uint64_t count = 0;
-		if (m->len >= 8)
-			memcpy(&count, m->data, 8);
-		uint64_t rep[2] = {nc->received, nc->errors};
-		if (count == nc->received && nc->errors == 0)
-			keel_info("node: stream of %llu messages from n%u/s%u verified: in order, checksums match",
-				  (unsigned long long)count, c->peer.node, c->peer.shard);
-		else
-			keel_warn("node: stream from n%u/s%u: sender says %llu, received %llu, %llu errors",
-				  c->peer.node, c->peer.shard, (unsigned long long)count,
-				  (unsigned long long)nc->received, (unsigned long long)nc->errors);
-		int rc = keel_transport_send(c, STREAM_REPORT, rep, sizeof(rep));
-		if (rc < 0)
-			keel_warn("node: report to n%u: %s", c->peer.node, keel_strerror(rc));
-		nc->received = nc->errors = nc->expect = 0;
-		break;
+	pthread_mutex_lock(&ns->mu);
+	free(ns->status);
+	ns->status = buf;
+	ns->status_len = buf ? len : 0;
+	pthread_mutex_unlock(&ns->mu);
+	keel_clock_arm(keel_endpoint_clock(ns->ep), &ns->status_timer, ns->a->status_ms * 1000000u);
+}
+
+static void write_status(struct app *a, bool up)
+{
+	if (!a->status_path)
+		return;
+	char tmp[600];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", a->status_path);
+	FILE *f = fopen(tmp, "w");
+	if (!f)
+		return;
+	fprintf(f, "node=%u shards=%u groups=%u pid=%d up=%d\n", a->cfg.node_id, a->nshards,
+		a->ngroups, (int)getpid(), up ? 1 : 0);
+	for (unsigned s = 0; s < a->nshards; s++) {
+		struct nshard *ns = &a->shards[s];
+		pthread_mutex_lock(&ns->mu);
+		if (ns->status)
+			fwrite(ns->status, 1, ns->status_len, f);
+		pthread_mutex_unlock(&ns->mu);
 	}
-	case STREAM_PING: {
-		struct keel_send_buf *b;
-		if (keel_transport_alloc(c, m->len, &b) == 0) {
-			memcpy(b->data, m->data, m->len);
-			b->len = m->len;
-			b->type = STREAM_PING;
-			keel_transport_send_buf(c, b);
+	if (fclose(f) == 0)
+		rename(tmp, a->status_path);
+}
+
+static void *status_writer(void *arg)
+{
+	struct app *a = arg;
+	while (!atomic_load(&a->done)) {
+		write_status(a, true);
+		struct timespec ts = {(time_t)(a->status_ms / 1000),
+				      (long)(a->status_ms % 1000) * 1000000};
+		nanosleep(&ts, NULL);
+	}
+	return NULL;
+}
+
+/* ---- shards ------------------------------------------------------------- */
+
+static int shard_start(void *arg, struct keel_node *node, struct keel_endpoint *ep, char *err)
+{
+	struct app *a = arg;
+	(void)node;
+	unsigned s = keel_endpoint_shard(ep);
+	struct nshard *ns = &a->shards[s];
+	ns->ep = ep;
+	ns->t_report = (uint16_t)keel_msg_type_id("stream.report");
+	ns->t_ping = (uint16_t)keel_msg_type_id("stream.ping");
+	struct keel_endpoint_listener l = {.peer_up = on_peer_up, .arg = ns};
+	int rc = keel_endpoint_listen(ep, &l);
+	if (rc >= 0)
+		rc = keel_endpoint_handle(ep, "stream.data", on_data, ns);
+	if (rc >= 0)
+		rc = keel_endpoint_handle(ep, "stream.done", on_done, ns);
+	if (rc >= 0)
+		rc = keel_endpoint_handle(ep, "stream.ping", on_ping, ns);
+	if (rc < 0)
+		return keel_errmsg_set(err, rc, "node: shard %u: handlers", s);
+	for (unsigned i = 0; i < ns->ngroups; i++) {
+		struct ngroup *g = ns->groups[i];
+		struct keel_rlog_config lc;
+		keel_rlog_settings_config(&a->log, g->id, g->dir, sizeof(g->dir), &lc);
+		lc.ep = ep;
+		lc.sm = (struct keel_rlog_sm){.apply = sm_apply, .snapshot = sm_snapshot,
+					      .restore = sm_restore, .on_leader = sm_leader,
+					      .on_error = sm_error, .arg = g};
+		char e2[KEEL_ERRMSG_LEN];
+		rc = keel_rlog_open(&lc, &g->log, e2);
+		if (rc < 0) {
+			/* the hooks' stop will not run for this shard: undo */
+			for (unsigned j = 0; j < i; j++) {
+				keel_rlog_close(ns->groups[j]->log);
+				ns->groups[j]->log = NULL;
+			}
+			return keel_errmsg_set(err, rc, "group %u: %s", g->id, e2);
 		}
-		break;
+		/* Before the shard's loop runs: nothing learnt from a peer yet. */
+		struct keel_rlog_status st;
+		keel_rlog_status(g->log, &st);
+		g->rec_term = st.epoch;
+		g->rec_last = st.last_index;
+		g->rec_snapshot = st.snapshot_index;
 	}
-	default:
-		break;
+	if (a->status_path) {
+		keel_timer_init(&ns->status_timer, status_tick, ns);
+		keel_clock_arm(keel_endpoint_clock(ep), &ns->status_timer, 0);
 	}
+	return 0;
 }
 
-static const struct keel_transport_handlers node_handlers = {
-	.on_conn_up = node_up,
-	.on_recv = node_recv,
-	.on_conn_down = node_down,
-};
-
-static void node_shard_init(struct keel_shard *shard, void *arg)
+static void shard_stop(void *arg, struct keel_node *node, struct keel_endpoint *ep)
 {
-	struct node *n = arg;
-	unsigned id = keel_shard_id(shard);
-	struct node_shard *ns = &n->shards[id];
-	struct keel_transport_config tc;
-	keel_node_config_transport(&n->cfg, id, &tc);
-	tc.shards = keel_shard_count(shard);
-	tc.handlers = &node_handlers;
-	tc.user = ns;
-	tc.shard = shard;
-	char err[KEEL_ERRMSG_LEN];
-	int rc = keel_transport_open(n->cfg.transport, &tc, &ns->t, err);
-	if (rc == 0)
-		rc = keel_transport_listen(ns->t);
-	if (rc < 0) {
-		keel_error("node: shard %u: %s", id, ns->t ? ns->t->errmsg : err);
-		atomic_store(&n->failed, 1);
-		keel_runtime_stop(keel_shard_runtime(shard));
+	struct app *a = arg;
+	(void)node;
+	struct nshard *ns = &a->shards[keel_endpoint_shard(ep)];
+	if (a->status_path) { /* else the timer was never set up */
+		keel_clock_cancel(keel_endpoint_clock(ep), &ns->status_timer);
+		status_tick(&ns->status_timer); /* the last state, for the final file */
+		keel_clock_cancel(keel_endpoint_clock(ep), &ns->status_timer);
 	}
-}
-
-static void node_shard_fini(struct keel_shard *shard, void *arg)
-{
-	struct node *n = arg;
-	struct node_shard *ns = &n->shards[keel_shard_id(shard)];
-	keel_transport_close(ns->t);
-	ns->t = NULL;
-	while (ns->open) {
-		struct node_conn *nc = ns->open;
-		ns->open = nc->next;
-		free(nc);
+	for (unsigned i = 0; i < ns->ngroups; i++) {
+		struct ngroup *g = ns->groups[i];
+		if (!g->log)
+			continue;
+		struct keel_rlog_stats st;
+		keel_rlog_get_stats(g->log, &st);
+		keel_info("node: group %u: sent %" PRIu64 ", received %" PRIu64 ", dropped %" PRIu64
+			  ", bad %" PRIu64 ", WAL batches %" PRIu64 ", snapshots taken %" PRIu64
+			  ", installed %" PRIu64,
+			  g->id, st.msgs_sent, st.msgs_received, st.msgs_dropped, st.bad_msgs,
+			  st.wal_batches, st.snapshots_taken, st.snapshots_installed);
+		keel_rlog_close(g->log);
+		g->log = NULL;
 	}
-}
-
-static void node_usage(FILE *f)
-{
-	fprintf(f, "usage: keel node --config FILE [--poll]\n"
-		   "  runs a node: its shards listen on the configured address (port + shard),\n"
-		   "  authenticate peers with the cluster secret, and check the message streams\n"
-		   "  that `keel send` produces. SIGINT/SIGTERM stop it.\n"
-		   "  --poll   busy-poll instead of sleeping in io_uring (lowest latency)\n");
+	free(ns->streams);
+	ns->streams = NULL;
+	ns->nstreams = 0;
 }
 
 int keel_cmd_node(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"config", required_argument, NULL, 'c'},
-		{"poll", no_argument, NULL, 'p'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	const char *path = NULL, *status_path = NULL, *cpuset = NULL;
+	bool busy = false, overcommit = false;
+	uint32_t target = 0;
+	uint64_t status_ms = 200;
+	const struct keel_opt opts[] = {
+		{"config", 'c', KEEL_OPT_STR, &path, .arg = "FILE",
+		 .help = "this node's configuration file", .flags = KEEL_OPT_REQUIRED},
+		{"status-file", 0, KEEL_OPT_STR, &status_path, .arg = "PATH",
+		 .help = "rewrite PATH with a key=value line per group every --status-ms"},
+		{"status-ms", 0, KEEL_OPT_MS, &status_ms, 10, 60000, "MS",
+		 "how often the status file is rewritten"},
+		{"propose", 0, KEEL_OPT_U32, &target, 0, 100000000, "N",
+		 "while leading a group, propose test entries until N of this\n"
+		 "node's own have committed in it (a load for tests and the demo)"},
+		{"cpuset", 0, KEEL_OPT_STR, &cpuset, .arg = "LIST",
+		 .help = "run the shards on these CPUs (cpuset(7) list)"},
+		{"overcommit", 0, KEEL_OPT_FLAG, &overcommit,
+		 .help = "allow more shards than cores"},
+		{"busy-poll", 0, KEEL_OPT_FLAG, &busy,
+		 .help = "busy-poll instead of sleeping in the reactor (lowest latency)"},
+		{"poll", 0, KEEL_OPT_FLAG, &busy, .flags = KEEL_OPT_HIDDEN},
+		{0},
 	};
-	const char *path = NULL;
-	bool poll = false;
-	int o;
-	while ((o = getopt_long(argc, argv, "c:ph", opts, NULL)) != -1) {
-		switch (o) {
-		case 'c':
-			path = optarg;
-			break;
-		case 'p':
-			poll = true;
-			break;
-		case 'h':
-			node_usage(stdout);
-			return 0;
-		default:
-			node_usage(stderr);
-			return 2;
+	const struct keel_cmd_spec spec = {
+		"node", "--config FILE [options]",
+		"  runs a node: its shards (one per core, or [node] shards), the peer mesh on\n"
+		"  the configured transport, and the [log] section's replicated-log groups\n"
+		"  (group g on shard g mod S; a test counter as state machine until the KV\n"
+		"  service lands). Answers `keel send` streams. SIGINT/SIGTERM stop it.",
+		opts};
+	int st = keel_opt_parse(&spec, argc, argv, NULL);
+	if (st != KEEL_OPT_RUN)
+		return st;
+	struct app *a = calloc(1, sizeof(*a));
+	if (!a)
+		return 1;
+	a->target = target;
+	a->status_path = status_path;
+	a->status_ms = status_ms;
+	char err[KEEL_ERRMSG_LEN];
+	int ret = 1;
+	if (keel_node_config_load(path, &a->cfg, err) < 0 ||
+	    keel_node_config_validate(&a->cfg, err) < 0 ||
+	    keel_rlog_settings_load(&a->cfg, &a->log, err) < 0) {
+		fprintf(stderr, "keel node: %s\n", err);
+		keel_node_config_free(&a->cfg);
+		free(a);
+		return 1;
+	}
+	keel_log_set_node((int)a->cfg.node_id);
+	struct keel_node_options o = {.cpuset = cpuset, .overcommit = overcommit, .busy_poll = busy};
+	if (keel_node_create(&a->cfg, &o, &a->node, err) < 0) {
+		fprintf(stderr, "keel node: %s\n", err);
+		keel_node_config_free(&a->cfg);
+		free(a);
+		return 1;
+	}
+	a->nshards = keel_node_shard_count(a->node);
+	a->ngroups = a->log.groups ? a->log.groups : a->nshards;
+	a->shards = aligned_alloc(KEEL_CACHELINE, sizeof(*a->shards) * a->nshards);
+	a->groups = calloc(a->ngroups, sizeof(*a->groups));
+	if (!a->shards || !a->groups)
+		goto out;
+	memset(a->shards, 0, sizeof(*a->shards) * a->nshards);
+	for (unsigned s = 0; s < a->nshards; s++) {
+		a->shards[s].a = a;
+		pthread_mutex_init(&a->shards[s].mu, NULL);
+		a->shards[s].groups = calloc(a->ngroups / a->nshards + 1, sizeof(struct ngroup *));
+		if (!a->shards[s].groups)
+			goto out;
+	}
+	for (unsigned g = 0; g < a->ngroups; g++) {
+		struct ngroup *gr = &a->groups[g];
+		gr->a = a;
+		gr->id = g;
+		struct nshard *ns = &a->shards[g % a->nshards];
+		ns->groups[ns->ngroups++] = gr;
+	}
+	keel_info("node %u of cluster %llu: %u shards, %u %s groups, transport %s, data %s",
+		  a->cfg.node_id, (unsigned long long)a->cfg.cluster_id, a->nshards, a->ngroups,
+		  a->log.protocol, a->cfg.transport, a->log.dir);
+	keel_node_stop_on_signals(a->node);
+	struct keel_node_hooks h = {.start = shard_start, .stop = shard_stop, .arg = a};
+	pthread_t writer;
+	bool have_writer = false;
+	int rc = keel_node_start(a->node, &h, err);
+	if (rc < 0) {
+		fprintf(stderr, "keel node: %s\n", err);
+		goto out;
+	}
+	keel_info("node %u listening on %s:%u+shard", a->cfg.node_id, a->cfg.listen_host,
+		  a->cfg.listen_port);
+	if (a->status_path && pthread_create(&writer, NULL, status_writer, a) == 0)
+		have_writer = true;
+	rc = keel_node_wait(a->node);
+	atomic_store(&a->done, true);
+	if (have_writer)
+		pthread_join(writer, NULL);
+	write_status(a, false);
+	uint64_t msgs = 0, errors = 0;
+	for (unsigned s = 0; s < a->nshards; s++) {
+		msgs += a->shards[s].msgs;
+		errors += a->shards[s].errors;
+	}
+	keel_info("node %u stopped: %llu stream messages, %llu stream errors", a->cfg.node_id,
+		  (unsigned long long)msgs, (unsigned long long)errors);
+	ret = rc < 0 || atomic_load(&a->failed) ? 1 : 0;
+out:
+	keel_node_destroy(a->node);
+	if (a->shards) {
+		for (unsigned s = 0; s < a->nshards; s++) {
+			free(a->shards[s].groups);
+			free(a->shards[s].status);
+			pthread_mutex_destroy(&a->shards[s].mu);
 		}
 	}
-	if (!path) {
-		node_usage(stderr);
-		return 2;
-	}
-	struct node n = {0};
-	char err[KEEL_ERRMSG_LEN];
-	int rc = keel_node_config_load(path, &n.cfg, err);
-	if (rc < 0) {
-		fprintf(stderr, "keel node: %s\n", err);
-		return 1;
-	}
-	keel_log_set_node((int)n.cfg.node_id);
-	struct keel_runtime_config rc_cfg = {
-		.nshards = n.cfg.shards,
-		.idle = poll ? KEEL_IDLE_BUSY_POLL : KEEL_IDLE_SLEEP,
-		.node_id = (int)n.cfg.node_id,
-		.overcommit = true,
-	};
-	rc = keel_runtime_create(&rc_cfg, &n.rt, err);
-	if (rc < 0) {
-		fprintf(stderr, "keel node: %s\n", err);
-		keel_node_config_free(&n.cfg);
-		return 1;
-	}
-	unsigned shards = keel_runtime_shard_count(n.rt);
-	/* struct node_shard is cache-line aligned: calloc only promises 16 B
-	 * (UBSan reported the misaligned access under ASan's allocator). */
-	n.shards = aligned_alloc(KEEL_CACHELINE, (size_t)shards * sizeof(*n.shards));
-	if (n.shards)
-		memset(n.shards, 0, (size_t)shards * sizeof(*n.shards));
-	keel_runtime_stop_on_signals(n.rt);
-	keel_info("node %u of cluster %llu: %u shards, transport %s, listening on %s:%u+shard",
-		  n.cfg.node_id, (unsigned long long)n.cfg.cluster_id, shards, n.cfg.transport,
-		  n.cfg.listen_host, n.cfg.listen_port);
-	rc = keel_runtime_run(n.rt, node_shard_init, node_shard_fini, &n);
-	if (rc < 0)
-		fprintf(stderr, "keel node: %s\n", keel_runtime_errmsg(n.rt));
-	uint64_t msgs = 0, bytes = 0, errors = 0;
-	for (unsigned i = 0; i < shards; i++) {
-		msgs += n.shards[i].msgs;
-		bytes += n.shards[i].bytes;
-		errors += n.shards[i].errors;
-	}
-	keel_info("node %u stopped: %llu messages, %llu bytes received, %llu stream errors",
-		  n.cfg.node_id, (unsigned long long)msgs, (unsigned long long)bytes,
-		  (unsigned long long)errors);
-	keel_runtime_destroy(n.rt);
-	free(n.shards);
-	keel_node_config_free(&n.cfg);
-	return rc < 0 || atomic_load(&n.failed) ? 1 : 0;
+	free(a->shards);
+	free(a->groups);
+	keel_node_config_free(&a->cfg);
+	free(a);
+	return ret;
 }

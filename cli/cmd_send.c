@@ -1,10 +1,18 @@
-/* keel send --config FILE --to NODE: dials every shard of NODE from the
- * same shard here and sends a verified stream (cli/stream.h) of --count
- * messages of random sizes in total, then asks the receiver for its report:
- * exit 0 only if every message arrived once, in order, intact. With
- * --retry-ms, a connection that cannot be made or breaks is dialled again
- * with exponential backoff (the stream restarts on the new connection)
- * until the deadline; a peer that fails authentication is never retried. */
+/* keel send --config FILE --to NODE: runs as the node of FILE for a while
+ * (keel/node.h: its shards, one endpoint per shard on the peer mesh) and
+ * sends, from every shard, a verified stream (cli/stream.h) of --count
+ * messages of random sizes in total to the same shard of NODE, then asks
+ * the receiver for its report: exit 0 only if every message arrived once,
+ * in order, intact.
+ *
+ * The endpoint does the connecting: the mesh has the higher id dial, so
+ * NODE must have a lower id than FILE's node (a higher one would have to
+ * dial us; we refuse it up front), and of FILE's [peers] only NODE is kept,
+ * so no other peer is dialled. The endpoint redials with backoff whenever
+ * a connection fails or breaks, and reports each failure in peer_down;
+ * here that ends the run unless --retry-ms allows another try (the stream
+ * restarts on the new connection, as the receiver's does). A peer that
+ * refuses our secret (KEEL_EAUTH) or speaks nonsense is never retried. */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,30 +21,31 @@
 #include "cli/cli.h"
 #include "cli/stream.h"
 #include "keel/config.h"
+#include "keel/node.h"
 #include "keel/runtime.h"
-#include "keel/transport.h"
+
+/* Message types of the node layer's table (node/msgtypes.c). */
+static uint16_t stream_t_data, stream_t_done;
 
 struct send_run;
 
 struct send_shard {
 	struct send_run *run;
-	struct keel_shard *shard;
-	struct keel_transport *t;
-	struct keel_conn *c;
+	struct keel_endpoint *ep;
+	unsigned id;
 	bool up;
 	uint64_t count;   /* this shard's share */
 	uint64_t next;    /* next seq to send on the current connection */
 	bool done_sent, finished;
-	uint32_t attempt;
 	uint64_t rng;
-	struct keel_timer retry;
+	struct keel_timer deadline;
 	uint64_t bytes;
 	uint64_t reconnects;
 } KEEL_CACHE_ALIGNED;
 
 struct send_run {
 	struct keel_node_config cfg;
-	struct keel_runtime *rt;
+	struct keel_node *node;
 	struct send_shard *shards;
 	uint32_t to;
 	uint64_t count;
@@ -54,7 +63,12 @@ static void send_fail(struct send_shard *s, int rc)
 	struct send_run *r = s->run;
 	int zero = 0;
 	atomic_compare_exchange_strong(&r->result, &zero, rc);
-	keel_runtime_stop(r->rt);
+	keel_node_stop(r->node);
+}
+
+static bool stopping(const struct send_run *r)
+{
+	return keel_runtime_stopping(keel_node_runtime(r->node));
 }
 
 static void pump(struct send_shard *s)
@@ -63,166 +77,163 @@ static void pump(struct send_shard *s)
 	while (s->up && s->next < s->count) {
 		uint32_t span = r->max_size > STREAM_HDR ? r->max_size - STREAM_HDR + 1 : 1;
 		uint32_t len = STREAM_HDR + (uint32_t)(stream_splitmix(&s->rng) % span);
-		struct keel_send_buf *b;
-		int rc = keel_transport_alloc(s->c, len, &b);
-		if (rc == KEEL_EFULL)
-			return; /* on_writable resumes */
+		struct keel_endpoint_buf b;
+		int rc = keel_endpoint_alloc(s->ep, r->to, stream_t_data, 0, len, &b);
+		if (rc == KEEL_EFULL || rc == KEEL_EUNAVAIL)
+			return; /* writable resumes; or peer_down follows */
 		if (rc < 0) {
-			keel_error("send: %s", keel_strerror(rc));
+			keel_error("send: shard %u: %s", s->id, keel_strerror(rc));
 			send_fail(s, rc);
 			return;
 		}
-		stream_fill(b->data, len, r->seed, s->next);
-		b->len = len;
-		b->type = STREAM_DATA;
-		keel_transport_send_buf(s->c, b);
+		stream_fill(b.data, len, r->seed, s->next);
+		b.len = len;
+		rc = keel_endpoint_send_buf(s->ep, &b);
+		if (rc == KEEL_EUNAVAIL)
+			return;
+		if (rc < 0) {
+			keel_error("send: shard %u: %s", s->id, keel_strerror(rc));
+			send_fail(s, rc);
+			return;
+		}
 		s->next++;
 		s->bytes += len;
 	}
 	if (s->up && !s->done_sent && s->next == s->count) {
-		int rc = keel_transport_send(s->c, STREAM_DONE, &s->count, sizeof(s->count));
-		if (rc == 0)
-			s->done_sent = true;
+		uint8_t n[8];
+		keel_put_le64(n, s->count);
+		if (keel_endpoint_send(s->ep, r->to, stream_t_done, 0, n, sizeof(n)) == 0)
+			s->done_sent = true; /* else: writable, or peer_down */
 	}
 }
 
-static void dial(struct send_shard *s)
+static void on_up(void *arg, struct keel_endpoint *ep, uint32_t node)
 {
-	struct send_run *r = s->run;
-	struct keel_addr to = {.node = r->to, .shard = keel_shard_id(s->shard)};
-	s->up = false;
+	struct send_shard *s = arg;
+	(void)ep;
+	if (node != s->run->to || s->finished)
+		return;
+	/* A new connection: a new stream (the receiver restarts its count). */
+	s->up = true;
 	s->next = 0;
 	s->done_sent = false;
-	int rc = keel_transport_connect(s->t, to, &s->c);
-	if (rc < 0) {
-		keel_error("send: %s", s->t->errmsg);
-		send_fail(s, rc);
-	}
-}
-
-static void retry_fire(struct keel_timer *tm)
-{
-	dial(tm->arg);
-}
-
-static void s_up(struct keel_transport *t, struct keel_conn *c)
-{
-	struct send_shard *s = t->user;
-	s->up = true;
-	s->attempt = 0;
 	pump(s);
 }
 
-static void s_writable(struct keel_transport *t, struct keel_conn *c)
+static void on_writable(void *arg, struct keel_endpoint *ep, uint32_t node)
 {
-	pump(t->user);
+	struct send_shard *s = arg;
+	(void)ep;
+	if (node == s->run->to)
+		pump(s);
 }
 
-static void s_down(struct keel_transport *t, struct keel_conn *c, int reason)
+static void on_down(void *arg, struct keel_endpoint *ep, uint32_t node, int reason)
 {
-	struct send_shard *s = t->user;
+	struct send_shard *s = arg;
 	struct send_run *r = s->run;
+	(void)ep;
+	if (node != r->to)
+		return;
 	bool was_up = s->up;
 	s->up = false;
-	s->c = NULL;
-	if (s->finished || keel_runtime_stopping(r->rt))
+	if (s->finished || stopping(r))
 		return;
 	if (reason == KEEL_EAUTH || reason == KEEL_EPROTO) {
-		keel_error("send: shard %u refused by node %u: %s", keel_shard_id(s->shard), r->to,
-			   t->errmsg[0] ? t->errmsg : keel_strerror(reason));
+		keel_error("send: shard %u refused by node %u: %s (not retried)", s->id, r->to,
+			   keel_strerror(reason));
 		send_fail(s, reason);
 		return;
 	}
+	const char *what = was_up ? "broke mid-stream" : "failed";
 	uint64_t now = keel_now_ns();
 	if (now >= r->retry_deadline_ns) {
-		keel_error("send: shard %u: connection to node %u %s: %s", keel_shard_id(s->shard),
-			   r->to, was_up ? "broke mid-stream" : "failed", keel_strerror(reason));
+		keel_error("send: shard %u: connection to node %u %s: %s", s->id, r->to, what,
+			   keel_strerror(reason));
 		send_fail(s, reason ? reason : KEEL_ECLOSED);
 		return;
 	}
-	uint32_t ms = keel_transport_backoff_ms(s->attempt++, 50, 1000, stream_splitmix(&s->rng));
-	keel_info("send: shard %u: connection to node %u %s (%s); redialling in %u ms",
-		  keel_shard_id(s->shard), r->to, was_up ? "broke mid-stream" : "failed",
-		  keel_strerror(reason), ms);
 	s->reconnects++;
-	keel_timer_arm(s->shard, &s->retry, (uint64_t)ms * 1000000u);
+	keel_info("send: shard %u: connection to node %u %s (%s); redialling with backoff "
+		  "(%.1f s of --retry-ms left)",
+		  s->id, r->to, what, keel_strerror(reason),
+		  (double)(r->retry_deadline_ns - now) / 1e9);
 }
 
-static void s_recv(struct keel_transport *t, struct keel_conn *c, const struct keel_msg *m)
+static void on_report(void *arg, struct keel_endpoint *ep, const struct keel_node_msg *m)
 {
-	struct send_shard *s = t->user;
+	struct send_shard *s = arg;
 	struct send_run *r = s->run;
-	if (m->type != STREAM_REPORT || m->len < 16)
+	(void)ep;
+	if (m->from.node != r->to || m->len < 16 || s->finished)
 		return;
-	uint64_t rep[2];
-	memcpy(rep, m->data, sizeof(rep));
-	if (rep[0] != s->count || rep[1] != 0) {
+	uint64_t received = keel_get_le64(m->data);
+	uint64_t errors = keel_get_le64((const uint8_t *)m->data + 8);
+	if (received != s->count || errors != 0) {
 		keel_error("send: node %u shard %u received %llu of %llu messages, %llu errors",
-			   r->to, keel_shard_id(s->shard), (unsigned long long)rep[0],
-			   (unsigned long long)s->count, (unsigned long long)rep[1]);
+			   r->to, s->id, (unsigned long long)received,
+			   (unsigned long long)s->count, (unsigned long long)errors);
 		send_fail(s, KEEL_ECORRUPT);
 		return;
 	}
 	s->finished = true;
-	keel_transport_close_conn(c);
 	if (atomic_fetch_add(&r->finished, 1) + 1 == r->nshards)
-		keel_runtime_stop(r->rt);
+		keel_node_stop(r->node);
 }
-
-static const struct keel_transport_handlers send_handlers = {
-	.on_conn_up = s_up,
-	.on_recv = s_recv,
-	.on_conn_down = s_down,
-	.on_writable = s_writable,
-};
 
 static void deadline_fire(struct keel_timer *tm)
 {
 	struct send_shard *s = tm->arg;
 	keel_error("send: shard %u: deadline passed (%llu of %llu messages sent on this connection)",
-		   keel_shard_id(s->shard), (unsigned long long)s->next,
-		   (unsigned long long)s->count);
+		   s->id, (unsigned long long)s->next, (unsigned long long)s->count);
 	send_fail(s, KEEL_ETIMEOUT);
 }
 
-static struct keel_timer *deadline_timers;
-
-static void send_shard_init(struct keel_shard *shard, void *arg)
+static int shard_start(void *arg, struct keel_node *n, struct keel_endpoint *ep, char *err)
 {
 	struct send_run *r = arg;
-	unsigned id = keel_shard_id(shard);
+	(void)n;
+	unsigned id = keel_endpoint_shard(ep);
 	struct send_shard *s = &r->shards[id];
 	s->run = r;
-	s->shard = shard;
+	s->ep = ep;
+	s->id = id;
 	s->count = r->count / r->nshards + (id < r->count % r->nshards ? 1 : 0);
 	s->rng = r->seed * 0x9e3779b97f4a7c15ull + id + 1;
-	keel_timer_init(&s->retry, retry_fire, s);
-	keel_timer_init(&deadline_timers[id], deadline_fire, s);
-	keel_timer_arm(shard, &deadline_timers[id], r->deadline_ns - keel_now_ns());
-	struct keel_transport_config tc;
-	keel_node_config_transport(&r->cfg, id, &tc);
-	tc.shards = r->nshards;
-	tc.handlers = &send_handlers;
-	tc.user = s;
-	tc.shard = shard;
-	char err[KEEL_ERRMSG_LEN];
-	int rc = keel_transport_open(r->cfg.transport, &tc, &s->t, err);
-	if (rc < 0) {
-		keel_error("send: shard %u: %s", id, err);
-		send_fail(s, rc);
-		return;
-	}
-	dial(s);
+	struct keel_endpoint_listener l = {
+		.peer_up = on_up, .peer_down = on_down, .writable = on_writable, .arg = s};
+	int rc = keel_endpoint_listen(ep, &l);
+	if (rc >= 0)
+		rc = keel_endpoint_handle(ep, "stream.report", on_report, s);
+	if (rc < 0)
+		return keel_errmsg_set(err, rc, "send: shard %u: handlers", id);
+	keel_timer_init(&s->deadline, deadline_fire, s);
+	uint64_t now = keel_now_ns();
+	keel_clock_arm(keel_endpoint_clock(ep), &s->deadline,
+		       r->deadline_ns > now ? r->deadline_ns - now : 0);
+	return 0;
 }
 
-static void send_shard_fini(struct keel_shard *shard, void *arg)
+static void shard_stop(void *arg, struct keel_node *n, struct keel_endpoint *ep)
 {
 	struct send_run *r = arg;
-	struct send_shard *s = &r->shards[keel_shard_id(shard)];
-	keel_timer_cancel(shard, &s->retry);
-	keel_timer_cancel(shard, &deadline_timers[keel_shard_id(shard)]);
-	keel_transport_close(s->t);
-	s->t = NULL;
+	(void)n;
+	keel_clock_cancel(keel_endpoint_clock(ep), &r->shards[keel_endpoint_shard(ep)].deadline);
+}
+
+/* Keeps only this node and `to` in cfg's [peers]: the endpoint then dials
+ * `to` alone, and accepts nobody else. */
+static void keep_peers(struct keel_node_config *cfg, uint32_t to)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < cfg->npeers; i++) {
+		if (cfg->peers[i].node != to && cfg->peers[i].node != cfg->node_id)
+			continue;
+		cfg->peers[k] = cfg->peers[i];
+		cfg->peer_lines[k] = cfg->peer_lines[i];
+		k++;
+	}
+	cfg->npeers = k;
 }
 
 int keel_cmd_send(int argc, char **argv)
@@ -234,7 +245,9 @@ int keel_cmd_send(int argc, char **argv)
 		{"config", 'c', KEEL_OPT_STR, &path, .arg = "FILE",
 		 .help = "this node's configuration file", .flags = KEEL_OPT_REQUIRED},
 		{"to", 't', KEEL_OPT_U32, &r.to, 1, UINT32_MAX, "NODE",
-		 "the node to send to, one of [peers]", .flags = KEEL_OPT_REQUIRED},
+		 "the node to send to: one of [peers] with a lower id than\n"
+		 "this node's (on the mesh the higher id dials)",
+		 .flags = KEEL_OPT_REQUIRED},
 		{"count", 'n', KEEL_OPT_U64, &r.count, 1, 1000000000, "N", "messages in total"},
 		{"max-size", 's', KEEL_OPT_SIZE, &max_size, STREAM_HDR, KEEL_TRANSPORT_MAX_FRAME_LIMIT,
 		 "BYTES", "largest message, at most [node] max_frame"},
@@ -252,10 +265,16 @@ int keel_cmd_send(int argc, char **argv)
 		.about = "  sends a verified stream of N messages of random sizes from every shard\n"
 			 "  here to the same shard of NODE, which checks order and checksums; exits\n"
 			 "  0 when NODE confirms all of them, 3 when NODE refuses us (peer\n"
-			 "  authentication), 1 on any other failure.\n",
+			 "  authentication), 1 on any other failure.\n"
+			 "  It runs as FILE's node for the duration, on the peer mesh: it listens\n"
+			 "  on that node's address (so that node must not be running) and dials\n"
+			 "  NODE alone. On the mesh the higher id dials, so NODE must have a lower\n"
+			 "  id than FILE's node; to reach a higher id, send from its configuration.\n",
 		.opts = opts,
 	};
 	int st = keel_opt_parse(&spec, argc, argv, NULL);
+	stream_t_data = (uint16_t)keel_msg_type_id("stream.data");
+	stream_t_done = (uint16_t)keel_msg_type_id("stream.done");
 	if (st != KEEL_OPT_RUN)
 		return st;
 	r.max_size = (uint32_t)max_size;
@@ -265,37 +284,53 @@ int keel_cmd_send(int argc, char **argv)
 		keel_node_config_free(&r.cfg);
 		return 1;
 	}
-	if (r.to == r.cfg.node_id || !keel_node_config_peer(&r.cfg, r.to)) {
-		st = keel_opt_usage(&spec, "--to %u: %s", r.to,
-				    r.to == r.cfg.node_id ? "that is this node"
-							  : "not a node of the configuration's [peers]");
+	const char *bad = NULL;
+	char why[160];
+	if (r.to == r.cfg.node_id) {
+		bad = "that is this node";
+	} else if (!keel_node_config_peer(&r.cfg, r.to)) {
+		bad = "not a node of the configuration's [peers]";
+	} else if (r.to > r.cfg.node_id) {
+		snprintf(why, sizeof(why),
+			 "a higher id than this node's (%u): on the mesh node %u dials us, not we it; "
+			 "send from node %u's configuration instead",
+			 r.cfg.node_id, r.to, r.to);
+		bad = why;
+	}
+	if (bad) {
+		st = keel_opt_usage(&spec, "--to %u: %s", r.to, bad);
 		keel_node_config_free(&r.cfg);
 		return st;
 	}
+	keep_peers(&r.cfg, r.to);
 	if (r.max_size > r.cfg.max_frame)
 		r.max_size = r.cfg.max_frame;
 	keel_log_set_node((int)r.cfg.node_id);
-	struct keel_runtime_config rcfg = {
-		.nshards = r.cfg.shards,
-		.node_id = (int)r.cfg.node_id,
-		.overcommit = true,
-	};
-	if (keel_runtime_create(&rcfg, &r.rt, err) < 0) {
+	struct keel_node_options o = {.overcommit = true};
+	if (keel_node_create(&r.cfg, &o, &r.node, err) < 0) {
 		fprintf(stderr, "keel send: %s\n", err);
 		keel_node_config_free(&r.cfg);
 		return 1;
 	}
-	r.nshards = keel_runtime_shard_count(r.rt);
-	r.shards = calloc(r.nshards, sizeof(*r.shards));
-	deadline_timers = calloc(r.nshards, sizeof(*deadline_timers));
-	keel_runtime_stop_on_signals(r.rt);
+	r.nshards = keel_node_shard_count(r.node);
+	r.shards = aligned_alloc(KEEL_CACHELINE, sizeof(*r.shards) * r.nshards);
+	if (!r.shards) {
+		keel_node_destroy(r.node);
+		keel_node_config_free(&r.cfg);
+		return 1;
+	}
+	memset(r.shards, 0, sizeof(*r.shards) * r.nshards);
+	keel_node_stop_on_signals(r.node);
 	uint64_t t0 = keel_now_ns();
 	r.retry_deadline_ns = t0 + retry_ms * 1000000u;
 	r.deadline_ns = t0 + timeout_ms * 1000000u;
-	int rc = keel_runtime_run(r.rt, send_shard_init, send_shard_fini, &r);
+	struct keel_node_hooks h = {.start = shard_start, .stop = shard_stop, .arg = &r};
+	int rc = keel_node_start(r.node, &h, err);
+	if (rc == 0)
+		rc = keel_node_wait(r.node);
+	else
+		fprintf(stderr, "keel send: %s\n", err);
 	double secs = (double)(keel_now_ns() - t0) / 1e9;
-	if (rc < 0)
-		fprintf(stderr, "keel send: %s\n", keel_runtime_errmsg(r.rt));
 	int result = atomic_load(&r.result);
 	uint64_t bytes = 0, reconnects = 0;
 	for (unsigned i = 0; i < r.nshards; i++) {
@@ -303,13 +338,13 @@ int keel_cmd_send(int argc, char **argv)
 		reconnects += r.shards[i].reconnects;
 	}
 	int status = 0;
-	if (rc < 0) {
-		status = 1;
-	} else if (result == KEEL_EAUTH) {
+	if (result == KEEL_EAUTH) {
 		fprintf(stderr, "keel send: refused by node %u: peer authentication failed\n", r.to);
 		status = 3;
 	} else if (result < 0) {
 		fprintf(stderr, "keel send: failed: %s\n", keel_strerror(result));
+		status = 1;
+	} else if (rc < 0) {
 		status = 1;
 	} else if (atomic_load(&r.finished) != r.nshards) {
 		fprintf(stderr, "keel send: interrupted\n");
@@ -320,9 +355,8 @@ int keel_cmd_send(int argc, char **argv)
 		       (unsigned long long)r.count, (double)bytes / 1e6, r.to, r.nshards, secs,
 		       (double)r.count / secs, (unsigned long long)reconnects, r.to);
 	}
-	keel_runtime_destroy(r.rt);
+	keel_node_destroy(r.node);
 	free(r.shards);
-	free(deadline_timers);
 	keel_node_config_free(&r.cfg);
 	return status;
 }

@@ -27,8 +27,8 @@ static const struct keel_cmd commands[] = {
 	{"shards", keel_cmd_shards, "run pinned shards exchanging messages; print a summary"},
 	{"config", keel_cmd_config, "check a node configuration file (as keel node would)"},
 	{"node", keel_cmd_node, "run a node from its configuration file"},
+	{"cluster", keel_cmd_cluster, "run a local cluster on 127.0.0.1: up, status, down, restart"},
 	{"send", keel_cmd_send, "send a verified message stream to a node (tests, demo)"},
-	{"raft", keel_cmd_raft, "run a Raft group of the config's peers (group host), a replicated log"},
 	{"mr", keel_cmd_mr, "run map-reduce jobs (wordcount, grep, index, sort, or a job .so)"},
 };
 

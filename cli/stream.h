@@ -1,6 +1,6 @@
 /* The verified message stream `keel send` sends and `keel node` checks:
- * message types of the layer above the transport, used by the demo, the
- * integration tests and the transport benchmark.
+ * message types of the node layer's table, used by the demo and the
+ * integration tests.
  *
  *   STREAM_DATA    u64 seq, u64 hash, then filler bytes derived from
  *                  (seed, seq); hash = FNV-1a over the filler. The
@@ -16,12 +16,9 @@
 #include <stdint.h>
 #include <string.h>
 
-enum {
-	STREAM_DATA = 0x7101,
-	STREAM_DONE = 0x7102,
-	STREAM_REPORT = 0x7103,
-	STREAM_PING = 0x7104,
-};
+/* The message types are the node layer's "stream.data", "stream.done",
+ * "stream.report" and "stream.ping" (node/msgtypes.c): resolve them with
+ * keel_msg_type_id. */
 #define STREAM_HDR 16
 
 static inline uint64_t stream_splitmix(uint64_t *s)

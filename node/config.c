@@ -57,7 +57,9 @@ static const struct section_rule sections[] = {
 	{"mr", "data", NULL},      /* compute/mr_cluster.c */
 	/* Sections of layers on their way (ARCHITECTURE.md); each owner
 	 * replaces NULL with its keys when it lands. */
-	{"log", NULL, NULL},       /* consensus/: protocol = raft | paxos */
+	{"log", "protocol groups dir voters join tick_ms election_ticks heartbeat_ticks "
+		"request_timeout_ticks snapshot_every snapshot_keep segment_size wal_engine "
+		"wal_buffered", NULL}, /* consensus/group/rlog_settings.c */
 	{"raft", NULL, NULL},      /* consensus/raft */
 	{"paxos", NULL, NULL},     /* consensus/paxos */
 	{"kv", NULL, NULL},        /* services/kv */

@@ -1,19 +1,22 @@
-/* bench-group: the consensus group host (include/keel/group.h) end to end:
- * three groups in one process (three runtimes of one shard each), real TCP
- * on 127.0.0.1, real WALs (write + fdatasync) under --dir. Measured on the
- * leader's shard, from keel_group_propose to its callback (committed on a
- * quorum and applied here):
- *   - commit latency with one proposal in flight (64-byte entries), p50/p99;
- *   - throughput with --window proposals in flight (64-byte entries).
- * For scale, the same run measures one WAL append (write + fdatasync, one
- * 64-byte record) on the same filesystem: a commit cannot be faster than
- * the leader's own fdatasync. No peer runs the same job here (etcd is not
- * packaged for this machine's Debian), so the figures have no ratio.
+/* bench-group: the replicated log (include/keel/rlog.h, the Raft engine)
+ * end to end, on the node layer: three keel_node in one process, each with
+ * --shards shards, real TCP on 127.0.0.1, real WALs (write + fdatasync)
+ * under --dir, G groups with group g on shard g mod S (one WAL per group).
+ * Measured on each group's leader, from keel_rlog_propose to its callback
+ * (committed on a quorum and applied there):
+ *   - commit latency with one proposal in flight in one group, p50/p99;
+ *   - for each G in --groups: commits/s of all groups together and their
+ *     latency p50/p99, with --window proposals in flight in total, spread
+ *     evenly over the groups (so every G sees the same offered load, and
+ *     the figure shows what spreading it over groups, shards and WALs buys).
+ * For scale the run measures one WAL append (write + fdatasync, one record)
+ * on the same filesystem: a commit cannot be faster than the leader's own
+ * fdatasync. No peer runs the same job here (bench/kv compares with etcd).
  *
- *   bench-group [--quick] [--dir DIR] [--count N] [--seconds S] [--window W] */
+ *   bench-group [--quick] [--dir DIR] [--groups N[,N...]] [--shards S]
+ *               [--count N] [--seconds S] [--window W] */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,126 +25,183 @@
 #include <unistd.h>
 
 #include "keel/config.h"
-#include "keel/group.h"
+#include "keel/node.h"
+#include "keel/rlog.h"
 #include "keel/runtime.h"
 #include "keel/wal.h"
 
 #define PAYLOAD 64
+#define MAXG 64
 
-struct node {
-	unsigned id;
-	struct keel_node_config cfg;
-	struct keel_runtime *rt;
-	struct keel_group *g;
-	char wal[600];
-	atomic_int role, open_rc;
-	atomic_ullong applied;
-};
+struct bgroup;
 
-static struct node nodes[4];
-static char dir[512];
-static unsigned base;
-
-/* the driver's state, on the leader's shard */
+/* The driver of one group, on its leader's shard. */
 struct driver {
-	struct node *n;
-	uint64_t *lat;       /* latency mode: one per proposal */
+	struct bgroup *g;
+	uint64_t *lat;
+	size_t nlat, cap;
 	uint64_t want, done, failed, inflight, window;
-	uint64_t started_at, deadline, t_start;
+	uint64_t deadline;
 	atomic_int finished;
 	uint8_t payload[PAYLOAD];
 };
-static struct driver D;
 
-static void on_apply(void *arg, uint64_t index, uint64_t term, const void *data, size_t len)
+struct bgroup {
+	struct bnode *n;
+	unsigned id;
+	char dir[600];
+	struct keel_rlog *log;
+	atomic_int leading;
+	atomic_ullong applied;
+	struct driver d;
+};
+
+struct bnode {
+	unsigned id;
+	struct keel_node_config cfg;
+	struct keel_node *node;
+	struct bgroup g[MAXG];
+	unsigned ngroups;
+	atomic_int open_rc;
+};
+
+static struct bnode nodes[4];
+static char dir[512];
+static unsigned base, shards = 2;
+
+static void on_apply(void *arg, uint64_t index, const void *data, size_t len)
 {
 	(void)index;
-	(void)term;
 	(void)data;
 	(void)len;
-	struct node *n = arg;
-	atomic_fetch_add_explicit(&n->applied, 1, memory_order_relaxed);
+	struct bgroup *g = arg;
+	atomic_fetch_add_explicit(&g->applied, 1, memory_order_relaxed);
 }
 
-static void on_role(void *arg, enum keel_raft_role role, uint64_t term, uint64_t leader)
+static void on_leader(void *arg, uint32_t leader, uint64_t epoch, bool self)
 {
-	(void)term;
 	(void)leader;
-	struct node *n = arg;
-	atomic_store(&n->role, (int)role);
+	(void)epoch;
+	struct bgroup *g = arg;
+	atomic_store(&g->leading, self);
 }
 
-static void init(struct keel_shard *shard, void *arg)
+static int init(void *arg, struct keel_node *node, struct keel_endpoint *ep, char *errmsg)
 {
-	struct node *n = arg;
-	struct keel_wal_config wc = {.segment_size = 64ull << 20};
-	struct keel_group_config gc = {.shard = shard, .node = &n->cfg, .wal_dir = n->wal,
-				       .wal = &wc, .tick_ms = 50, .apply = on_apply,
-				       .on_role = on_role, .arg = n, .seed = n->id};
-	char err[KEEL_ERRMSG_LEN];
-	int rc = keel_group_open(&gc, &n->g, err);
-	if (rc < 0)
-		fprintf(stderr, "bench-group: node %u: %s\n", n->id, err);
-	atomic_store(&n->open_rc, rc);
+	(void)node;
+	struct bnode *n = arg;
+	static const struct keel_wal_config wc = {.segment_size = 64ull << 20};
+	unsigned s = keel_endpoint_shard(ep);
+	for (unsigned i = s; i < n->ngroups; i += keel_endpoint_nshards(ep)) {
+		struct bgroup *g = &n->g[i];
+		g->n = n;
+		g->id = i;
+		snprintf(g->dir, sizeof(g->dir), "%s/n%u/g%u", dir, n->id, i);
+		struct keel_rlog_config lc = {
+			.ep = ep, .group = i, .dir = g->dir, .wal = &wc, .tick_ms = 50,
+			.seed = n->id * 1000 + i,
+			.sm = {.apply = on_apply, .on_leader = on_leader, .arg = g},
+		};
+		int rc = keel_rlog_open(&lc, &g->log, errmsg);
+		if (rc < 0) {
+			atomic_store(&n->open_rc, rc);
+			return rc;
+		}
+	}
+	return 0;
 }
 
-static void fini(struct keel_shard *shard, void *arg)
+static void fini(void *arg, struct keel_node *node, struct keel_endpoint *ep)
 {
-	(void)shard;
-	struct node *n = arg;
-	keel_group_close(n->g);
-	n->g = NULL;
+	(void)node;
+	struct bnode *n = arg;
+	unsigned s = keel_endpoint_shard(ep);
+	for (unsigned i = s; i < n->ngroups; i += keel_endpoint_nshards(ep)) {
+		keel_rlog_close(n->g[i].log);
+		n->g[i].log = NULL;
+	}
 }
 
-static int start(struct node *n, unsigned id)
+static int start(struct bnode *n, unsigned id, unsigned ngroups)
 {
-	char text[512], err[KEEL_ERRMSG_LEN];
+	char text[600], err[KEEL_ERRMSG_LEN];
+	unsigned step = shards + 1;
 	snprintf(text, sizeof(text),
-		 "[node]\nid = %u\ncluster = 3\nlisten = 127.0.0.1:%u\nshards = 1\n"
+		 "[node]\nid = %u\ncluster = 3\nlisten = 127.0.0.1:%u\nshards = %u\n"
 		 "secret_file = secret\n[peers]\n1 = 127.0.0.1:%u\n2 = 127.0.0.1:%u\n"
 		 "3 = 127.0.0.1:%u\n",
-		 id, base + id * 4, base + 4, base + 8, base + 12);
+		 id, base + id * step, shards, base + step, base + 2 * step, base + 3 * step);
+	memset(n, 0, sizeof(*n));
 	n->id = id;
+	n->ngroups = ngroups;
 	if (keel_node_config_parse(text, "bench.ini", dir, &n->cfg, err) < 0) {
 		fprintf(stderr, "bench-group: %s\n", err);
 		return -1;
 	}
-	snprintf(n->wal, sizeof(n->wal), "%s/wal%u", dir, id);
 	/* Unpinned (a synthetic topology): three nodes on a 2-core machine must
-	 * not all be pinned to the first core. */
-	struct keel_runtime_config rc = {.nshards = 1, .synthetic_topology = "pack:1 core:1 pu:1",
-					 .node_id = (int)id};
-	if (keel_runtime_create(&rc, &n->rt, err) < 0 ||
-	    keel_runtime_start(n->rt, init, fini, n) < 0 || atomic_load(&n->open_rc) < 0) {
-		fprintf(stderr, "bench-group: node %u: %s\n", id, n->rt ? keel_runtime_errmsg(n->rt) : err);
+	 * not all be pinned to the same cores. */
+	char topo[64];
+	snprintf(topo, sizeof(topo), "pack:1 core:%u pu:1", shards);
+	struct keel_node_options o = {.synthetic_topology = topo};
+	const struct keel_node_hooks h = {.start = init, .stop = fini, .arg = n};
+	if (keel_node_create(&n->cfg, &o, &n->node, err) < 0 ||
+	    keel_node_start(n->node, &h, err) < 0) {
+		fprintf(stderr, "bench-group: node %u: %s\n", id, err);
 		return -1;
 	}
 	return 0;
 }
 
-static void propose_one(struct driver *d);
+static void stop_all(void)
+{
+	for (unsigned i = 1; i <= 3; i++) {
+		if (nodes[i].node) {
+			keel_node_stop(nodes[i].node);
+			keel_node_wait(nodes[i].node);
+			keel_node_destroy(nodes[i].node);
+			nodes[i].node = NULL;
+		}
+		if (nodes[i].cfg.secret)
+			keel_node_config_free(&nodes[i].cfg);
+	}
+}
+
+/* ---- the drivers, on the leaders' shards ------------------------------ */
+
+static void propose_more(struct driver *d);
 
 static void done(void *arg, int status, uint64_t index)
 {
 	(void)index;
 	struct driver *d = arg;
-	uint64_t now = keel_now_ns();
 	d->inflight--;
-	if (status == 0) {
-		if (d->lat && d->done < d->want)
-			d->lat[d->done] = now - d->started_at;
+	if (status == 0)
 		d->done++;
-	} else {
+	else
 		d->failed++;
-	}
-	propose_one(d);
+	propose_more(d);
 }
 
-static void propose_one(struct driver *d)
+struct pending {
+	struct driver *d;
+	uint64_t t0;
+};
+
+static void done_timed(void *arg, int status, uint64_t index)
+{
+	struct pending *p = arg;
+	struct driver *d = p->d;
+	if (status == 0 && d->nlat < d->cap)
+		d->lat[d->nlat++] = keel_now_ns() - p->t0;
+	free(p);
+	done(d, status, index);
+}
+
+static void propose_more(struct driver *d)
 {
 	for (;;) {
 		uint64_t now = keel_now_ns();
-		bool more = d->lat ? d->done + d->failed + d->inflight < d->want : now < d->deadline;
+		bool more = d->want ? d->done + d->failed + d->inflight < d->want : now < d->deadline;
 		if (!more || d->failed > 100) {
 			if (!d->inflight)
 				atomic_store(&d->finished, 1);
@@ -149,15 +209,19 @@ static void propose_one(struct driver *d)
 		}
 		if (d->inflight >= d->window)
 			return;
-		d->started_at = now;
-		memcpy(d->payload, &now, sizeof(now));
-		int rc = keel_group_propose(d->n->g, d->payload, PAYLOAD, done, d);
-		if (rc < 0) {
+		struct pending *p = malloc(sizeof(*p));
+		if (!p) {
 			d->failed++;
-			if (!d->inflight) {
+			continue;
+		}
+		*p = (struct pending){d, now};
+		memcpy(d->payload, &now, sizeof(now));
+		int rc = keel_rlog_propose(d->g->log, d->payload, PAYLOAD, done_timed, p);
+		if (rc < 0) {
+			free(p);
+			d->failed++;
+			if (!d->inflight)
 				atomic_store(&d->finished, 1);
-				return;
-			}
 			return;
 		}
 		d->inflight++;
@@ -167,37 +231,7 @@ static void propose_one(struct driver *d)
 static void kick(struct keel_shard *on, void *arg)
 {
 	(void)on;
-	struct driver *d = arg;
-	d->t_start = keel_now_ns();
-	propose_one(d);
-}
-
-/* The leader's counters, read on its shard. */
-struct stats_req {
-	struct node *n;
-	struct keel_group_stats st;
-	atomic_int ready;
-};
-
-static void read_stats(struct keel_shard *on, void *arg)
-{
-	(void)on;
-	struct stats_req *r = arg;
-	keel_group_get_stats(r->n->g, &r->st);
-	atomic_store(&r->ready, 1);
-}
-
-static int get_stats(struct node *n, struct keel_group_stats *out)
-{
-	struct stats_req r = {.n = n};
-	if (keel_shard_post_external(keel_runtime_shard(n->rt, 0), read_stats, &r) < 0)
-		return -1;
-	for (int i = 0; i < 10000 && !atomic_load(&r.ready); i++)
-		usleep(1000);
-	if (!atomic_load(&r.ready))
-		return -1;
-	*out = r.st;
-	return 0;
+	propose_more(arg);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -206,27 +240,53 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* The leader, once one of the three leads; 0 after 20 s. */
-static struct node *wait_leader(void)
+/* Each group's leader, once every group has one; -1 after 20 s. */
+static int wait_leaders(unsigned ngroups, struct bgroup **lead)
 {
 	for (int i = 0; i < 2000; i++) {
-		for (int k = 1; k <= 3; k++)
-			if (atomic_load(&nodes[k].role) == KEEL_RAFT_LEADER)
-				return &nodes[k];
+		unsigned have = 0;
+		for (unsigned g = 0; g < ngroups; g++) {
+			lead[g] = NULL;
+			for (unsigned k = 1; k <= 3; k++)
+				if (atomic_load(&nodes[k].g[g].leading))
+					lead[g] = &nodes[k].g[g];
+			have += lead[g] != NULL;
+		}
+		if (have == ngroups)
+			return 0;
 		usleep(10000);
 	}
-	return NULL;
+	return -1;
 }
 
-static int run(struct driver *d, struct node *lead)
+/* Runs one driver per group on its leader's shard until all finish. */
+static int run(struct bgroup **lead, unsigned ngroups)
 {
-	d->n = lead;
-	atomic_store(&d->finished, 0);
-	if (keel_shard_post_external(keel_runtime_shard(lead->rt, 0), kick, d) < 0)
-		return -1;
-	for (int i = 0; i < 120000 && !atomic_load(&d->finished); i++)
+	for (unsigned g = 0; g < ngroups; g++) {
+		struct driver *d = &lead[g]->d;
+		atomic_store(&d->finished, 0);
+		struct keel_runtime *rt = keel_node_runtime(lead[g]->n->node);
+		if (keel_shard_post_external(keel_runtime_shard(rt, g % shards), kick, d) < 0)
+			return -1;
+	}
+	for (int i = 0; i < 120000; i++) {
+		unsigned fin = 0;
+		for (unsigned g = 0; g < ngroups; g++)
+			fin += atomic_load(&lead[g]->d.finished) != 0;
+		if (fin == ngroups)
+			return 0;
 		usleep(1000);
-	return atomic_load(&d->finished) ? 0 : -1;
+	}
+	return -1;
+}
+
+static void driver_setup(struct driver *d, struct bgroup *g, uint64_t want, uint64_t window,
+			 uint64_t deadline, size_t cap)
+{
+	free(d->lat);
+	*d = (struct driver){.g = g, .want = want, .window = window, .deadline = deadline,
+			     .cap = cap};
+	d->lat = calloc(cap ? cap : 1, sizeof(*d->lat));
 }
 
 /* One 64-byte WAL append (write + fdatasync) at a time on the same
@@ -265,43 +325,132 @@ static uint64_t wal_append_p50(unsigned count, uint64_t *p99)
 	return p50;
 }
 
+struct figure {
+	unsigned groups;
+	double per_s, p50, p99;
+};
+
+/* A fresh cluster with ngroups groups: the load run (and, for the first,
+ * the one-in-flight latency). */
+static int measure(unsigned ngroups, unsigned count, double seconds, unsigned window,
+		   struct figure *f, double *lat_p50, double *lat_p99)
+{
+	for (unsigned i = 1; i <= 3; i++)
+		if (start(&nodes[i], i, ngroups) < 0)
+			return -1;
+	struct bgroup *lead[MAXG];
+	if (wait_leaders(ngroups, lead) < 0) {
+		fprintf(stderr, "bench-group: %u groups: not every group elected a leader\n", ngroups);
+		return -1;
+	}
+	if (lat_p50) {
+		/* one in flight, group 0 only */
+		driver_setup(&lead[0]->d, lead[0], count, 1, 0, count);
+		if (run(lead, 1) < 0 || lead[0]->d.nlat < count) {
+			fprintf(stderr, "bench-group: latency run: %zu of %u committed\n",
+				lead[0]->d.nlat, count);
+			return -1;
+		}
+		qsort(lead[0]->d.lat, lead[0]->d.nlat, sizeof(uint64_t), cmp_u64);
+		*lat_p50 = (double)lead[0]->d.lat[count / 2] / 1000.0;
+		*lat_p99 = (double)lead[0]->d.lat[(size_t)((double)count * 0.99)] / 1000.0;
+	}
+	uint64_t deadline = keel_now_ns() + (uint64_t)(seconds * 1e9);
+	unsigned per = window / ngroups ? window / ngroups : 1;
+	size_t cap = (size_t)(seconds * 200000 / ngroups) + 1024;
+	for (unsigned g = 0; g < ngroups; g++)
+		driver_setup(&lead[g]->d, lead[g], 0, per + (g < window % ngroups ? 1 : 0), deadline,
+			     cap);
+	uint64_t t0 = keel_now_ns();
+	if (run(lead, ngroups) < 0) {
+		fprintf(stderr, "bench-group: %u groups: the load run did not finish\n", ngroups);
+		return -1;
+	}
+	double elapsed = (double)(keel_now_ns() - t0) / 1e9;
+	size_t total = 0;
+	uint64_t done = 0;
+	for (unsigned g = 0; g < ngroups; g++) {
+		total += lead[g]->d.nlat;
+		done += lead[g]->d.done;
+	}
+	uint64_t *all = calloc(total ? total : 1, sizeof(*all));
+	size_t k = 0;
+	for (unsigned g = 0; g < ngroups && all; g++) {
+		memcpy(all + k, lead[g]->d.lat, lead[g]->d.nlat * sizeof(*all));
+		k += lead[g]->d.nlat;
+	}
+	if (!all || !k)
+		return -1;
+	qsort(all, k, sizeof(*all), cmp_u64);
+	*f = (struct figure){.groups = ngroups, .per_s = (double)done / elapsed,
+			     .p50 = (double)all[k / 2] / 1000.0,
+			     .p99 = (double)all[(size_t)((double)k * 0.99)] / 1000.0};
+	free(all);
+	for (unsigned g = 0; g < ngroups; g++) {
+		free(lead[g]->d.lat);
+		lead[g]->d.lat = NULL;
+	}
+	stop_all();
+	return 0;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: bench-group [--quick] [--dir DIR] [--groups N[,N...]] [--shards S]\n"
+		   "                   [--count N] [--seconds S] [--window W]\n"
+		   "  default: --groups 1,8,32 --shards 2 --count 2000 --seconds 3 --window 64\n"
+		   "  --quick: --groups 1,8 --count 200 --seconds 0.5\n");
+}
+
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"quick", no_argument, NULL, 'q'},   {"dir", required_argument, NULL, 'd'},
-		{"count", required_argument, NULL, 'n'}, {"seconds", required_argument, NULL, 's'},
-		{"window", required_argument, NULL, 'w'}, {NULL, 0, NULL, 0},
-	};
-	const char *parent = "/tmp";
+	const char *parent = "/tmp", *glist = NULL;
 	unsigned count = 2000, window = 64;
 	double seconds = 3.0;
-	int o;
-	while ((o = getopt_long(argc, argv, "qd:n:s:w:", opts, NULL)) != -1) {
-		switch (o) {
-		case 'q':
-			count = 200;
-			seconds = 0.5;
-			break;
-		case 'd':
-			parent = optarg;
-			break;
-		case 'n':
-			count = (unsigned)strtoul(optarg, NULL, 10);
-			break;
-		case 's':
-			seconds = strtod(optarg, NULL);
-			break;
-		case 'w':
-			window = (unsigned)strtoul(optarg, NULL, 10);
-			break;
-		default:
-			fprintf(stderr, "usage: bench-group [--quick] [--dir DIR] [--count N] "
-					"[--seconds S] [--window W]\n");
+	bool quick = false;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!strcmp(a, "--quick")) {
+			quick = true;
+		} else if (!strcmp(a, "--help")) {
+			usage(stdout);
+			return 0;
+		} else if (v && !strcmp(a, "--dir")) {
+			parent = v, i++;
+		} else if (v && !strcmp(a, "--groups")) {
+			glist = v, i++;
+		} else if (v && !strcmp(a, "--shards")) {
+			shards = (unsigned)strtoul(v, NULL, 10), i++;
+		} else if (v && !strcmp(a, "--count")) {
+			count = (unsigned)strtoul(v, NULL, 10), i++;
+		} else if (v && !strcmp(a, "--seconds")) {
+			seconds = strtod(v, NULL), i++;
+		} else if (v && !strcmp(a, "--window")) {
+			window = (unsigned)strtoul(v, NULL, 10), i++;
+		} else {
+			usage(stderr);
 			return 2;
 		}
 	}
-	if (!count || !window || seconds <= 0) {
-		fprintf(stderr, "bench-group: --count, --window and --seconds must be positive\n");
+	if (quick) {
+		count = 200;
+		seconds = 0.5;
+	}
+	unsigned gs[8], ng = 0;
+	const char *p = glist ? glist : quick ? "1,8" : "1,8,32";
+	while (*p && ng < 8) {
+		char *end;
+		unsigned long v = strtoul(p, &end, 10);
+		if (end == p || !v || v > MAXG) {
+			fprintf(stderr, "bench-group: --groups: a list of 1..%d\n", MAXG);
+			return 2;
+		}
+		gs[ng++] = (unsigned)v;
+		p = *end == ',' ? end + 1 : end;
+	}
+	if (!count || !window || seconds <= 0 || !shards || shards > 8) {
+		fprintf(stderr, "bench-group: --count, --window, --seconds positive; --shards 1..8\n");
 		return 2;
 	}
 	keel_log_set_level(KEEL_LOG_WARN);
@@ -310,92 +459,59 @@ int main(int argc, char **argv)
 		fprintf(stderr, "bench-group: mkdtemp in %s: %s\n", parent, strerror(errno));
 		return 1;
 	}
-	char p[600];
-	snprintf(p, sizeof(p), "%s/secret", dir);
-	int fd = open(p, O_CREAT | O_WRONLY | O_TRUNC, 0600);
+	char path[600];
+	snprintf(path, sizeof(path), "%s/secret", dir);
+	int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0600);
 	if (fd < 0 || write(fd, "bench-group-cluster-secret-0123456789", 37) != 37) {
-		fprintf(stderr, "bench-group: writing %s\n", p);
+		fprintf(stderr, "bench-group: writing %s\n", path);
 		return 1;
 	}
 	close(fd);
-	base = 20000 + (unsigned)(getpid() % 600) * 20;
+	base = 20000 + (unsigned)(getpid() % 600) * 30;
 
 	int rc = 1;
 	uint64_t wal_p99;
 	uint64_t wal_p50 = wal_append_p50(count, &wal_p99);
-	for (unsigned i = 1; i <= 3; i++)
-		if (start(&nodes[i], i) < 0)
+	struct figure f[8];
+	double lat_p50 = 0, lat_p99 = 0;
+	for (unsigned i = 0; i < ng; i++) {
+		if (measure(gs[i], count, seconds, window, &f[i], i == 0 ? &lat_p50 : NULL,
+			    i == 0 ? &lat_p99 : NULL) < 0)
 			goto out;
-	struct node *lead = wait_leader();
-	if (!lead) {
-		fprintf(stderr, "bench-group: no leader elected\n");
-		goto out;
 	}
-	/* latency: one in flight */
-	D.lat = calloc(count, sizeof(*D.lat));
-	D.want = count;
-	D.window = 1;
-	if (!D.lat || run(&D, lead) < 0 || D.done < count) {
-		fprintf(stderr, "bench-group: latency run: %llu of %u committed, %llu failed\n",
-			(unsigned long long)D.done, count, (unsigned long long)D.failed);
-		goto out;
+	printf("bench-group: 3 nodes in one process, %u shards each, TCP on 127.0.0.1, WALs in %s, "
+	       "%d-byte entries, %u proposals in flight in all\n",
+	       shards, parent, PAYLOAD, window);
+	printf("%-46s %12s\n", "figure", "value");
+	printf("%-46s %10.1f us\n", "commit latency p50 (1 group, 1 in flight)", lat_p50);
+	printf("%-46s %10.1f us\n", "commit latency p99 (1 group, 1 in flight)", lat_p99);
+	for (unsigned i = 0; i < ng; i++) {
+		char name[64];
+		snprintf(name, sizeof(name), "%u group%s: commits", f[i].groups, f[i].groups > 1 ? "s" : "");
+		printf("%-46s %10.0f /s   p50 %.0f us, p99 %.0f us\n", name, f[i].per_s, f[i].p50,
+		       f[i].p99);
 	}
-	qsort(D.lat, count, sizeof(*D.lat), cmp_u64);
-	double p50 = (double)D.lat[count / 2] / 1000.0;
-	double p99 = (double)D.lat[(size_t)((double)count * 0.99)] / 1000.0;
-	free(D.lat);
-	D.lat = NULL;
-
-	/* throughput: `window` in flight for `seconds` */
-	D.done = D.failed = 0;
-	D.window = window;
-	D.deadline = keel_now_ns() + (uint64_t)(seconds * 1e9);
-	struct keel_group_stats st0, st1;
-	if (get_stats(lead, &st0) < 0 || run(&D, lead) < 0 || get_stats(lead, &st1) < 0) {
-		fprintf(stderr, "bench-group: throughput run did not finish\n");
-		goto out;
-	}
-	uint64_t batches = st1.wal_batches - st0.wal_batches;
-	double per_batch = batches ? (double)(st1.applied - st0.applied) / (double)batches : 0;
-	double elapsed = (double)(keel_now_ns() - D.t_start) / 1e9;
-	double per_s = (double)D.done / elapsed;
-
-	printf("bench-group: 3 groups in one process, TCP on 127.0.0.1, WALs in %s, %d-byte entries\n",
-	       parent, PAYLOAD);
-	printf("%-44s %12s\n", "figure", "value");
-	printf("%-44s %10.1f us\n", "commit latency p50 (1 in flight)", p50);
-	printf("%-44s %10.1f us\n", "commit latency p99 (1 in flight)", p99);
-	printf("%-44s %10.0f /s   (%u in flight, %.1f s)\n", "commits", per_s, window, elapsed);
-	printf("%-44s %10.1f      (leader's WAL writes, each + fdatasync)\n",
-	       "entries per WAL write at that load", per_batch);
-	printf("%-44s %10.1f us   (reference: the floor under a commit)\n",
+	printf("%-46s %10.1f us   (reference: the floor under a commit)\n",
 	       "one WAL append + fdatasync p50, same fs", (double)wal_p50 / 1000.0);
-	printf("%-44s %10.1f us\n", "one WAL append + fdatasync p99, same fs",
+	printf("%-46s %10.1f us\n", "one WAL append + fdatasync p99, same fs",
 	       (double)wal_p99 / 1000.0);
 	printf("{\"bench\":\"group\",\"case\":\"commit_p50_us\",\"unit\":\"us\",\"keel\":%.1f,\"better\":\"lower\"}\n",
-	       p50);
+	       lat_p50);
 	printf("{\"bench\":\"group\",\"case\":\"commit_p99_us\",\"unit\":\"us\",\"keel\":%.1f,\"better\":\"lower\"}\n",
-	       p99);
-	printf("{\"bench\":\"group\",\"case\":\"commits_per_s_w%u\",\"unit\":\"1/s\",\"keel\":%.0f,\"better\":\"higher\"}\n",
-	       window, per_s);
-	printf("{\"bench\":\"group\",\"case\":\"entries_per_wal_write_w%u\",\"unit\":\"entries\",\"keel\":%.1f,\"better\":\"higher\"}\n",
-	       window, per_batch);
+	       lat_p99);
+	for (unsigned i = 0; i < ng; i++) {
+		printf("{\"bench\":\"group\",\"case\":\"commits_per_s_g%u_w%u\",\"unit\":\"1/s\",\"keel\":%.0f,\"better\":\"higher\"}\n",
+		       f[i].groups, window, f[i].per_s);
+		printf("{\"bench\":\"group\",\"case\":\"load_p50_us_g%u_w%u\",\"unit\":\"us\",\"keel\":%.0f,\"better\":\"lower\"}\n",
+		       f[i].groups, window, f[i].p50);
+		printf("{\"bench\":\"group\",\"case\":\"load_p99_us_g%u_w%u\",\"unit\":\"us\",\"keel\":%.0f,\"better\":\"lower\"}\n",
+		       f[i].groups, window, f[i].p99);
+	}
 	printf("{\"bench\":\"group\",\"case\":\"wal_append_fdatasync_p50_us\",\"unit\":\"us\",\"keel\":%.1f,\"better\":\"lower\"}\n",
 	       (double)wal_p50 / 1000.0);
-	printf("{\"bench\":\"group\",\"case\":\"wal_append_fdatasync_p99_us\",\"unit\":\"us\",\"keel\":%.1f,\"better\":\"lower\"}\n",
-	       (double)wal_p99 / 1000.0);
 	rc = 0;
 out:
-	for (unsigned i = 1; i <= 3; i++) {
-		if (nodes[i].rt) {
-			keel_runtime_stop(nodes[i].rt);
-			keel_runtime_wait(nodes[i].rt);
-			keel_runtime_destroy(nodes[i].rt);
-		}
-		if (nodes[i].cfg.secret)
-			keel_node_config_free(&nodes[i].cfg);
-	}
-	free(D.lat);
+	stop_all();
 	char cmd[700];
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	if (system(cmd) != 0)

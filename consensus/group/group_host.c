@@ -1,5 +1,20 @@
-/* The consensus group host: a Raft core + a WAL + a transport endpoint + a
- * state machine on one shard (include/keel/group.h says what and why).
+/* The Raft engine of the replicated log (keel/rlog.h), "the group host": a
+ * Raft core (keel/raft.h) + a WAL + the shard's endpoint + a state machine,
+ * on one shard.
+ *
+ * The loop is the one written at the top of keel/raft.h: hard state (term,
+ * vote) is saved synchronously and entries are appended to the WAL
+ * asynchronously (group commit: one ready batch, one write + fdatasync).
+ * While that write is in flight the leader's APPEND and HEARTBEAT messages
+ * already go out (§10.2.1: the leader may send in parallel with its own
+ * write; the core counts its own log only after advance); every other
+ * message (votes, append acks) waits until the batch is durable, and
+ * committed entries are applied only then. At open the snapshot is
+ * restore()d, then the WAL's entries after it become the core's boot; the
+ * commit index is not persisted, so the state machine sees every committed
+ * entry after the snapshot again once the leader says it is committed.
+ * Snapshots every snapshot_every applied entries go to the snapshot store
+ * and compact the WAL (§5.1); one from the leader replaces both (§5.3).
  *
  * Shape of the code: every input (a message, a tick, a proposal, a read)
  * is queued, then pump() feeds the queue to the core and walks the ready
@@ -8,8 +23,9 @@
  * core is not touched (keel/raft.h forbids mutating calls between ready and
  * advance) and inputs wait in the queues. That wait is also the group
  * commit: everything that arrived during one fdatasync goes out in the
- * next batch's single write. The connection management (dial, redial with
- * backoff, drop when unconnected) is in group_net.c. */
+ * next batch's single write. Messages are group_net.c's; membership changes and
+ * transfer group_member.c's; the time source is the endpoint's clock, the
+ * disks are the injected I/O backends, so the simulation runs this file. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,41 +33,8 @@
 
 #include "consensus/group/group_internal.h"
 #include "keel/config.h"
-#include "keel/runtime.h"
 
 /* ---- queues ------------------------------------------------------------- */
-
-static void prop_free(struct gprop *p)
-{
-	free(p);
-}
-
-static void prop_list_fail(struct gprop **head, struct gprop **tail, int code)
-{
-	struct gprop *p = *head;
-	*head = NULL;
-	if (tail)
-		*tail = NULL;
-	while (p) {
-		struct gprop *next = p->next;
-		if (p->cb)
-			p->cb(p->arg, code, p->index);
-		prop_free(p);
-		p = next;
-	}
-}
-
-static void read_list_fail(struct gread **head, int code)
-{
-	struct gread *r = *head;
-	*head = NULL;
-	while (r) {
-		struct gread *next = r->next;
-		r->cb(r->arg, code, r->index);
-		free(r);
-		r = next;
-	}
-}
 
 void group_queue_msg(struct keel_group *g, struct gin *in)
 {
@@ -78,33 +61,32 @@ static void drain_inputs(struct keel_group *g)
 			g->in_tail = NULL;
 		g->in_n--;
 		int rc = keel_raft_step(g->r, &in->m);
-		if (rc < 0 && g->log_budget) {
-			g->log_budget--;
-			keel_warn("group: %s from node %llu dropped by the core: %s",
-				  keel_raft_msg_type_name(in->m.type),
-				  (unsigned long long)in->m.from, keel_strerror(rc));
-		}
+		if (rc < 0)
+			keel_log_limited(&g->lim, 5, KEEL_LOG_WARN,
+					 "raft: group %u: %s from node %llu dropped by the core: %s",
+					 g->cfg.group, keel_raft_msg_type_name(in->m.type),
+					 (unsigned long long)in->m.from, keel_strerror(rc));
 		keel_raft_msg_free(&in->m);
 		free(in);
 	}
-	while (g->q_head) {
-		struct gprop *p = g->q_head;
-		g->q_head = p->next;
-		if (!g->q_head)
-			g->q_tail = NULL;
-		p->next = NULL;
+	struct gprop *p;
+	while ((p = gprop_pop(&g->queued))) {
 		int rc = keel_raft_propose(g->r, p->data, p->len, &p->index, &p->term);
 		if (rc < 0) {
+			g->st.proposals_failed++;
 			if (p->cb)
 				p->cb(p->arg, rc, 0);
-			prop_free(p);
+			free(p);
 			continue;
 		}
-		if (g->p_tail)
-			g->p_tail->next = p;
-		else
-			g->p_head = p;
-		g->p_tail = p;
+		gprop_push(&g->pending, p);
+	}
+	if (g->transfer_to) {
+		int rc = keel_raft_transfer_leadership(g->r, g->transfer_to);
+		if (rc < 0)
+			keel_info("raft: group %u: transfer to node %u: %s", g->cfg.group,
+				  g->transfer_to, keel_strerror(rc));
+		g->transfer_to = 0;
 	}
 	while (g->rq_head) {
 		struct gread *r = g->rq_head;
@@ -123,55 +105,24 @@ static void drain_inputs(struct keel_group *g)
 
 /* ---- applying ----------------------------------------------------------- */
 
-static void complete_props_at(struct keel_group *g, const struct keel_raft_entry *e)
-{
-	struct gprop **pp = &g->p_head, *prev = NULL;
-	while (*pp) {
-		struct gprop *p = *pp;
-		if (p->index != e->index) {
-			prev = p;
-			pp = &p->next;
-			continue;
-		}
-		*pp = p->next;
-		if (g->p_tail == p)
-			g->p_tail = prev;
-		/* Same index and term: our entry (Log Matching, §3.5). Another
-		 * term: another leader's entry took the index; ours is gone. */
-		int status = p->term == e->term ? 0 : KEEL_ESTALE;
-		if (p->cb)
-			p->cb(p->arg, status, e->index);
-		prop_free(p);
-	}
-}
-
-static void complete_reads(struct keel_group *g)
-{
-	struct gread **rp = &g->reads;
-	while (*rp) {
-		struct gread *r = *rp;
-		if (r->have_index && g->applied >= r->index) {
-			*rp = r->next;
-			r->cb(r->arg, 0, r->index);
-			free(r);
-			continue;
-		}
-		rp = &r->next;
-	}
-}
-
 static void apply_committed(struct keel_group *g, const struct keel_raft_ready *rd)
 {
 	for (size_t i = 0; i < rd->n_committed; i++) {
 		const struct keel_raft_entry *e = &rd->committed[i];
+#ifdef KEEL_GROUP_BUG_APPLY_AHEAD
+		/* planted: the entry was applied when it was appended */
+		if (e->index <= g->applied)
+			continue;
+#endif
 		if (e->type == KEEL_RAFT_ENTRY_NORMAL) {
-			if (g->cfg.apply)
-				g->cfg.apply(g->cfg.arg, e->index, e->term, e->data, e->len);
+			g->cfg.sm.apply(g->cfg.sm.arg, e->index, e->data, e->len);
 			g->st.applied++;
 		}
 		g->applied = e->index;
-		if (g->p_head)
-			complete_props_at(g, e);
+		if (e->type == KEEL_RAFT_ENTRY_CONF)
+			group_change_applied(g, e->index, e->term);
+		if (g->pending.head)
+			g->st.proposals_ok += gprop_complete_at(&g->pending, e->index, e->term);
 	}
 	for (size_t i = 0; i < rd->n_reads; i++) {
 		for (struct gread *r = g->reads; r; r = r->next) {
@@ -183,22 +134,42 @@ static void apply_committed(struct keel_group *g, const struct keel_raft_ready *
 	}
 }
 
+#ifdef KEEL_GROUP_BUG_APPLY_AHEAD
+/* Planted bug (tests/sim): entries are applied as soon as they are
+ * appended to this node's log, before they are known committed. */
+static void apply_ahead(struct keel_group *g, const struct keel_raft_ready *rd)
+{
+	for (size_t i = 0; i < rd->n_entries; i++) {
+		const struct keel_raft_entry *e = &rd->entries[i];
+		if (e->index != g->applied + 1)
+			continue;
+		if (e->type == KEEL_RAFT_ENTRY_NORMAL) {
+			g->cfg.sm.apply(g->cfg.sm.arg, e->index, e->data, e->len);
+			g->st.applied++;
+		}
+		g->applied = e->index;
+	}
+}
+#endif
+
 /* ---- failure ------------------------------------------------------------ */
 
-static void group_fail(struct keel_group *g, int code, const char *why)
+void group_fail(struct keel_group *g, int code, const char *why)
 {
 	if (g->failed)
 		return;
 	g->failed = true;
-	keel_error("group: node %llu stops: %s (%s)", (unsigned long long)g->id, why,
+	g->fail_code = code;
+	keel_error("raft: group %u on node %u stops: %s (%s)", g->cfg.group, g->id, why,
 		   keel_strerror(code));
-	keel_timer_cancel(g->cfg.shard, &g->tick);
-	prop_list_fail(&g->q_head, &g->q_tail, KEEL_EDURABLE);
-	prop_list_fail(&g->p_head, &g->p_tail, KEEL_EDURABLE);
-	read_list_fail(&g->rq_head, KEEL_EDURABLE);
-	read_list_fail(&g->reads, KEEL_EDURABLE);
-	if (g->cfg.on_error)
-		g->cfg.on_error(g->cfg.arg, code, why);
+	keel_clock_cancel(g->clock, &g->tick);
+	gprop_fail_all(&g->queued, KEEL_EDURABLE);
+	gprop_fail_all(&g->pending, KEEL_EDURABLE);
+	gread_fail_all(&g->rq_head, KEEL_EDURABLE);
+	gread_fail_all(&g->reads, KEEL_EDURABLE);
+	group_change_fail(g, KEEL_EDURABLE);
+	if (g->cfg.sm.on_error)
+		g->cfg.sm.on_error(g->cfg.sm.arg, code, why);
 }
 
 /* ---- snapshots ---------------------------------------------------------- */
@@ -216,22 +187,36 @@ static int wal_reset_to(struct keel_group *g, uint64_t index)
 	return rc;
 }
 
+static int snap_save(struct keel_group *g, const struct keel_raft_snapshot *s, char *err)
+{
+	size_t size = keel_group_snapshot_encoded_size(s);
+	uint8_t *buf = size ? malloc(size) : NULL;
+	if (!buf)
+		return keel_errmsg_set(err, size ? -ENOMEM : KEEL_EBADINPUT,
+				       "snapshot: cannot encode %zu bytes", s->len);
+	int n = keel_group_snapshot_encode(s, buf, size);
+	int rc = n < 0 ? keel_errmsg_set(err, n, "snapshot: encoding")
+		       : snapstore_save(&g->snap, buf, (size_t)n, err);
+	free(buf);
+	return rc;
+}
+
 /* §5.3: a snapshot from the leader replaces our state and our log. Saved
  * before the WAL is cut, so a crash in between finds the snapshot and an
  * old log, which open_core() reconciles. */
 static int install_snapshot(struct keel_group *g, const struct keel_raft_snapshot *s)
 {
 	char err[KEEL_ERRMSG_LEN];
-	if (!g->cfg.restore) {
+	if (!g->cfg.sm.restore) {
 		group_fail(g, KEEL_ENOTSUP, "a snapshot arrived, and the state machine cannot restore one");
 		return KEEL_ENOTSUP;
 	}
-	int rc = group_snap_save(g->snap_dir, s, err);
+	int rc = snap_save(g, s, err);
 	if (rc < 0) {
 		group_fail(g, rc, err);
 		return rc;
 	}
-	rc = g->cfg.restore(g->cfg.arg, s->meta.index, s->data, s->len);
+	rc = g->cfg.sm.restore(g->cfg.sm.arg, s->meta.index, s->data, s->len);
 	if (rc < 0) {
 		group_fail(g, rc, "the state machine refused the leader's snapshot");
 		return rc;
@@ -241,29 +226,15 @@ static int install_snapshot(struct keel_group *g, const struct keel_raft_snapsho
 		group_fail(g, rc, keel_wal_errmsg(g->w));
 		return rc;
 	}
-	keel_info("group: node %llu installed a snapshot at index %llu (term %llu, %zu bytes)",
-		  (unsigned long long)g->id, (unsigned long long)s->meta.index,
+	keel_info("raft: group %u installed a snapshot at index %llu (term %llu, %zu bytes)",
+		  g->cfg.group, (unsigned long long)s->meta.index,
 		  (unsigned long long)s->meta.term, s->len);
 	g->applied = s->meta.index;
 	g->snap_index = s->meta.index;
 	g->st.snapshots_installed++;
 	/* Our proposals at or below the snapshot: committed or overwritten,
 	 * we cannot tell which. */
-	struct gprop **pp = &g->p_head, *prev = NULL;
-	while (*pp) {
-		struct gprop *p = *pp;
-		if (p->index > s->meta.index) {
-			prev = p;
-			pp = &p->next;
-			continue;
-		}
-		*pp = p->next;
-		if (g->p_tail == p)
-			g->p_tail = prev;
-		if (p->cb)
-			p->cb(p->arg, KEEL_ETIMEOUT, p->index);
-		prop_free(p);
-	}
+	gprop_fail_upto(&g->pending, s->meta.index, KEEL_ETIMEOUT);
 	return 0;
 }
 
@@ -273,39 +244,39 @@ static int install_snapshot(struct keel_group *g, const struct keel_raft_snapsho
  * log just stays longer. */
 static void maybe_snapshot(struct keel_group *g)
 {
-	if (!g->cfg.snapshot || !g->snap_every || g->applied < g->snap_index + g->snap_every)
+	if (!g->snap_every || g->applied < g->snap_index + g->snap_every)
 		return;
 	void *data = NULL;
 	size_t len = 0;
-	int rc = g->cfg.snapshot(g->cfg.arg, &data, &len);
+	int rc = g->cfg.sm.snapshot(g->cfg.sm.arg, &data, &len);
 	if (rc < 0) {
-		keel_warn("group: node %llu: the state machine's snapshot failed: %s",
-			  (unsigned long long)g->id, keel_strerror(rc));
+		keel_warn("raft: group %u: the state machine's snapshot failed: %s", g->cfg.group,
+			  keel_strerror(rc));
 		g->snap_index = g->applied; /* try again after snapshot_every more */
 		return;
 	}
 	rc = keel_raft_snapshot_taken(g->r, g->applied, data, len, g->snap_keep);
 	free(data);
 	if (rc < 0) {
-		keel_warn("group: node %llu: snapshot at %llu: %s", (unsigned long long)g->id,
+		keel_warn("raft: group %u: snapshot at %llu: %s", g->cfg.group,
 			  (unsigned long long)g->applied, keel_strerror(rc));
 		g->snap_index = g->applied;
 		return;
 	}
 	const struct keel_raft_snapshot *s = keel_raft_snapshot_get(g->r);
 	char err[KEEL_ERRMSG_LEN];
-	rc = group_snap_save(g->snap_dir, s, err);
+	rc = snap_save(g, s, err);
 	g->snap_index = s->meta.index;
 	if (rc < 0) {
-		keel_warn("group: node %llu: %s (the WAL keeps the log)", (unsigned long long)g->id, err);
+		keel_warn("raft: group %u: %s (the WAL keeps the log)", g->cfg.group, err);
 		return;
 	}
 	g->st.snapshots_taken++;
 	rc = keel_wal_compact(g->w, s->meta.index);
 	if (rc < 0)
-		keel_warn("group: node %llu: compacting the WAL to %llu: %s", (unsigned long long)g->id,
+		keel_warn("raft: group %u: compacting the WAL to %llu: %s", g->cfg.group,
 			  (unsigned long long)s->meta.index, keel_wal_errmsg(g->w));
-	keel_debug("group: node %llu: snapshot at index %llu, %zu bytes", (unsigned long long)g->id,
+	keel_debug("raft: group %u: snapshot at index %llu, %zu bytes", g->cfg.group,
 		   (unsigned long long)s->meta.index, s->len);
 }
 
@@ -318,6 +289,8 @@ static void note_role(struct keel_group *g, const struct keel_raft_ready *rd)
 	if (rd->role == g->role && st.term == g->term && rd->leader == g->leader)
 		return;
 	bool was_leader = g->role == KEEL_RAFT_LEADER;
+	if (rd->leader != g->leader || st.term != g->term)
+		g->st.leader_changes++;
 	g->role = rd->role;
 	g->term = st.term;
 	g->leader = rd->leader;
@@ -330,22 +303,30 @@ static void note_role(struct keel_group *g, const struct keel_raft_ready *rd)
 static void ready_finish(struct keel_group *g)
 {
 	struct keel_raft_ready *rd = &g->rd;
+#ifdef KEEL_GROUP_BUG_ACK_EARLY
+	/* planted: everything went out in ready_start already */
+	if (!rd->n_entries)
+		group_send_msgs(g, rd, GROUP_SEND_ALL);
+#else
 	group_send_msgs(g, rd, rd->n_entries ? GROUP_SEND_LATE : GROUP_SEND_ALL);
+#endif
 	apply_committed(g, rd);
 	note_role(g, rd);
 	keel_raft_advance(g->r, rd);
 	g->busy = false;
 	maybe_snapshot(g);
-	complete_reads(g);
+	gread_complete(&g->reads, g->applied);
 	if (g->fail_reads) {
 		g->fail_reads = false;
-		read_list_fail(&g->reads, KEEL_ENOTLEADER);
+		gread_fail_all(&g->reads, KEEL_ENOTLEADER);
 	}
 	if (g->role_changed) {
 		g->role_changed = false;
-		if (g->cfg.on_role)
-			g->cfg.on_role(g->cfg.arg, g->role, g->term, g->leader);
+		if (g->cfg.sm.on_leader)
+			g->cfg.sm.on_leader(g->cfg.sm.arg, (uint32_t)g->leader, g->term,
+					    g->role == KEEL_RAFT_LEADER);
 	}
+	group_change_step(g);
 }
 
 static void wal_done(void *arg, uint64_t last_index, int status)
@@ -359,7 +340,7 @@ static void wal_done(void *arg, uint64_t last_index, int status)
 	/* We run inside keel_wal_poll: the WAL may not be truncated from
 	 * here, and the next batch may need that. Finish on a timer (it
 	 * fires in this same reactor iteration). */
-	keel_timer_arm(g->cfg.shard, &g->kick, 0);
+	keel_clock_arm(g->clock, &g->kick, 0);
 }
 
 /* Starts persisting the batch in g->rd. Returns with g->busy still set when
@@ -422,8 +403,18 @@ static void ready_start(struct keel_group *g)
 		return;
 	}
 	g->st.wal_batches++;
+	g->st.wal_entries += rd->n_entries;
+#ifdef KEEL_GROUP_BUG_ACK_EARLY
+	/* Planted bug (tests/sim): votes and append acknowledgements go out
+	 * before the batch they promise is durable. */
+	group_send_msgs(g, rd, GROUP_SEND_ALL);
+#else
 	/* §10.2.1: the leader's appends go out while its own write runs. */
 	group_send_msgs(g, rd, GROUP_SEND_EARLY);
+#endif
+#ifdef KEEL_GROUP_BUG_APPLY_AHEAD
+	apply_ahead(g, rd);
+#endif
 	if (g->wal_done) {
 		if (g->wal_status < 0)
 			group_fail(g, g->wal_status, "WAL write failed");
@@ -470,41 +461,30 @@ static void on_tick(struct keel_timer *t)
 	g->queued_ticks++;
 	/* Requests past their deadline: the outcome of a proposal is unknown
 	 * (it may still commit), a read can simply be retried. */
-	struct gprop **pp = &g->p_head, *prev = NULL;
-	while (*pp) {
-		struct gprop *p = *pp;
-		if (p->deadline > g->ticks) {
-			prev = p;
-			pp = &p->next;
-			continue;
-		}
-		*pp = p->next;
-		if (g->p_tail == p)
-			g->p_tail = prev;
-		if (p->cb)
-			p->cb(p->arg, KEEL_ETIMEOUT, p->index);
-		prop_free(p);
-	}
-	struct gread **rp = &g->reads;
-	while (*rp) {
-		struct gread *r = *rp;
-		if (r->deadline > g->ticks) {
-			rp = &r->next;
-			continue;
-		}
-		*rp = r->next;
-		r->cb(r->arg, KEEL_ETIMEOUT, 0);
-		free(r);
-	}
-	keel_timer_arm(g->cfg.shard, &g->tick, (uint64_t)g->tick_ms * 1000000u);
+	gprop_expire(&g->pending, g->ticks);
+	gread_expire(&g->reads, g->ticks);
+	keel_clock_arm(g->clock, &g->tick, (uint64_t)g->tick_ms * 1000000u);
 	group_pump(g);
+	if (!g->busy)
+		group_change_step(g);
 }
 
-/* ---- public API --------------------------------------------------------- */
+/* ---- the engine's calls ------------------------------------------------- */
 
-int keel_group_propose(struct keel_group *g, const void *data, size_t len,
-		       keel_group_done_fn *cb, void *arg)
+static struct keel_group *G(struct keel_rlog *l)
 {
+	return (struct keel_group *)l;
+}
+
+static const struct keel_group *CG(const struct keel_rlog *l)
+{
+	return (const struct keel_group *)l;
+}
+
+static int raft_propose(struct keel_rlog *l, const void *data, size_t len, keel_rlog_done_fn *cb,
+			void *arg)
+{
+	struct keel_group *g = G(l);
 	if (g->closing)
 		return KEEL_ESTOPPED;
 	if (g->failed)
@@ -519,37 +499,26 @@ int keel_group_propose(struct keel_group *g, const void *data, size_t len,
 		return KEEL_ENOTLEADER;
 	if (st.transferee)
 		return KEEL_EBUSY;
-	struct gprop *p = malloc(sizeof(*p) + len);
+	struct gprop *p = gprop_new(data, len, cb, arg, g->ticks + g->req_timeout);
 	if (!p)
 		return -ENOMEM;
-	*p = (struct gprop){.cb = cb, .arg = arg, .len = len,
-			    .deadline = g->ticks + g->req_timeout};
-	if (len)
-		memcpy(p->data, data, len);
 	if (!g->busy && !g->pumping) {
 		int rc = keel_raft_propose(g->r, p->data, len, &p->index, &p->term);
 		if (rc < 0) {
-			prop_free(p);
+			free(p);
 			return rc;
 		}
-		if (g->p_tail)
-			g->p_tail->next = p;
-		else
-			g->p_head = p;
-		g->p_tail = p;
+		gprop_push(&g->pending, p);
 		group_pump(g);
 		return 0;
 	}
-	if (g->q_tail)
-		g->q_tail->next = p;
-	else
-		g->q_head = p;
-	g->q_tail = p;
+	gprop_push(&g->queued, p);
 	return 0;
 }
 
-int keel_group_read_barrier(struct keel_group *g, keel_group_read_fn *cb, void *arg)
+static int raft_read_barrier(struct keel_rlog *l, keel_rlog_read_fn *cb, void *arg)
 {
+	struct keel_group *g = G(l);
 	if (g->closing)
 		return KEEL_ESTOPPED;
 	if (g->failed)
@@ -575,8 +544,9 @@ int keel_group_read_barrier(struct keel_group *g, keel_group_read_fn *cb, void *
 	return 0;
 }
 
-int keel_group_campaign(struct keel_group *g)
+static int raft_campaign(struct keel_rlog *l)
 {
+	struct keel_group *g = G(l);
 	if (g->failed)
 		return KEEL_EDURABLE;
 	if (g->busy || g->pumping)
@@ -587,40 +557,71 @@ int keel_group_campaign(struct keel_group *g)
 	return rc;
 }
 
-enum keel_raft_role keel_group_role(const struct keel_group *g)
+static int raft_poll(struct keel_rlog *l)
 {
+	struct keel_group *g = G(l);
+	if (g->wr || g->closing)
+		return 0;
+	int n = keel_wal_poll(g->w);
+	return n > 0 ? n : 0;
+}
+
+static enum keel_rlog_role role_of(const struct keel_raft_status *st)
+{
+	if (!keel_raft_conf_is_voter(&st->conf, st->id))
+		return keel_raft_conf_is_learner(&st->conf, st->id) ? KEEL_RLOG_LEARNER
+								    : KEEL_RLOG_REMOVED;
+	switch (st->role) {
+	case KEEL_RAFT_LEADER: return KEEL_RLOG_LEADER;
+	case KEEL_RAFT_CANDIDATE:
+	case KEEL_RAFT_PRE_CANDIDATE: return KEEL_RLOG_CANDIDATE;
+	default: return KEEL_RLOG_FOLLOWER;
+	}
+}
+
+static void add_member(const struct keel_group *g, struct keel_rlog_status *out, uint64_t id,
+		       bool voter)
+{
+	for (uint32_t i = 0; i < out->n_members; i++)
+		if (out->members[i].node == id)
+			return;
+	if (out->n_members == KEEL_RLOG_MAX_MEMBERS)
+		return;
+	struct keel_rlog_member *m = &out->members[out->n_members++];
+	*m = (struct keel_rlog_member){.node = (uint32_t)id, .voter = voter};
+	keel_raft_progress(g->r, id, &m->match, &m->active);
+}
+
+static void raft_status(const struct keel_rlog *l, struct keel_rlog_status *out)
+{
+	const struct keel_group *g = CG(l);
 	struct keel_raft_status st;
 	keel_raft_status(g->r, &st);
-	return st.role;
+	out->protocol = "raft";
+	out->group = g->cfg.group;
+	out->self = g->id;
+	out->role = role_of(&st);
+	out->leader = (uint32_t)st.leader;
+	out->epoch = st.term;
+	out->commit = st.commit;
+	out->applied = g->applied;
+	out->last_index = st.last_index;
+	out->snapshot_index = st.snapshot_index;
+	out->failed = g->failed;
+	out->fail_code = g->fail_code;
+	out->changing = g->change.state != GC_NONE;
+	out->joint = st.conf.n_outgoing > 0;
+	for (uint32_t i = 0; i < st.conf.n_voters; i++)
+		add_member(g, out, st.conf.voters[i], true);
+	for (uint32_t i = 0; i < st.conf.n_outgoing; i++)
+		add_member(g, out, st.conf.outgoing[i], true);
+	for (uint32_t i = 0; i < st.conf.n_learners; i++)
+		add_member(g, out, st.conf.learners[i], false);
 }
 
-uint64_t keel_group_term(const struct keel_group *g)
+static void raft_stats(const struct keel_rlog *l, struct keel_rlog_stats *st)
 {
-	struct keel_raft_status st;
-	keel_raft_status(g->r, &st);
-	return st.term;
-}
-
-uint64_t keel_group_leader(const struct keel_group *g)
-{
-	struct keel_raft_status st;
-	keel_raft_status(g->r, &st);
-	return st.leader;
-}
-
-uint64_t keel_group_id(const struct keel_group *g)
-{
-	return g->id;
-}
-
-void keel_group_status(const struct keel_group *g, struct keel_raft_status *st)
-{
-	keel_raft_status(g->r, st);
-}
-
-void keel_group_get_stats(const struct keel_group *g, struct keel_group_stats *st)
-{
-	*st = g->st;
+	*st = CG(l)->st;
 }
 
 /* ---- open / close ------------------------------------------------------- */
@@ -679,46 +680,97 @@ static int mkdir_p(const char *path)
 	return 0;
 }
 
-/* The WAL, recovered into a core. */
+/* The founding configuration: the config's voters, or every [peers] node. */
+static int initial_conf(const struct keel_group *g, struct keel_raft_conf *c, char *errmsg)
+{
+	memset(c, 0, sizeof(*c));
+	const struct keel_rlog_config *cfg = &g->cfg;
+	if (cfg->join)
+		return 0;
+	const struct keel_node_config *node = keel_endpoint_node_config(g->ep);
+	size_t n = cfg->voters ? cfg->n_voters : node->npeers;
+	if (n > KEEL_RAFT_MAX_NODES)
+		return keel_errmsg_set(errmsg, KEEL_ECONFIG, "raft: %zu voters, at most %d", n,
+				       KEEL_RAFT_MAX_NODES);
+	bool self = false;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t id = cfg->voters ? cfg->voters[i] : node->peers[i].node;
+		if (!keel_node_config_peer(node, id))
+			return keel_errmsg_set(errmsg, KEEL_ECONFIG,
+					       "raft: voter %u is not in [peers]", id);
+		self |= id == g->id;
+		c->voters[c->n_voters++] = id;
+	}
+	if (!self)
+		return keel_errmsg_set(errmsg, KEEL_ECONFIG,
+				       "raft: node %u is not among the founding voters (use join to "
+				       "start it empty and add it with keel member add)",
+				       g->id);
+	return 0;
+}
+
+/* The WAL and the snapshot, recovered into a core. */
 static int open_core(struct keel_group *g, char *errmsg)
 {
-	const struct keel_group_config *cfg = &g->cfg;
-	int rc = mkdir_p(cfg->wal_dir);
-	if (rc < 0)
-		return keel_errmsg_set(errmsg, rc, "group: cannot create %s: %s", cfg->wal_dir,
-				       keel_strerror(rc));
-	struct keel_wal_io *io;
-	rc = keel_wal_io_posix_new(&io, cfg->wal_dir, cfg->wal_engine, errmsg);
-	if (rc < 0)
-		return rc;
-	rc = keel_wal_open(&g->w, io, cfg->wal, errmsg);
+	const struct keel_rlog_config *cfg = &g->cfg;
+	struct keel_wal_io *io = cfg->wal_io;
+	struct keel_wal_io *sio = cfg->snap_io;
+	g->cfg.wal_io = g->cfg.snap_io = NULL; /* ours now, whatever happens */
+	int rc = 0;
+	if (!io || !sio) {
+		rc = mkdir_p(g->dir);
+		if (rc < 0) {
+			keel_errmsg_set(errmsg, rc, "raft: cannot create %s", g->dir);
+			goto fail_io;
+		}
+	}
+	if (!io) {
+		rc = keel_wal_io_posix_new(&io, g->dir, cfg->wal_engine, errmsg);
+		if (rc < 0)
+			goto fail_io;
+	}
+	if (!sio) {
+		char sdir[600];
+		snprintf(sdir, sizeof(sdir), "%s/snap", g->dir);
+		rc = keel_wal_io_posix_new(&sio, sdir, KEEL_WAL_ENGINE_SYNC, errmsg);
+		if (rc < 0)
+			goto fail_io;
+	}
+	g->snap.io = sio;
+	sio = NULL;
+	rc = keel_wal_open(&g->w, io, cfg->wal, errmsg); /* destroys io on failure */
+	io = NULL;
 	if (rc < 0)
 		return rc;
 	keel_wal_hard_state(g->w, &g->saved_hs);
 
 	/* The snapshot first, then the WAL's entries after it. */
-	rc = group_snap_dir(cfg->wal_dir, g->snap_dir, sizeof(g->snap_dir));
-	if (rc < 0)
-		return keel_errmsg_set(errmsg, rc, "group: snapshot directory under %s: %s",
-				       cfg->wal_dir, keel_strerror(rc));
-	struct keel_raft_snapshot snap;
 	uint8_t *snap_buf = NULL;
-	rc = group_snap_load(g->snap_dir, &snap, &snap_buf, errmsg);
+	size_t snap_len = 0;
+	struct keel_raft_snapshot snap;
+	rc = snapstore_load(&g->snap, &snap_buf, &snap_len, errmsg);
 	if (rc < 0)
 		return rc;
 	bool have_snap = rc == 1;
 	if (have_snap) {
-		if (!cfg->restore) {
+		const char *why = NULL;
+		if (keel_group_snapshot_decode(snap_buf, snap_len, &snap, &why) < 0) {
+			free(snap_buf);
+			return keel_errmsg_set(errmsg, KEEL_ECORRUPT, "raft: %s/snap/snapshot: %s",
+					       g->dir, why);
+		}
+		if (!cfg->sm.restore) {
 			free(snap_buf);
 			return keel_errmsg_set(errmsg, KEEL_ECONFIG,
-					       "group: %s/snapshot exists but the state machine has no restore()",
-					       g->snap_dir);
+					       "raft: %s/snap/snapshot exists but the state machine has "
+					       "no restore()",
+					       g->dir);
 		}
-		rc = cfg->restore(cfg->arg, snap.meta.index, snap.data, snap.len);
+		rc = cfg->sm.restore(cfg->sm.arg, snap.meta.index, snap.data, snap.len);
 		if (rc < 0) {
 			free(snap_buf);
-			return keel_errmsg_set(errmsg, rc, "group: the state machine refused %s/snapshot",
-					       g->snap_dir);
+			return keel_errmsg_set(errmsg, rc,
+					       "raft: the state machine refused %s/snap/snapshot", g->dir);
 		}
 		g->snap_index = g->applied = snap.meta.index;
 	}
@@ -729,8 +781,8 @@ static int open_core(struct keel_group *g, char *errmsg)
 		if (rc < 0) {
 			boot_free(&b);
 			free(snap_buf);
-			return keel_errmsg_set(errmsg, rc, "group: reading the WAL in %s: %s",
-					       cfg->wal_dir, keel_wal_errmsg(g->w));
+			return keel_errmsg_set(errmsg, rc, "raft: reading the WAL in %s: %s", g->dir,
+					       keel_wal_errmsg(g->w));
 		}
 	}
 	size_t skip = 0;
@@ -747,14 +799,14 @@ static int open_core(struct keel_group *g, char *errmsg)
 		while (skip < b.n && b.e[skip].index <= s_idx)
 			skip++;
 		if (!ok) {
-			keel_warn("group: %s does not continue the snapshot at %llu: dropping its log",
-				  cfg->wal_dir, (unsigned long long)s_idx);
+			keel_warn("raft: %s does not continue the snapshot at %llu: dropping its log",
+				  g->dir, (unsigned long long)s_idx);
 			skip = b.n;
 			rc = wal_reset_to(g, s_idx);
 			if (rc < 0) {
 				boot_free(&b);
 				free(snap_buf);
-				return keel_errmsg_set(errmsg, rc, "group: %s", keel_wal_errmsg(g->w));
+				return keel_errmsg_set(errmsg, rc, "raft: %s", keel_wal_errmsg(g->w));
 			}
 		}
 	}
@@ -764,104 +816,118 @@ static int open_core(struct keel_group *g, char *errmsg)
 		.entries = b.e ? b.e + skip : NULL,
 		.n_entries = b.n - skip,
 	};
-	const struct keel_node_config *node = cfg->node;
 	struct keel_raft_config rc_cfg = {
 		.id = g->id,
-		.election_tick = cfg->election_tick ? cfg->election_tick : 10,
-		.heartbeat_tick = cfg->heartbeat_tick ? cfg->heartbeat_tick : 1,
+		.election_tick = cfg->election_ticks ? cfg->election_ticks : 10,
+		.heartbeat_tick = cfg->heartbeat_ticks ? cfg->heartbeat_ticks : 1,
 		.check_quorum = true,
 		.pre_vote = true,
 		.read_mode = KEEL_RAFT_READ_INDEX,
 		.max_msg_bytes = g->max_entry,
-		.seed = cfg->seed ? cfg->seed : keel_now_ns() ^ (g->id << 48),
+		.seed = keel_mix64(cfg->seed ? cfg->seed
+					     : keel_clock_now(g->clock) ^ keel_now_ns()) ^
+			((uint64_t)g->id << 48 | cfg->group),
 	};
-	if (node->npeers > KEEL_RAFT_MAX_NODES) {
-		boot_free(&b);
-		free(snap_buf);
-		return keel_errmsg_set(errmsg, KEEL_ECONFIG, "group: %zu peers, at most %d",
-				       node->npeers, KEEL_RAFT_MAX_NODES);
-	}
-	for (size_t i = 0; i < node->npeers; i++)
-		rc_cfg.initial.voters[rc_cfg.initial.n_voters++] = node->peers[i].node;
-	rc = keel_raft_create(&rc_cfg, &boot, &g->r, errmsg);
+	rc = initial_conf(g, &rc_cfg.initial, errmsg);
+	if (rc == 0)
+		rc = keel_raft_create(&rc_cfg, &boot, &g->r, errmsg);
 	boot_free(&b);
 	free(snap_buf);
 	if (rc < 0)
 		return rc;
 	struct keel_raft_status st;
 	keel_raft_status(g->r, &st);
-	keel_info("group: node %llu recovered from %s (%s): term %llu, vote %llu, log [%llu, %llu], snapshot %llu",
-		  (unsigned long long)g->id, cfg->wal_dir, keel_wal_engine_name(g->w),
-		  (unsigned long long)st.term, (unsigned long long)st.vote,
-		  (unsigned long long)st.first_index, (unsigned long long)st.last_index,
-		  (unsigned long long)st.snapshot_index);
+	keel_info("raft: group %u recovered from %s (%s): term %llu, vote %llu, log [%llu, %llu], "
+		  "snapshot %llu",
+		  cfg->group, g->dir, keel_wal_engine_name(g->w), (unsigned long long)st.term,
+		  (unsigned long long)st.vote, (unsigned long long)st.first_index,
+		  (unsigned long long)st.last_index, (unsigned long long)st.snapshot_index);
 	g->role = st.role;
 	g->term = st.term;
 	g->leader = st.leader;
 	return 0;
+fail_io:
+	if (io)
+		io->ops->destroy(io);
+	if (sio)
+		sio->ops->destroy(sio);
+	return rc;
 }
 
-int keel_group_open(const struct keel_group_config *cfg, struct keel_group **out, char *errmsg)
+static void raft_close(struct keel_rlog *l);
+
+static int raft_open(const struct keel_rlog_config *cfg, struct keel_rlog **out, char *errmsg)
 {
 	*out = NULL;
-	if (!cfg->shard || !cfg->node || !cfg->wal_dir)
-		return keel_errmsg_set(errmsg, KEEL_ECONFIG, "group: shard, node and wal_dir are required");
-	if (!keel_node_config_peer(cfg->node, cfg->node->node_id))
-		return keel_errmsg_set(errmsg, KEEL_ECONFIG, "group: node %u is not in its own [peers]",
-				       cfg->node->node_id);
+	if (!cfg->ep || !cfg->dir || !cfg->sm.apply) {
+		if (cfg->wal_io)
+			cfg->wal_io->ops->destroy(cfg->wal_io);
+		if (cfg->snap_io)
+			cfg->snap_io->ops->destroy(cfg->snap_io);
+		return keel_errmsg_set(errmsg, KEEL_ECONFIG,
+				       "raft: an endpoint, a directory and apply() are required");
+	}
 	struct keel_group *g = calloc(1, sizeof(*g));
-	if (!g)
-		return keel_errmsg_set(errmsg, -ENOMEM, "group: out of memory");
+	if (!g) {
+		if (cfg->wal_io)
+			cfg->wal_io->ops->destroy(cfg->wal_io);
+		if (cfg->snap_io)
+			cfg->snap_io->ops->destroy(cfg->snap_io);
+		return keel_errmsg_set(errmsg, -ENOMEM, "raft: out of memory");
+	}
+	g->head.engine = &rlog_raft_engine;
 	g->cfg = *cfg;
-	g->id = cfg->node->node_id;
+	snprintf(g->dir, sizeof(g->dir), "%s", cfg->dir);
+	g->cfg.dir = g->dir;
+	g->ep = cfg->ep;
+	g->clock = keel_endpoint_clock(cfg->ep);
+	g->id = keel_endpoint_node_id(cfg->ep);
 	g->tick_ms = cfg->tick_ms ? cfg->tick_ms : 100;
 	g->req_timeout = cfg->request_timeout_ticks ? cfg->request_timeout_ticks : 50;
-	g->log_budget = 100;
-	g->snap_every = cfg->snapshot && cfg->restore ? cfg->snapshot_every : 0;
+	g->snap_every = cfg->sm.snapshot && cfg->sm.restore ? cfg->snapshot_every : 0;
 	g->snap_keep = cfg->snapshot_keep ? cfg->snapshot_keep : 64;
 	/* One append message must fit a frame with room for its header. */
-	uint32_t frame = cfg->node->max_frame ? cfg->node->max_frame : KEEL_TRANSPORT_MAX_FRAME_DEFAULT;
+	uint32_t frame = keel_endpoint_max_payload(cfg->ep);
 	g->max_entry = frame / 2 < (1u << 20) ? frame / 2 : (1u << 20);
 	keel_timer_init(&g->tick, on_tick, g);
 	keel_timer_init(&g->kick, on_kick, g);
 	int rc = open_core(g, errmsg);
 	if (rc == 0)
 		rc = group_net_open(g, errmsg);
-	if (rc == 0) {
-		rc = keel_wal_attach(g->w, cfg->shard, &g->wr);
+	if (rc == 0 && keel_endpoint_reactor(cfg->ep)) {
+		rc = keel_wal_attach(g->w, keel_endpoint_reactor(cfg->ep), &g->wr);
 		if (rc < 0)
-			keel_errmsg_set(errmsg, rc, "group: attaching the WAL to the shard: %s",
+			keel_errmsg_set(errmsg, rc, "raft: attaching the WAL to the shard: %s",
 					keel_strerror(rc));
 	}
 	if (rc < 0) {
-		group_net_close(g);
-		if (g->w)
-			keel_wal_close(g->w);
-		keel_raft_destroy(g->r);
-		free(g);
+		raft_close(&g->head);
 		return rc;
 	}
-	keel_timer_arm(cfg->shard, &g->tick, (uint64_t)g->tick_ms * 1000000u);
-	*out = g;
+	keel_clock_arm(g->clock, &g->tick, (uint64_t)g->tick_ms * 1000000u);
+	*out = &g->head;
 	group_pump(g);
 	return 0;
 }
 
-void keel_group_close(struct keel_group *g)
+static void raft_close(struct keel_rlog *l)
 {
-	if (!g)
-		return;
+	struct keel_group *g = G(l);
 	g->closing = true;
-	keel_timer_cancel(g->cfg.shard, &g->tick);
-	keel_timer_cancel(g->cfg.shard, &g->kick);
+	keel_clock_cancel(g->clock, &g->tick);
+	keel_clock_cancel(g->clock, &g->kick);
 	group_net_close(g);
 	if (g->wr)
 		keel_wal_detach(g->wr);
-	keel_wal_close(g->w); /* waits for a write in flight; wal_done sees closing */
-	prop_list_fail(&g->q_head, &g->q_tail, KEEL_ESTOPPED);
-	prop_list_fail(&g->p_head, &g->p_tail, KEEL_ESTOPPED);
-	read_list_fail(&g->rq_head, KEEL_ESTOPPED);
-	read_list_fail(&g->reads, KEEL_ESTOPPED);
+	if (g->w)
+		keel_wal_close(g->w); /* waits for a write in flight; wal_done sees closing */
+	if (g->snap.io)
+		g->snap.io->ops->destroy(g->snap.io);
+	gprop_fail_all(&g->queued, KEEL_ESTOPPED);
+	gprop_fail_all(&g->pending, KEEL_ESTOPPED);
+	gread_fail_all(&g->rq_head, KEEL_ESTOPPED);
+	gread_fail_all(&g->reads, KEEL_ESTOPPED);
+	group_change_fail(g, KEEL_ESTOPPED);
 	while (g->in_head) {
 		struct gin *in = g->in_head;
 		g->in_head = in->next;
@@ -872,3 +938,17 @@ void keel_group_close(struct keel_group *g)
 	free(g->wents);
 	free(g);
 }
+
+const struct rlog_engine rlog_raft_engine = {
+	.name = "raft",
+	.open = raft_open,
+	.close = raft_close,
+	.poll = raft_poll,
+	.propose = raft_propose,
+	.read_barrier = raft_read_barrier,
+	.change_member = group_change_member,
+	.transfer_leader = group_transfer_leader,
+	.campaign = raft_campaign,
+	.status = raft_status,
+	.stats = raft_stats,
+};

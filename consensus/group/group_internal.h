@@ -1,32 +1,123 @@
-/* Private to the group host (group_host.c, group_net.c): the struct and the
- * calls between the two files. Everything here runs on the group's shard
- * thread. */
+/* Private to consensus/group/: the replicated-log engines' common parts and
+ * the Raft engine (the group host).
+ *
+ *   rlog.c          the engine registry and the keel_rlog_* dispatch
+ *   group_queue.c   proposal and read queues with deadlines (engine-neutral)
+ *   group_snapshot.c  the snapshot store on a struct keel_wal_io (atomic
+ *                   save, load) and the Raft snapshot file codec
+ *   group_host.c    the Raft engine: core + WAL + endpoint + state machine
+ *   group_net.c     its messages on the endpoint ("raft" type, one group)
+ *   group_member.c  its membership changes and leadership transfer
+ *
+ * Everything runs on the log's shard thread. */
 #ifndef KEEL_GROUP_INTERNAL_H
 #define KEEL_GROUP_INTERNAL_H
 
-#include "keel/group.h"
+#include "keel/node.h"
+#include "keel/raft.h"
+#include "keel/rlog.h"
 #include "keel/runtime.h"
-#include "keel/transport.h"
+#include "keel/wal.h"
 
-/* A proposal: queued (not yet given to the core) or pending (appended at
- * index/term, waiting to commit). data is only used while queued. */
+/* ---- engines (rlog.c) --------------------------------------------------- */
+
+/* An engine. Its log struct starts with struct keel_rlog. */
+struct rlog_engine {
+	const char *name;
+	int (*open)(const struct keel_rlog_config *cfg, struct keel_rlog **out, char *errmsg);
+	void (*close)(struct keel_rlog *l);
+	int (*poll)(struct keel_rlog *l);
+	int (*propose)(struct keel_rlog *l, const void *data, size_t len, keel_rlog_done_fn *cb,
+		       void *arg);
+	int (*read_barrier)(struct keel_rlog *l, keel_rlog_read_fn *cb, void *arg);
+	int (*change_member)(struct keel_rlog *l, enum keel_rlog_member_op op, uint32_t node,
+			     keel_rlog_done_fn *cb, void *arg);
+	int (*transfer_leader)(struct keel_rlog *l, uint32_t to);
+	int (*campaign)(struct keel_rlog *l);
+	void (*status)(const struct keel_rlog *l, struct keel_rlog_status *st);
+	void (*stats)(const struct keel_rlog *l, struct keel_rlog_stats *st);
+};
+
+struct keel_rlog {
+	const struct rlog_engine *engine;
+	uint32_t group;            /* set by rlog.c */
+	struct keel_endpoint *ep;  /* set by rlog.c */
+};
+
+extern const struct rlog_engine rlog_raft_engine;
+
+/* ---- request queues (group_queue.c) -------------------------------------
+ * A proposal is queued (not yet given to the engine), then pending (in the
+ * log at index/term, waiting to be applied). A read is queued, then waits
+ * for its barrier, then for the applied index to reach it. Deadlines are in
+ * the engine's ticks. */
 struct gprop {
 	struct gprop *next;
-	keel_group_done_fn *cb;
+	keel_rlog_done_fn *cb;
 	void *arg;
 	uint64_t index, term;
-	uint64_t deadline; /* in ticks */
+	uint64_t deadline;
+	int status; /* while being completed */
 	size_t len;
 	uint8_t data[];
 };
 
 struct gread {
 	struct gread *next;
-	keel_group_read_fn *cb;
+	keel_rlog_read_fn *cb;
 	void *arg;
 	uint64_t ctx, index, deadline;
 	bool have_index;
 };
+
+struct gprop_list {
+	struct gprop *head, *tail;
+};
+
+struct gprop *gprop_new(const void *data, size_t len, keel_rlog_done_fn *cb, void *arg,
+			uint64_t deadline);
+void gprop_push(struct gprop_list *l, struct gprop *p);
+struct gprop *gprop_pop(struct gprop_list *l);
+/* Completes (cb + free) every proposal with code. */
+void gprop_fail_all(struct gprop_list *l, int code);
+/* Completes those at or below index with code (a snapshot covered them). */
+void gprop_fail_upto(struct gprop_list *l, uint64_t index, int code);
+/* The pending proposal at index leaves the list: status 0 when term
+ * matches (our entry), KEEL_ESTALE otherwise (another leader's). Returns
+ * how many completed with 0. */
+unsigned gprop_complete_at(struct gprop_list *l, uint64_t index, uint64_t term);
+/* Completes those whose deadline <= now with KEEL_ETIMEOUT. */
+void gprop_expire(struct gprop_list *l, uint64_t now);
+
+void gread_fail_all(struct gread **head, int code);
+/* Completes reads whose barrier is known and applied >= their index. */
+void gread_complete(struct gread **head, uint64_t applied);
+void gread_expire(struct gread **head, uint64_t now);
+
+/* ---- the snapshot store (group_snapshot.c) ------------------------------
+ * One file, "snapshot", in the store's directory, replaced atomically
+ * (write snapshot.tmp, fdatasync, rename, sync the directory): a crash
+ * leaves the old one or the new one. Through a struct keel_wal_io, so the
+ * simulation's disk is the fault-injecting one. */
+struct snapstore {
+	struct keel_wal_io *io;
+};
+int snapstore_save(struct snapstore *s, const void *buf, size_t len, char *errmsg);
+/* 1 with *buf (malloc'd, the caller frees) and *len, 0 when there is none,
+ * or a negative code. */
+int snapstore_load(struct snapstore *s, uint8_t **buf, size_t *len, char *errmsg);
+
+/* The Raft snapshot file: encode returns bytes written or KEEL_ETOOBIG;
+ * encoded_size is exact (0 for an unencodable configuration); decode checks
+ * magic, version, lengths and a CRC32C and returns 0 with s->data pointing
+ * into buf, or KEEL_ECORRUPT with *why (may be NULL). Pure; fuzzed by
+ * tests/fuzz/fuzz_group_snapshot.c. */
+size_t keel_group_snapshot_encoded_size(const struct keel_raft_snapshot *s);
+int keel_group_snapshot_encode(const struct keel_raft_snapshot *s, uint8_t *buf, size_t cap);
+int keel_group_snapshot_decode(const uint8_t *buf, size_t len, struct keel_raft_snapshot *s,
+			       const char **why);
+
+/* ---- the Raft engine ---------------------------------------------------- */
 
 /* A decoded message waiting for the core (owns its memory). */
 struct gin {
@@ -34,29 +125,37 @@ struct gin {
 	struct keel_raft_msg m;
 };
 
-/* One other voter: the connection we dialled to its shard, and the redial. */
-struct gpeer {
-	struct keel_group *g;
+/* A membership change in progress (group_member.c). */
+enum gchange_state {
+	GC_NONE = 0,
+	GC_PROPOSE,  /* propose the conf entry at the next chance */
+	GC_COMMIT,   /* proposed at index/term: wait for it to apply */
+	GC_CATCHUP,  /* ADD_VOTER: learner added, waiting for it to catch up */
+};
+struct gchange {
+	enum gchange_state state;
+	enum keel_rlog_member_op op;   /* what the caller asked */
+	enum keel_raft_conf_op step;   /* the core's step now */
 	uint32_t node;
-	struct keel_conn *conn; /* dialled by us; NULL while waiting to redial */
-	bool up;
-	bool ever_up;
-	uint32_t attempt;
-	struct keel_timer redial;
-	uint64_t dials;
+	uint64_t index, term;
+	uint64_t deadline;
+	keel_rlog_done_fn *cb;
+	void *arg;
 };
 
 struct keel_group {
-	struct keel_group_config cfg;
-	uint64_t id;
+	struct keel_rlog head;
+	struct keel_rlog_config cfg;
+	char dir[512];
+	struct keel_endpoint *ep;
+	struct keel_clock *clock;
+	uint16_t raft_type;
+	uint32_t id;
 	uint32_t tick_ms, req_timeout;
 	uint32_t max_entry;
 	struct keel_raft *r;
 	struct keel_wal *w;
 	struct keel_wal_reactor *wr;
-	struct keel_transport *t;
-	struct gpeer peers[KEEL_RAFT_MAX_NODES];
-	uint32_t npeers;
 	struct keel_timer tick, kick;
 	uint64_t ticks;
 
@@ -64,7 +163,8 @@ struct keel_group {
 	struct keel_raft_ready rd;
 	bool busy, pumping, in_start, wal_done;
 	int wal_status;
-	bool failed, closing;
+	bool failed, closing, joined;
+	int fail_code;
 	struct keel_wal_hard_state saved_hs;
 	struct keel_wal_entry *wents;
 	size_t wents_cap;
@@ -73,26 +173,29 @@ struct keel_group {
 	struct gin *in_head, *in_tail;
 	size_t in_n;
 	uint32_t queued_ticks;
-	struct gprop *q_head, *q_tail; /* proposals not yet given to the core */
-	struct gread *rq_head;         /* reads not yet given to the core */
+	struct gprop_list queued;  /* proposals not yet given to the core */
+	struct gread *rq_head;     /* reads not yet given to the core */
 	/* waiting for an answer */
-	struct gprop *p_head, *p_tail;
+	struct gprop_list pending;
 	struct gread *reads;
 	uint64_t next_ctx;
 	uint64_t applied;
 
-	/* what on_role last reported */
+	/* what on_leader last reported */
 	enum keel_raft_role role;
 	uint64_t term, leader;
 	bool role_changed, fail_reads;
 
+	struct gchange change;
+	uint32_t transfer_to; /* a transfer asked for while a batch was in flight */
+
 	/* snapshots */
-	char snap_dir[600];
+	struct snapstore snap;
 	uint64_t snap_index; /* latest snapshot saved (0: none) */
 	uint32_t snap_every, snap_keep;
 
-	uint32_t log_budget; /* rate limit for logs about bad peer input */
-	struct keel_group_stats st;
+	struct keel_log_limit lim;
+	struct keel_rlog_stats st;
 };
 
 enum group_send_phase {
@@ -104,18 +207,22 @@ enum group_send_phase {
 /* group_host.c */
 void group_pump(struct keel_group *g);
 void group_queue_msg(struct keel_group *g, struct gin *in);
-
-/* group_snapshot.c: the snapshot file (synchronous I/O). load returns 1
- * with *s pointing into *buf (the caller frees it), 0 when there is none,
- * or a negative code. */
-int group_snap_dir(const char *wal_dir, char *out, size_t cap);
-int group_snap_save(const char *dir, const struct keel_raft_snapshot *s, char *errmsg);
-int group_snap_load(const char *dir, struct keel_raft_snapshot *s, uint8_t **buf, char *errmsg);
+void group_fail(struct keel_group *g, int code, const char *why);
 
 /* group_net.c */
 int group_net_open(struct keel_group *g, char *errmsg);
 void group_net_close(struct keel_group *g);
 void group_send_msgs(struct keel_group *g, const struct keel_raft_ready *rd,
 		     enum group_send_phase phase);
+
+/* group_member.c */
+int group_change_member(struct keel_rlog *l, enum keel_rlog_member_op op, uint32_t node,
+			keel_rlog_done_fn *cb, void *arg);
+int group_transfer_leader(struct keel_rlog *l, uint32_t to);
+/* After every ready batch and tick: moves a change in progress along. */
+void group_change_step(struct keel_group *g);
+/* A conf entry was applied at index/term. */
+void group_change_applied(struct keel_group *g, uint64_t index, uint64_t term);
+void group_change_fail(struct keel_group *g, int code);
 
 #endif

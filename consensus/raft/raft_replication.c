@@ -474,3 +474,17 @@ void raft_handle_heartbeat_resp(struct keel_raft *r, const struct keel_raft_msg 
 	}
 	raft_reads_check(r);
 }
+
+int keel_raft_progress(const struct keel_raft *r, uint64_t id, uint64_t *match, bool *active)
+{
+	if (r->role != KEEL_RAFT_LEADER)
+		return KEEL_ENOTLEADER;
+	const struct progress *p = raft_progress((struct keel_raft *)r, id);
+	if (!p)
+		return KEEL_ENOTFOUND;
+	if (match)
+		*match = p->match;
+	if (active)
+		*active = p->recent_active;
+	return 0;
+}

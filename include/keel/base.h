@@ -98,6 +98,18 @@ void keel_log_set_shard(int shard_id);
 void keel_log(enum keel_log_level level, const char *fmt, ...) KEEL_PRINTF(2, 3);
 void keel_vlog(enum keel_log_level level, const char *fmt, va_list ap);
 
+/* Rate limiting for lines a peer or a client can make repeat: at most
+ * `burst` lines per second pass through one struct keel_log_limit (zero it
+ * to start); the rest are counted, and the first line let through after
+ * them ends with "(N similar lines suppressed)". */
+struct keel_log_limit {
+	uint64_t window_start;
+	uint32_t count;
+	uint32_t suppressed;
+};
+void keel_log_limited(struct keel_log_limit *l, unsigned burst, enum keel_log_level level,
+		      const char *fmt, ...) KEEL_PRINTF(4, 5);
+
 #define KEEL_LOG_ENABLED(lvl) ((lvl) >= keel_log_get_level())
 #define keel_debug(...)                                                       \
 	do {                                                                  \

@@ -415,6 +415,11 @@ void keel_raft_advance(struct keel_raft *r, const struct keel_raft_ready *rd);
 
 /* Accessors, for the application and the simulator's invariant checks. */
 void keel_raft_status(const struct keel_raft *r, struct keel_raft_status *st);
+/* Leader only: how far member id's log is known to match ours (§3.5
+ * matchIndex; the leader's own last durable index for itself), and whether
+ * it was heard from since the last check-quorum round. 0, KEEL_ENOTLEADER,
+ * or KEEL_ENOTFOUND for a server not in the configuration. */
+int keel_raft_progress(const struct keel_raft *r, uint64_t id, uint64_t *match, bool *active);
 /* The entry at index, or NULL if compacted or past the end. Valid until the
  * next mutating call. */
 const struct keel_raft_entry *keel_raft_entry_at(const struct keel_raft *r,

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "keel/group.h"
+#include "consensus/group/group_internal.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

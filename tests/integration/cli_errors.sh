@@ -102,6 +102,8 @@ check "send --retry-ms -5" 2 err \
 check "send --to a node not in [peers]" 2 err \
   "keel send: --to 9: not a node of the configuration's [peers]" -- "$KEEL" send --config good.ini --to 9
 check "send --to this node" 2 err "keel send: --to 1: that is this node" -- "$KEEL" send --config good.ini --to 1
+check "send --to a higher id" 2 err \
+  "keel send: --to 2: a higher id than this node's (1): on the mesh node 2 dials us" -- "$KEEL" "${S[@]}"
 check "send without --config" 2 err "keel send: --config FILE is required" -- "$KEEL" send --to 2
 check "send --count without a value" 2 err "keel send: --count needs a value (N)" -- "$KEEL" "${S[@]}" --count
 check "topo --shards 5000" 2 err \
