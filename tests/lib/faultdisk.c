@@ -27,6 +27,7 @@ struct dir {
 struct comp {
 	struct keel_wal_io_req *req;
 	struct comp *next;
+	bool deferred; /* not carried out yet: at reap (keel_faultdisk_defer_async) */
 };
 
 struct fdview {
@@ -59,6 +60,7 @@ struct keel_faultdisk {
 	bool f_sticky, f_firing;
 	uint64_t s_in;
 	uint32_t s_bytes;
+	bool defer_async;
 };
 
 static int img_resize(struct img *m, size_t size)
@@ -395,19 +397,27 @@ static int fdv_list(struct keel_wal_io *io, int (*fn)(void *arg, const char *nam
 	return rc;
 }
 
+/* The write, then (if asked and the write was whole) the fdatasync. */
+static void carry_out(struct fdview *v, struct keel_wal_io_req *req)
+{
+	int64_t n = do_write(v, req->fd, req->buf, req->len, req->off);
+	req->res = (int)n;
+	req->sync_res = 1;
+	if (req->datasync && n == (int64_t)req->len)
+		req->sync_res = do_sync(v, req->fd);
+}
+
 static int fdv_submit(struct keel_wal_io *io, struct keel_wal_io_req *req)
 {
 	struct fdview *v = V(io);
 	struct comp *c = malloc(sizeof(*c));
 	if (!c)
 		return -ENOMEM;
-	int64_t n = do_write(v, req->fd, req->buf, req->len, req->off);
-	req->res = (int)n;
-	req->sync_res = 1;
-	if (req->datasync && n == (int64_t)req->len)
-		req->sync_res = do_sync(v, req->fd);
 	c->req = req;
 	c->next = NULL;
+	c->deferred = v->d->defer_async;
+	if (!c->deferred)
+		carry_out(v, req);
 	if (v->tail)
 		v->tail->next = c;
 	else
@@ -426,6 +436,8 @@ static int fdv_reap(struct keel_wal_io *io, unsigned min_complete)
 		struct comp *c = list;
 		list = c->next;
 		struct keel_wal_io_req *req = c->req;
+		if (c->deferred)
+			carry_out(v, req);
 		free(c);
 		n++;
 		req->done(req);
@@ -472,6 +484,11 @@ static const struct keel_wal_io_ops fdv_ops = {
 struct keel_faultdisk *keel_faultdisk_new(void)
 {
 	return calloc(1, sizeof(struct keel_faultdisk));
+}
+
+void keel_faultdisk_defer_async(struct keel_faultdisk *d, bool on)
+{
+	d->defer_async = on;
 }
 
 void keel_faultdisk_free(struct keel_faultdisk *d)

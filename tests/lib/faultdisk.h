@@ -39,6 +39,10 @@
  *
  * Asynchronous requests (submit) are carried out at once, in order, and
  * their completions delivered by the next reap, so runs are deterministic.
+ * With keel_faultdisk_defer_async(d, true) they are carried out at the
+ * reap instead, as a disk that takes time would: a crash between submit
+ * and reap loses the request entirely (what a host that acknowledges
+ * before its write completes gets wrong).
  *
  * Ownership: the disk outlives the backends made from it; a backend
  * (keel_faultdisk_io) is destroyed by its owner (the WAL, on close), which
@@ -69,6 +73,9 @@ struct keel_faultdisk *keel_faultdisk_new(void);
 void keel_faultdisk_free(struct keel_faultdisk *d);
 /* A WAL backend over the disk; destroyed by ops->destroy (keel_wal_close). */
 int keel_faultdisk_io(struct keel_faultdisk *d, struct keel_wal_io **out);
+
+/* Requests submitted from now on are carried out at reap (see above). */
+void keel_faultdisk_defer_async(struct keel_faultdisk *d, bool on);
 
 /* Mutating operations attempted so far (successful or not). */
 uint64_t keel_faultdisk_ops(const struct keel_faultdisk *d);
