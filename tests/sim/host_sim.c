@@ -579,9 +579,9 @@ static void fault_act(void)
 	struct simnode *n = &W.nodes[keel_prng_range(&W.rng, 0, W.n - 1)];
 	unsigned gi = (unsigned)keel_prng_range(&W.rng, 0, W.ngroups - 1);
 	note_event(d, n->id);
-	if (d < 18) {
+	if (d < 16) {
 		crash_node(n, keel_prng_range(&W.rng, 0, 2) != 0);
-	} else if (d < 21) {
+	} else if (d < 22) {
 		/* the whole cluster loses power at once (a rack, a datacenter):
 		 * only what each node made durable survives */
 		for (unsigned i = 0; i < W.n; i++)
