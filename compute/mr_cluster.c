@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "compute/mr_node.h"
+#include "keel/node.h"
 
 #define START_TIMEOUT_NS (30ull * 1000000000ull)
 #define FINISH_LINGER_NS (100 * 1000000ull)
@@ -417,24 +418,24 @@ static void coord_kick(struct keel_shard *sh, void *arg)
 
 /* ---- a node's life ---------------------------------------------------------- */
 
-static void shard_init(struct keel_shard *sh, void *arg)
+/* A shard starts: its executor state and, on shard 0, the agent's timers
+ * and (in a cluster) the network on the node's endpoint. */
+static int shard_start(struct mr_node *n, struct keel_shard *sh, struct keel_endpoint *ep,
+		       char *errmsg)
 {
-	struct mr_node *n = arg;
 	mr_exec_shard_init(n, sh);
 	if (keel_shard_id(sh) != 0)
-		return;
+		return 0;
 	n->sh0 = sh;
 	n->ring0_ok = io_uring_queue_init(4, &n->ring0, 0) == 0;
 	keel_timer_init(&n->start_timer, start_timeout, n);
 	keel_timer_init(&n->stop_timer, stop_fire, n);
-	if (n->npeers) {
-		char err[KEEL_ERRMSG_LEN];
-		int rc = mr_net_tcp_open(&n->cfg, sh, n->S, &net_handlers, n, &n->net, err);
+	if (ep) {
+		int rc = mr_net_node_open(ep, &net_handlers, n, &n->net, errmsg);
 		if (rc < 0) {
-			mr_node_fail(n, rc, err);
+			mr_node_fail(n, rc, errmsg);
 			atomic_store(&n->finished, 1);
-			keel_runtime_stop(n->rt);
-			return;
+			return rc;
 		}
 	}
 	if (n->is_coord) {
@@ -442,11 +443,11 @@ static void shard_init(struct keel_shard *sh, void *arg)
 			keel_timer_arm(sh, &n->start_timer, START_TIMEOUT_NS);
 		keel_shard_post(sh, 0, coord_kick, n);
 	}
+	return 0;
 }
 
-static void shard_fini(struct keel_shard *sh, void *arg)
+static void shard_stop(struct mr_node *n, struct keel_shard *sh)
 {
-	struct mr_node *n = arg;
 	mr_exec_shard_fini(n, sh);
 	if (keel_shard_id(sh) != 0)
 		return;
@@ -458,6 +459,33 @@ static void shard_fini(struct keel_shard *sh, void *arg)
 	if (n->ring0_ok)
 		io_uring_queue_exit(&n->ring0);
 	n->ring0_ok = false;
+}
+
+/* A single process: a runtime of its own, no network. */
+static void local_shard_init(struct keel_shard *sh, void *arg)
+{
+	char err[KEEL_ERRMSG_LEN];
+	if (shard_start(arg, sh, NULL, err) < 0)
+		keel_runtime_stop(((struct mr_node *)arg)->rt);
+}
+
+static void local_shard_fini(struct keel_shard *sh, void *arg)
+{
+	shard_stop(arg, sh);
+}
+
+/* A cluster: the node layer's shards and mesh (keel/node.h). */
+static int node_hook_start(void *arg, struct keel_node *kn, struct keel_endpoint *ep, char *errmsg)
+{
+	(void)kn;
+	return shard_start(arg, keel_endpoint_reactor(ep), keel_endpoint_shard(ep) == 0 ? ep : NULL,
+			   errmsg);
+}
+
+static void node_hook_stop(void *arg, struct keel_node *kn, struct keel_endpoint *ep)
+{
+	(void)kn;
+	shard_stop(arg, keel_endpoint_reactor(ep));
 }
 
 static void report_progress(struct mr_node *n)
@@ -508,12 +536,22 @@ static int node_setup(struct mr_node *n, const char *config_path, uint32_t shard
  * meanwhile. */
 static int node_run(struct mr_node *n, char *errmsg)
 {
-	struct keel_runtime_config rcfg = {
-		.nshards = n->S, .overcommit = true, .node_id = n->have_cfg ? (int)n->self : -1,
-	};
-	int rc = keel_runtime_create(&rcfg, &n->rt, errmsg);
-	if (rc)
-		return rc;
+	int rc;
+	if (n->npeers) {
+		struct keel_node_options o = {.overcommit = true};
+		rc = keel_node_create(&n->cfg, &o, &n->knode, errmsg);
+		if (rc)
+			return rc;
+		n->rt = keel_node_runtime(n->knode);
+		n->S = keel_node_shard_count(n->knode);
+	} else {
+		struct keel_runtime_config rcfg = {
+			.nshards = n->S, .overcommit = true, .node_id = n->have_cfg ? (int)n->self : -1,
+		};
+		rc = keel_runtime_create(&rcfg, &n->rt, errmsg);
+		if (rc)
+			return rc;
+	}
 	n->sh = calloc(n->S, sizeof *n->sh);
 	n->shard_idle = calloc(n->S, sizeof *n->shard_idle);
 	if (!n->sh || !n->shard_idle)
@@ -521,10 +559,22 @@ static int node_run(struct mr_node *n, char *errmsg)
 	for (unsigned j = 0; j < n->S; j++)
 		n->shard_idle[j] = true;
 	n->idle = n->S;
-	rc = keel_runtime_start(n->rt, shard_init, shard_fini, n);
-	if (rc) {
-		snprintf(errmsg, KEEL_ERRMSG_LEN, "mr: runtime: %s", keel_runtime_errmsg(n->rt));
-		return rc;
+	if (n->knode) {
+		const struct keel_node_hooks hooks = {.start = node_hook_start,
+						      .stop = node_hook_stop, .arg = n};
+		rc = keel_node_start(n->knode, &hooks, errmsg);
+		if (rc) {
+			int e = atomic_load(&n->err);
+			if (e)
+				snprintf(errmsg, KEEL_ERRMSG_LEN, "%s", n->errmsg);
+			return e ? e : rc;
+		}
+	} else {
+		rc = keel_runtime_start(n->rt, local_shard_init, local_shard_fini, n);
+		if (rc) {
+			snprintf(errmsg, KEEL_ERRMSG_LEN, "mr: runtime: %s", keel_runtime_errmsg(n->rt));
+			return rc;
+		}
 	}
 	bool progress = n->is_coord && n->mcfg->progress;
 	unsigned iv = progress && n->mcfg->progress_interval_ms ? n->mcfg->progress_interval_ms : 200;
@@ -536,7 +586,10 @@ static int node_run(struct mr_node *n, char *errmsg)
 		}
 		report_progress(n);
 	}
-	keel_runtime_wait(n->rt);
+	if (n->knode)
+		keel_node_wait(n->knode);
+	else
+		keel_runtime_wait(n->rt);
 	if (progress)
 		report_progress(n);
 	rc = atomic_load(&n->err);
@@ -547,7 +600,9 @@ static int node_run(struct mr_node *n, char *errmsg)
 
 static void node_free(struct mr_node *n)
 {
-	if (n->rt)
+	if (n->knode)
+		keel_node_destroy(n->knode); /* and its runtime */
+	else if (n->rt)
 		keel_runtime_destroy(n->rt);
 	if (n->have_job)
 		mr_rmtree(n->spilldir);

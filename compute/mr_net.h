@@ -4,14 +4,11 @@
  * compute/ above it (agent, coordinator, executor) sees node ids and message
  * types (compute/mr_msg.h), never a connection. Not a public API.
  *
- * Today's implementation, compute/mr_net_tcp.c, opens one transport endpoint
- * on the node's shard 0 (the backend its node configuration names) and keeps
- * one authenticated connection per peer node: node i dials every node j < i
- * and redials every 200 ms until the peer answers. Moving map-reduce onto
- * node/'s mesh is writing one more implementation of this interface (the
- * mesh dials, keeps one connection per peer shard and demultiplexes by
- * registered type: map-reduce claims its 12 types, or one type and carries
- * mr_msg_type inside).
+ * The implementation, compute/mr_net_node.c, rides the node layer's mesh
+ * (keel/node.h): shard 0's endpoint of the node's keel_node, the
+ * connections every other layer of the node shares, and the one registered
+ * message type "mr" with mr_msg_type inside. A lone process (keel_mr_run)
+ * has no net.
  *
  * Contract for an implementation:
  *   - Everything runs on one shard's thread (the one that opened it): every
@@ -38,8 +35,6 @@
 
 #include "keel/base.h"
 
-struct keel_shard;
-struct keel_node_config;
 struct mr_net;
 
 struct mr_net_handlers {
@@ -72,10 +67,11 @@ static inline void mr_net_close(struct mr_net *net)
 		net->ops->close(net);
 }
 
-/* The transport implementation: an endpoint for shard 0 of the node `cfg`
- * describes, with `shards` shards per node, listening and dialling its
- * peers (node ids below MR_MAXN). On failure a negative code with errmsg. */
-int mr_net_tcp_open(const struct keel_node_config *cfg, struct keel_shard *sh, unsigned shards,
-		    const struct mr_net_handlers *h, void *user, struct mr_net **out, char *errmsg);
+/* On the node mesh (compute/mr_net_node.c): claims the "mr" message type on
+ * ep (shard 0's endpoint of a keel_node) and reports its peers. ep is
+ * borrowed and must outlive the net. */
+struct keel_endpoint;
+int mr_net_node_open(struct keel_endpoint *ep, const struct mr_net_handlers *h, void *user,
+		     struct mr_net **out, char *errmsg);
 
 #endif

@@ -126,7 +126,8 @@ struct mr_node {
 	uint32_t npeers;
 	bool is_coord;
 	const struct keel_mr_config *mcfg; /* the coordinator's job */
-	struct keel_runtime *rt;
+	struct keel_node *knode; /* a cluster's node (keel/node.h); NULL alone */
+	struct keel_runtime *rt; /* knode's runtime, or a lone process's own */
 	struct mr_shard *sh;
 	uint64_t start_ns;
 
