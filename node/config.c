@@ -618,6 +618,7 @@ static int parse_text(const char *text, size_t len, const char *name, const char
 		      struct keel_node_config *cfg, char *errmsg)
 {
 	struct parse p = {.cfg = cfg, .name = name, .base_dir = base_dir, .text = text, .len = len};
+	snprintf(cfg->base_dir, sizeof(cfg->base_dir), "%s", base_dir ? base_dir : "");
 	int line = ini_parse_stream(reader, &p, handler, &p);
 	return finish(&p, line, errmsg);
 }

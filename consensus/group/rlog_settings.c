@@ -176,12 +176,17 @@ int keel_rlog_settings_load(const struct keel_node_config *nc, struct keel_rlog_
 		snprintf(s->dir, sizeof(s->dir), "%s", dir);
 	} else {
 		/* relative to the config file's directory, as secret_file is */
-		const char *slash = strrchr(nc->path, '/');
-		int base = slash ? (int)(slash - nc->path) : 0;
-		if (base)
-			snprintf(s->dir, sizeof(s->dir), "%.*s/%s", base, nc->path, dir);
-		else
-			snprintf(s->dir, sizeof(s->dir), "%s", dir);
+		size_t need = strlen(nc->base_dir) + 1 + strlen(dir);
+		if (need >= sizeof(s->dir))
+			return keel_errmsg_set(errmsg, KEEL_ECONFIG,
+					       "%s: [log] dir: %s/%s is longer than %zu bytes",
+					       nc->path, nc->base_dir, dir, sizeof(s->dir) - 1);
+		size_t bl = strlen(nc->base_dir);
+		if (bl) {
+			memcpy(s->dir, nc->base_dir, bl);
+			s->dir[bl++] = '/';
+		}
+		memcpy(s->dir + bl, dir, strlen(dir) + 1);
 	}
 	return 0;
 }

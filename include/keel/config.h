@@ -79,6 +79,10 @@ struct keel_node_config {
 	uint32_t handshake_timeout_ms;    /* 0: the transport's default (5 s) */
 	uint32_t peer_timeout_ms;         /* 0: the transport's default (30 s) */
 	char secret_file[512];            /* resolved path */
+	/* where relative paths of this config resolve (secret_file, [log]
+	 * dir): the file's directory, or parse()'s base_dir; "" = the working
+	 * directory */
+	char base_dir[512];
 	uint8_t *secret;
 	size_t secret_len;
 	struct keel_transport_peer *peers; /* every [peers] line, self included */
