@@ -45,6 +45,12 @@ struct sgroup {
 	struct keel_timer tick;
 	struct ka_waiter *ka_head, *ka_tail;
 	size_t ka_n;
+	/* The last KV command applied and its outcome: a proposal's callback
+	 * runs right after its entry is applied, so it finds its own answer
+	 * here, the duplicate flag included (the client table keeps the
+	 * result, not whether this entry was a retry). */
+	uint64_t kv_last_index;
+	struct keel_kv_result kv_last;
 };
 
 struct keel_services {
@@ -107,9 +113,10 @@ static void sm_apply(void *arg, uint64_t index, const void *data, size_t len)
 {
 	struct sgroup *g = arg;
 	const uint8_t *b = data;
-	if (len && b[0] == KEEL_SERVICE_KV)
-		keel_kv_apply(g->kv, index, b + 1, len - 1, NULL);
-	else if (len && b[0] == KEEL_SERVICE_LOCK)
+	if (len && b[0] == KEEL_SERVICE_KV) {
+		keel_kv_apply(g->kv, index, b + 1, len - 1, &g->kv_last);
+		g->kv_last_index = index;
+	} else if (len && b[0] == KEEL_SERVICE_LOCK)
 		keel_lock_sm_apply(g->lock, index, b + 1, len - 1, NULL);
 	else
 		keel_warn("services: group %u: log index %llu has no service tag: skipped", g->id,
@@ -152,6 +159,7 @@ static int sm_restore(void *arg, uint64_t index, const void *data, size_t len)
 {
 	struct sgroup *g = arg;
 	const uint8_t *b = data;
+	g->kv_last_index = 0; /* what was applied before is replaced */
 	if (len < 24 || memcmp(b, SNAP_MAGIC, 8))
 		return KEEL_ECORRUPT;
 	uint64_t al = keel_get_le64(b + 8);
@@ -445,9 +453,10 @@ struct kv_write {
 static void kv_write_done(void *arg, int status, uint64_t index)
 {
 	struct kv_write *w = arg;
-	(void)index;
 	struct keel_kv_result res = {0};
-	if (status == 0 && keel_kv_client_result(w->g->kv, w->client, w->seq, &res) < 0) {
+	if (status == 0 && index == w->g->kv_last_index) {
+		res = w->g->kv_last;
+	} else if (status == 0 && keel_kv_client_result(w->g->kv, w->client, w->seq, &res) < 0) {
 		/* applied, but a later sequence of the same client was applied
 		 * right after it: superseded before its answer was read */
 		res.status = KEEL_KV_STALE_SEQ;
