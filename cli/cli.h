@@ -16,5 +16,6 @@ int keel_cmd_node(int argc, char **argv);
 int keel_cmd_cluster(int argc, char **argv);
 int keel_cmd_send(int argc, char **argv);
 int keel_cmd_config(int argc, char **argv);
+int keel_cmd_kv(int argc, char **argv);
 
 #endif

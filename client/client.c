@@ -1,0 +1,785 @@
+/*
+ * client/client.c — the C client library (keel/client.h): blocking calls
+ * over the client protocol (keel/proto.h), one TCP connection per node it
+ * talks to, poll() for deadlines.
+ *
+ * Routing: the group of a key is keel_service_group_of(key, groups), as
+ * the nodes compute it; leader[g] caches the node that last answered for
+ * group g or was named in a KEEL_ENOTLEADER hint. A call goes to that
+ * node's connection if one is known, else to the current endpoint; on
+ * KEEL_ENOTLEADER it follows the hint (connecting to endpoints it has not
+ * identified yet to find that node), on a broken connection or no hint it
+ * moves to the next endpoint, with backoff, until the deadline.
+ */
+#include "keel/client.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "keel/kv.h"
+#include "keel/proto.h"
+#include "keel/services.h"
+
+#define MAX_ENDPOINTS 32
+#define MAX_GROUPS 4096
+
+struct conn {
+	char host[256];
+	char port[8];
+	int fd;              /* -1: not connected */
+	uint32_t node;       /* from HELLO_OK; 0 until then */
+	uint8_t *rbuf;
+	size_t rlen, rcap;
+};
+
+struct keel_client {
+	struct keel_client_config cfg;
+	char token[KEEL_PROTO_MAX_TOKEN + 1];
+	struct conn ep[MAX_ENDPOINTS];
+	unsigned nep;
+	unsigned cur;        /* the endpoint tried first when no leader is known */
+	uint32_t groups;
+	uint32_t *leader;    /* [groups]: node id, 0 unknown */
+	uint64_t id, seq, next_req;
+	uint8_t *wbuf;
+	size_t wcap;
+	char err[KEEL_ERRMSG_LEN];
+};
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static int fail(struct keel_client *c, int code, const char *fmt, ...) KEEL_PRINTF(3, 4);
+static int fail(struct keel_client *c, int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(c->err, sizeof(c->err), fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+const char *keel_client_errmsg(const struct keel_client *c)
+{
+	return c->err;
+}
+
+static void conn_close(struct conn *k)
+{
+	if (k->fd >= 0)
+		close(k->fd);
+	k->fd = -1;
+	k->rlen = 0;
+}
+
+/* ---- frames on a connection -------------------------------------------- */
+
+static int send_all(struct conn *k, const uint8_t *p, size_t n, uint64_t deadline)
+{
+	while (n) {
+		ssize_t w = send(k->fd, p, n, MSG_NOSIGNAL);
+		if (w > 0) {
+			p += w;
+			n -= (size_t)w;
+			continue;
+		}
+		if (w < 0 && errno != EAGAIN && errno != EINTR)
+			return -errno;
+		uint64_t t = now_ms();
+		if (t >= deadline)
+			return KEEL_ETIMEOUT;
+		struct pollfd pf = {.fd = k->fd, .events = POLLOUT};
+		if (poll(&pf, 1, (int)(deadline - t)) < 0 && errno != EINTR)
+			return -errno;
+	}
+	return 0;
+}
+
+/* Reads until one whole frame is buffered; returns its length. */
+static int recv_frame(struct conn *k, uint64_t deadline)
+{
+	for (;;) {
+		int fl = keel_proto_frame_len(k->rbuf, k->rlen);
+		if (fl < 0)
+			return fl;
+		if (fl > 0 && (size_t)fl <= k->rlen)
+			return fl;
+		size_t want = fl > 0 && (size_t)fl > 65536 ? (size_t)fl : 65536;
+		if (want > k->rcap) {
+			uint8_t *b = realloc(k->rbuf, want);
+			if (!b)
+				return -ENOMEM;
+			k->rbuf = b;
+			k->rcap = want;
+		}
+		ssize_t r = recv(k->fd, k->rbuf + k->rlen, k->rcap - k->rlen, 0);
+		if (r > 0) {
+			k->rlen += (size_t)r;
+			continue;
+		}
+		if (r == 0)
+			return -ECONNRESET;
+		if (errno != EAGAIN && errno != EINTR)
+			return -errno;
+		uint64_t t = now_ms();
+		if (t >= deadline)
+			return KEEL_ETIMEOUT;
+		struct pollfd pf = {.fd = k->fd, .events = POLLIN};
+		if (poll(&pf, 1, (int)(deadline - t)) < 0 && errno != EINTR)
+			return -errno;
+	}
+}
+
+static void consume(struct conn *k, size_t n)
+{
+	memmove(k->rbuf, k->rbuf + n, k->rlen - n);
+	k->rlen -= n;
+}
+
+/* Sends m and waits for the answer with its id (pushed frames, id 0, are
+ * dropped: the blocking API has no watches). The answer borrows from the
+ * connection's buffer until the next call on it; *used is its length, to
+ * consume afterwards. */
+static int roundtrip(struct keel_client *c, struct conn *k, struct keel_proto_msg *m,
+		     struct keel_proto_msg *ans, size_t *used, uint64_t deadline)
+{
+	m->id = ++c->next_req;
+	size_t need = keel_proto_size(m);
+	if (!need)
+		return fail(c, KEEL_ETOOBIG, "request over the protocol's limits");
+	if (need > c->wcap) {
+		uint8_t *b = realloc(c->wbuf, need);
+		if (!b)
+			return fail(c, -ENOMEM, "out of memory");
+		c->wbuf = b;
+		c->wcap = need;
+	}
+	int n = keel_proto_encode(m, c->wbuf, c->wcap);
+	if (n < 0)
+		return fail(c, n, "encoding the request: %s", keel_strerror(n));
+	int rc = send_all(k, c->wbuf, (size_t)n, deadline);
+	if (rc < 0)
+		return rc;
+	for (;;) {
+		int fl = recv_frame(k, deadline);
+		if (fl < 0)
+			return fl;
+		const char *why = NULL;
+		rc = keel_proto_decode(k->rbuf, (size_t)fl, ans, &why);
+		if (rc < 0) {
+			fail(c, KEEL_EPROTO, "%s:%s sent a bad frame: %s", k->host, k->port, why);
+			return KEEL_EPROTO;
+		}
+		if (ans->type == KEEL_PROTO_ERROR) {
+			int st = ans->status ? ans->status : KEEL_EPROTO;
+			fail(c, st, "%s:%s: %.*s", k->host, k->port, (int)ans->message.len,
+			     ans->message.p ? (const char *)ans->message.p : "");
+			consume(k, (size_t)fl);
+			return st;
+		}
+		if (ans->id == m->id) {
+			*used = (size_t)fl;
+			return 0;
+		}
+		consume(k, (size_t)fl); /* a push, or a late answer to an abandoned call */
+	}
+}
+
+/* ---- connecting ---------------------------------------------------------- */
+
+static int dial(struct conn *k, uint64_t deadline)
+{
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai;
+	int g = getaddrinfo(k->host, k->port, &hints, &ai);
+	if (g)
+		return KEEL_EUNAVAIL;
+	int rc = KEEL_EUNAVAIL;
+	for (struct addrinfo *a = ai; a; a = a->ai_next) {
+		int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			continue;
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if (connect(fd, a->ai_addr, a->ai_addrlen) < 0 && errno != EINPROGRESS) {
+			rc = -errno;
+			close(fd);
+			continue;
+		}
+		uint64_t t = now_ms();
+		struct pollfd pf = {.fd = fd, .events = POLLOUT};
+		int pr = t < deadline ? poll(&pf, 1, (int)(deadline - t)) : 0;
+		int soerr = 0;
+		socklen_t sl = sizeof(soerr);
+		if (pr <= 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr) {
+			rc = pr == 0 ? KEEL_ETIMEOUT : -(soerr ? soerr : errno);
+			close(fd);
+			continue;
+		}
+		k->fd = fd;
+		rc = 0;
+		break;
+	}
+	freeaddrinfo(ai);
+	return rc;
+}
+
+/* Connects endpoint i if needed and says hello. */
+static int ensure(struct keel_client *c, unsigned i, uint64_t deadline)
+{
+	struct conn *k = &c->ep[i];
+	if (k->fd >= 0)
+		return 0;
+	int rc = dial(k, deadline);
+	if (rc < 0)
+		return fail(c, rc, "%s:%s: %s", k->host, k->port, keel_strerror(rc));
+	struct keel_proto_msg m = {.type = KEEL_PROTO_HELLO, .client = c->id};
+	keel_proto_set(&m, KEEL_PT_CLIENT);
+	if (c->token[0]) {
+		m.token = (struct keel_proto_bytes){(const uint8_t *)c->token, (uint32_t)strlen(c->token)};
+		keel_proto_set(&m, KEEL_PT_TOKEN);
+	}
+	struct keel_proto_msg a;
+	size_t used;
+	rc = roundtrip(c, k, &m, &a, &used, deadline);
+	if (rc == 0 && (a.type != KEEL_PROTO_HELLO_OK || !a.node || !a.groups ||
+			a.groups > MAX_GROUPS))
+		rc = fail(c, KEEL_EPROTO, "%s:%s: not a keel client port (no HELLO_OK)", k->host,
+			  k->port);
+	if (rc < 0) {
+		if (!c->err[0] || rc == KEEL_ETIMEOUT || rc == -ECONNRESET)
+			fail(c, rc, "%s:%s: hello: %s", k->host, k->port, keel_strerror(rc));
+		conn_close(k);
+		return rc;
+	}
+	k->node = a.node;
+	if (!c->groups) {
+		c->leader = calloc(a.groups, sizeof(*c->leader));
+		if (!c->leader) {
+			consume(k, used);
+			conn_close(k);
+			return fail(c, -ENOMEM, "out of memory");
+		}
+		c->groups = a.groups;
+	} else if (a.groups != c->groups) {
+		consume(k, used);
+		conn_close(k);
+		return fail(c, KEEL_ECONFIG, "%s:%s runs %u groups, another node %u: not one cluster",
+			    k->host, k->port, a.groups, c->groups);
+	}
+	consume(k, used);
+	return 0;
+}
+
+static int conn_of_node(struct keel_client *c, uint32_t node, uint64_t deadline)
+{
+	for (unsigned i = 0; i < c->nep; i++)
+		if (c->ep[i].node == node && ensure(c, i, deadline) == 0)
+			return (int)i;
+	/* endpoints not identified yet: one of them may be that node */
+	for (unsigned i = 0; i < c->nep; i++)
+		if (c->ep[i].node == 0 && ensure(c, i, deadline) == 0 && c->ep[i].node == node)
+			return (int)i;
+	return -1;
+}
+
+int keel_client_open(const struct keel_client_config *cfg, struct keel_client **out, char *errmsg)
+{
+	*out = NULL;
+	if (!cfg->endpoints || !cfg->endpoints[0])
+		return keel_errmsg_set(errmsg, KEEL_ECONFIG, "client: no endpoints given");
+	if (cfg->token && strlen(cfg->token) > KEEL_PROTO_MAX_TOKEN)
+		return keel_errmsg_set(errmsg, KEEL_ECONFIG, "client: token longer than %u bytes",
+				       KEEL_PROTO_MAX_TOKEN);
+	struct keel_client *c = calloc(1, sizeof(*c));
+	if (!c)
+		return keel_errmsg_set(errmsg, -ENOMEM, "client: out of memory");
+	c->cfg = *cfg;
+	c->cfg.endpoints = NULL;
+	c->cfg.token = NULL;
+	if (cfg->token)
+		snprintf(c->token, sizeof(c->token), "%s", cfg->token);
+	if (!c->cfg.timeout_ms)
+		c->cfg.timeout_ms = 5000;
+	const char *p = cfg->endpoints;
+	while (*p) {
+		const char *e = strchr(p, ',');
+		size_t n = e ? (size_t)(e - p) : strlen(p);
+		if (n) {
+			char one[300];
+			const char *colon = NULL;
+			if (n < sizeof(one)) {
+				memcpy(one, p, n);
+				one[n] = '\0';
+				colon = strrchr(one, ':');
+			}
+			char *end = NULL;
+			long port = colon ? strtol(colon + 1, &end, 10) : 0;
+			if (!colon || colon == one || !end || *end || port < 1 || port > 65535 ||
+			    c->nep == MAX_ENDPOINTS) {
+				keel_errmsg_set(errmsg, KEEL_ECONFIG,
+						"client: endpoint '%.*s': expected HOST:PORT (at most %u endpoints)",
+						(int)n, p, MAX_ENDPOINTS);
+				free(c);
+				return KEEL_ECONFIG;
+			}
+			struct conn *k = &c->ep[c->nep++];
+			snprintf(k->host, sizeof(k->host), "%.*s", (int)(colon - one), one);
+			if (k->host[0] == '[' && k->host[strlen(k->host) - 1] == ']') {
+				memmove(k->host, k->host + 1, strlen(k->host));
+				k->host[strlen(k->host) - 1] = '\0';
+			}
+			snprintf(k->port, sizeof(k->port), "%ld", port);
+			k->fd = -1;
+		}
+		p += n + (e ? 1 : 0);
+	}
+	if (!c->nep) {
+		free(c);
+		return keel_errmsg_set(errmsg, KEEL_ECONFIG, "client: no endpoints given");
+	}
+	c->id = cfg->client_id;
+	while (!c->id) {
+		uint64_t r = 0;
+		int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || read(fd, &r, sizeof(r)) != (ssize_t)sizeof(r))
+			r = keel_mix64(now_ms() ^ (uint64_t)getpid() << 32);
+		if (fd >= 0)
+			close(fd);
+		c->id = r;
+	}
+	uint64_t deadline = now_ms() + c->cfg.timeout_ms;
+	int rc = KEEL_EUNAVAIL;
+	for (unsigned i = 0; i < c->nep && rc < 0; i++) {
+		rc = ensure(c, i, deadline);
+		if (rc == 0)
+			c->cur = i;
+		if (rc == KEEL_EAUTH)
+			break;
+	}
+	if (rc < 0) {
+		if (errmsg)
+			snprintf(errmsg, KEEL_ERRMSG_LEN, "client: no endpoint answered: %.200s", c->err);
+		keel_client_close(c);
+		return rc == KEEL_EAUTH ? rc : KEEL_EUNAVAIL;
+	}
+	*out = c;
+	return 0;
+}
+
+void keel_client_close(struct keel_client *c)
+{
+	if (!c)
+		return;
+	for (unsigned i = 0; i < c->nep; i++) {
+		conn_close(&c->ep[i]);
+		free(c->ep[i].rbuf);
+	}
+	free(c->leader);
+	free(c->wbuf);
+	free(c);
+}
+
+/* ---- one call, routed and retried ---------------------------------------- */
+
+/* Sends m for group g (to its leader when to_leader) until an answer that
+ * is not "not the leader" arrives or the deadline passes. On 0 *ans is the
+ * answer (status field included) and *k the connection whose buffer holds
+ * it (consume *used afterwards). */
+static int call(struct keel_client *c, uint32_t g, bool to_leader, struct keel_proto_msg *m,
+		struct keel_proto_msg *ans, struct conn **kout, size_t *used)
+{
+	uint64_t deadline = now_ms() + c->cfg.timeout_ms;
+	unsigned backoff = 10, tries = 0;
+	int last = KEEL_EUNAVAIL;
+	c->err[0] = '\0';
+	while (now_ms() < deadline) {
+		int i = -1;
+		if (to_leader && g < c->groups && c->leader[g])
+			i = conn_of_node(c, c->leader[g], deadline);
+		if (i < 0) {
+			for (unsigned t = 0; t < c->nep && i < 0; t++) {
+				unsigned j = (c->cur + t) % c->nep;
+				if (ensure(c, j, deadline) == 0)
+					i = (int)j;
+			}
+		}
+		if (i >= 0) {
+			struct conn *k = &c->ep[i];
+			int rc = roundtrip(c, k, m, ans, used, deadline);
+			if (rc == 0 && ans->type == KEEL_PROTO_RESULT && ans->status == KEEL_ENOTLEADER &&
+			    to_leader) {
+				uint32_t hint = ans->has[KEEL_PT_LEADER] ? ans->leader : 0;
+				consume(k, *used);
+				last = KEEL_ENOTLEADER;
+				if (g < c->groups)
+					c->leader[g] = hint != k->node ? hint : 0;
+				if (!hint)
+					c->cur = (unsigned)(i + 1) % c->nep;
+				else
+					continue; /* follow the hint at once */
+			} else if (rc == 0) {
+				if (to_leader && g < c->groups)
+					c->leader[g] = k->node;
+				*kout = k;
+				return 0;
+			} else if (rc == KEEL_EPROTO || rc == KEEL_EAUTH || rc == KEEL_ETOOBIG) {
+				conn_close(k);
+				return rc;
+			} else {
+				/* broken or silent connection: the outcome of a write
+				 * is unknown; retry elsewhere with the same sequence */
+				last = rc;
+				conn_close(k);
+				if (g < c->groups)
+					c->leader[g] = 0;
+				c->cur = (unsigned)(i + 1) % c->nep;
+			}
+		}
+		tries++;
+		uint64_t t = now_ms();
+		if (t >= deadline)
+			break;
+		unsigned nap = backoff < deadline - t ? backoff : (unsigned)(deadline - t);
+		struct timespec ts = {nap / 1000, (long)(nap % 1000) * 1000000L};
+		nanosleep(&ts, NULL);
+		if (backoff < 200)
+			backoff *= 2;
+	}
+	if (last == KEEL_ENOTLEADER || last == KEEL_EUNAVAIL)
+		return fail(c, KEEL_EUNAVAIL, "no leader for group %u reachable within %u ms (%u tries%s%s)", g,
+			    c->cfg.timeout_ms, tries, c->err[0] ? "; last: " : "", c->err);
+	return fail(c, KEEL_ETIMEOUT, "no answer within %u ms (%s): the outcome is unknown",
+		    c->cfg.timeout_ms, keel_strerror(last));
+}
+
+static uint32_t group_of(struct keel_client *c, const void *key, size_t len)
+{
+	return keel_service_group_of(key, len, c->groups ? c->groups : 1);
+}
+
+static int check_key(struct keel_client *c, size_t key_len, size_t value_len)
+{
+	if (key_len == 0 || key_len > KEEL_KV_MAX_KEY)
+		return fail(c, KEEL_ETOOBIG, "a key is 1 to %u bytes (got %zu)", KEEL_KV_MAX_KEY, key_len);
+	if (value_len > KEEL_KV_MAX_VALUE)
+		return fail(c, KEEL_ETOOBIG, "a value is at most %u bytes (got %zu)", KEEL_KV_MAX_VALUE,
+			    value_len);
+	return 0;
+}
+
+static void fill_result(const struct keel_proto_msg *a, uint32_t g, const struct conn *k,
+			struct keel_client_result *res)
+{
+	if (!res)
+		return;
+	*res = (struct keel_client_result){.group = g, .node = k->node, .rev = a->rev,
+					   .mod_rev = a->mod_rev, .create_rev = a->create_rev,
+					   .version = a->version,
+					   .flags = a->flags & KEEL_PF_DUPLICATE ? KEEL_CLIENT_DUPLICATE : 0};
+}
+
+/* A write (PUT, DEL, CAS): one new sequence, kept across retries. */
+static int kv_write(struct keel_client *c, struct keel_proto_msg *m, const void *key, size_t key_len,
+		 struct keel_client_result *res, uint8_t *kv_status)
+{
+	uint32_t g = group_of(c, key, key_len);
+	m->client = c->id;
+	m->seq = ++c->seq;
+	m->key = (struct keel_proto_bytes){key, (uint32_t)key_len};
+	keel_proto_set(m, KEEL_PT_CLIENT);
+	keel_proto_set(m, KEEL_PT_SEQ);
+	keel_proto_set(m, KEEL_PT_KEY);
+	struct keel_proto_msg a;
+	struct conn *k;
+	size_t used;
+	int rc = call(c, g, true, m, &a, &k, &used);
+	if (rc < 0)
+		return rc;
+	rc = a.status;
+	*kv_status = a.kv_status;
+	fill_result(&a, g, k, res);
+	if (rc < 0)
+		fail(c, rc, "node %u: %.*s", k->node, (int)a.message.len,
+		     a.message.p ? (const char *)a.message.p : keel_strerror(rc));
+	consume(k, used);
+	return rc;
+}
+
+int keel_client_put(struct keel_client *c, const void *key, size_t key_len, const void *value,
+		    size_t value_len, struct keel_client_result *res)
+{
+	int rc = check_key(c, key_len, value_len);
+	if (rc < 0)
+		return rc;
+	struct keel_proto_msg m = {.type = KEEL_PROTO_PUT,
+				   .value = {value, (uint32_t)value_len}};
+	keel_proto_set(&m, KEEL_PT_VALUE);
+	uint8_t st;
+	return kv_write(c, &m, key, key_len, res, &st);
+}
+
+int keel_client_del(struct keel_client *c, const void *key, size_t key_len,
+		    struct keel_client_result *res)
+{
+	int rc = check_key(c, key_len, 0);
+	if (rc < 0)
+		return rc;
+	struct keel_proto_msg m = {.type = KEEL_PROTO_DEL};
+	uint8_t st = 0;
+	rc = kv_write(c, &m, key, key_len, res, &st);
+	if (rc == 0 && st == KEEL_KV_NOT_FOUND)
+		return fail(c, KEEL_ENOTFOUND, "no such key");
+	return rc;
+}
+
+int keel_client_cas(struct keel_client *c, const void *key, size_t key_len, const void *expect,
+		    size_t expect_len, const void *value, size_t value_len,
+		    struct keel_client_result *res)
+{
+	int rc = check_key(c, key_len, value_len > expect_len ? value_len : expect_len);
+	if (rc < 0)
+		return rc;
+	struct keel_proto_msg m = {.type = KEEL_PROTO_CAS, .value = {value, (uint32_t)value_len},
+				   .cmp = expect ? KEEL_KV_CMP_VALUE : KEEL_KV_CMP_ABSENT};
+	keel_proto_set(&m, KEEL_PT_VALUE);
+	keel_proto_set(&m, KEEL_PT_CMP);
+	if (expect) {
+		m.expect = (struct keel_proto_bytes){expect, (uint32_t)expect_len};
+		keel_proto_set(&m, KEEL_PT_EXPECT);
+	}
+	uint8_t st = 0;
+	rc = kv_write(c, &m, key, key_len, res, &st);
+	if (rc == 0 && st == KEEL_KV_CAS_FAILED)
+		return fail(c, KEEL_ESTALE, "the comparison failed: the value is not the expected one");
+	return rc;
+}
+
+int keel_client_get(struct keel_client *c, const void *key, size_t key_len, bool serializable,
+		    void **value, size_t *value_len, struct keel_client_result *res)
+{
+	*value = NULL;
+	*value_len = 0;
+	int rc = check_key(c, key_len, 0);
+	if (rc < 0)
+		return rc;
+	uint32_t g = group_of(c, key, key_len);
+	struct keel_proto_msg m = {.type = KEEL_PROTO_GET, .key = {key, (uint32_t)key_len},
+				   .flags = serializable ? KEEL_PF_SERIALIZABLE : 0};
+	keel_proto_set(&m, KEEL_PT_KEY);
+	keel_proto_set(&m, KEEL_PT_FLAGS);
+	struct keel_proto_msg a;
+	struct conn *k;
+	size_t used;
+	/* A linearizable read may be served by any node (its read barrier
+	 * goes through the leader); the leader saves that hop. */
+	rc = call(c, g, true, &m, &a, &k, &used);
+	if (rc < 0)
+		return rc;
+	rc = a.status;
+	if (rc == 0 && a.kv_status == KEEL_KV_NOT_FOUND)
+		rc = fail(c, KEEL_ENOTFOUND, "no such key");
+	else if (rc < 0)
+		fail(c, rc, "node %u: %s", k->node, keel_strerror(rc));
+	if (rc == 0) {
+		uint8_t *v = malloc(a.value.len + 1);
+		if (!v) {
+			consume(k, used);
+			return fail(c, -ENOMEM, "out of memory");
+		}
+		if (a.value.len)
+			memcpy(v, a.value.p, a.value.len);
+		v[a.value.len] = '\0';
+		*value = v;
+		*value_len = a.value.len;
+	}
+	fill_result(&a, g, k, res);
+	consume(k, used);
+	return rc;
+}
+
+void keel_client_free_value(void *value)
+{
+	free(value);
+}
+
+/* ---- range: every group, merged in key order ----------------------------- */
+
+struct kvrow {
+	uint8_t *key, *value;
+	uint32_t key_len, value_len;
+	uint64_t mod_rev;
+};
+
+static int row_cmp(const void *a, const void *b)
+{
+	const struct kvrow *x = a, *y = b;
+	uint32_t n = x->key_len < y->key_len ? x->key_len : y->key_len;
+	int r = memcmp(x->key, y->key, n);
+	if (r)
+		return r;
+	return x->key_len < y->key_len ? -1 : x->key_len > y->key_len;
+}
+
+int keel_client_range(struct keel_client *c, const void *prefix, size_t prefix_len, size_t limit,
+		      bool serializable,
+		      int (*fn)(void *arg, const void *key, size_t key_len, const void *value,
+				size_t value_len, uint64_t mod_rev),
+		      void *arg)
+{
+	if (prefix_len > KEEL_KV_MAX_KEY)
+		return fail(c, KEEL_ETOOBIG, "a prefix is at most %u bytes", KEEL_KV_MAX_KEY);
+	struct kvrow *rows = NULL;
+	size_t n = 0, cap = 0;
+	int rc = 0;
+	for (uint32_t g = 0; g < c->groups && rc == 0; g++) {
+		/* page through the group: after the last key of each answer */
+		uint8_t after[KEEL_KV_MAX_KEY];
+		uint32_t after_len = 0;
+		bool more = true;
+		size_t got = 0;
+		while (more && rc == 0 && (!limit || got < limit)) {
+			struct keel_proto_msg m = {.type = KEEL_PROTO_RANGE, .group = g,
+						   .key = {prefix, (uint32_t)prefix_len},
+						   .flags = serializable ? KEEL_PF_SERIALIZABLE : 0,
+						   .limit = limit ? (uint32_t)(limit - got) : 0};
+			keel_proto_set(&m, KEEL_PT_GROUP);
+			keel_proto_set(&m, KEEL_PT_KEY);
+			keel_proto_set(&m, KEEL_PT_FLAGS);
+			keel_proto_set(&m, KEEL_PT_LIMIT);
+			if (after_len) {
+				m.after = (struct keel_proto_bytes){after, after_len};
+				keel_proto_set(&m, KEEL_PT_AFTER);
+			}
+			struct keel_proto_msg a;
+			struct conn *k;
+			size_t used;
+			rc = call(c, g, true, &m, &a, &k, &used);
+			if (rc < 0)
+				break;
+			if (a.status < 0) {
+				rc = fail(c, a.status, "node %u, group %u: %s", k->node, g,
+					  keel_strerror(a.status));
+				consume(k, used);
+				break;
+			}
+			more = a.flags & KEEL_PF_MORE;
+			size_t pos = 0;
+			struct keel_proto_item it;
+			int r;
+			while ((r = keel_proto_item_next(&a, &pos, &it)) == 1) {
+				if (n == cap) {
+					size_t nc = cap ? cap * 2 : 64;
+					struct kvrow *nr = realloc(rows, nc * sizeof(*nr));
+					if (!nr) {
+						rc = fail(c, -ENOMEM, "out of memory");
+						break;
+					}
+					rows = nr;
+					cap = nc;
+				}
+				struct kvrow *row = &rows[n];
+				row->key = malloc(it.key.len);
+				row->value = malloc(it.value.len ? it.value.len : 1);
+				if (!row->key || !row->value) {
+					free(row->key);
+					free(row->value);
+					rc = fail(c, -ENOMEM, "out of memory");
+					break;
+				}
+				memcpy(row->key, it.key.p, it.key.len);
+				if (it.value.len)
+					memcpy(row->value, it.value.p, it.value.len);
+				row->key_len = it.key.len;
+				row->value_len = it.value.len;
+				row->mod_rev = it.mod_rev;
+				memcpy(after, it.key.p, it.key.len);
+				after_len = it.key.len;
+				n++;
+				got++;
+			}
+			if (r < 0 && rc == 0)
+				rc = fail(c, KEEL_EPROTO, "node %u sent a bad range item", k->node);
+			if (!a.n_items)
+				more = false;
+			consume(k, used);
+		}
+	}
+	int given = 0;
+	if (rc == 0) {
+		qsort(rows, n, sizeof(*rows), row_cmp);
+		for (size_t i = 0; i < n && (!limit || i < limit); i++) {
+			given++;
+			if (fn(arg, rows[i].key, rows[i].key_len, rows[i].value, rows[i].value_len,
+			       rows[i].mod_rev))
+				break;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		free(rows[i].key);
+		free(rows[i].value);
+	}
+	free(rows);
+	return rc < 0 ? rc : given;
+}
+
+/* ---- status -------------------------------------------------------------- */
+
+int keel_client_status(struct keel_client *c,
+		       void (*fn)(void *arg, const struct keel_client_group_status *st),
+		       void *arg)
+{
+	int rows = 0;
+	uint64_t deadline = now_ms() + c->cfg.timeout_ms;
+	for (unsigned i = 0; i < c->nep; i++) {
+		struct conn *k = &c->ep[i];
+		int rc = ensure(c, i, deadline);
+		struct keel_proto_msg m = {.type = KEEL_PROTO_STATUS};
+		struct keel_proto_msg a;
+		size_t used = 0;
+		if (rc == 0)
+			rc = roundtrip(c, k, &m, &a, &used, deadline);
+		if (rc < 0) {
+			conn_close(k);
+			struct keel_client_group_status st = {.group = UINT32_MAX, .node = k->node,
+							      .status = rc};
+			fn(arg, &st);
+			rows++;
+			continue;
+		}
+		/* the answer: one GROUP frame per group the node hosts, then
+		 * a RESULT that ends it */
+		while (a.type == KEEL_PROTO_GROUP) {
+			struct keel_client_group_status st = {
+				.group = a.group, .node = k->node, .leader = a.leader, .term = a.rev,
+				.commit = a.index, .applied = a.applied, .status = a.status};
+			fn(arg, &st);
+			rows++;
+			consume(k, used);
+			int fl = recv_frame(k, deadline);
+			if (fl < 0 || keel_proto_decode(k->rbuf, (size_t)fl, &a, NULL) < 0) {
+				conn_close(k);
+				used = 0;
+				break;
+			}
+			used = (size_t)fl;
+		}
+		if (used)
+			consume(k, used);
+	}
+	return rows;
+}

@@ -1,0 +1,122 @@
+/*
+ * keel/client.h — the C client library of a keel cluster's services
+ * (client/client.c), over the client protocol (keel/proto.h) on the nodes'
+ * client ports.
+ *
+ * A client is given some or all of the cluster's client endpoints
+ * ("host:port,host:port,..."). It connects to them as it needs them, learns
+ * from each node's HELLO_OK which node it is and how many groups the
+ * cluster runs, and hashes keys to groups as the nodes do
+ * (keel_service_group_of). Writes go to the group's leader: a node that
+ * does not lead answers KEEL_ENOTLEADER with a hint, which the client
+ * caches and follows; with no hint it tries the next endpoint, with
+ * backoff, until the call's deadline. Reads are linearizable (the node
+ * runs a read barrier through the leader) unless `serializable` is asked,
+ * and may be served by any node.
+ *
+ * Exactly once: every write carries (client id, sequence). A retry after a
+ * timeout or a lost connection reuses the sequence, so the cluster applies
+ * it once and answers the retry from its table (KEEL_CLIENT_DUPLICATE in
+ * the result's flags). When the deadline passes without an answer the call
+ * returns KEEL_ETIMEOUT: the write may or may not have been applied.
+ *
+ * Errors: 0 or a negative code (keel/base.h) with a message in
+ * keel_client_errmsg(): KEEL_ENOTFOUND (get/del of an absent key),
+ * KEEL_ETIMEOUT (deadline passed; a write's outcome unknown),
+ * KEEL_EUNAVAIL (no endpoint answered), KEEL_ETOOBIG (key or value over
+ * the limits), KEEL_EAUTH (the node refused the token), KEEL_EPROTO (a
+ * node sent something that does not decode: that connection is closed).
+ *
+ * Threads and ownership: a struct keel_client is used by one thread at a
+ * time; calls block until answered or the deadline. Results that carry
+ * bytes are malloc'd for the caller (keel_client_free_value).
+ */
+#ifndef KEEL_CLIENT_H
+#define KEEL_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keel/base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct keel_client;
+
+struct keel_client_config {
+	const char *endpoints;  /* "host:port,..." (required) */
+	const char *token;      /* the client port's token, if it asks for one */
+	uint32_t timeout_ms;    /* each call's deadline; 0: 5000 */
+	uint64_t client_id;     /* 0: random (a new client to the cluster) */
+};
+
+/* Parses the endpoints and connects to the first that answers. 0, or
+ * KEEL_ECONFIG (a bad endpoint list), KEEL_EUNAVAIL, KEEL_EAUTH, with
+ * errmsg. */
+int keel_client_open(const struct keel_client_config *cfg, struct keel_client **out, char *errmsg);
+void keel_client_close(struct keel_client *c);
+/* The last call's error message ("" after success). */
+const char *keel_client_errmsg(const struct keel_client *c);
+
+enum { KEEL_CLIENT_DUPLICATE = 1u << 0 };
+
+struct keel_client_result {
+	uint32_t group;     /* the key's group */
+	uint32_t node;      /* the node that answered (its leader, for writes) */
+	uint64_t rev;       /* the group's revision after the write, or at the read */
+	uint64_t mod_rev;   /* the key's last modification */
+	uint64_t create_rev, version; /* get */
+	uint32_t flags;     /* KEEL_CLIENT_DUPLICATE */
+};
+
+int keel_client_put(struct keel_client *c, const void *key, size_t key_len, const void *value,
+		    size_t value_len, struct keel_client_result *res);
+/* KEEL_ENOTFOUND when the key is absent. */
+int keel_client_del(struct keel_client *c, const void *key, size_t key_len,
+		    struct keel_client_result *res);
+/* Compare-and-swap: put value if the current value equals expect (expect
+ * NULL: if the key is absent). 0 when swapped, KEEL_ESTALE when the
+ * comparison failed (res->mod_rev: the key's current mod revision). */
+int keel_client_cas(struct keel_client *c, const void *key, size_t key_len, const void *expect,
+		    size_t expect_len, const void *value, size_t value_len,
+		    struct keel_client_result *res);
+/* The value in *value (malloc'd, NUL-terminated for convenience; free with
+ * keel_client_free_value) and its length; KEEL_ENOTFOUND when absent. */
+int keel_client_get(struct keel_client *c, const void *key, size_t key_len, bool serializable,
+		    void **value, size_t *value_len, struct keel_client_result *res);
+void keel_client_free_value(void *value);
+
+/* Keys with the prefix, in key order, in every group (a range is one
+ * snapshot per group, not one of the cluster: keel's revisions are per
+ * group). fn gets each key and value (valid during the call); its
+ * non-zero return stops the walk. limit 0: no limit. Returns the number of
+ * keys given to fn, or a negative code. */
+int keel_client_range(struct keel_client *c, const void *prefix, size_t prefix_len, size_t limit,
+		      bool serializable,
+		      int (*fn)(void *arg, const void *key, size_t key_len, const void *value,
+				size_t value_len, uint64_t mod_rev),
+		      void *arg);
+
+/* One group's state as a node reports it. */
+struct keel_client_group_status {
+	uint32_t group;
+	uint32_t node;       /* who reported it */
+	uint32_t leader;     /* 0: none known */
+	uint64_t term;
+	uint64_t commit, applied;
+	int status;          /* 0, or the error that node gave for it */
+};
+/* Asks every endpoint for the status of every group it hosts: fn gets one
+ * row per (node, group); nodes that do not answer are reported with
+ * status KEEL_EUNAVAIL and group UINT32_MAX. Returns the rows given. */
+int keel_client_status(struct keel_client *c,
+		       void (*fn)(void *arg, const struct keel_client_group_status *st),
+		       void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KEEL_CLIENT_H */
