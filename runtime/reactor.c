@@ -13,7 +13,7 @@
 /* The registry, one line per backend. */
 static const struct keel_reactor_ops *const reactors[] = {
 	&keel_reactor_uring_ops,
-	/* epoll: step 3 */
+	&keel_reactor_epoll_ops,
 };
 
 const struct keel_reactor_ops *keel_reactor_ops_of(enum keel_reactor_kind kind)

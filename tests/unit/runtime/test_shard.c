@@ -240,6 +240,11 @@ Test(shard, io_uring_reactor_ops_and_pollers_run_on_the_shard, .timeout = 30)
 	io_run(KEEL_REACTOR_IO_URING);
 }
 
+Test(shard, epoll_reactor_ops_and_pollers_run_on_the_shard, .timeout = 30)
+{
+	io_run(KEEL_REACTOR_EPOLL);
+}
+
 static void run_signal(enum keel_idle_policy idle, int sig)
 {
 	struct keel_runtime *rt = rt_make(3, idle, 0);
