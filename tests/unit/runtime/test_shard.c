@@ -245,6 +245,29 @@ Test(shard, epoll_reactor_ops_and_pollers_run_on_the_shard, .timeout = 30)
 	io_run(KEEL_REACTOR_EPOLL);
 }
 
+/* KEEL_REACTOR decides AUTO (suite 'epoll' sets it), and a runtime says
+ * which backend it runs. */
+Test(shard, reactor_default_follows_the_environment)
+{
+	const char *env = getenv("KEEL_REACTOR");
+	char why[KEEL_ERRMSG_LEN];
+	enum keel_reactor_kind k = keel_reactor_default(why);
+	if (env && !strcmp(env, "epoll"))
+		cr_expect_eq(k, KEEL_REACTOR_EPOLL, "%s", why);
+	else if (env && !strcmp(env, "io_uring"))
+		cr_expect_eq(k, KEEL_REACTOR_IO_URING, "%s", why);
+	cr_expect_neq(k, KEEL_REACTOR_AUTO);
+	struct keel_runtime *rt = rt_make(1, KEEL_IDLE_SLEEP, 0);
+	cr_expect_eq(keel_runtime_reactor(rt), k);
+	cr_expect_str_eq(keel_reactor_name(keel_runtime_reactor(rt)),
+			 k == KEEL_REACTOR_EPOLL ? "epoll" : "io_uring");
+	keel_runtime_destroy(rt);
+	enum keel_reactor_kind p;
+	cr_expect_eq(keel_reactor_parse("uring", &p), 0);
+	cr_expect_eq(p, KEEL_REACTOR_IO_URING);
+	cr_expect_eq(keel_reactor_parse("kqueue", &p), KEEL_EBADINPUT);
+}
+
 static void run_signal(enum keel_idle_policy idle, int sig)
 {
 	struct keel_runtime *rt = rt_make(3, idle, 0);
