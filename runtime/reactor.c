@@ -75,14 +75,14 @@ static void resolve_default(void)
 		snprintf(default_reason, sizeof(default_reason), "io_uring_setup works");
 	} else if (rc == -ENOSYS || rc == -EPERM) {
 		default_kind = KEEL_REACTOR_EPOLL;
-		snprintf(default_reason, sizeof(default_reason), "io_uring refused (io_uring_setup: %s)",
+		snprintf(default_reason, sizeof(default_reason), "io_uring refused: io_uring_setup: %s",
 			 keel_strerror(rc));
-		keel_warn("reactor: %s: running on epoll, file I/O on helper threads",
+		keel_warn("reactor: %s; running on epoll, file I/O on helper threads",
 			  default_reason);
 	} else {
 		default_kind = KEEL_REACTOR_IO_URING;
 		snprintf(default_reason, sizeof(default_reason),
-			 "io_uring_setup failed with %s, which is not a refusal", keel_strerror(rc));
+			 "io_uring_setup failed with '%s', which is not a refusal", keel_strerror(rc));
 	}
 }
 

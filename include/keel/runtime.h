@@ -135,7 +135,8 @@ int keel_reactor_parse(const char *name, enum keel_reactor_kind *out);
 /* Any thread: what AUTO resolves to in this process (the environment
  * variable, then a probe of io_uring_setup, once; later calls return the
  * cached answer). reason (KEEL_ERRMSG_LEN, may be NULL) says why: "forced
- * by KEEL_REACTOR", "io_uring_setup: Operation not permitted", ... */
+ * by KEEL_REACTOR=epoll", "io_uring refused: io_uring_setup: Operation not
+ * permitted", ... */
 enum keel_reactor_kind keel_reactor_default(char *reason);
 
 enum keel_idle_policy {
