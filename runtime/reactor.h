@@ -26,6 +26,10 @@ struct keel_reactor_ops {
 	 * shard->efd, the wake-up eventfd. */
 	int (*init)(struct keel_shard *s, unsigned entries, char *errmsg);
 	void (*fini)(struct keel_shard *s);
+	/* The loop has ended, shard_fini is next: after this returns nothing
+	 * touches the memory of requests still in flight (NULL: nothing to
+	 * do). */
+	void (*quiesce)(struct keel_shard *s);
 	/* Submits what was queued and runs the completions that are ready,
 	 * without blocking; returns how many ran. */
 	unsigned (*reap)(struct keel_shard *s);

@@ -578,12 +578,13 @@ static int ep_init(struct keel_shard *s, unsigned entries, char *em)
 	return 0;
 }
 
-static void ep_fini(struct keel_shard *s)
+/* Drops this shard's queued pool jobs and waits for its running ones, so
+ * that shard_fini may free their buffers (runtime.h: nothing completes
+ * after the loop has ended). */
+static void ep_quiesce(struct keel_shard *s)
 {
 	struct ep *e = E(s);
-	if (!e)
-		return;
-	if (e->pool_used) {
+	if (e && e->pool_used) {
 		/* Drop this shard's queued jobs, wait for its running ones. */
 		pthread_mutex_lock(&pool.mu);
 		struct keel_io_op **pp = &pool.head;
@@ -599,7 +600,16 @@ static void ep_fini(struct keel_shard *s)
 		while (e->pool_running)
 			pthread_cond_wait(&pool.idle, &pool.mu);
 		pthread_mutex_unlock(&pool.mu);
+		e->pool_used = false;
 	}
+}
+
+static void ep_fini(struct keel_shard *s)
+{
+	struct ep *e = E(s);
+	if (!e)
+		return;
+	ep_quiesce(s); /* jobs submitted from shard_fini */
 	close(e->epfd);
 	free(e->fds);
 	free(e->dirty);
@@ -750,6 +760,7 @@ const struct keel_reactor_ops keel_reactor_epoll_ops = {
 	.kind = KEEL_REACTOR_EPOLL,
 	.init = ep_init,
 	.fini = ep_fini,
+	.quiesce = ep_quiesce,
 	.reap = ep_reap,
 	.wait = ep_wait,
 	.recv = ep_recv,

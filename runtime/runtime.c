@@ -403,6 +403,8 @@ static void *shard_main(void *p)
 			rt->init(s, rt->arg);
 		gate_arrive(&rt->g_init);
 		shard_loop(s);
+		if (s->rops->quiesce)
+			s->rops->quiesce(s);
 		gate_arrive(&rt->g_loop);
 		if (rt->fini)
 			rt->fini(s, rt->arg);
