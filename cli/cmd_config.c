@@ -25,7 +25,8 @@ static void print_json(const char *path, const struct keel_node_config *c, const
 	keel_json_cstr(stdout, c->listen_host);
 	printf(",\"listen_port\":%u,\"shards\":%" PRIu32 ",\"transport\":", c->listen_port, c->shards);
 	keel_json_cstr(stdout, c->transport);
-	printf(",\"max_frame\":%" PRIu32 ",\"peers\":[", c->max_frame);
+	printf(",\"max_frame\":%" PRIu32 ",\"reactor\":\"%s\",\"peers\":[", c->max_frame,
+	       keel_reactor_name(c->reactor));
 	for (size_t i = 0; i < c->npeers; i++) {
 		printf("%s{\"node\":%" PRIu32 ",\"host\":", i ? "," : "", c->peers[i].node);
 		keel_json_cstr(stdout, c->peers[i].host);
@@ -54,7 +55,10 @@ static void print_text(const char *path, const struct keel_node_config *c, bool 
 		printf("%" PRIu32 " shard%s", c->shards, c->shards == 1 ? "" : "s");
 	else
 		printf("one shard per core");
-	printf(", transport %s\n", c->transport);
+	printf(", transport %s", c->transport);
+	if (c->reactor != KEEL_REACTOR_AUTO)
+		printf(", reactor %s", keel_reactor_name(c->reactor));
+	printf("\n");
 	for (size_t i = 0; i < c->npeers; i++)
 		printf("  peer %" PRIu32 " = %s:%u%s\n", c->peers[i].node, c->peers[i].host,
 		       c->peers[i].port, c->peers[i].node == c->node_id ? " (this node)" : "");

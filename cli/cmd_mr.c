@@ -193,7 +193,10 @@ static int local_cluster_start(struct local_cluster *lc, unsigned nodes, unsigne
 	fputc('\n', f);
 	fclose(f);
 	chmod(path, 0600);
-	unsigned base = 40000 + (unsigned)(getpid() % 2000) * 10;
+	/* Below the ephemeral range (32768+), where other processes' outgoing
+	 * connections could hold a port a node is about to bind; up to 32
+	 * nodes 4 ports apart. */
+	unsigned base = 3000 + (unsigned)(getpid() % 200) * 140;
 	for (unsigned k = 1; k <= nodes; k++) {
 		snprintf(path, sizeof path, "%s/n%u.ini", lc->dir, k);
 		f = fopen(path, "w");

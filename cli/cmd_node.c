@@ -331,8 +331,10 @@ static void write_status(struct app *a, bool up)
 	FILE *f = fopen(tmp, "w");
 	if (!f)
 		return;
-	fprintf(f, "node=%u shards=%u groups=%u pid=%d up=%d\n", a->cfg.node_id, a->nshards,
-		a->ngroups, (int)getpid(), up ? 1 : 0);
+	fprintf(f, "node=%u shards=%u groups=%u reactor=%s pid=%d up=%d\n", a->cfg.node_id,
+		a->nshards, a->ngroups,
+		keel_reactor_name(keel_runtime_reactor(keel_node_runtime(a->node))), (int)getpid(),
+		up ? 1 : 0);
 	for (unsigned s = 0; s < a->nshards; s++) {
 		struct nshard *ns = &a->shards[s];
 		pthread_mutex_lock(&ns->mu);
@@ -440,7 +442,7 @@ static void shard_stop(void *arg, struct keel_node *node, struct keel_endpoint *
 
 int keel_cmd_node(int argc, char **argv)
 {
-	const char *path = NULL, *status_path = NULL, *cpuset = NULL;
+	const char *path = NULL, *status_path = NULL, *cpuset = NULL, *reactor = "auto";
 	bool busy = false, overcommit = false;
 	uint32_t target = 0;
 	uint64_t status_ms = 200;
@@ -461,6 +463,9 @@ int keel_cmd_node(int argc, char **argv)
 		{"busy-poll", 0, KEEL_OPT_FLAG, &busy,
 		 .help = "busy-poll instead of sleeping in the reactor (lowest latency)"},
 		{"poll", 0, KEEL_OPT_FLAG, &busy, .flags = KEEL_OPT_HIDDEN},
+		{"reactor", 0, KEEL_OPT_STR, &reactor, .arg = "NAME",
+		 .help = "auto, io_uring or epoll (auto: io_uring unless refused;\n"
+			 "KEEL_REACTOR sets auto's answer)"},
 		{0},
 	};
 	const struct keel_cmd_spec spec = {
@@ -473,6 +478,9 @@ int keel_cmd_node(int argc, char **argv)
 	int st = keel_opt_parse(&spec, argc, argv, NULL);
 	if (st != KEEL_OPT_RUN)
 		return st;
+	enum keel_reactor_kind rk;
+	if (keel_reactor_parse(reactor, &rk))
+		return keel_opt_usage(&spec, "--reactor: '%s' is not auto, io_uring or epoll", reactor);
 	struct app *a = calloc(1, sizeof(*a));
 	if (!a)
 		return 1;
@@ -490,7 +498,8 @@ int keel_cmd_node(int argc, char **argv)
 		return 1;
 	}
 	keel_log_set_node((int)a->cfg.node_id);
-	struct keel_node_options o = {.cpuset = cpuset, .overcommit = overcommit, .busy_poll = busy};
+	struct keel_node_options o = {.cpuset = cpuset, .overcommit = overcommit, .busy_poll = busy,
+				      .reactor = rk};
 	if (keel_node_create(&a->cfg, &o, &a->node, err) < 0) {
 		fprintf(stderr, "keel node: %s\n", err);
 		keel_node_config_free(&a->cfg);

@@ -113,6 +113,7 @@ int keel_cmd_shards(int argc, char **argv)
 	struct keel_runtime_config cfg = {.node_id = -1};
 	uint64_t ms = 1000;
 	bool busy = false;
+	const char *reactor = "auto";
 	const struct keel_opt opts[] = {
 		{"shards", 0, KEEL_OPT_U32, &cfg.nshards, 1, KEEL_MAX_SHARDS, "N",
 		 "shards to run (more than cores: --overcommit)",
@@ -123,11 +124,14 @@ int keel_cmd_shards(int argc, char **argv)
 		 .help = "allow more shards than cores (they share cores)"},
 		{"busy-poll", 0, KEEL_OPT_FLAG, &busy, .help = "never sleep when idle"},
 		{"duration", 0, KEEL_OPT_MS, &ms, 1, 3600 * 1000, "MS", "how long to run"},
+		{"reactor", 0, KEEL_OPT_STR, &reactor, .arg = "NAME",
+		 .help = "auto, io_uring or epoll (auto: io_uring unless refused)"},
 		{0},
 	};
 	const struct keel_cmd_spec spec = {
 		.name = "shards",
-		.synopsis = "[--shards N] [--cpuset LIST] [--overcommit] [--busy-poll] [--duration MS]",
+		.synopsis = "[--shards N] [--cpuset LIST] [--overcommit] [--busy-poll] [--duration MS]"
+			    " [--reactor NAME]",
 		.about = "  starts pinned shards that call each other through the cross-shard rings\n"
 			 "  for MS milliseconds (Ctrl-C stops early), then prints a summary per\n"
 			 "  shard. Placement options as for keel topo.\n",
@@ -138,6 +142,8 @@ int keel_cmd_shards(int argc, char **argv)
 		return status;
 	if (busy)
 		cfg.idle = KEEL_IDLE_BUSY_POLL;
+	if (keel_reactor_parse(reactor, &cfg.reactor))
+		return keel_opt_usage(&spec, "--reactor: '%s' is not auto, io_uring or epoll", reactor);
 	char em[KEEL_ERRMSG_LEN];
 	memset(&D, 0, sizeof(D));
 	D.duration_ns = ms * 1000000u;

@@ -10,6 +10,19 @@
 #include "keel/runtime.h"
 #include "keel/transport.h"
 
+/* Which reactor a node here would run, and why (runtime/reactor.c). */
+static void print_reactor(FILE *f, const char *asked)
+{
+	enum keel_reactor_kind k;
+	char why[KEEL_ERRMSG_LEN];
+	if (keel_reactor_parse(asked, &k) == 0 && k != KEEL_REACTOR_AUTO) {
+		fprintf(f, "reactor: %s (--reactor)\n", keel_reactor_name(k));
+		return;
+	}
+	k = keel_reactor_default(why);
+	fprintf(f, "reactor: %s (%s)\n", keel_reactor_name(k), why);
+}
+
 /* The transport backends this build has (transport/registry.c). */
 static void print_transports(FILE *f)
 {
@@ -20,7 +33,7 @@ static void print_transports(FILE *f)
 int keel_cmd_topo(int argc, char **argv)
 {
 	unsigned nshards = 0;
-	const char *cpuset = NULL, *synthetic = NULL;
+	const char *cpuset = NULL, *synthetic = NULL, *reactor = "auto";
 	bool overcommit = false;
 	const struct keel_opt opts[] = {
 		{"shards", 0, KEEL_OPT_U32, &nshards, 1, KEEL_MAX_SHARDS, "N",
@@ -33,19 +46,26 @@ int keel_cmd_topo(int argc, char **argv)
 		{"synthetic", 0, KEEL_OPT_STR, &synthetic, .arg = "SPEC",
 		 .help = "place on an hwloc synthetic topology instead of this\n"
 			 "machine, e.g. \"pack:2 numa:2 core:4 pu:2\""},
+		{"reactor", 0, KEEL_OPT_STR, &reactor, .arg = "NAME",
+		 .help = "auto, io_uring or epoll: which reactor to report"},
 		{0},
 	};
 	const struct keel_cmd_spec spec = {
 		.name = "topo",
-		.synopsis = "[--shards N] [--cpuset LIST] [--overcommit] [--synthetic SPEC]",
+		.synopsis = "[--shards N] [--cpuset LIST] [--overcommit] [--synthetic SPEC] [--reactor NAME]",
 		.about = "  prints the machine's topology (hwloc) and where a node's shards would run:\n"
-			 "  shard -> PU, core, NUMA node, with the same placement options as a node.\n",
+			 "  shard -> PU, core, NUMA node, with the same placement options as a node;\n"
+			 "  then the reactor a node would run here (io_uring, or epoll where\n"
+			 "  io_uring_setup is refused or KEEL_REACTOR=epoll) and the transports.\n",
 		.opts = opts,
 	};
 	int st = keel_opt_parse(&spec, argc, argv, NULL);
 	if (st != KEEL_OPT_RUN)
 		return st;
 	char em[KEEL_ERRMSG_LEN];
+	enum keel_reactor_kind rk;
+	if (keel_reactor_parse(reactor, &rk))
+		return keel_opt_usage(&spec, "--reactor: '%s' is not auto, io_uring or epoll", reactor);
 	struct keel_cpuset set;
 	if (cpuset && keel_cpuset_parse(cpuset, &set, em))
 		return keel_opt_usage(&spec, "%s", em);
@@ -81,6 +101,7 @@ int keel_cmd_topo(int argc, char **argv)
 	printf("  %-6s %-5s %-5s %s\n", "shard", "PU", "core", "NUMA");
 	for (unsigned i = 0; i < n; i++)
 		printf("  %-6u %-5u %-5u %u\n", pl[i].shard, pl[i].pu, pl[i].core, pl[i].numa_node);
+	print_reactor(stdout, reactor);
 	print_transports(stdout);
 	free(pl);
 	keel_topo_free(topo);

@@ -270,7 +270,7 @@ static void on_fetch(struct mr_node *n, uint32_t from, uint32_t e, uint32_t p)
 	}
 	*st = (struct mr_stream){.epoch = e, .p = p, .to = from};
 	char em[KEEL_ERRMSG_LEN] = "mr: shuffle";
-	int rc = mr_exec_local_sources(n, p, n->ring0_ok ? &n->ring0 : NULL, &st->src, &st->nsrc, 0, em);
+	int rc = mr_exec_local_sources(n, p, n->q0, &st->src, &st->nsrc, 0, em);
 	if (!rc)
 		rc = mr_merge_begin(&st->merge, st->src, st->nsrc, NULL, NULL, NULL, em);
 	if (rc) {

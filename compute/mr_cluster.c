@@ -427,7 +427,9 @@ static int shard_start(struct mr_node *n, struct keel_shard *sh, struct keel_end
 	if (keel_shard_id(sh) != 0)
 		return 0;
 	n->sh0 = sh;
-	n->ring0_ok = io_uring_queue_init(4, &n->ring0, 0) == 0;
+	/* Containers often forbid io_uring: then spills are read with pread. */
+	if (keel_fileq_new(4, -1, &n->q0, NULL))
+		n->q0 = NULL;
 	keel_timer_init(&n->start_timer, start_timeout, n);
 	keel_timer_init(&n->stop_timer, stop_fire, n);
 	if (ep) {
@@ -456,9 +458,8 @@ static void shard_stop(struct mr_node *n, struct keel_shard *sh)
 	keel_timer_cancel(sh, &n->stop_timer);
 	mr_net_close(n->net);
 	n->net = NULL;
-	if (n->ring0_ok)
-		io_uring_queue_exit(&n->ring0);
-	n->ring0_ok = false;
+	keel_fileq_free(n->q0);
+	n->q0 = NULL;
 }
 
 /* A single process: a runtime of its own, no network. */

@@ -4,14 +4,14 @@
  *
  *   map:    the shard asks the agent (shard 0, keel_shard_call) for the next
  *           task of the node's queue, reads its split through the shard's
- *           own io_uring a chunk per completion, and folds what map emits
+ *           reactor a chunk per completion (keel_io_read), and folds what map emits
  *           into its combining table (which spills sorted runs past the
  *           memory budget). When the queue is empty it seals the table as
  *           one more immutable generation of sorted runs and tells the agent
  *           it is idle.
  *   reduce: an attempt of partition p runs on shard p % S: it merges p's runs
  *           from every local shard's generations (read in place: memory runs
- *           by reference, spills through this shard's ring) with the pairs
+ *           by reference, spills through this shard's file queue) with the pairs
  *           the other nodes streamed, calls reduce once per key, a batch of
  *           keys per loop iteration, and writes part-p.e<epoch>.n<node> in
  *           the job's temporary directory; the agent tells the coordinator,
@@ -81,8 +81,7 @@ static void read_next(struct mr_shard *s)
 		task_end(s, 0, NULL);
 		return;
 	}
-	struct io_uring_sqe *sqe = keel_shard_get_sqe(s->sh, &s->rd);
-	io_uring_prep_read(sqe, s->scan.fd, dst, (unsigned)len, off);
+	keel_io_read(s->sh, &s->rd, s->scan.fd, dst, (uint32_t)len, off);
 }
 
 static void read_done(struct keel_io_op *op, int32_t res, uint32_t flags)
@@ -173,7 +172,7 @@ void mr_exec_map_next(struct keel_shard *sh, void *arg)
 
 /* ---- sources ------------------------------------------------------------ */
 
-int mr_exec_local_sources(struct mr_node *n, uint32_t p, struct io_uring *ring,
+int mr_exec_local_sources(struct mr_node *n, uint32_t p, struct keel_fileq *fq,
 			  struct mr_source **out, size_t *nout, size_t extra, char *errmsg)
 {
 	*out = NULL;
@@ -204,7 +203,7 @@ int mr_exec_local_sources(struct mr_node *n, uint32_t p, struct io_uring *ring,
 				if (sp->part_off[p] == sp->part_off[p + 1])
 					continue;
 				rc = mr_source_file(&src[k++], sp->path, sp->part_off[p], sp->part_off[p + 1],
-						    ring, errmsg);
+						    fq, errmsg);
 			}
 		}
 	free(ng);
@@ -289,7 +288,7 @@ static void reduce_next(struct mr_shard *s)
 	size_t nremote = 0;
 	for (int x = 0; x < MR_MAXN; x++)
 		nremote += a->want[x];
-	int rc = mr_exec_local_sources(n, a->p, s->ring_ok ? &s->ring : NULL, &s->src, &s->nsrc,
+	int rc = mr_exec_local_sources(n, a->p, s->q, &s->src, &s->nsrc,
 				       nremote, s->errmsg);
 	for (int x = 0; x < MR_MAXN && !rc; x++)
 		if (a->want[x])
@@ -340,7 +339,8 @@ void mr_exec_shard_init(struct mr_node *n, struct keel_shard *sh)
 	s->sh = sh;
 	s->task = -1;
 	s->rd.complete = read_done;
-	s->ring_ok = io_uring_queue_init(4, &s->ring, 0) == 0;
+	if (keel_fileq_new(4, -1, &s->q, NULL))
+		s->q = NULL; /* io_uring refused: spills are read with pread */
 }
 
 static void table_gone(struct mr_shard *s, struct mr_table *t)
@@ -388,7 +388,6 @@ void mr_exec_shard_fini(struct mr_node *n, struct keel_shard *sh)
 	atomic_store(&s->ngens, 0);
 	free(s->rbuf);
 	s->rbuf = NULL;
-	if (s->ring_ok)
-		io_uring_queue_exit(&s->ring);
-	s->ring_ok = false;
+	keel_fileq_free(s->q);
+	s->q = NULL;
 }

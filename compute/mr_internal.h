@@ -14,7 +14,7 @@
 #ifndef KEEL_COMPUTE_MR_INTERNAL_H
 #define KEEL_COMPUTE_MR_INTERNAL_H
 
-#include <liburing.h>
+#include "keel/runtime.h"
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -112,7 +112,7 @@ int mr_plan_sample(const struct mr_plan *plan, const struct keel_mr_job *job, si
 void mr_samples_free(struct keel_mr_record *s, size_t n);
 
 /* A split being read: incremental, so a shard can read it through its
- * io_uring one chunk per completion. next_read says where the next read
+ * reactor one chunk per completion. next_read says where the next read
  * goes (false: the split is finished); feed hands over how many bytes
  * arrived there (0 = end of file) and runs fn over every complete record. */
 typedef int (*mr_record_fn)(void *arg, const struct keel_mr_record *rec);
@@ -134,7 +134,7 @@ bool mr_scan_next_read(struct mr_scan *sc, void **dst, size_t *len, uint64_t *of
 int mr_scan_feed(struct mr_scan *sc, size_t got, mr_record_fn fn, void *arg,
 		 uint64_t *bytes_done, char *errmsg);
 /* The completion of an asynchronous read issued at next_read's place: res
- * is the io_uring result. A read error gets a message naming the file; a
+ * is the reactor's result. A read error gets a message naming the file; a
  * short read of fixed-size records is finished synchronously (they want
  * whole chunks); then feed runs. The caller retries -EINTR/-EAGAIN itself,
  * before calling this. */
@@ -202,8 +202,7 @@ struct mr_table {
 	const char *spill_dir;
 	int shard;
 	unsigned gen; /* which of the shard's tables (sealed each time its node's task queue ran dry) */
-	struct io_uring ring;
-	bool ring_ok;
+	struct keel_fileq *q; /* spills; NULL where io_uring is refused: pwrite */
 	uint8_t *wbuf[2];
 	/* final in-memory run after the map phase */
 	struct mr_sorted_ent *sorted;
@@ -253,7 +252,7 @@ struct mr_source {
 	uint64_t off, end;
 	uint8_t *buf;
 	size_t buf_cap, buf_len, buf_pos;
-	struct io_uring *ring;
+	struct keel_fileq *q; /* NULL: pread */
 	/* current pair */
 	const uint8_t *key, *val;
 	uint32_t klen, vlen;
@@ -281,7 +280,7 @@ int mr_merge_pop(struct mr_merge *m);
 int mr_source_buf(struct mr_source *s, const uint8_t *buf, size_t len);
 int mr_source_mem(struct mr_source *s, const struct mr_sorted_ent *ents, size_t n);
 int mr_source_file(struct mr_source *s, const char *path, uint64_t off, uint64_t end,
-		   struct io_uring *ring, char *errmsg);
+		   struct keel_fileq *q, char *errmsg);
 void mr_source_close(struct mr_source *s);
 
 /* ---- output (mr_output.c) --------------------------------------------- */

@@ -89,8 +89,7 @@ struct mr_shard {
 	struct mr_merge_stats ms;
 	struct keel_mr_out out;
 	bool out_open;
-	struct io_uring ring;
-	bool ring_ok;
+	struct keel_fileq *q; /* spill reads; NULL: pread */
 	/* this shard's counters, read once the runtime has stopped */
 	uint64_t records, reduce_keys;
 	uint64_t emitted, shuffled, spills, spill_bytes;
@@ -135,8 +134,7 @@ struct mr_node {
 	struct keel_shard *sh0;
 	struct mr_net *net; /* NULL in a cluster of one */
 	bool up[MR_MAXN];
-	struct io_uring ring0;
-	bool ring0_ok;
+	struct keel_fileq *q0; /* shard 0's spill reads; NULL: pread */
 	struct keel_timer stop_timer, start_timer;
 
 	/* the agent (mr_agent.c) */
@@ -212,7 +210,7 @@ void mr_exec_map_next(struct keel_shard *sh, void *shard);
 void mr_exec_reduce(struct mr_node *n, struct mr_attempt *a);
 /* Merge sources for partition p from every local shard's sealed
  * generations, plus `extra` free slots at the end (*out malloc'd). */
-int mr_exec_local_sources(struct mr_node *n, uint32_t p, struct io_uring *ring,
+int mr_exec_local_sources(struct mr_node *n, uint32_t p, struct keel_fileq *q,
 			  struct mr_source **out, size_t *nout, size_t extra, char *errmsg);
 
 #endif

@@ -40,7 +40,7 @@ int mr_source_buf(struct mr_source *s, const uint8_t *buf, size_t len)
 }
 
 int mr_source_file(struct mr_source *s, const char *path, uint64_t off, uint64_t end,
-		   struct io_uring *ring, char *errmsg)
+		   struct keel_fileq *q, char *errmsg)
 {
 	memset(s, 0, sizeof *s);
 	s->kind = 1;
@@ -49,7 +49,7 @@ int mr_source_file(struct mr_source *s, const char *path, uint64_t off, uint64_t
 		return keel_errmsg_set(errmsg, -errno, "mr: spill %s", path);
 	s->off = off;
 	s->end = end;
-	s->ring = ring;
+	s->q = q;
 	s->buf_cap = RBUF;
 	s->buf = malloc(s->buf_cap);
 	if (!s->buf)
@@ -68,8 +68,10 @@ void mr_source_close(struct mr_source *s)
 	s->fd = -1;
 }
 
-/* Reads more of the file behind the unread bytes, through the ring when
- * there is one. */
+static void fq_nop(struct keel_fileq_req *req) { (void)req; }
+
+/* Reads more of the file behind the unread bytes, through the file queue
+ * when there is one. */
 static int src_refill(struct mr_source *s, size_t need)
 {
 	size_t rem = s->buf_len - s->buf_pos;
@@ -94,20 +96,21 @@ static int src_refill(struct mr_source *s, size_t need)
 		if (want == 0)
 			return KEEL_ECORRUPT; /* a pair runs past its partition */
 		ssize_t got;
-		if (s->ring) {
-			struct io_uring_sqe *sqe = io_uring_get_sqe(s->ring);
-			if (!sqe)
+		if (s->q) {
+			struct keel_fileq_req req = {.fd = s->fd, .op = KEEL_FILEQ_READ,
+						     .buf = s->buf + s->buf_len, .len = (uint32_t)want,
+						     .off = s->off, .done = fq_nop};
+			int rc = keel_fileq_submit(s->q, &req);
+			if (rc == -EAGAIN)
 				return -EBUSY;
-			io_uring_prep_read(sqe, s->fd, s->buf + s->buf_len, (unsigned)want, s->off);
-			int rc = io_uring_submit(s->ring);
 			if (rc < 0)
 				return rc;
-			struct io_uring_cqe *cqe;
-			rc = io_uring_wait_cqe(s->ring, &cqe);
-			if (rc < 0)
-				return rc;
-			got = cqe->res;
-			io_uring_cqe_seen(s->ring, cqe);
+			while (keel_fileq_inflight(s->q)) {
+				rc = keel_fileq_reap(s->q, 1);
+				if (rc < 0)
+					return rc;
+			}
+			got = req.res;
 		} else {
 			got = pread(s->fd, s->buf + s->buf_len, want, (off_t)s->off);
 			if (got < 0)

@@ -1,7 +1,7 @@
 /*
  * compute/mr_table.c — a shard's combining hash table, sorting it into a run
- * grouped by reduce partition, and spilling sorted runs to disk through the
- * shard's io_uring.
+ * grouped by reduce partition, and spilling sorted runs to disk through a
+ * private file queue (keel_fileq: io_uring), or pwrite where it is refused.
  *
  * The table is an arena of pairs plus, for jobs with a combine, an
  * open-addressing index (linear probing, 32-bit tag + arena offset) so an
@@ -86,8 +86,7 @@ void mr_table_free(struct mr_table *t)
 	free(t->part_start);
 	free(t->wbuf[0]);
 	free(t->wbuf[1]);
-	if (t->ring_ok)
-		io_uring_queue_exit(&t->ring);
+	keel_fileq_free(t->q);
 	memset(t, 0, sizeof *t);
 }
 
@@ -419,7 +418,7 @@ int mr_table_finish(struct mr_table *t)
 	return 0;
 }
 
-/* ---- spilling through io_uring --------------------------------------- */
+/* ---- spilling through the file queue ---------------------------------- */
 
 struct spill_writer {
 	struct mr_table *t;
@@ -430,8 +429,11 @@ struct spill_writer {
 	bool inflight[2];
 	size_t inflight_len[2];
 	uint64_t inflight_off[2];
+	struct keel_fileq_req req[2];
 	int err;
 };
+
+static void sw_done(struct keel_fileq_req *req) { *(bool *)req->arg = false; }
 
 static int pwrite_full(int fd, const uint8_t *b, size_t n, uint64_t off)
 {
@@ -453,24 +455,19 @@ static int pwrite_full(int fd, const uint8_t *b, size_t n, uint64_t off)
 static int sw_wait(struct spill_writer *w, int i)
 {
 	struct mr_table *t = w->t;
+	if (!w->inflight[i])
+		return 0;
 	while (w->inflight[i]) {
-		struct io_uring_cqe *cqe;
-		int rc = io_uring_wait_cqe(&t->ring, &cqe);
+		int rc = keel_fileq_reap(t->q, 1);
 		if (rc < 0)
 			return rc;
-		int b = (int)io_uring_cqe_get_data64(cqe);
-		int res = cqe->res;
-		io_uring_cqe_seen(&t->ring, cqe);
-		w->inflight[b] = false;
-		if (res < 0)
-			return res;
-		if ((size_t)res < w->inflight_len[b]) {
-			rc = pwrite_full(w->fd, t->wbuf[b] + res, w->inflight_len[b] - (size_t)res,
-					 w->inflight_off[b] + (uint64_t)res);
-			if (rc)
-				return rc;
-		}
 	}
+	int res = w->req[i].res;
+	if (res < 0)
+		return res;
+	if ((size_t)res < w->inflight_len[i])
+		return pwrite_full(w->fd, t->wbuf[i] + res, w->inflight_len[i] - (size_t)res,
+				   w->inflight_off[i] + (uint64_t)res);
 	return 0;
 }
 
@@ -480,23 +477,23 @@ static int sw_flush(struct spill_writer *w)
 	int i = w->cur;
 	if (w->len == 0)
 		return 0;
-	if (!t->ring_ok) {
+	if (!t->q) {
 		int rc = pwrite_full(w->fd, t->wbuf[i], w->len, w->off);
 		w->off += w->len;
 		w->len = 0;
 		return rc;
 	}
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&t->ring);
-	if (!sqe)
+	w->req[i] = (struct keel_fileq_req){.fd = w->fd, .op = KEEL_FILEQ_WRITE,
+					    .buf = t->wbuf[i], .len = (uint32_t)w->len,
+					    .off = w->off, .done = sw_done, .arg = &w->inflight[i]};
+	int rc = keel_fileq_submit(t->q, &w->req[i]);
+	if (rc == -EAGAIN)
 		return -EBUSY;
-	io_uring_prep_write(sqe, w->fd, t->wbuf[i], (unsigned)w->len, w->off);
-	io_uring_sqe_set_data64(sqe, (uint64_t)i);
+	if (rc < 0)
+		return rc;
 	w->inflight[i] = true;
 	w->inflight_len[i] = w->len;
 	w->inflight_off[i] = w->off;
-	int rc = io_uring_submit(&t->ring);
-	if (rc < 0)
-		return rc;
 	w->off += w->len;
 	w->len = 0;
 	/* Fill the other buffer while this one is written. */
@@ -543,7 +540,8 @@ static int spill_now(struct mr_table *t)
 		if (!t->wbuf[0] || !t->wbuf[1])
 			return table_err(t, -ENOMEM, "spill %s", "buffers");
 		/* Containers often forbid io_uring: then spills use pwrite. */
-		t->ring_ok = io_uring_queue_init(8, &t->ring, 0) == 0;
+		if (keel_fileq_new(8, -1, &t->q, NULL))
+			t->q = NULL;
 	}
 	struct mr_sorted_ent *ents;
 	size_t *start;
@@ -591,7 +589,7 @@ static int spill_now(struct mr_table *t)
 		sp.part_off[t->partitions] = w.off + w.len;
 		rc = sw_flush(&w);
 	}
-	if (t->ring_ok) {
+	if (t->q) {
 		int r2 = sw_wait(&w, 0);
 		int r3 = sw_wait(&w, 1);
 		if (!rc)

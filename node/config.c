@@ -71,10 +71,10 @@ static const struct section_rule sections[] = {
 
 /* [node] keys; node_line[] remembers where each was given. */
 enum { K_ID, K_CLUSTER, K_LISTEN, K_SHARDS, K_TRANSPORT, K_MAX_FRAME, K_HS_TIMEOUT,
-       K_PEER_TIMEOUT, K_SECRET_FILE, K_N };
+       K_PEER_TIMEOUT, K_SECRET_FILE, K_REACTOR, K_N };
 static const char *const node_keys[K_N] = {
 	"id", "cluster", "listen", "shards", "transport", "max_frame",
-	"handshake_timeout_ms", "peer_timeout_ms", "secret_file",
+	"handshake_timeout_ms", "peer_timeout_ms", "secret_file", "reactor",
 };
 
 struct parse {
@@ -466,6 +466,11 @@ static int node_key(struct parse *p, const char *key, const char *value)
 		break;
 	case K_SECRET_FILE:
 		return load_secret(p, value);
+	case K_REACTOR:
+		if (keel_reactor_parse(value, &cfg->reactor))
+			return perr(p, KEEL_ECONFIG, "[node] reactor: '%s' is not auto, io_uring or epoll",
+				    value);
+		break;
 	}
 	return 1;
 }

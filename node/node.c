@@ -38,6 +38,8 @@ int keel_node_create(const struct keel_node_config *cfg, const struct keel_node_
 		.idle = o && o->busy_poll ? KEEL_IDLE_BUSY_POLL : KEEL_IDLE_SLEEP,
 		.node_id = (int)cfg->node_id,
 		.synthetic_topology = o ? o->synthetic_topology : NULL,
+		/* keel node --reactor, else [node] reactor, else AUTO */
+		.reactor = o && o->reactor != KEEL_REACTOR_AUTO ? o->reactor : cfg->reactor,
 	};
 	int r = keel_runtime_create(&rc, &n->rt, errmsg);
 	if (r < 0) {

@@ -2,7 +2,8 @@
  * reactor loop each of them runs.
  *
  * Start: every shard thread pins itself, binds its memory policy to its NUMA
- * node, creates its io_uring (on its own thread: IORING_SETUP_SINGLE_ISSUER),
+ * node, sets up its reactor (on its own thread: io_uring wants
+ * IORING_SETUP_SINGLE_ISSUER),
  * and waits at a gate until all shards are set up; then each runs
  * shard_init, waits until all inits are done, and enters its loop. Stop sets
  * one flag and writes every shard's eventfd; each loop leaves at its next
@@ -112,6 +113,14 @@ int keel_runtime_create(const struct keel_runtime_config *cfg, struct keel_runti
 		goto fail;
 	if (cfg->node_id >= 0)
 		keel_log_set_node(cfg->node_id);
+	/* The backend, once for the whole run: every shard runs the same. */
+	enum keel_reactor_kind rk = cfg->reactor;
+	if (rk == KEEL_REACTOR_AUTO)
+		rk = keel_reactor_default(NULL);
+	if (!(rt->reactor = keel_reactor_ops_of(rk))) {
+		rc = keel_errmsg_set(errmsg, KEEL_EBADINPUT, "runtime: unknown reactor %d", (int)rk);
+		goto fail;
+	}
 	for (unsigned i = 0; i < rt->n && !rt->shared_pus; i++)
 		for (unsigned j = 0; j < i; j++)
 			if (rt->pl[i].pu == rt->pl[j].pu)
@@ -243,71 +252,6 @@ void keel_runtime_destroy(struct keel_runtime *rt)
 
 /* ---- the reactor ---- */
 
-static void efd_complete(struct keel_io_op *op, int32_t res, uint32_t flags);
-
-static void arm_efd(struct keel_shard *s)
-{
-	struct io_uring_sqe *sqe = keel_shard_get_sqe(s, &s->efd_op);
-	io_uring_prep_read(sqe, s->efd, &s->efd_buf, sizeof(s->efd_buf), 0);
-	s->efd_armed = true;
-}
-
-static void efd_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
-{
-	(void)flags;
-	struct keel_shard *s = (struct keel_shard *)((char *)op - offsetof(struct keel_shard, efd_op));
-	s->efd_armed = false;
-	if (res < 0 && res != -EAGAIN && res != -EINTR && res != -ECANCELED) {
-		keel_warn("shard %u: eventfd read failed: %s", s->id, keel_strerror(res));
-		return;
-	}
-	if (!atomic_load_explicit(&s->rt->stop, memory_order_relaxed))
-		arm_efd(s);
-}
-
-struct io_uring_sqe *keel_shard_get_sqe(struct keel_shard *s, struct keel_io_op *op)
-{
-	struct io_uring_sqe *sqe;
-	while (!(sqe = io_uring_get_sqe(&s->uring))) {
-		int rc = io_uring_submit(&s->uring);
-		if (rc < 0 && rc != -EAGAIN && rc != -EBUSY && rc != -EINTR) {
-			keel_error("shard %u: io_uring_submit: %s", s->id, keel_strerror(rc));
-			abort();
-		}
-		if (rc <= 0) {
-			/* CQ overflowing: make room by reaping. */
-			io_uring_get_events(&s->uring);
-		}
-	}
-	io_uring_sqe_set_data(sqe, op);
-	return sqe;
-}
-
-struct io_uring *keel_shard_uring(struct keel_shard *s) { return &s->uring; }
-
-static unsigned reap(struct keel_shard *s)
-{
-	unsigned total = 0;
-	struct io_uring_cqe *cqes[64];
-	for (;;) {
-		unsigned n = io_uring_peek_batch_cqe(&s->uring, cqes, KEEL_ARRAY_LEN(cqes));
-		if (!n)
-			break;
-		for (unsigned i = 0; i < n; i++) {
-			struct keel_io_op *op = io_uring_cqe_get_data(cqes[i]);
-			int32_t res = cqes[i]->res;
-			uint32_t fl = cqes[i]->flags;
-			if (op)
-				op->complete(op, res, fl);
-		}
-		io_uring_cq_advance(&s->uring, n);
-		total += n;
-		if (n < KEEL_ARRAY_LEN(cqes))
-			break;
-	}
-	return total;
-}
-
 static unsigned run_pollers(struct keel_shard *s)
 {
 	unsigned work = 0;
@@ -381,22 +325,11 @@ static void sleep_until_work(struct keel_shard *s)
 		atomic_store_explicit(&s->sleeping, 0, memory_order_relaxed);
 		return;
 	}
-	if (!s->efd_armed)
-		arm_efd(s);
 	uint64_t d = keel_timers_next_delay(s);
 	/* Messages stuck in overflow need this shard to retry: nap briefly. */
 	if (s->novf && d > 50000)
 		d = 50000;
-	struct io_uring_cqe *cqe;
-	if (d == UINT64_MAX) {
-		int rc = io_uring_submit_and_wait(&s->uring, 1);
-		(void)rc;
-	} else if (d > 0) {
-		struct __kernel_timespec ts = {.tv_sec = (long long)(d / 1000000000u),
-					       .tv_nsec = (long long)(d % 1000000000u)};
-		int rc = io_uring_submit_and_wait_timeout(&s->uring, &cqe, 1, &ts, NULL);
-		(void)rc; /* -ETIME: the timer is due */
-	}
+	s->rops->wait(s, d);
 	atomic_store_explicit(&s->sleeping, 0, memory_order_relaxed);
 }
 
@@ -412,9 +345,7 @@ static void shard_loop(struct keel_shard *s)
 		work += keel_msgs_drain(s);
 		work += run_external(s);
 		keel_pool_drain_remote(s);
-		if (io_uring_sq_ready(&s->uring))
-			io_uring_submit(&s->uring);
-		work += reap(s);
+		work += s->rops->reap(s);
 		/* Reading the clock costs ~100 ns in a VM, so while the loop is
 		 * busy the timers are checked every 16th iteration (a few
 		 * microseconds late at worst), and always before idling. */
@@ -444,15 +375,10 @@ static int shard_setup(struct keel_shard *s, char *em)
 		keel_topo_bind_thread_memory(rt->topo, s->pl.numa_node);
 	}
 	unsigned entries = rt->cfg.uring_entries ? rt->cfg.uring_entries : 256;
-	rc = io_uring_queue_init(entries, &s->uring, IORING_SETUP_SINGLE_ISSUER);
-	if (rc == -EINVAL)
-		rc = io_uring_queue_init(entries, &s->uring, 0);
-	if (rc < 0)
-		return keel_errmsg_set(em, rc, "shard %u: io_uring_queue_init(%u)", s->id, entries);
-	s->uring_ok = true;
+	s->rops = rt->reactor;
+	if ((rc = s->rops->init(s, entries, em)))
+		return rc;
 	s->now = keel_now_ns();
-	s->efd_op.complete = efd_complete;
-	arm_efd(s);
 	return 0;
 }
 
@@ -477,14 +403,14 @@ static void *shard_main(void *p)
 			rt->init(s, rt->arg);
 		gate_arrive(&rt->g_init);
 		shard_loop(s);
+		if (s->rops->quiesce)
+			s->rops->quiesce(s);
 		gate_arrive(&rt->g_loop);
 		if (rt->fini)
 			rt->fini(s, rt->arg);
 	}
-	if (s->uring_ok) {
-		io_uring_queue_exit(&s->uring);
-		s->uring_ok = false;
-	}
+	if (s->reactor)
+		s->rops->fini(s);
 	keel_tls_shard = NULL;
 	keel_log_set_shard(-1);
 	return NULL;
@@ -530,7 +456,8 @@ int keel_runtime_start(struct keel_runtime *rt, void (*shard_init)(struct keel_s
 		return keel_runtime_wait(rt);
 	}
 	gate_wait(&rt->g_init);
-	keel_info("runtime: %u shard%s running (%s)", rt->n, rt->n == 1 ? "" : "s",
+	keel_info("runtime: %u shard%s running (%s reactor, %s)", rt->n, rt->n == 1 ? "" : "s",
+		  rt->reactor->name,
 		  rt->cfg.idle == KEEL_IDLE_BUSY_POLL ? "busy-poll" : "sleep when idle");
 	return 0;
 }

@@ -11,11 +11,11 @@
 #define KEEL_RUNTIME_INTERNAL_H
 
 #include <hwloc.h>
-#include <liburing.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
 #include "keel/runtime.h"
+#include "runtime/reactor.h"
 #include "runtime/ring.h"
 
 struct keel_topo {
@@ -110,11 +110,8 @@ struct keel_shard {
 	struct keel_poller *pollers;
 	unsigned npollers, pollers_cap;
 
-	struct io_uring uring;
-	bool uring_ok;
-	struct keel_io_op efd_op;
-	uint64_t efd_buf;
-	bool efd_armed;
+	const struct keel_reactor_ops *rops; /* = rt->reactor */
+	void *reactor;                       /* the backend's state */
 
 	struct keel_free_block *pool_free[KEEL_POOL_NCLASS];
 	struct keel_slab *slabs;
@@ -136,6 +133,7 @@ struct keel_shard {
 
 struct keel_runtime {
 	struct keel_runtime_config cfg;
+	const struct keel_reactor_ops *reactor; /* chosen at create */
 	struct keel_topo *topo;
 	struct keel_placement *pl;
 	unsigned n;

@@ -50,7 +50,7 @@ const char *keel_transport_caps_str(uint32_t caps, char *buf, size_t len)
 		{KEEL_TRANSPORT_BUSY_POLL, "busy-poll"},
 		{KEEL_TRANSPORT_AUTH, "auth"},
 		{KEEL_TRANSPORT_SIMULATED, "simulated"},
-		{KEEL_TRANSPORT_REACTOR, "io_uring"},
+		{KEEL_TRANSPORT_REACTOR, "reactor"},
 	};
 	size_t off = 0;
 	if (len == 0)

@@ -1,18 +1,19 @@
 /*
- * transport/tcp.c — the TCP backend, driven by the shard's io_uring.
+ * transport/tcp.c — the TCP backend, driven by the shard's reactor
+ * (include/keel/runtime.h: io_uring or epoll, the same calls).
  *
  * One struct tcp_transport per shard. Shard s listens on listen_port + s and
  * dials shard s' = peer.shard of a peer at peer.port + s'. Everything runs on
  * the shard's thread: completions (keel_io_op) and one poller that flushes
  * batched sends and frees closed connections.
  *
- * Receive: one multishot recv per connection, taking buffers from a ring of
- * provided buffers shared by the shard's connections (io_uring buffer ring,
- * kernel >= 5.19); where the kernel refuses the ring, single-shot recv into
- * a per-connection buffer. A frame that lies whole inside the received
- * bytes is handed to on_recv in place (no copy); a frame that straddles two
- * receives is assembled in the connection's rx buffer. The buffer goes back
- * to the ring as soon as its bytes are consumed.
+ * Receive: one multishot receive per connection (keel_io_recv_multi) into
+ * buffers the reactor owns and shares among the shard's connections (on
+ * io_uring a ring of provided buffers). A frame that lies whole inside the
+ * received bytes is handed to on_recv in place (no copy); a frame that
+ * straddles two receives is assembled in the connection's rx buffer. The
+ * buffer goes back to the reactor when the completion returns, so its
+ * bytes are consumed or copied by then.
  *
  * Send: send buffers carry room for the frame header in front of the
  * payload, so a frame is one contiguous iovec. The first message a
@@ -35,14 +36,11 @@
  * operation that points into it.
  */
 #include <errno.h>
-#include <liburing.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <arpa/inet.h>
@@ -56,17 +54,10 @@
 
 #define TCP_IOV_MAX 1024 /* = IOV_MAX: a batch of tiny frames in one sendmsg */
 #define TCP_SEND_BATCH_BYTES (4u << 20)
-/* The kernel takes provided buffers in ring order (FIFO), so a buffer is
- * reused only after every other one: the ring's whole size is the memory
- * that receives cycle through. 128 x 64 KiB (8 MiB, the first version) made
- * every large receive land in memory that had left the caches; 16 x 64 KiB
- * (1 MiB) stays within a core's L2. Buffers go back to the ring as soon as
- * their bytes are consumed, so a shard runs out (ENOBUFS: the recv is
- * re-armed) only with many connections receiving in the same pass. 64 KiB
- * holds a 64 KiB - 24 B message whole, so it is handed over in place. */
-#define TCP_BUFRING_ENTRIES 16 /* power of two */
-#define TCP_BUFRING_SIZE (64u << 10)
-#define TCP_PLAIN_RX (64u << 10)
+/* The reactor's receive buffers are 64 KiB (KEEL_REACTOR_RECV_BUF in
+ * runtime/): a 64 KiB - 24 B message fits whole, so it is handed over in
+ * place. A shard runs out of them (-ENOBUFS: the receive is re-armed) only
+ * with many connections receiving in the same pass. */
 /* Send buffers up to 2 KiB come from two size classes with free lists, so
  * a 64 B message neither mallocs nor pins 2 KiB of queue memory. */
 #define TCP_NCLASS 2
@@ -117,7 +108,6 @@ struct tconn {
 	/* receive side */
 	uint8_t *rx;      /* a frame assembled across receives */
 	size_t rx_len, rx_cap;
-	uint8_t *plain;   /* recv buffer when there is no buffer ring */
 
 	struct sockaddr_storage sa;
 	socklen_t salen;
@@ -145,11 +135,6 @@ struct tcp_transport {
 	struct keel_io_op accept_op;
 	bool accept_armed;
 
-	struct io_uring_buf_ring *br;
-	uint8_t *bufs;
-	uint16_t bgid;
-	bool bufring;
-
 	struct tconn *conns;
 	struct tconn *dirty;
 	struct tconn *reap;
@@ -164,9 +149,6 @@ struct tcp_transport {
 };
 
 extern const struct keel_transport_ops keel_transport_tcp_ops;
-
-/* Buffer group ids must be unique per io_uring; one counter for all. */
-static atomic_uint next_bgid = 0x4b00;
 
 static void conn_close(struct tconn *c, int reason, const char *why);
 static void conn_flush(struct tconn *c);
@@ -357,16 +339,6 @@ static struct tconn *conn_new(struct tcp_transport *t, int fd, bool inbound)
 	if (t->conns)
 		t->conns->prev = c;
 	t->conns = c;
-	if (!t->bufring) {
-		c->plain = malloc(TCP_PLAIN_RX);
-		if (!c->plain) {
-			t->conns = c->next;
-			if (c->next)
-				c->next->prev = NULL;
-			free(c);
-			return NULL;
-		}
-	}
 	return c;
 }
 
@@ -384,7 +356,6 @@ static void conn_destroy(struct tconn *c)
 	free_list(c, c->hold);
 	keel_hs_wipe(&c->hs);
 	free(c->rx);
-	free(c->plain);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -415,10 +386,8 @@ static void conn_close(struct tconn *c, int reason, const char *why)
 		/* Ends the multishot recv (it completes with 0) and fails a
 		 * parked send; the cancel catches a pending connect. */
 		shutdown(c->fd, SHUT_RDWR);
-		if (c->inflight) {
-			struct io_uring_sqe *sqe = keel_shard_get_sqe(t->shard, NULL);
-			io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
-		}
+		if (c->inflight)
+			keel_io_cancel_fd(t->shard, c->fd);
 	}
 	if (!c->reaping) {
 		c->reaping = true;
@@ -654,45 +623,17 @@ static void on_bytes(struct tconn *c, const uint8_t *data, size_t n)
 
 static void recv_arm(struct tconn *c)
 {
-	struct tcp_transport *t = c->t;
-	struct io_uring_sqe *sqe = keel_shard_get_sqe(t->shard, &c->recv_op);
-	if (t->bufring) {
-		io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
-		sqe->flags |= IOSQE_BUFFER_SELECT;
-		sqe->buf_group = t->bgid;
-	} else {
-		io_uring_prep_recv(sqe, c->fd, c->plain, TCP_PLAIN_RX, 0);
-	}
+	keel_io_recv_multi(c->t->shard, &c->recv_op, c->fd);
 	c->recv_armed = true;
 	c->inflight++;
-}
-
-static void buf_recycle(struct tcp_transport *t, unsigned bid)
-{
-	io_uring_buf_ring_add(t->br, t->bufs + (size_t)bid * TCP_BUFRING_SIZE, TCP_BUFRING_SIZE,
-			      (unsigned short)bid, io_uring_buf_ring_mask(TCP_BUFRING_ENTRIES), 0);
-	io_uring_buf_ring_advance(t->br, 1);
 }
 
 static void recv_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
 {
 	struct tconn *c = container_of(op, struct tconn, recv_op);
-	struct tcp_transport *t = c->t;
-	bool more = flags & IORING_CQE_F_MORE;
-	if (res > 0) {
-		const uint8_t *data = c->plain;
-		unsigned bid = 0;
-		if (flags & IORING_CQE_F_BUFFER) {
-			bid = flags >> IORING_CQE_BUFFER_SHIFT;
-			data = t->bufs + (size_t)bid * TCP_BUFRING_SIZE;
-		}
-		if (c->state != C_CLOSING)
-			on_bytes(c, data, (size_t)res);
-		if (flags & IORING_CQE_F_BUFFER)
-			buf_recycle(t, bid);
-	} else if (flags & IORING_CQE_F_BUFFER) {
-		buf_recycle(t, flags >> IORING_CQE_BUFFER_SHIFT);
-	}
+	bool more = flags & KEEL_IO_MORE;
+	if (res > 0 && c->state != C_CLOSING)
+		on_bytes(c, op->data, (size_t)res);
 	if (more)
 		return;
 	c->recv_armed = false;
@@ -712,7 +653,7 @@ static void recv_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
 	} else if (res == 0) {
 		conn_close(c, -ECONNRESET, "peer closed the connection");
 	} else if (res == -ENOBUFS || res > 0) {
-		recv_arm(c); /* ran out of ring buffers, or single-shot recv */
+		recv_arm(c); /* the reactor ran out of buffers */
 	} else {
 		conn_close(c, res, "receive");
 	}
@@ -786,8 +727,8 @@ static void build_msg(struct tconn *c)
 }
 
 /* Sends the queue: first straight to the socket (it usually has room, and
- * this saves an io_uring round trip per batch, which is most of a small
- * message's latency), then whatever did not fit through one io_uring
+ * this saves a reactor round trip per batch, which is most of a small
+ * message's latency), then whatever did not fit through one reactor
  * sendmsg, which completes when the socket drains. Only one send is ever
  * in flight per connection, so frames leave in order. */
 static void conn_flush(struct tconn *c)
@@ -806,8 +747,7 @@ static void conn_flush(struct tconn *c)
 			return;
 		build_msg(c);
 	}
-	struct io_uring_sqe *sqe = keel_shard_get_sqe(c->t->shard, &c->send_op);
-	io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+	keel_io_sendmsg(c->t->shard, &c->send_op, c->fd, &c->msg);
 	c->send_inflight = true;
 	c->inflight++;
 }
@@ -858,15 +798,14 @@ static int tcp_poller(void *arg)
 
 static void accept_arm(struct tcp_transport *t)
 {
-	struct io_uring_sqe *sqe = keel_shard_get_sqe(t->shard, &t->accept_op);
-	io_uring_prep_multishot_accept(sqe, t->lfd, NULL, NULL, SOCK_CLOEXEC);
+	keel_io_accept_multi(t->shard, &t->accept_op, t->lfd);
 	t->accept_armed = true;
 }
 
 static void accept_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
 {
 	struct tcp_transport *t = container_of(op, struct tcp_transport, accept_op);
-	if (!(flags & IORING_CQE_F_MORE))
+	if (!(flags & KEEL_IO_MORE))
 		t->accept_armed = false;
 	if (res >= 0) {
 		int fd = res;
@@ -985,8 +924,7 @@ static int tcp_connect(struct keel_transport *pub, struct keel_addr peer, struct
 		return rc;
 	}
 	keel_timer_arm(t->shard, &c->hs_timer, t->hs_timeout_ns);
-	struct io_uring_sqe *sqe = keel_shard_get_sqe(t->shard, &c->connect_op);
-	io_uring_prep_connect(sqe, fd, (struct sockaddr *)&c->sa, c->salen);
+	keel_io_connect(t->shard, &c->connect_op, fd, (struct sockaddr *)&c->sa, c->salen);
 	c->inflight++;
 	*out = &c->pub;
 	return 0;
@@ -1124,7 +1062,7 @@ static int tcp_send_copy(struct keel_conn *pc, uint16_t type, const void *data, 
 		return 0;
 	/* The socket took part of the frame: the rest must follow before
 	 * anything else, so it heads the queue, resuming at byte w, and is
-	 * flushed now (an io_uring sendmsg that waits for room), as
+	 * flushed now (a reactor sendmsg that waits for room), as
 	 * conn_flush does after its own short sends. Leaving it to the next
 	 * poller pass stalled the echo test (tests/unit/transport/test_tcp.c)
 	 * with shrunken socket buffers; the cause was not pinned down. */
@@ -1165,53 +1103,12 @@ static void tcp_close_conn(struct keel_conn *pc)
 
 /* ---- open, close ------------------------------------------------------ */
 
-static int setup_bufring(struct tcp_transport *t)
-{
-	size_t ring_bytes = TCP_BUFRING_ENTRIES * sizeof(struct io_uring_buf);
-	void *ring = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE,
-			  -1, 0);
-	if (ring == MAP_FAILED)
-		return -errno;
-	size_t bytes = (size_t)TCP_BUFRING_ENTRIES * TCP_BUFRING_SIZE;
-	/* Populated now: a first touch would otherwise fault inside receives. */
-	void *bufs = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
-			  MAP_ANONYMOUS | MAP_PRIVATE | MAP_POPULATE, -1, 0);
-	if (bufs == MAP_FAILED) {
-		munmap(ring, ring_bytes);
-		return -errno;
-	}
-	t->bgid = (uint16_t)atomic_fetch_add(&next_bgid, 1);
-	struct io_uring_buf_reg reg = {.ring_addr = (unsigned long)ring,
-				       .ring_entries = TCP_BUFRING_ENTRIES, .bgid = t->bgid};
-	int rc = io_uring_register_buf_ring(keel_shard_uring(t->shard), &reg, 0);
-	if (rc < 0) {
-		munmap(ring, ring_bytes);
-		munmap(bufs, bytes);
-		return rc;
-	}
-	t->br = ring;
-	t->bufs = bufs;
-	io_uring_buf_ring_init(t->br);
-	for (unsigned i = 0; i < TCP_BUFRING_ENTRIES; i++)
-		io_uring_buf_ring_add(t->br, t->bufs + (size_t)i * TCP_BUFRING_SIZE,
-				      TCP_BUFRING_SIZE, (unsigned short)i,
-				      io_uring_buf_ring_mask(TCP_BUFRING_ENTRIES), (int)i);
-	io_uring_buf_ring_advance(t->br, TCP_BUFRING_ENTRIES);
-	t->bufring = true;
-	return 0;
-}
-
 static void tcp_free(struct tcp_transport *t)
 {
 	if (t->poller_id >= 0)
 		keel_shard_remove_poller(t->shard, t->poller_id);
 	if (t->lfd >= 0)
 		close(t->lfd);
-	if (t->bufring) {
-		io_uring_unregister_buf_ring(keel_shard_uring(t->shard), t->bgid);
-		munmap(t->br, TCP_BUFRING_ENTRIES * sizeof(struct io_uring_buf));
-		munmap(t->bufs, (size_t)TCP_BUFRING_ENTRIES * TCP_BUFRING_SIZE);
-	}
 	for (int k = 0; k < TCP_NCLASS; k++) {
 		while (t->free_small[k]) {
 			struct tbuf *b = t->free_small[k];
@@ -1270,11 +1167,7 @@ static int tcp_open(const struct keel_transport_config *cfg, struct keel_transpo
 	if (cfg->npeers)
 		memcpy(t->peers, cfg->peers, cfg->npeers * sizeof(*t->peers));
 	t->npeers = cfg->npeers;
-	int rc = setup_bufring(t);
-	if (rc < 0)
-		keel_info("tcp: no io_uring buffer ring (%s): single-shot receives",
-			  keel_strerror(rc));
-	rc = keel_shard_add_poller(t->shard, tcp_poller, t);
+	int rc = keel_shard_add_poller(t->shard, tcp_poller, t);
 	if (rc < 0) {
 		tcp_free(t);
 		return keel_errmsg_set(errmsg, rc, "tcp: adding the shard poller");
@@ -1290,18 +1183,16 @@ static void tcp_close(struct keel_transport *pub)
 	t->closing = true; /* no handler runs from here on */
 	if (t->lfd >= 0) {
 		shutdown(t->lfd, SHUT_RDWR);
-		if (t->accept_armed) {
-			struct io_uring_sqe *sqe = keel_shard_get_sqe(t->shard, NULL);
-			io_uring_prep_cancel_fd(sqe, t->lfd, IORING_ASYNC_CANCEL_ALL);
-		}
+		if (t->accept_armed)
+			keel_io_cancel_fd(t->shard, t->lfd);
 	}
 	for (struct tconn *c = t->conns; c; c = c->next)
 		conn_close(c, 0, NULL);
 	if (keel_runtime_stopping(keel_shard_runtime(t->shard))) {
 		/* The loop has ended (shard_fini): no completion will come
-		 * back; the ring is torn down next. Sockets are shut down, so
-		 * the kernel neither receives into nor sends from our memory
-		 * any more; the buffer ring is unregistered in tcp_free. */
+		 * back; the reactor is torn down next. Sockets are shut down,
+		 * so the kernel neither receives into nor sends from our
+		 * memory any more. */
 		while (t->conns) {
 			t->conns->inflight = 0;
 			conn_destroy(t->conns);
@@ -1315,7 +1206,7 @@ static void tcp_close(struct keel_transport *pub)
 
 const struct keel_transport_ops keel_transport_tcp_ops = {
 	.name = "tcp",
-	.description = "kernel TCP on the shard's io_uring (multishot recv, batched sendmsg)",
+	.description = "kernel TCP on the shard's reactor (multishot recv, batched sendmsg)",
 	.caps = KEEL_TRANSPORT_RELIABLE | KEEL_TRANSPORT_ZERO_COPY_RECV | KEEL_TRANSPORT_AUTH |
 		KEEL_TRANSPORT_REACTOR,
 	.max_msg = 0,

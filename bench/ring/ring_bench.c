@@ -15,6 +15,12 @@
  *             sleep flag after every message (keel_shard_flush per post),
  *             "batched" once per 64 messages (what the loop does)
  *
+ * Reactors (issue 15): the reactor is only on the sleeping paths (a shard
+ * sleeps in it and is woken through its eventfd). By default each round
+ * also runs the sleeping round trip and the batched one-way on the epoll
+ * reactor and the run ends with epoll's cost as a ratio to io_uring;
+ * --reactor io_uring|epoll runs everything on one of them.
+ *
  * Rounds alternate keel and peer (A B A B ...) and the JSON lines report
  * medians over rounds. Output per /work/shared/BENCH.md. */
 #include <pthread.h>
@@ -34,6 +40,7 @@ static uint64_t oneway_n = 4000000;
  * which the other shard's thread is off its CPU (this machine is shared). */
 #define TP_RING 65536
 static const char *cpuset;
+static enum keel_reactor_kind reactor = KEEL_REACTOR_IO_URING;
 
 static int cmp_u64(const void *a, const void *b)
 {
@@ -63,6 +70,7 @@ static struct keel_runtime *make_rt(enum keel_idle_policy idle, unsigned ring)
 {
 	struct keel_runtime_config cfg = {
 		.nshards = 2, .cpuset = cpuset, .idle = idle, .node_id = -1, .ring_capacity = ring,
+		.reactor = reactor,
 	};
 	struct keel_runtime *rt;
 	char em[KEEL_ERRMSG_LEN];
@@ -312,6 +320,7 @@ static double run_oneway(unsigned batch, enum keel_idle_policy idle, double *per
 
 int main(int argc, char **argv)
 {
+	bool both = true;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--quick")) {
 			rtt_samples = 20000;
@@ -319,17 +328,35 @@ int main(int argc, char **argv)
 			oneway_n = 1000000;
 		} else if (!strcmp(argv[i], "--cpuset") && i + 1 < argc) {
 			cpuset = argv[++i];
+		} else if (!strcmp(argv[i], "--reactor") && i + 1 < argc &&
+			   !strcmp(argv[i + 1], "both")) {
+			both = true;
+			i++;
+		} else if (!strcmp(argv[i], "--reactor") && i + 1 < argc &&
+			   keel_reactor_parse(argv[i + 1], &reactor) == 0 &&
+			   reactor != KEEL_REACTOR_AUTO) {
+			both = false;
+			i++;
 		} else {
-			fprintf(stderr, "usage: bench-ring [--quick] [--cpuset LIST]\n");
+			fprintf(stderr, "usage: bench-ring [--quick] [--cpuset LIST] "
+					"[--reactor io_uring|epoll|both]\n");
 			return 2;
 		}
 	}
 	keel_log_set_level(KEEL_LOG_WARN);
 	double s50[8], e50[8], ubc[8], btc[8], bbc[8];
 	double k50[8], k99[8], p50[8], p99[8], ub[8], bt[8], bb[8];
+	double es50[8], ebt[8], ebtc[8];
 	unsigned pu[2] = {0, 0};
 	for (unsigned r = 0; r < rounds; r++) {
 		uint64_t a, b;
+		if (both) {
+			reactor = KEEL_REACTOR_EPOLL;
+			run_rtt(&a, &b, pu, KEEL_IDLE_SLEEP, rtt_samples / 20);
+			es50[r] = (double)a;
+			ebt[r] = run_oneway(64, KEEL_IDLE_SLEEP, &ebtc[r]);
+			reactor = KEEL_REACTOR_IO_URING;
+		}
 		run_rtt(&a, &b, pu, KEEL_IDLE_BUSY_POLL, rtt_samples);
 		k50[r] = (double)a;
 		k99[r] = (double)b;
@@ -360,6 +387,7 @@ int main(int argc, char **argv)
 	       "%u round trips and %llu one-way messages (ring %u slots) per round; medians over "
 	       "rounds; load average %.1f\n",
 	       pu[0], pu[1], rounds, rtt_samples, (unsigned long long)oneway_n, TP_RING, load[0]);
+	printf("reactor: %s\n", keel_reactor_name(reactor));
 	printf("%-40s %12s %12s %8s\n", "case", "keel", "peer", "ratio");
 	printf("%-40s %12.0f %12.0f %8.2f\n", "round trip p50 (ns)", K50, P50, K50 / P50);
 	printf("%-40s %12.0f %12.0f %8.2f\n", "round trip p99 (ns)", K99, P99, K99 / P99);
@@ -391,5 +419,21 @@ int main(int argc, char **argv)
 	       BT, BT >= 20e6 ? "true" : "false");
 	printf("{\"bench\":\"ring\",\"case\":\"oneway_batched_busypoll_msgs_per_s\",\"unit\":\"msg/s\","
 	       "\"keel\":%.0f,\"better\":\"higher\"}\n", BB);
+	if (both) {
+		double ES = median(es50, rounds), EB = median(ebt, rounds);
+		printf("%-40s %12s %12s %8s\n", "epoll vs io_uring", "epoll", "io_uring", "ratio");
+		printf("%-40s %12.0f %12.0f %8.2f\n", "round trip p50, sleeping shards (ns)", ES, S50,
+		       ES / S50);
+		printf("%-40s %12.2f %12.2f %8.2f\n", "one-way batched (M msg/s)", EB / 1e6, BT / 1e6,
+		       EB / BT);
+		printf("{\"bench\":\"ring\",\"case\":\"epoll_vs_io_uring_rtt_sleep_p50_ns\",\"unit\":\"ns\","
+		       "\"keel\":%.1f,\"peer\":\"keel on io_uring\",\"peer_value\":%.1f,\"ratio\":%.2f,"
+		       "\"better\":\"lower\",\"target\":1.2,\"meets\":%s}\n",
+		       ES, S50, ES / S50, ES / S50 <= 1.2 ? "true" : "false");
+		printf("{\"bench\":\"ring\",\"case\":\"epoll_vs_io_uring_oneway_batched_msgs_per_s\","
+		       "\"unit\":\"msg/s\",\"keel\":%.0f,\"peer\":\"keel on io_uring\",\"peer_value\":%.0f,"
+		       "\"ratio\":%.2f,\"better\":\"higher\"}\n",
+		       EB, BT, EB / BT);
+	}
 	return 0;
 }

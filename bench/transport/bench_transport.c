@@ -11,13 +11,18 @@
  *     counted the last message and said so; sockperf's is its sender's rate.
  * The server side runs in a child process on CPU 1, the client on CPU 0
  * (sockperf likewise, through taskset). Both sleep in the kernel when idle
- * (keel: io_uring wait, sockperf: blocking recvfrom) unless --poll is given,
- * which busy-polls keel's reactors only (sockperf has no equivalent mode).
- * Rounds alternate keel and sockperf (A B A B ...) and the JSON lines report
- * medians over rounds. Output as /work/shared/BENCH.md describes.
+ * (keel: in its reactor, sockperf: blocking recvfrom) unless --poll is
+ * given, which busy-polls keel's reactors only (sockperf has no equivalent
+ * mode). Rounds alternate keel and sockperf (A B A B ...) and the JSON lines
+ * report medians over rounds. Output as /work/shared/BENCH.md describes.
+ *
+ * Reactors: by default the whole comparison runs twice, on io_uring and on
+ * epoll (both sides of keel on the same one), and ends with the epoll
+ * fallback's cost as a ratio to io_uring (issue 15's target: RTT p50 with
+ * epoll <= 1.2x io_uring). --reactor io_uring|epoll runs one of them.
  *
  * usage: bench-transport [--quick] [--transport NAME] [--rounds N] [--poll]
- *                        [--size 64|1024|65000]
+ *                        [--size 64|1024|65000] [--reactor io_uring|epoll|both]
  * --size runs the ping-pong of that size only (no one-way), for profiling.
  */
 #include <errno.h>
@@ -52,6 +57,8 @@ struct opts {
 	uint64_t oneway_msgs;
 	unsigned sockperf_secs;
 	int cpus;
+	enum keel_reactor_kind reactor; /* the one this pass runs */
+	bool reactors[3];               /* by keel_reactor_kind: run it */
 };
 
 struct figures {
@@ -165,7 +172,7 @@ static int run_server(const char *transport, unsigned base, const struct opts *o
 		return 1;
 	struct keel_runtime_config rc = {.nshards = 1, .cpuset = o->cpus > 1 ? "1" : NULL,
 					 .idle = o->poll ? KEEL_IDLE_BUSY_POLL : KEEL_IDLE_SLEEP,
-					 .node_id = 1, .overcommit = true};
+					 .node_id = 1, .overcommit = true, .reactor = o->reactor};
 	struct keel_runtime *rt;
 	char err[KEEL_ERRMSG_LEN];
 	if (keel_runtime_create(&rc, &rt, err) < 0) {
@@ -366,7 +373,7 @@ static int run_client(const char *transport, unsigned base, const struct opts *o
 	cl.samples = calloc(o->samples, sizeof(uint64_t));
 	struct keel_runtime_config rc = {.nshards = 1, .cpuset = o->cpus > 1 ? "0" : NULL,
 					 .idle = o->poll ? KEEL_IDLE_BUSY_POLL : KEEL_IDLE_SLEEP,
-					 .node_id = 2, .overcommit = true};
+					 .node_id = 2, .overcommit = true, .reactor = o->reactor};
 	char err[KEEL_ERRMSG_LEN];
 	int rc2 = keel_runtime_create(&rc, &cl.rt, err);
 	if (rc2 < 0) {
@@ -502,12 +509,14 @@ static double med(const struct figures *r, unsigned n, size_t off)
 	return median(v, k);
 }
 
+static const char *json_suffix = ""; /* "_epoll" on the epoll pass */
+
 static void json_line(const char *backend, const char *cs, const char *unit, double keel,
 		      const char *peer, double peer_v, const char *better, double target,
 		      const char *note)
 {
-	printf("{\"bench\":\"transport\",\"case\":\"%s_%s\",\"unit\":\"%s\",\"keel\":%.1f", backend,
-	       cs, unit, keel);
+	printf("{\"bench\":\"transport\",\"case\":\"%s_%s%s\",\"unit\":\"%s\",\"keel\":%.1f",
+	       backend, cs, json_suffix, unit, keel);
 	if (peer_v > 0) {
 		double ratio = keel / peer_v;
 		printf(",\"peer\":\"%s\",\"peer_value\":%.1f,\"ratio\":%.3f,\"better\":\"%s\"", peer,
@@ -527,13 +536,14 @@ static void json_line(const char *backend, const char *cs, const char *unit, dou
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: bench-transport [--quick] [--transport NAME] [--rounds N] [--poll]\n"
-		   "                       [--size 64|1024|65000]\n");
+		   "                       [--size 64|1024|65000] [--reactor io_uring|epoll|both]\n");
 }
 
 int main(int argc, char **argv)
 {
 	struct opts o = {.rounds = 3, .samples = 1000000, .pp_secs = 4, .oneway_msgs = 1000000,
-			 .sockperf_secs = 4, .size_mask = (1u << NSIZES) - 1};
+			 .sockperf_secs = 4, .size_mask = (1u << NSIZES) - 1,
+			 .reactors = {[KEEL_REACTOR_IO_URING] = true, [KEEL_REACTOR_EPOLL] = true}};
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--quick")) {
 			o.quick = true;
@@ -560,6 +570,18 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			o.oneway_msgs = 0;
+		} else if (!strcmp(argv[i], "--reactor") && i + 1 < argc) {
+			enum keel_reactor_kind k;
+			const char *v = argv[++i];
+			if (!strcmp(v, "both")) {
+				o.reactors[KEEL_REACTOR_IO_URING] = o.reactors[KEEL_REACTOR_EPOLL] = true;
+			} else if (keel_reactor_parse(v, &k) == 0 && k != KEEL_REACTOR_AUTO) {
+				o.reactors[KEEL_REACTOR_IO_URING] = o.reactors[KEEL_REACTOR_EPOLL] = false;
+				o.reactors[k] = true;
+			} else {
+				usage(stderr);
+				return 2;
+			}
 		} else if (!strcmp(argv[i], "--help")) {
 			usage(stdout);
 			return 0;
@@ -587,12 +609,20 @@ int main(int argc, char **argv)
 	write_file("secret", secret, 0600);
 
 	bool sp = have_sockperf();
-	unsigned base = 30000 + (unsigned)(getpid() % 1000) * 30;
+	/* below the ephemeral range (32768+), as the tests */
+	unsigned base = 2000 + (unsigned)(getpid() % 1000) * 30;
 	int status = 0;
 	printf("bench-transport: %s run, %u round(s), ping-pong %.0f s per size (keel and sockperf), "
-	       "%llu one-way messages, idle mode %s\n",
+	       "%llu one-way messages, idle mode %s, reactor %s\n",
 	       o.quick ? "quick" : "full", o.rounds, o.pp_secs, (unsigned long long)o.oneway_msgs,
-	       o.poll ? "busy-poll (keel only)" : "sleep (keel: io_uring wait, sockperf: recvfrom)");
+	       o.poll ? "busy-poll (keel only)" : "sleep (keel: in its reactor, sockperf: recvfrom)",
+	       o.reactors[KEEL_REACTOR_IO_URING] && o.reactors[KEEL_REACTOR_EPOLL]
+		       ? "io_uring, then epoll"
+		       : o.reactors[KEEL_REACTOR_EPOLL] ? "epoll" : "io_uring");
+	/* keel's medians per reactor, for the epoll / io_uring ratio */
+	double kmed[3][NSIZES][2];
+	double kone[3];
+	bool kran[3] = {false};
 	for (const struct keel_transport_ops *const *b = keel_transport_registry(); *b; b++) {
 		const struct keel_transport_ops *ops = *b;
 		if (o.only && strcmp(o.only, ops->name))
@@ -615,72 +645,117 @@ int main(int argc, char **argv)
 			printf("%s: skipped (this bench has no setup for it yet)\n", ops->name);
 			continue;
 		}
-		fflush(stdout);
-		pid_t srv = fork();
-		if (srv == 0)
-			_exit(run_server(ops->name, base, &o));
-		usleep(300000); /* let it listen; the client retries anyway */
-		struct figures kr[64], pr[64];
-		unsigned nk = 0, np = 0;
-		for (unsigned r = 0; r < o.rounds; r++) {
-			if (run_client(ops->name, base, &o, &kr[nk]) == 0)
-				nk++;
-			else
-				status = 1;
-			if (sp && sockperf_round(base + 25, &o, &pr[np]) == 0)
-				np++;
-		}
-		kill(srv, SIGTERM);
-		waitpid(srv, NULL, 0);
-		if (!nk) {
-			fprintf(stderr, "bench-transport: %s: no successful round\n", ops->name);
-			continue;
-		}
-		printf("\n%-6s %-22s %12s %12s %8s\n", ops->name, "figure", "keel", "sockperf",
-		       "ratio");
-		for (int i = 0; i < NSIZES; i++) {
-			if (!(o.size_mask & (1u << i)))
+		for (int rk = KEEL_REACTOR_IO_URING; rk <= KEEL_REACTOR_EPOLL; rk++) {
+			if (!o.reactors[rk])
 				continue;
-			size_t offs[3] = {offsetof(struct figures, p50) + i * sizeof(double),
-					  offsetof(struct figures, p99) + i * sizeof(double),
-					  offsetof(struct figures, p999) + i * sizeof(double)};
-			const char *names[3] = {"p50", "p99", "p99.9"};
-			for (int k = 0; k < 3; k++) {
-				double kv = med(kr, nk, offs[k]);
-				double pv = np ? med(pr, np, offs[k]) : -1;
-				char label[32];
-				snprintf(label, sizeof(label), "rtt %s %s (us)", names[k], size_names[i]);
-				printf("%-6s %-22s %12.1f %12.1f %8.2f\n", "", label, kv / 1000,
-				       pv / 1000, pv > 0 ? kv / pv : 0);
+			o.reactor = (enum keel_reactor_kind)rk;
+			json_suffix = rk == KEEL_REACTOR_EPOLL ? "_epoll" : "";
+			printf("\n%s on the %s reactor:\n", ops->name, keel_reactor_name(o.reactor));
+			fflush(stdout);
+			pid_t srv = fork();
+			if (srv == 0)
+				_exit(run_server(ops->name, base, &o));
+			usleep(300000); /* let it listen; the client retries anyway */
+			struct figures kr[64], pr[64];
+			unsigned nk = 0, np = 0;
+			for (unsigned r = 0; r < o.rounds; r++) {
+				if (run_client(ops->name, base, &o, &kr[nk]) == 0)
+					nk++;
+				else
+					status = 1;
+				if (sp && sockperf_round(base + 25, &o, &pr[np]) == 0)
+					np++;
+			}
+			kill(srv, SIGTERM);
+			waitpid(srv, NULL, 0);
+			if (!nk) {
+				fprintf(stderr, "bench-transport: %s: no successful round on %s\n", ops->name,
+					keel_reactor_name(o.reactor));
+				continue;
+			}
+			kran[rk] = true;
+			for (int i = 0; i < NSIZES; i++) {
+				kmed[rk][i][0] = med(kr, nk, offsetof(struct figures, p50) + i * sizeof(double));
+				kmed[rk][i][1] = med(kr, nk, offsetof(struct figures, p99) + i * sizeof(double));
+			}
+			kone[rk] = med(kr, nk, offsetof(struct figures, oneway));
+			printf("\n%-6s %-22s %12s %12s %8s\n", ops->name, "figure", "keel", "sockperf",
+			       "ratio");
+			for (int i = 0; i < NSIZES; i++) {
+				if (!(o.size_mask & (1u << i)))
+					continue;
+				size_t offs[3] = {offsetof(struct figures, p50) + i * sizeof(double),
+						  offsetof(struct figures, p99) + i * sizeof(double),
+						  offsetof(struct figures, p999) + i * sizeof(double)};
+				const char *names[3] = {"p50", "p99", "p99.9"};
+				for (int k = 0; k < 3; k++) {
+					double kv = med(kr, nk, offs[k]);
+					double pv = np ? med(pr, np, offs[k]) : -1;
+					char label[32];
+					snprintf(label, sizeof(label), "rtt %s %s (us)", names[k], size_names[i]);
+					printf("%-6s %-22s %12.1f %12.1f %8.2f\n", "", label, kv / 1000,
+					       pv / 1000, pv > 0 ? kv / pv : 0);
+				}
+			}
+			double kv = med(kr, nk, offsetof(struct figures, oneway));
+			double pv = np ? med(pr, np, offsetof(struct figures, oneway)) : -1;
+			if (o.oneway_msgs)
+				printf("%-6s %-22s %12.0f %12.0f %8.2f\n", "", "one-way 64B (msg/s)", kv, pv,
+				       pv > 0 ? kv / pv : 0);
+			printf("\n");
+			const char *note = sp ? "sockperf failed in every round" : "sockperf not installed";
+			for (int i = 0; i < NSIZES; i++) {
+				if (!(o.size_mask & (1u << i)))
+					continue;
+				char cs[64];
+				snprintf(cs, sizeof(cs), "rtt_p50_%s_ns", size_names[i]);
+				json_line(ops->name, cs, "ns", med(kr, nk, offsetof(struct figures, p50) + i * sizeof(double)),
+					  "sockperf ping-pong --tcp", np ? med(pr, np, offsetof(struct figures, p50) + i * sizeof(double)) : -1,
+					  "lower", 1.1, note);
+				snprintf(cs, sizeof(cs), "rtt_p99_%s_ns", size_names[i]);
+				json_line(ops->name, cs, "ns", med(kr, nk, offsetof(struct figures, p99) + i * sizeof(double)),
+					  "sockperf ping-pong --tcp", np ? med(pr, np, offsetof(struct figures, p99) + i * sizeof(double)) : -1,
+					  "lower", 0, note);
+				snprintf(cs, sizeof(cs), "rtt_p999_%s_ns", size_names[i]);
+				json_line(ops->name, cs, "ns", med(kr, nk, offsetof(struct figures, p999) + i * sizeof(double)),
+					  "sockperf ping-pong --tcp", np ? med(pr, np, offsetof(struct figures, p999) + i * sizeof(double)) : -1,
+					  "lower", 0, note);
+			}
+			if (o.oneway_msgs)
+				json_line(ops->name, "oneway_64B_msgs_per_s", "msg/s", kv,
+					  "sockperf throughput --tcp", pv, "higher", 2.0, note);
+		}
+		json_suffix = "";
+		if (kran[KEEL_REACTOR_IO_URING] && kran[KEEL_REACTOR_EPOLL]) {
+			/* The fallback's cost: keel on epoll against keel on io_uring,
+			 * the "peer" being the same program on the other reactor. */
+			printf("\n%-6s %-22s %12s %12s %8s\n", ops->name, "figure", "epoll", "io_uring",
+			       "ratio");
+			for (int i = 0; i < NSIZES; i++) {
+				if (!(o.size_mask & (1u << i)))
+					continue;
+				for (int k = 0; k < 2; k++) {
+					char label[32], cs[64];
+					double e = kmed[KEEL_REACTOR_EPOLL][i][k];
+					double u = kmed[KEEL_REACTOR_IO_URING][i][k];
+					snprintf(label, sizeof(label), "rtt %s %s (us)", k ? "p99" : "p50",
+						 size_names[i]);
+					printf("%-6s %-22s %12.1f %12.1f %8.2f\n", "", label, e / 1000,
+					       u / 1000, u > 0 ? e / u : 0);
+					snprintf(cs, sizeof(cs), "epoll_vs_io_uring_rtt_%s_%s_ns",
+						 k ? "p99" : "p50", size_names[i]);
+					json_line(ops->name, cs, "ns", e, "keel on io_uring", u, "lower",
+						  k ? 0 : 1.2, NULL);
+				}
+			}
+			if (o.oneway_msgs) {
+				double e = kone[KEEL_REACTOR_EPOLL], u = kone[KEEL_REACTOR_IO_URING];
+				printf("%-6s %-22s %12.0f %12.0f %8.2f\n", "", "one-way 64B (msg/s)", e, u,
+				       u > 0 ? e / u : 0);
+				json_line(ops->name, "epoll_vs_io_uring_oneway_64B_msgs_per_s", "msg/s", e,
+					  "keel on io_uring", u, "higher", 0, NULL);
 			}
 		}
-		double kv = med(kr, nk, offsetof(struct figures, oneway));
-		double pv = np ? med(pr, np, offsetof(struct figures, oneway)) : -1;
-		if (o.oneway_msgs)
-			printf("%-6s %-22s %12.0f %12.0f %8.2f\n", "", "one-way 64B (msg/s)", kv, pv,
-			       pv > 0 ? kv / pv : 0);
-		printf("\n");
-		const char *note = sp ? "sockperf failed in every round" : "sockperf not installed";
-		for (int i = 0; i < NSIZES; i++) {
-			if (!(o.size_mask & (1u << i)))
-				continue;
-			char cs[64];
-			snprintf(cs, sizeof(cs), "rtt_p50_%s_ns", size_names[i]);
-			json_line(ops->name, cs, "ns", med(kr, nk, offsetof(struct figures, p50) + i * sizeof(double)),
-				  "sockperf ping-pong --tcp", np ? med(pr, np, offsetof(struct figures, p50) + i * sizeof(double)) : -1,
-				  "lower", 1.1, note);
-			snprintf(cs, sizeof(cs), "rtt_p99_%s_ns", size_names[i]);
-			json_line(ops->name, cs, "ns", med(kr, nk, offsetof(struct figures, p99) + i * sizeof(double)),
-				  "sockperf ping-pong --tcp", np ? med(pr, np, offsetof(struct figures, p99) + i * sizeof(double)) : -1,
-				  "lower", 0, note);
-			snprintf(cs, sizeof(cs), "rtt_p999_%s_ns", size_names[i]);
-			json_line(ops->name, cs, "ns", med(kr, nk, offsetof(struct figures, p999) + i * sizeof(double)),
-				  "sockperf ping-pong --tcp", np ? med(pr, np, offsetof(struct figures, p999) + i * sizeof(double)) : -1,
-				  "lower", 0, note);
-		}
-		if (o.oneway_msgs)
-			json_line(ops->name, "oneway_64B_msgs_per_s", "msg/s", kv,
-				  "sockperf throughput --tcp", pv, "higher", 2.0, note);
 	}
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);

@@ -8,6 +8,12 @@
  *      and payload MB/s, against fio 1 MiB sequential writes with
  *      fdatasync=1 (bandwidth), and against the single-appender rate.
  *
+ * Reactors (issue 15): where a node runs the epoll reactor the WAL writes
+ * through its helper thread (pwrite + fdatasync) instead of io_uring. By
+ * default each round also runs (a) and (b) with 64 appenders on that path
+ * and the run ends with its cost as a ratio to io_uring (target: p50 <=
+ * 1.2x); --reactor io_uring|epoll runs one path only, compared with fio.
+ *
  * Keel and fio alternate (A B A B) for --rounds rounds; figures are medians.
  * The directory must be on a real disk: the filesystem type is printed and
  * a tmpfs directory is refused. Output per BENCH.md: a table, then one JSON
@@ -26,6 +32,9 @@
 
 static const char *dir = "bench-wal.tmp";
 static bool quick;
+/* AUTO: io_uring where allowed, as the io_uring reactor's WAL; THREAD:
+ * the epoll reactor's */
+static enum keel_wal_engine engine = KEEL_WAL_ENGINE_AUTO;
 static int rounds = 3;
 
 static void die(const char *what, int rc, const char *msg)
@@ -49,7 +58,7 @@ static struct keel_wal *open_fresh(const char *sub)
 	rm_dir_files(path);
 	struct keel_wal_io *io;
 	char err[KEEL_ERRMSG_LEN] = "";
-	int rc = keel_wal_io_posix_new(&io, path, KEEL_WAL_ENGINE_AUTO, err);
+	int rc = keel_wal_io_posix_new(&io, path, engine, err);
 	if (rc)
 		die("io", rc, err);
 	struct keel_wal *w;
@@ -340,6 +349,7 @@ static const char *fs_name(long type)
 
 int main(int argc, char **argv)
 {
+	bool both = true;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--quick"))
 			quick = true;
@@ -347,8 +357,16 @@ int main(int argc, char **argv)
 			dir = argv[++i];
 		else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
 			rounds = atoi(argv[++i]);
-		else {
+		else if (!strcmp(argv[i], "--reactor") && i + 1 < argc && !strcmp(argv[i + 1], "both"))
+			both = true, i++;
+		else if (!strcmp(argv[i], "--reactor") && i + 1 < argc &&
+			 (!strcmp(argv[i + 1], "io_uring") || !strcmp(argv[i + 1], "epoll"))) {
+			both = false;
+			engine = !strcmp(argv[++i], "epoll") ? KEEL_WAL_ENGINE_THREAD
+							     : KEEL_WAL_ENGINE_AUTO;
+		} else {
 			fprintf(stderr, "usage: bench-wal [--quick] [--dir DIR] [--rounds N]\n"
+					"                 [--reactor io_uring|epoll|both]\n"
 					"  DIR on the disk to measure (default ./bench-wal.tmp)\n");
 			return 2;
 		}
@@ -379,9 +397,16 @@ int main(int argc, char **argv)
 	double pl50[16], pl99[16], plm[16];
 	double krec[NA][16], kmb[NA][16], kpw[NA][16];
 	int nf = 0, np = 0, nseq = 0;
+	double el50[16], el99[16], elm[16], erec[16], emb[16], epw[16];
 	if (rounds > 16)
 		rounds = 16;
 	for (int r = 0; r < rounds; r++) {
+		if (both) { /* the epoll reactor's path first, then io_uring's */
+			engine = KEEL_WAL_ENGINE_THREAD;
+			keel_latency(&el50[r], &el99[r], &elm[r]);
+			keel_throughput(64, &erec[r], &emb[r], &epw[r]);
+			engine = KEEL_WAL_ENGINE_AUTO;
+		}
 		keel_latency(&kl50[r], &kl99[r], &klm[r]);
 		if (fio && fio_latency(false, &fl50[nf], &fl99[nf], &flm[nf]))
 			nf++;
@@ -459,6 +484,24 @@ int main(int argc, char **argv)
 			     "higher", 0.8, nseq ? NULL : nofio);
 		else
 			json(cs, "MB/s", mb[a], NULL, 0, false, NULL, 0, NULL);
+	}
+	if (both && !strcmp(engine_used, "io_uring")) {
+		double e50 = median(el50, rounds), e99 = median(el99, rounds);
+		double erc = median(erec, rounds);
+		printf("\n%-44s %12s %12s %8s\n", "the epoll reactor's WAL path", "thread",
+		       "io_uring", "ratio");
+		printf("%-44s %12.1f %12.1f %8.2f\n", "(a) 4 KiB append+fdatasync p50 (us)", e50, k50,
+		       k50 > 0 ? e50 / k50 : 0);
+		printf("%-44s %12.1f %12.1f %8.2f\n", "(a) 4 KiB append+fdatasync p99 (us)", e99, k99,
+		       k99 > 0 ? e99 / k99 : 0);
+		printf("%-44s %12.0f %12.0f %8.2f\n", "(b) 64 appenders x 256 B: records/s", erc,
+		       rec[2], rec[2] > 0 ? erc / rec[2] : 0);
+		json("epoll_vs_io_uring_append_4k_fdatasync_p50_us", "us", e50,
+		     "keel WAL on io_uring", k50, k50 > 0, "lower", 1.2, NULL);
+		json("epoll_vs_io_uring_append_4k_fdatasync_p99_us", "us", e99,
+		     "keel WAL on io_uring", k99, k99 > 0, "lower", 1.5, NULL);
+		json("epoll_vs_io_uring_appenders_64_256B_records_per_s", "records/s", erc,
+		     "keel WAL on io_uring", rec[2], rec[2] > 0, "higher", 0.8, NULL);
 	}
 	rm_dir_files(dir);
 	return 0;

@@ -2,13 +2,14 @@
  *
  * Synchronous calls are plain syscalls on files opened relative to the
  * directory fd. The asynchronous write+fdatasync has two engines:
- *  - io_uring: one ring per backend (so per WAL, owned by the WAL's thread);
- *    the write SQE carries IOSQE_IO_LINK so the IORING_FSYNC_DATASYNC SQE
- *    after it runs only if the whole write succeeded (a short write breaks
- *    the link and the fsync completes with -ECANCELED). An eventfd is
- *    registered with the ring for reactors.
+ *  - io_uring: a keel_fileq (include/keel/runtime.h), a private ring per
+ *    backend (so per WAL, owned by the WAL's thread) whose write+datasync
+ *    is linked so that the fdatasync runs only if the whole write
+ *    succeeded (runtime/fileq.c). An eventfd is registered with it for
+ *    reactors.
  *  - thread: where io_uring_queue_init is refused (EPERM under seccomp or
- *    io_uring_disabled, ENOSYS on old kernels), one helper thread runs
+ *    io_uring_disabled, ENOSYS on old kernels) or the process runs the
+ *    epoll reactor (KEEL_REACTOR=epoll), one helper thread runs
  *    pwrite then fdatasync per request and signals an eventfd.
  * Ownership: the backend belongs to the WAL that opened it; requests and
  * their buffers belong to the caller until done() runs on the reaping
@@ -16,7 +17,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <liburing.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "keel/runtime.h"
 #include "keel/wal.h"
 
 enum engine_kind { ENG_URING, ENG_THREAD, ENG_SYNC };
@@ -35,8 +36,10 @@ struct posix_io {
 	int dirfd;
 	int efd;
 	enum engine_kind kind;
-	/* io_uring */
-	struct io_uring ring;
+	/* io_uring: a private file queue, and one of its requests per WAL
+	 * request in flight */
+	struct keel_fileq *q;
+	struct fq_slot *slots, *free_slots;
 	unsigned inflight;
 	/* thread */
 	pthread_t thread;
@@ -44,6 +47,15 @@ struct posix_io {
 	pthread_cond_t cv_work, cv_done;
 	struct keel_wal_io_req *todo_head, *todo_tail, *done_head, *done_tail;
 	bool stop;
+};
+
+#define FQ_DEPTH 32
+
+struct fq_slot {
+	struct keel_fileq_req fq;
+	struct keel_wal_io_req *req;
+	struct posix_io *p;
+	struct fq_slot *next;
 };
 
 static struct posix_io *P(struct keel_wal_io *io) { return io->impl; }
@@ -153,53 +165,36 @@ static void drain_efd(int efd)
 
 /* ---- io_uring engine ------------------------------------------------------ */
 
-#define TAG_SYNC 1ul
+static void ur_done(struct keel_fileq_req *fq)
+{
+	struct fq_slot *sl = (struct fq_slot *)(void *)fq;
+	struct keel_wal_io_req *req = sl->req;
+	struct posix_io *p = sl->p;
+	req->res = fq->res;
+	req->sync_res = fq->sync_res;
+	sl->next = p->free_slots;
+	p->free_slots = sl;
+	p->inflight--;
+	req->done(req); /* may submit again: the slot is free already */
+}
 
 static int ur_submit(struct keel_wal_io *io, struct keel_wal_io_req *req)
 {
 	struct posix_io *p = P(io);
-	unsigned need = req->datasync ? 2 : 1;
-	if (io_uring_sq_space_left(&p->ring) < need) {
-		int rc = io_uring_submit(&p->ring);
-		if (rc < 0)
-			return rc;
-		if (io_uring_sq_space_left(&p->ring) < need)
-			return -EAGAIN;
-	}
+	struct fq_slot *sl = p->free_slots;
+	if (!sl)
+		return -EAGAIN;
 	req->res = 0;
 	req->sync_res = 1;
-	struct io_uring_sqe *sqe;
-#ifdef KEEL_MUTANT_WAL_URING_SYNC_FIRST
-	/* MUTANT: the fdatasync goes first, the write linked after it. */
-	if (req->datasync) {
-		sqe = io_uring_get_sqe(&p->ring);
-		io_uring_prep_fsync(sqe, req->fd, IORING_FSYNC_DATASYNC);
-		io_uring_sqe_set_data(sqe, (void *)((uintptr_t)req | TAG_SYNC));
-		sqe->flags |= IOSQE_IO_LINK;
-	}
-	sqe = io_uring_get_sqe(&p->ring);
-	io_uring_prep_write(sqe, req->fd, req->buf, req->len, req->off);
-	io_uring_sqe_set_data(sqe, req);
-#else
-	sqe = io_uring_get_sqe(&p->ring);
-	io_uring_prep_write(sqe, req->fd, req->buf, req->len, req->off);
-	io_uring_sqe_set_data(sqe, req);
-	if (req->datasync) {
-#ifndef KEEL_MUTANT_WAL_URING_SYNC_UNLINKED /* MUTANT: the sync is not linked */
-		sqe->flags |= IOSQE_IO_LINK;
-#endif
-		sqe = io_uring_get_sqe(&p->ring);
-		io_uring_prep_fsync(sqe, req->fd, IORING_FSYNC_DATASYNC);
-		io_uring_sqe_set_data(sqe, (void *)((uintptr_t)req | TAG_SYNC));
-	}
-#endif
-	req->priv = (void *)(uintptr_t)need; /* CQEs still to come */
+	sl->req = req;
+	sl->fq = (struct keel_fileq_req){.fd = req->fd, .op = KEEL_FILEQ_WRITE,
+					 .datasync = req->datasync, .buf = (void *)req->buf,
+					 .len = req->len, .off = req->off, .done = ur_done};
+	int rc = keel_fileq_submit(p->q, &sl->fq);
+	if (rc < 0)
+		return rc;
+	p->free_slots = sl->next;
 	p->inflight++;
-	/* The SQEs are in the ring now; if the kernel refuses them for the
-	 * moment (EAGAIN, EBUSY), ur_reap submits them again before waiting. */
-	int rc = io_uring_submit(&p->ring);
-	if (rc < 0 && rc != -EAGAIN && rc != -EBUSY && rc != -EINTR)
-		keel_warn("wal: io_uring_submit: %s (will retry)", keel_strerror(rc));
 	return 0;
 }
 
@@ -207,40 +202,7 @@ static int ur_reap(struct keel_wal_io *io, unsigned min_complete)
 {
 	struct posix_io *p = P(io);
 	drain_efd(p->efd);
-	int done = 0;
-	for (;;) {
-		struct io_uring_cqe *cqe;
-		int rc;
-		if (io_uring_sq_ready(&p->ring))
-			io_uring_submit(&p->ring);
-		if ((unsigned)done < min_complete && p->inflight) {
-			rc = io_uring_wait_cqe(&p->ring, &cqe);
-			if (rc == -EINTR)
-				continue;
-		} else {
-			rc = io_uring_peek_cqe(&p->ring, &cqe);
-		}
-		if (rc == -EAGAIN)
-			break;
-		if (rc < 0)
-			return done ? done : rc;
-		uintptr_t ud = (uintptr_t)io_uring_cqe_get_data(cqe);
-		int res = cqe->res;
-		io_uring_cqe_seen(&p->ring, cqe);
-		struct keel_wal_io_req *req = (void *)(ud & ~TAG_SYNC);
-		if (ud & TAG_SYNC) /* -ECANCELED: the write failed or was short */
-			req->sync_res = res == -ECANCELED ? 1 : res;
-		else
-			req->res = res;
-		uintptr_t left = (uintptr_t)req->priv - 1;
-		req->priv = (void *)left;
-		if (left == 0) {
-			p->inflight--;
-			done++;
-			req->done(req);
-		}
-	}
-	return done;
+	return keel_fileq_reap(p->q, min_complete);
 }
 
 /* ---- helper-thread engine ------------------------------------------------- */
@@ -368,7 +330,8 @@ static void px_destroy(struct keel_wal_io *io)
 	while (p->inflight && px_reap(io, 1) > 0) {
 	}
 	if (p->kind == ENG_URING) {
-		io_uring_queue_exit(&p->ring);
+		keel_fileq_free(p->q);
+		free(p->slots);
 	} else if (p->kind == ENG_THREAD) {
 		pthread_mutex_lock(&p->mu);
 		p->stop = true;
@@ -444,20 +407,29 @@ int keel_wal_io_posix_new(struct keel_wal_io **out, const char *dir, enum keel_w
 			engine = KEEL_WAL_ENGINE_URING;
 	}
 	int urc = -1;
+	char qem[KEEL_ERRMSG_LEN] = "";
 	if (engine != KEEL_WAL_ENGINE_THREAD) {
-		urc = io_uring_queue_init(64, &p->ring, 0);
+		p->slots = calloc(FQ_DEPTH, sizeof(*p->slots));
+		urc = p->slots ? keel_fileq_new(FQ_DEPTH, p->efd, &p->q, qem)
+			       : keel_errmsg_set(qem, -ENOMEM, "slots");
 		if (urc == 0) {
 			p->kind = ENG_URING;
-			if (io_uring_register_eventfd(&p->ring, p->efd) < 0) {
-				close(p->efd);
-				p->efd = -1;
+			for (unsigned i = 0; i < FQ_DEPTH; i++) {
+				p->slots[i].p = p;
+				p->slots[i].next = p->free_slots;
+				p->free_slots = &p->slots[i];
 			}
 			keel_info("wal: %s: I/O path io_uring (write + linked fdatasync)", dir);
-		} else if (engine == KEEL_WAL_ENGINE_URING || (urc != -EPERM && urc != -ENOSYS)) {
+		} else if (engine == KEEL_WAL_ENGINE_URING ||
+			   (urc != -EPERM && urc != -ENOSYS && urc != KEEL_ENOTSUP)) {
+			free(p->slots);
 			close(p->efd);
 			close(p->dirfd);
 			free(p);
-			return keel_errmsg_set(errmsg, urc, "wal: %s: io_uring_queue_init", dir);
+			return keel_errmsg_set(errmsg, urc, "wal: %s: %s", dir, qem);
+		} else {
+			free(p->slots);
+			p->slots = NULL;
 		}
 	}
 	if (urc != 0) {
@@ -478,7 +450,7 @@ int keel_wal_io_posix_new(struct keel_wal_io **out, const char *dir, enum keel_w
 		else
 			keel_warn("wal: %s: io_uring refused (%s); I/O path pwrite+fdatasync on a "
 				  "helper thread",
-				  dir, keel_strerror(urc));
+				  dir, qem);
 	}
 	p->io.ops = &posix_ops;
 	p->io.impl = p;

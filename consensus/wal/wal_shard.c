@@ -1,9 +1,10 @@
 /* Driving a WAL from a shard's reactor (include/keel/runtime.h).
  *
- * The WAL keeps its own io_uring (one per WAL, so a blocking flush for
+ * The WAL keeps its own I/O queue (one per WAL, so a blocking flush for
  * truncate/compact never reaps the shard's completions); what ties it to the
- * shard is a multishot poll, in the shard's ring, on the eventfd that the
- * WAL's ring (or its helper thread) signals when a completion is ready. When
+ * shard is a multishot readiness request (keel_io_poll_multi) in the
+ * shard's reactor on the eventfd that the WAL's queue (or its helper
+ * thread) signals when a completion is ready. When
  * it fires, keel_wal_poll runs on the shard thread from the loop, so a
  * sleeping shard wakes for WAL completions and durability callbacks run
  * run-to-completion like every other event.
@@ -14,7 +15,6 @@
  * the loop has ended and will reap nothing more); from detach on it never
  * touches the WAL again, so the WAL may be closed right after detach. */
 #include <errno.h>
-#include <liburing.h>
 #include <poll.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -32,8 +32,7 @@ struct keel_wal_reactor {
 
 static void arm(struct keel_wal_reactor *r)
 {
-	struct io_uring_sqe *sqe = keel_shard_get_sqe(r->shard, &r->op);
-	io_uring_prep_poll_multishot(sqe, r->efd, POLLIN);
+	keel_io_poll_multi(r->shard, &r->op, r->efd, POLLIN);
 	r->armed = true;
 }
 
@@ -41,7 +40,7 @@ static void on_ready(struct keel_io_op *op, int32_t res, uint32_t flags)
 {
 	struct keel_wal_reactor *r =
 		(struct keel_wal_reactor *)((char *)op - offsetof(struct keel_wal_reactor, op));
-	if (!(flags & IORING_CQE_F_MORE))
+	if (!(flags & KEEL_IO_MORE))
 		r->armed = false;
 	if (r->detached) {
 		if (!r->armed)
@@ -59,7 +58,7 @@ static void on_ready(struct keel_io_op *op, int32_t res, uint32_t flags)
 		return;
 	}
 	if (!r->armed)
-		arm(r); /* a multishot poll can end (CQ overflow): re-arm */
+		arm(r); /* a multishot poll can end (io_uring's CQ overflow): re-arm */
 }
 
 int keel_wal_attach(struct keel_wal *w, struct keel_shard *shard, struct keel_wal_reactor **out)
@@ -98,6 +97,5 @@ void keel_wal_detach(struct keel_wal_reactor *r)
 			free(r); /* else on_ready frees it on the way out */
 		return;
 	}
-	struct io_uring_sqe *sqe = keel_shard_get_sqe(r->shard, NULL);
-	io_uring_prep_poll_remove(sqe, (uint64_t)(uintptr_t)&r->op);
+	keel_io_cancel(r->shard, &r->op);
 }

@@ -14,6 +14,8 @@
  *   peer_timeout_ms = 30000         # a peer silent this long (our data not
  *                                   # acknowledged, keepalive probes not
  *                                   # answered) is dropped as broken
+ *   reactor     = auto              # auto | io_uring | epoll (auto: io_uring
+ *                                   # unless refused, or KEEL_REACTOR)
  *   [peers]
  *   1 = 127.0.0.1:7100              # node id = host:port ([v6addr]:port)
  *   2 = 127.0.0.1:7200
@@ -49,6 +51,7 @@
 #define KEEL_CONFIG_H
 
 #include "keel/base.h"
+#include "keel/runtime.h"
 #include "keel/transport.h"
 
 #ifdef __cplusplus
@@ -78,6 +81,8 @@ struct keel_node_config {
 	uint32_t max_frame;               /* default KEEL_TRANSPORT_MAX_FRAME_DEFAULT */
 	uint32_t handshake_timeout_ms;    /* 0: the transport's default (5 s) */
 	uint32_t peer_timeout_ms;         /* 0: the transport's default (30 s) */
+	enum keel_reactor_kind reactor;   /* AUTO unless given; keel node --reactor
+					   * overrides it */
 	char secret_file[512];            /* resolved path */
 	/* where relative paths of this config resolve (secret_file, [log]
 	 * dir): the file's directory, or parse()'s base_dir; "" = the working

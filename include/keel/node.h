@@ -245,6 +245,7 @@ struct keel_node_options {
 	bool overcommit;
 	bool busy_poll;              /* KEEL_IDLE_BUSY_POLL */
 	const char *synthetic_topology; /* tests */
+	enum keel_reactor_kind reactor; /* AUTO: keel_reactor_default() */
 };
 
 /* The layers' part of a node: called on each shard's thread. start runs

@@ -1,25 +1,28 @@
 /*
  * keel/runtime.h — the shard runtime: topology and placement (hwloc), shard
- * threads pinned to cores, a run-to-completion reactor per shard on its own
- * io_uring, per-shard timers, cross-shard messages, per-shard memory.
+ * threads pinned to cores, a run-to-completion reactor per shard (io_uring,
+ * or epoll where io_uring is refused), per-shard timers, cross-shard
+ * messages, per-shard memory. No io_uring type appears here: the layers
+ * above runtime/ see only the reactor calls below.
  *
  * Threads and ownership
  *   A runtime runs S shard threads. Shard i is pinned to the PU its placement
  *   names and allocates from memory bound to that PU's NUMA node. A shard owns
- *   its struct keel_shard, its io_uring, its timers and its pools outright:
+ *   its struct keel_shard, its reactor, its timers and its pools outright:
  *   every keel_shard_* call below must be made on that shard's own thread
  *   (keel_shard_self() == shard) unless it says "any thread".
  *
  * The reactor loop of a shard, run to completion, never blocking:
  *   1. pollers (keel_shard_add_poller: transport backends hook in here)
  *   2. cross-shard rings: run every message other shards sent this shard
- *   3. io_uring: submit what was queued, reap completions (keel_io_op)
+ *   3. reactor: submit what was queued, run completions (keel_io_op)
  *   4. timers whose deadline has passed (checked every iteration when idle,
  *      every 16th while busy: reading the clock costs ~100 ns in a VM)
  *   5. flush: publish this shard's outgoing messages, wake sleeping targets
  *   then repeat. With nothing to do the shard busy-polls (KEEL_IDLE_BUSY_POLL)
- *   or sleeps in io_uring_enter until its next timer, an I/O completion or a
- *   wake-up through an eventfd its io_uring reads (KEEL_IDLE_SLEEP, default).
+ *   or sleeps (io_uring_enter or epoll_pwait2) until its next timer, an I/O
+ *   completion or a wake-up through an eventfd its reactor reads
+ *   (KEEL_IDLE_SLEEP, default).
  *   Nothing on this path takes a lock.
  *
  * Cross-shard messages
@@ -49,8 +52,6 @@ extern "C" {
 
 struct keel_runtime;
 struct keel_shard;
-struct io_uring;
-struct io_uring_sqe;
 
 /* ---- Topology and placement ------------------------------------------- */
 
@@ -115,8 +116,31 @@ int keel_topo_place(const struct keel_topo *topo, const struct keel_cpuset *allo
 
 /* ---- Runtime ------------------------------------------------------------ */
 
+/* Which backend a shard's reactor runs on. Chosen once per runtime, at
+ * keel_runtime_create: the config field, else the environment variable
+ * KEEL_REACTOR=io_uring|epoll, else io_uring when io_uring_setup works and
+ * epoll when it fails with ENOSYS or EPERM (a container's seccomp profile,
+ * io_uring_disabled), logged once with the reason. The two behave the same
+ * to a caller; epoll does socket I/O with non-blocking calls on readiness
+ * and file I/O (read, write, fdatasync) on a small pool of helper threads. */
+enum keel_reactor_kind {
+	KEEL_REACTOR_AUTO = 0,
+	KEEL_REACTOR_IO_URING = 1,
+	KEEL_REACTOR_EPOLL = 2,
+};
+/* "io_uring", "epoll" ("auto" for AUTO). */
+const char *keel_reactor_name(enum keel_reactor_kind kind);
+/* "io_uring" | "uring" | "epoll" | "auto" -> kind; KEEL_EBADINPUT otherwise. */
+int keel_reactor_parse(const char *name, enum keel_reactor_kind *out);
+/* Any thread: what AUTO resolves to in this process (the environment
+ * variable, then a probe of io_uring_setup, once; later calls return the
+ * cached answer). reason (KEEL_ERRMSG_LEN, may be NULL) says why: "forced
+ * by KEEL_REACTOR=epoll", "io_uring refused: io_uring_setup: Operation not
+ * permitted", ... */
+enum keel_reactor_kind keel_reactor_default(char *reason);
+
 enum keel_idle_policy {
-	KEEL_IDLE_SLEEP = 0,     /* sleep in io_uring until timer/I/O/wake-up */
+	KEEL_IDLE_SLEEP = 0,     /* sleep in the reactor until timer/I/O/wake-up */
 	KEEL_IDLE_BUSY_POLL = 1, /* never sleep: lowest latency, burns the core */
 };
 
@@ -132,6 +156,7 @@ struct keel_runtime_config {
 	unsigned ring_capacity;    /* messages per ordered shard pair; 0 = 512;
 				    * rounded up to a power of two */
 	unsigned uring_entries;    /* io_uring SQ size per shard; 0 = 256 */
+	enum keel_reactor_kind reactor; /* AUTO: keel_reactor_default() */
 };
 
 /* Builds a runtime (topology, placement, rings) without starting threads.
@@ -145,7 +170,7 @@ int keel_runtime_create(const struct keel_runtime_config *cfg, struct keel_runti
  * until keel_runtime_stop, then calls shard_fini on each shard's thread (all
  * loops have ended before any fini starts, so fini may free what messages of
  * other shards pointed to). Blocks until all shard threads have exited.
- * Returns 0, or the error that kept a shard from starting (io_uring setup,
+ * Returns 0, or the error that kept a shard from starting (reactor setup,
  * pinning), with the message in keel_runtime_errmsg(). A runtime runs once. */
 int keel_runtime_run(struct keel_runtime *rt, void (*shard_init)(struct keel_shard *, void *arg),
 		     void (*shard_fini)(struct keel_shard *, void *arg), void *arg);
@@ -180,7 +205,7 @@ unsigned keel_shard_count(const struct keel_shard *shard);     /* any thread */
 struct keel_shard *keel_shard_self(void); /* this thread's shard; NULL off shard threads */
 struct keel_runtime *keel_shard_runtime(struct keel_shard *shard); /* any thread */
 const struct keel_placement *keel_shard_placement(const struct keel_shard *shard); /* any thread */
-/* Any thread: wakes the shard if it sleeps (an eventfd write its io_uring
+/* Any thread: wakes the shard if it sleeps (an eventfd write its reactor
  * reads); cheap when it is awake. */
 void keel_shard_wake(struct keel_shard *shard);
 
@@ -192,24 +217,125 @@ void keel_shard_wake(struct keel_shard *shard);
 int keel_shard_add_poller(struct keel_shard *shard, int (*poll)(void *arg), void *arg);
 void keel_shard_remove_poller(struct keel_shard *shard, int id);
 
-/* ---- io_uring ----------------------------------------------------------- */
+/* ---- Reactor: asynchronous I/O on the shard ------------------------------ */
 
-/* An I/O request: embed it in your own struct (container_of). complete()
- * runs on the shard's thread once per CQE: multishot operations get one call
- * per CQE, with IORING_CQE_F_MORE in cqe_flags while more will come. The op
- * is owned by the caller and must stay valid until its last completion. */
+/* The backend this runtime's shards run (never AUTO). */
+enum keel_reactor_kind keel_runtime_reactor(const struct keel_runtime *rt);
+
+/* An I/O request: embed it in your own struct (container_of) and set
+ * complete. complete() runs on the shard's thread, from the loop, never
+ * from inside the submitting call. Multishot requests (the *_multi calls)
+ * complete many times, with KEEL_IO_MORE in flags while more will come;
+ * every request ends with exactly one completion without KEEL_IO_MORE. The
+ * op is owned by the caller and must stay valid, and not be submitted
+ * again, until that last completion (or until the runtime has stopped:
+ * after the loops end nothing completes any more, so shard_fini may free
+ * ops still in flight). Results are as the syscall's: >= 0, or -errno;
+ * a cancelled request ends with -ECANCELED (or its own result if it had
+ * already finished). Submission never fails: errors come as completions. */
+enum keel_io_flags {
+	KEEL_IO_MORE = 1u << 0, /* completion flag: the request stays armed */
+};
 struct keel_io_op {
-	void (*complete)(struct keel_io_op *op, int32_t res, uint32_t cqe_flags);
+	void (*complete)(struct keel_io_op *op, int32_t res, uint32_t flags);
+	/* keel_io_recv_multi: where the res received bytes are, in memory the
+	 * reactor owns; valid during complete() only. */
+	const void *data;
+	/* private to the reactor backend */
+	struct keel_shard *shard_;
+	struct keel_io_op *next_, *prev_;
+	void *buf_;
+	uint64_t off_;
+	uint32_t len_, kind_, state_, aux_;
+	int fd_;
+	int32_t res_;
 };
 
-/* An SQE whose user_data already points at op: prepare it with
- * io_uring_prep_*() (which leave user_data alone) and return to the loop,
- * which submits it. Never NULL: a full SQ is submitted first. op == NULL
- * means "no completion wanted" (its CQE, if any, is ignored). */
-struct io_uring_sqe *keel_shard_get_sqe(struct keel_shard *shard, struct keel_io_op *op);
-/* The shard's ring, for registering buffers, buffer rings and files. Don't
- * reap CQEs from it yourself: the loop does. */
-struct io_uring *keel_shard_uring(struct keel_shard *shard);
+struct msghdr;
+struct sockaddr;
+
+/* Sockets. fd must stay open until the last completion. */
+/* One recv into buf (len bytes): res = bytes, 0 at end of stream. */
+void keel_io_recv(struct keel_shard *shard, struct keel_io_op *op, int fd, void *buf,
+		  uint32_t len);
+/* Receives until end of stream, an error or a cancel, into buffers the
+ * reactor owns (io_uring: a provided-buffer ring per shard, 16 x 64 KiB;
+ * epoll or an old kernel: one shard buffer filled on readiness). Each
+ * completion with res > 0 has the bytes at op->data, for the duration of
+ * the call (copy what you keep); res = 0 is the end of the stream, -ENOBUFS
+ * means the shard ran out of buffers (submit again). */
+void keel_io_recv_multi(struct keel_shard *shard, struct keel_io_op *op, int fd);
+/* One sendmsg (MSG_NOSIGNAL added), completed once some bytes went (res may
+ * be short: send the rest yourself). msg and what it points to must stay
+ * valid and unchanged until completion. */
+void keel_io_sendmsg(struct keel_shard *shard, struct keel_io_op *op, int fd,
+		     const struct msghdr *msg);
+/* Connects the socket fd to sa, which must stay valid until completion
+ * (io_uring reads it from the kernel's worker). res = 0 or -errno. On
+ * epoll fd is made non-blocking. */
+void keel_io_connect(struct keel_shard *shard, struct keel_io_op *op, int fd,
+		     const struct sockaddr *sa, uint32_t salen);
+/* Accepts connections on the listening socket fd until cancelled: each
+ * completion's res is a new socket (SOCK_CLOEXEC; the caller owns it) or
+ * -errno. */
+void keel_io_accept_multi(struct keel_shard *shard, struct keel_io_op *op, int fd);
+/* Readiness: completes with res = the poll(2) revents each time fd is
+ * ready for `events` (POLLIN, POLLOUT), until cancelled. Level-triggered on
+ * epoll: consume what made fd ready, or it completes again. */
+void keel_io_poll_multi(struct keel_shard *shard, struct keel_io_op *op, int fd,
+			uint32_t events);
+
+/* Files: res = bytes read or written (may be short), or -errno. On epoll
+ * they run on a helper thread; buf must stay valid until completion. */
+void keel_io_read(struct keel_shard *shard, struct keel_io_op *op, int fd, void *buf,
+		  uint32_t len, uint64_t off);
+void keel_io_write(struct keel_shard *shard, struct keel_io_op *op, int fd, const void *buf,
+		   uint32_t len, uint64_t off);
+void keel_io_fdatasync(struct keel_shard *shard, struct keel_io_op *op, int fd);
+
+/* Cancels op (if still in flight: its last completion follows, from the
+ * loop) or every request on fd. File I/O already running is not stopped:
+ * it completes with its own result. */
+void keel_io_cancel(struct keel_shard *shard, struct keel_io_op *op);
+void keel_io_cancel_fd(struct keel_shard *shard, int fd);
+
+/* A private queue of file I/O on its own io_uring, for code that must
+ * block for its own requests without reaping the shard's (the WAL's group
+ * commit, map-reduce spills): owned by one thread at a time, any thread.
+ * keel_fileq_new fails (-ENOSYS, -EPERM, or KEEL_ENOTSUP when the process
+ * runs the epoll reactor: keel_reactor_default) where io_uring is refused;
+ * callers then use plain syscalls or a helper thread of their own. */
+struct keel_fileq;
+enum keel_fileq_op { KEEL_FILEQ_READ = 0, KEEL_FILEQ_WRITE = 1 };
+struct keel_fileq_req {
+	/* set by the caller; buf stays the caller's and must stay valid (and,
+	 * for a write, unchanged) until done() */
+	int fd;
+	enum keel_fileq_op op;
+	bool datasync; /* write: then fdatasync, only if the whole write succeeded */
+	void *buf;
+	uint32_t len;
+	uint64_t off;
+	void (*done)(struct keel_fileq_req *req); /* runs in keel_fileq_reap */
+	void *arg;
+	/* set before done(): res = bytes (may be short) or -errno; sync_res =
+	 * 0 or -errno of the fdatasync, 1 when it did not run */
+	int res;
+	int sync_res;
+	unsigned left_; /* private */
+};
+/* depth: requests in flight at most. event_fd >= 0: signalled whenever a
+ * completion is ready (for a reactor's keel_io_poll_multi). */
+int keel_fileq_new(unsigned depth, int event_fd, struct keel_fileq **out, char *errmsg);
+/* Queues and submits req: 0, or -EAGAIN when depth requests are in flight. */
+int keel_fileq_submit(struct keel_fileq *q, struct keel_fileq_req *req);
+/* Runs done() of finished requests, blocking until at least min_complete
+ * have finished (fewer if fewer are in flight); returns how many, or
+ * -errno. */
+int keel_fileq_reap(struct keel_fileq *q, unsigned min_complete);
+unsigned keel_fileq_inflight(const struct keel_fileq *q);
+/* Waits for requests still in flight, then frees q. NULL is a no-op. */
+void keel_fileq_free(struct keel_fileq *q);
 
 /* ---- Timers and clocks -------------------------------------------------- */
 

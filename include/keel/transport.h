@@ -57,7 +57,7 @@
  *          the send() calls, not of allocation.
  * Receive: on_recv(t, c, m) lends m and m->data until the handler returns.
  *          A handler that needs the bytes later copies them. For TCP the
- *          view points into the io_uring provided buffer (or the
+ *          view points into the reactor's receive buffer (or the
  *          connection's reassembly buffer for a frame that straddles
  *          buffers); for DPDK into the mbuf; for RDMA into the pre-posted
  *          receive buffer, which is re-posted after the handler returns.
@@ -131,7 +131,7 @@ enum keel_transport_cap {
 	KEEL_TRANSPORT_AUTH = 1u << 4,
 	/* In-process, deterministic from a seed (tests only). */
 	KEEL_TRANSPORT_SIMULATED = 1u << 5,
-	/* Driven by the shard's io_uring reactor (needs cfg->shard). */
+	/* Driven by the shard's reactor, io_uring or epoll (needs cfg->shard). */
 	KEEL_TRANSPORT_REACTOR = 1u << 6,
 };
 

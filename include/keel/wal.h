@@ -56,8 +56,9 @@ extern "C" {
  * "write buf at off, then (if datasync) fdatasync the file", linked so that
  * the sync runs only after the whole write succeeded.
  *
- * Backends: keel_wal_io_posix_new (real files; io_uring, or pwrite/fdatasync
- * on a helper thread where io_uring is refused), and the fault-injecting
+ * Backends: keel_wal_io_posix_new (real files; io_uring through a keel_fileq,
+ * or pwrite/fdatasync on a helper thread where io_uring is refused or the
+ * process runs the epoll reactor), and the fault-injecting
  * in-memory disk in tests/lib/faultdisk.h.
  * ------------------------------------------------------------------------- */
 
@@ -133,7 +134,8 @@ enum keel_wal_engine {
 
 /* Real files under dir (created if missing). AUTO tries io_uring and falls
  * back to pwrite/fdatasync on a helper thread when io_uring_queue_init is
- * refused (EPERM, ENOSYS); it logs one line naming the path taken. The
+ * refused (EPERM, ENOSYS) or keel_reactor_default() is epoll
+ * (KEEL_REACTOR=epoll); it logs one line naming the path taken. The
  * environment variable KEEL_WAL_ENGINE=thread|uring overrides AUTO. */
 int keel_wal_io_posix_new(struct keel_wal_io **out, const char *dir, enum keel_wal_engine engine,
 			  char *errmsg);
@@ -224,9 +226,9 @@ int keel_wal_flush(struct keel_wal *w);
 int keel_wal_event_fd(const struct keel_wal *w);
 
 /* Shard integration (consensus/wal/wal_shard.c): drives the WAL from the
- * reactor loop of `shard` (include/keel/runtime.h) with a multishot poll on
- * the WAL's event fd in the shard's io_uring, so completions wake a
- * sleeping shard and callbacks run from its loop. Call on the shard's
+ * reactor loop of `shard` (include/keel/runtime.h) with a multishot
+ * readiness request (keel_io_poll_multi) on the WAL's event fd, so
+ * completions wake a sleeping shard and callbacks run from its loop. Call on the shard's
  * thread; keel_wal_flush/truncate/compact/iterate still block that thread
  * until their I/O is done. Detach before keel_wal_close. */
 struct keel_shard;

@@ -89,7 +89,8 @@ ok "worker SIGKILLed as the reduce starts: exact answer, reduced again in epoch 
 
 # A cluster started by hand from configuration files; node 3 is SIGKILLed
 # (its pid is ours) once it has finished a map task.
-base=$((42000 + ($$ % 1000) * 8))
+# Below the ephemeral range (32768+), as node_tcp.sh.
+base=$((14000 + ($$ % 1000) * 8))
 head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$dir/secret"; chmod 600 "$dir/secret"
 for n in 1 2 3; do
   cat > "$dir/n$n.ini" <<EOC

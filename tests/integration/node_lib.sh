@@ -149,6 +149,17 @@ elect_and_commit() {
   wait_until "$t" all_led 1 2 3 || fail "no leader all three agree on$where"
   read -r L1 T1 < <(leader_of 0 1 2 3)
   ok "node $L1 elected leader in term $T1$where ($(elapsed) s)"
+  # The reactor asked for must be what runs: EXPECT_REACTOR (the seccomp
+  # test, where AUTO must pick epoll), else KEEL_REACTOR (suite 'epoll').
+  local want=${EXPECT_REACTOR:-${KEEL_REACTOR:-}}
+  if [ -n "$want" ]; then
+    local n
+    for n in 1 2 3; do
+      [ "${ST[$n.reactor]-}" = "$want" ] ||
+        fail "node $n runs the ${ST[$n.reactor]-?} reactor, expected $want"
+    done
+    ok "all three run the $want reactor"
+  fi
   wait_until "$t" counts_at_least "$N" 1 2 3 || fail "$N proposals not applied on all three"
   read -r _ c s < <(same 0 1 2 3)
   ok "$c entries committed and applied on all three, same checksum $s ($(elapsed) s)"

@@ -1,9 +1,14 @@
-/* Shards on this machine: pinning to the placed PU, io_uring operations
- * through the loop, pollers, stop by signal within a second, and shutdown
+/* Shards on this machine: pinning to the placed PU, reactor operations
+ * through the loop (each backend), pollers, stop by signal within a second, and shutdown
  * with messages in flight (run under ASan by scripts/test). */
 #include <criterion/criterion.h>
 #include <sched.h>
+#include <poll.h>
 #include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <stdatomic.h>
 #include <unistd.h>
 
@@ -81,28 +86,93 @@ Test(shard, cpuset_and_too_many_shards_errors, .timeout = 30)
 	keel_runtime_destroy(rt);
 }
 
-/* io_uring through the loop: a NOP and a timeout complete on the shard. */
+/* The reactor through the loop: a file write, fdatasync and read, then a
+ * sendmsg over a socketpair received by a multishot receive that is
+ * cancelled, all completing on the shard, in order, never inside the
+ * submitting call; and pollers. */
 struct io_ctx {
-	struct keel_io_op nop, tmo;
-	struct __kernel_timespec ts;
-	int nop_res, tmo_res;
-	bool on_shard;
+	struct keel_io_op wr, sync, rd, snd, rcv, pol;
+	int fd, sv[2];
+	char rbuf[16], got[16];
+	size_t ngot;
+	int wr_res, sync_res, rd_res, snd_res, rcv_final, pol_res;
+	bool on_shard, inline_completion, submitting;
 	int polls;
 	int poller_id;
+	struct iovec iov;
+	struct msghdr msg;
 	struct keel_runtime *rt;
 };
 static struct io_ctx IO;
 
-static void nop_done(struct keel_io_op *op, int32_t res, uint32_t fl)
+static void check_ctx(void)
 {
-	IO.nop_res = res;
-	IO.on_shard = keel_shard_self() != NULL;
+	if (keel_shard_self() == NULL)
+		IO.on_shard = false;
+	if (IO.submitting)
+		IO.inline_completion = true;
 }
 
-static void tmo_done(struct keel_io_op *op, int32_t res, uint32_t fl)
+static void rcv_done(struct keel_io_op *op, int32_t res, uint32_t fl)
 {
-	IO.tmo_res = res;
+	check_ctx();
+	if (fl & KEEL_IO_MORE) {
+		if (res > 0 && IO.ngot + (size_t)res <= sizeof(IO.got)) {
+			memcpy(IO.got + IO.ngot, op->data, (size_t)res);
+			IO.ngot += (size_t)res;
+		}
+		if (IO.ngot == 4)
+			keel_io_cancel(op->shard_, op);
+		return;
+	}
+	IO.rcv_final = res;
 	keel_runtime_stop(IO.rt);
+}
+
+static void snd_done(struct keel_io_op *op, int32_t res, uint32_t fl)
+{
+	check_ctx();
+	IO.snd_res = res;
+}
+
+static void pol_done(struct keel_io_op *op, int32_t res, uint32_t fl)
+{
+	check_ctx();
+	if (!(fl & KEEL_IO_MORE))
+		return; /* the end after the cancel */
+	IO.pol_res = res;
+	keel_io_cancel(op->shard_, op);
+}
+
+static void rd_done(struct keel_io_op *op, int32_t res, uint32_t fl)
+{
+	check_ctx();
+	IO.rd_res = res;
+	struct keel_shard *s = op->shard_;
+	IO.submitting = true;
+	keel_io_recv_multi(s, &IO.rcv, IO.sv[0]);
+	IO.iov = (struct iovec){.iov_base = "ping", .iov_len = 4};
+	IO.msg = (struct msghdr){.msg_iov = &IO.iov, .msg_iovlen = 1};
+	keel_io_sendmsg(s, &IO.snd, IO.sv[1], &IO.msg);
+	IO.submitting = false;
+}
+
+static void sync_done(struct keel_io_op *op, int32_t res, uint32_t fl)
+{
+	check_ctx();
+	IO.sync_res = res;
+	IO.submitting = true;
+	keel_io_read(op->shard_, &IO.rd, IO.fd, IO.rbuf, sizeof(IO.rbuf), 0);
+	IO.submitting = false;
+}
+
+static void wr_done(struct keel_io_op *op, int32_t res, uint32_t fl)
+{
+	check_ctx();
+	IO.wr_res = res;
+	IO.submitting = true;
+	keel_io_fdatasync(op->shard_, &IO.sync, IO.fd);
+	IO.submitting = false;
 }
 
 static int poller(void *arg)
@@ -115,26 +185,87 @@ static int poller(void *arg)
 
 static void io_init(struct keel_shard *s, void *arg)
 {
-	IO.nop.complete = nop_done;
-	IO.tmo.complete = tmo_done;
-	io_uring_prep_nop(keel_shard_get_sqe(s, &IO.nop));
-	IO.ts.tv_nsec = 5 * 1000 * 1000;
-	io_uring_prep_timeout(keel_shard_get_sqe(s, &IO.tmo), &IO.ts, 0, 0);
+	IO.wr.complete = wr_done;
+	IO.sync.complete = sync_done;
+	IO.rd.complete = rd_done;
+	IO.snd.complete = snd_done;
+	IO.rcv.complete = rcv_done;
+	IO.pol.complete = pol_done;
+	IO.submitting = true;
+	keel_io_write(s, &IO.wr, IO.fd, "hello", 5, 0);
+	keel_io_poll_multi(s, &IO.pol, IO.sv[1], POLLOUT);
+	IO.submitting = false;
 	IO.poller_id = keel_shard_add_poller(s, poller, s);
-	cr_expect_eq(keel_shard_uring(s) != NULL, true);
 }
 
-Test(shard, io_uring_ops_and_pollers_run_on_the_shard, .timeout = 30)
+static void io_run(enum keel_reactor_kind kind)
 {
 	memset(&IO, 0, sizeof(IO));
-	IO.nop_res = 1;
-	IO.rt = rt_make(1, KEEL_IDLE_SLEEP, 0);
-	cr_assert_eq(keel_runtime_run(IO.rt, io_init, NULL, NULL), 0);
-	cr_expect_eq(IO.nop_res, 0);
-	cr_expect_eq(IO.tmo_res, -ETIME);
+	IO.on_shard = true;
+	IO.rcv_final = 1;
+	char path[] = "/tmp/keel-test-io-XXXXXX";
+	IO.fd = mkstemp(path);
+	cr_assert_geq(IO.fd, 0);
+	unlink(path);
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, IO.sv), 0);
+	struct keel_runtime_config cfg = {.nshards = 1, .overcommit = true, .node_id = -1,
+					  .reactor = kind};
+	char em[KEEL_ERRMSG_LEN] = "";
+	cr_assert_eq(keel_runtime_create(&cfg, &IO.rt, em), 0, "%s", em);
+	cr_assert_eq(keel_runtime_reactor(IO.rt), kind);
+	int rc = keel_runtime_run(IO.rt, io_init, NULL, NULL);
+	if (rc && kind == KEEL_REACTOR_IO_URING && (rc == -EPERM || rc == -ENOSYS))
+		cr_skip_test("io_uring refused here: %s", keel_runtime_errmsg(IO.rt));
+	cr_assert_eq(rc, 0, "%s", keel_runtime_errmsg(IO.rt));
+	cr_expect_eq(IO.wr_res, 5);
+	cr_expect_eq(IO.sync_res, 0);
+	cr_expect_eq(IO.rd_res, 5);
+	cr_expect_eq(memcmp(IO.rbuf, "hello", 5), 0);
+	cr_expect_eq(IO.snd_res, 4);
+	cr_expect_eq(IO.ngot, 4);
+	cr_expect_eq(memcmp(IO.got, "ping", 4), 0);
+	cr_expect_eq(IO.rcv_final, -ECANCELED, "final receive: %d", IO.rcv_final);
+	cr_expect(IO.pol_res & POLLOUT, "poll revents %#x", IO.pol_res);
 	cr_expect(IO.on_shard);
+	cr_expect(!IO.inline_completion, "a completion ran inside its submitting call");
 	cr_expect_eq(IO.polls, 3, "poller ran %d times after removing itself at 3", IO.polls);
 	keel_runtime_destroy(IO.rt);
+	close(IO.fd);
+	close(IO.sv[0]);
+	close(IO.sv[1]);
+}
+
+Test(shard, io_uring_reactor_ops_and_pollers_run_on_the_shard, .timeout = 30)
+{
+	io_run(KEEL_REACTOR_IO_URING);
+}
+
+Test(shard, epoll_reactor_ops_and_pollers_run_on_the_shard, .timeout = 30)
+{
+	io_run(KEEL_REACTOR_EPOLL);
+}
+
+/* KEEL_REACTOR decides AUTO (suite 'epoll' sets it), and a runtime says
+ * which backend it runs. */
+Test(shard, reactor_default_follows_the_environment)
+{
+	const char *env = getenv("KEEL_REACTOR");
+	char why[KEEL_ERRMSG_LEN];
+	enum keel_reactor_kind k = keel_reactor_default(why);
+	if (env && !strcmp(env, "epoll"))
+		cr_expect_eq(k, KEEL_REACTOR_EPOLL, "%s", why);
+	else if (env && !strcmp(env, "io_uring"))
+		cr_expect_eq(k, KEEL_REACTOR_IO_URING, "%s", why);
+	cr_expect_neq(k, KEEL_REACTOR_AUTO);
+	struct keel_runtime *rt = rt_make(1, KEEL_IDLE_SLEEP, 0);
+	cr_expect_eq(keel_runtime_reactor(rt), k);
+	cr_expect_str_eq(keel_reactor_name(keel_runtime_reactor(rt)),
+			 k == KEEL_REACTOR_EPOLL ? "epoll" : "io_uring");
+	keel_runtime_destroy(rt);
+	enum keel_reactor_kind p;
+	cr_expect_eq(keel_reactor_parse("uring", &p), 0);
+	cr_expect_eq(p, KEEL_REACTOR_IO_URING);
+	cr_expect_eq(keel_reactor_parse("kqueue", &p), KEEL_EBADINPUT);
 }
 
 static void run_signal(enum keel_idle_policy idle, int sig)

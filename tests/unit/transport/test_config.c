@@ -51,6 +51,7 @@ static const char good[] =
 	"shards = 2\n"
 	"max_frame = 1M\n"
 	"peer_timeout_ms = 4500\n"
+	"reactor = epoll\n"
 	"secret_file = secret\n"
 	"[peers]\n"
 	"1 = 127.0.0.1:7100\n"
@@ -70,6 +71,7 @@ Test(config, good_file)
 	cr_expect_eq(cfg.listen_port, 7200);
 	cr_expect_eq(cfg.shards, 2);
 	cr_expect_eq(cfg.max_frame, 1u << 20);
+	cr_expect_eq(cfg.reactor, KEEL_REACTOR_EPOLL);
 	cr_expect_str_eq(cfg.transport, "tcp");
 	cr_expect_eq(cfg.secret_len, 31, "the trailing newline is not part of the secret");
 	cr_expect_eq(memcmp(cfg.secret, "a-cluster-secret-of-some-length", 31), 0);
@@ -108,6 +110,8 @@ Test(config, errors_name_file_and_line)
 		     "bad.ini:3: [node] transport: 'carrier-pigeon' is not in this build");
 	expect_error("[node]\nid=1\nmax_frame = 2G\n", "bad.ini:3: [node] max_frame");
 	expect_error("[node]\nid=1\npeer_timeout_ms = 999\n", "bad.ini:3: [node] peer_timeout_ms");
+	expect_error("[node]\nid=1\nreactor = kqueue\n",
+		     "bad.ini:3: [node] reactor: 'kqueue' is not auto, io_uring or epoll");
 	expect_error("[node]\nid=1\nsecret = hunter2\n", "never in the config");
 	expect_error("[peers]\nx = 127.0.0.1:1\n", "bad.ini:2: [peers] 'x' is not a node id");
 	expect_error("[peers]\n1 = a:1\n1 = b:2\n",
@@ -188,8 +192,9 @@ Test(config, documented_example_parses)
 	cr_expect_eq(cfg.max_frame, 16u << 20);
 	cr_expect_eq(cfg.handshake_timeout_ms, 5000);
 	cr_expect_eq(cfg.peer_timeout_ms, 30000);
+	cr_expect_eq(cfg.reactor, KEEL_REACTOR_AUTO);
 	cr_expect_eq(cfg.npeers, 2);
-	cr_expect_eq(cfg.peer_lines[1], 16, "peer 2 is on line 16 of the example");
+	cr_expect_eq(cfg.peer_lines[1], 18, "peer 2 is on line 18 of the example");
 	keel_node_config_free(&cfg);
 }
 
