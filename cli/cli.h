@@ -17,5 +17,6 @@ int keel_cmd_cluster(int argc, char **argv);
 int keel_cmd_send(int argc, char **argv);
 int keel_cmd_config(int argc, char **argv);
 int keel_cmd_kv(int argc, char **argv);
+int keel_cmd_status(int argc, char **argv);
 
 #endif

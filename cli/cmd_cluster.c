@@ -4,7 +4,8 @@
  *   keel cluster up [--nodes N] [--shards S] [--groups G] [--transport T]
  *                   [--protocol P] [--dir DIR]
  *     writes DIR/nI.ini for every node (ports free on 127.0.0.1, a fresh
- *     cluster secret in DIR/secret, mode 0600), starts `keel node` for
+ *     cluster secret in DIR/secret and client token in DIR/client-token,
+ *     mode 0600; the client ports in DIR/endpoints), starts `keel node` for
  *     each (own session: it outlives this command; log in DIR/nI.log, PID
  *     in DIR/nI.pid, status in DIR/nI.status), waits until every group has
  *     a leader that every node agrees on, and prints the endpoints. DIR
@@ -129,6 +130,24 @@ static unsigned find_ports(unsigned count)
 	return 0;
 }
 
+/* pid runs: it exists and is not a zombie (a node killed with -9 whose
+ * parent has not reaped it yet still answers kill(pid, 0)). */
+static bool alive(pid_t pid)
+{
+	if (pid <= 0 || kill(pid, 0) != 0)
+		return false;
+	char p[64], buf[256];
+	snprintf(p, sizeof(p), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(p, "r");
+	if (!f)
+		return true; /* no /proc: trust kill() */
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	const char *paren = strrchr(buf, ')'); /* the name may hold spaces */
+	return !(paren && paren[1] == ' ' && (paren[2] == 'Z' || paren[2] == 'X'));
+}
+
 static pid_t read_pid(const char *dir, unsigned n)
 {
 	char p[PATH_MAX];
@@ -140,7 +159,7 @@ static pid_t read_pid(const char *dir, unsigned n)
 	if (fscanf(f, "%ld", &v) != 1)
 		v = 0;
 	fclose(f);
-	return v > 0 && kill((pid_t)v, 0) == 0 ? (pid_t)v : 0;
+	return v > 0 && alive((pid_t)v) ? (pid_t)v : 0;
 }
 
 static unsigned count_nodes(const char *dir)
@@ -382,6 +401,24 @@ static int cluster_up(int argc, char **argv)
 		fprintf(stderr, "keel cluster up: %s: cannot write\n", path);
 		return 1;
 	}
+	/* the client port's token: clients read it from DIR/client-token */
+	uint8_t trnd[24];
+	ufd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+	if (ufd < 0 || read(ufd, trnd, sizeof(trnd)) != (ssize_t)sizeof(trnd)) {
+		fprintf(stderr, "keel cluster up: /dev/urandom: %s\n", strerror(errno));
+		return 1;
+	}
+	close(ufd);
+	char token[64];
+	for (int i = 0; i < 24; i++)
+		snprintf(token + 2 * i, 3, "%02x", trnd[i]);
+	token[48] = '\n';
+	token[49] = 0;
+	snprintf(path, sizeof(path), "%s/client-token", dir);
+	if (write_file(path, token, 0600) < 0) {
+		fprintf(stderr, "keel cluster up: %s: cannot write\n", path);
+		return 1;
+	}
 	uint64_t cluster_id = 1 + (keel_get_le64(rnd) >> 12);
 	char endpoints[1024] = "";
 	size_t ek = 0;
@@ -400,7 +437,7 @@ static int cluster_up(int argc, char **argv)
 		for (unsigned p = 1; p <= nodes; p++)
 			fprintf(f, "%u = 127.0.0.1:%u\n", p, base + (p - 1) * per);
 		fprintf(f, "[log]\nprotocol = %s\ngroups = %u\ndir = data-n%u\n", protocol, groups, n);
-		fprintf(f, "[client]\nlisten = 127.0.0.1:%u\n", mine + shards);
+		fprintf(f, "[client]\nlisten = 127.0.0.1:%u\ntoken_file = client-token\n", mine + shards);
 		fclose(f);
 		snprintf(path, sizeof(path), "%s/n%u.ini", dir, n);
 		int rc = write_file(path, ini, 0600);
@@ -497,13 +534,13 @@ static int cluster_down(int argc, char **argv)
 	for (;;) {
 		bool any = false;
 		for (unsigned n = 1; n <= nodes; n++)
-			if (pids[n] && kill(pids[n], 0) == 0)
+			if (pids[n] && alive(pids[n]))
 				any = true;
 		if (!any)
 			break;
 		if (keel_now_ns() > deadline) {
 			for (unsigned n = 1; n <= nodes; n++)
-				if (pids[n] && kill(pids[n], 0) == 0) {
+				if (pids[n] && alive(pids[n])) {
 					fprintf(stderr, "keel cluster down: node %u did not stop in 10 s: "
 							"SIGKILL\n", n);
 					kill(pids[n], SIGKILL);

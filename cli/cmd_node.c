@@ -2,9 +2,13 @@
  * one endpoint per shard on the peer mesh, and the [log] section's G
  * replicated-log groups (include/keel/rlog.h), group g on shard g mod S.
  *
- * Until the KV service lands, each group's state machine is a test
- * counter: a replicated log of strings kept as (count, FNV-1a sum, last
- * index), with snapshots, so that nodes can be compared for agreement.
+ * With a [client] section (listen = HOST:PORT, token_file, max_conns) the
+ * groups run the services (include/keel/services.h: KV and locks) and
+ * shard 0 serves the client port (keel kv, include/keel/client.h).
+ * Without one, each group's state machine is a test counter: a replicated
+ * log of strings kept as (count, FNV-1a sum, last index), with snapshots,
+ * so that nodes can be compared for agreement (the consensus tests and
+ * --propose); count and sum are 0 in services mode.
  * The node also answers the verified message streams `keel send` produces
  * (order and checksums per peer), for the transport tests and the demo.
  *
@@ -39,6 +43,8 @@
 #include "keel/config.h"
 #include "keel/node.h"
 #include "keel/rlog.h"
+#include "keel/proto.h"
+#include "keel/services.h"
 
 #define INFLIGHT 4
 
@@ -72,6 +78,8 @@ struct nshard {
 	size_t nstreams;
 	uint16_t t_report, t_ping;
 	uint64_t msgs, bytes, errors;
+	struct keel_services *svc;        /* services mode: this shard's */
+	struct keel_client_port *port;    /* services mode, shard 0 */
 	struct keel_timer status_timer;
 	pthread_mutex_t mu;   /* guards status (read by the writer thread) */
 	char *status;
@@ -86,6 +94,12 @@ struct app {
 	unsigned nshards, ngroups;
 	struct ngroup *groups;
 	uint32_t target;         /* --propose N */
+	/* services mode ([client] listen): the KV and lock services on the
+	 * groups and the client port, instead of the test counter */
+	const char *client_listen;
+	uint8_t token[KEEL_PROTO_MAX_TOKEN];
+	size_t token_len;
+	uint32_t max_conns;
 	const char *status_path;
 	uint64_t status_ms;
 	atomic_int failed;
@@ -358,6 +372,101 @@ static void *status_writer(void *arg)
 	return NULL;
 }
 
+/* ---- services mode ------------------------------------------------------ */
+
+static void svc_leader(void *arg, uint32_t group, uint32_t leader, uint64_t epoch, bool self)
+{
+	struct app *a = arg;
+	if (self)
+		keel_info("node: group %u: leader, term %" PRIu64, group, epoch);
+	else if (leader)
+		keel_info("node: group %u: follower of node %u, term %" PRIu64, group, leader, epoch);
+	(void)a;
+}
+
+static void svc_error(void *arg, uint32_t group, int code, const char *why)
+{
+	struct app *a = arg;
+	fprintf(stderr, "keel node: group %u failed: %s (%s)\n", group, why, keel_strerror(code));
+	atomic_store(&a->failed, 1);
+	keel_node_stop(a->node);
+}
+
+/* The shard's services on its groups (their logs are the services'; the
+ * status lines read them through g->log) and, on shard 0, the client port. */
+static int services_start(struct app *a, struct nshard *ns, struct keel_node *node,
+			  struct keel_endpoint *ep, char *err)
+{
+	struct keel_services_config sc = {.ep = ep, .log = &a->log, .groups = a->ngroups,
+					  .on_leader = svc_leader, .on_error = svc_error, .arg = a};
+	int rc = keel_services_start(&sc, &ns->svc, err);
+	if (rc < 0)
+		return rc;
+	for (unsigned i = 0; i < ns->ngroups; i++) {
+		struct ngroup *g = ns->groups[i];
+		g->log = keel_services_log(ns->svc, g->id);
+		struct keel_rlog_status st;
+		keel_rlog_status(g->log, &st);
+		g->rec_term = st.epoch;
+		g->rec_last = st.last_index;
+		g->rec_snapshot = st.snapshot_index;
+	}
+	if (keel_endpoint_shard(ep) != 0)
+		return 0;
+	struct keel_client_port_config pc = {.node = node, .listen = a->client_listen,
+					     .groups = a->ngroups, .token = a->token,
+					     .token_len = a->token_len, .max_conns = a->max_conns};
+	rc = keel_client_port_start(&pc, ep, &ns->port, err);
+	if (rc < 0) {
+		for (unsigned i = 0; i < ns->ngroups; i++)
+			ns->groups[i]->log = NULL;
+		keel_services_stop(ns->svc);
+		ns->svc = NULL;
+	}
+	return rc;
+}
+
+/* [client] token_file (relative to the config's directory) and max_conns. */
+static int load_client(struct app *a, char *err)
+{
+	a->client_listen = keel_node_config_get(&a->cfg, "client", "listen");
+	if (!a->client_listen)
+		return 0;
+	const char *mc = keel_node_config_get(&a->cfg, "client", "max_conns");
+	if (mc) {
+		char *end = NULL;
+		unsigned long v = strtoul(mc, &end, 10);
+		if (!end || *end || v < 1 || v > 1000000)
+			return keel_errmsg_set(err, KEEL_ECONFIG,
+					       "%s: [client] max_conns: expected a number from 1 to 1000000",
+					       a->cfg.path);
+		a->max_conns = (uint32_t)v;
+	}
+	const char *tf = keel_node_config_get(&a->cfg, "client", "token_file");
+	if (!tf)
+		return 0;
+	char path[1100];
+	if (tf[0] == '/' || !a->cfg.base_dir[0])
+		snprintf(path, sizeof(path), "%s", tf);
+	else
+		snprintf(path, sizeof(path), "%s/%s", a->cfg.base_dir, tf);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return keel_errmsg_set(err, -errno, "%s: [client] token_file %s", a->cfg.path, path);
+	uint8_t buf[KEEL_PROTO_MAX_TOKEN + 2];
+	size_t n = fread(buf, 1, sizeof(buf), f);
+	fclose(f);
+	while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+		n--;
+	if (n < 16 || n > KEEL_PROTO_MAX_TOKEN)
+		return keel_errmsg_set(err, KEEL_ECONFIG,
+				       "%s: [client] token_file %s: a token is 16 to %u bytes (got %zu)",
+				       a->cfg.path, path, KEEL_PROTO_MAX_TOKEN, n);
+	memcpy(a->token, buf, n);
+	a->token_len = n;
+	return 0;
+}
+
 /* ---- shards ------------------------------------------------------------- */
 
 static int shard_start(void *arg, struct keel_node *node, struct keel_endpoint *ep, char *err)
@@ -379,7 +488,12 @@ static int shard_start(void *arg, struct keel_node *node, struct keel_endpoint *
 		rc = keel_endpoint_handle(ep, "stream.ping", on_ping, ns);
 	if (rc < 0)
 		return keel_errmsg_set(err, rc, "node: shard %u: handlers", s);
-	for (unsigned i = 0; i < ns->ngroups; i++) {
+	if (a->client_listen) {
+		rc = services_start(a, ns, node, ep, err);
+		if (rc < 0)
+			return rc;
+	}
+	for (unsigned i = 0; i < ns->ngroups && !a->client_listen; i++) {
 		struct ngroup *g = ns->groups[i];
 		struct keel_rlog_config lc;
 		keel_rlog_settings_config(&a->log, g->id, g->dir, sizeof(g->dir), &lc);
@@ -421,6 +535,10 @@ static void shard_stop(void *arg, struct keel_node *node, struct keel_endpoint *
 		status_tick(&ns->status_timer); /* the last state, for the final file */
 		keel_clock_cancel(keel_endpoint_clock(ep), &ns->status_timer);
 	}
+	if (ns->port) {
+		keel_client_port_stop(ns->port);
+		ns->port = NULL;
+	}
 	for (unsigned i = 0; i < ns->ngroups; i++) {
 		struct ngroup *g = ns->groups[i];
 		if (!g->log)
@@ -432,9 +550,12 @@ static void shard_stop(void *arg, struct keel_node *node, struct keel_endpoint *
 			  ", installed %" PRIu64,
 			  g->id, st.msgs_sent, st.msgs_received, st.msgs_dropped, st.bad_msgs,
 			  st.wal_batches, st.snapshots_taken, st.snapshots_installed);
-		keel_rlog_close(g->log);
+		if (!ns->svc)
+			keel_rlog_close(g->log); /* else the services' */
 		g->log = NULL;
 	}
+	keel_services_stop(ns->svc);
+	ns->svc = NULL;
 	free(ns->streams);
 	ns->streams = NULL;
 	ns->nstreams = 0;
@@ -472,8 +593,10 @@ int keel_cmd_node(int argc, char **argv)
 		"node", "--config FILE [options]",
 		"  runs a node: its shards (one per core, or [node] shards), the peer mesh on\n"
 		"  the configured transport, and the [log] section's replicated-log groups\n"
-		"  (group g on shard g mod S; a test counter as state machine until the KV\n"
-		"  service lands). Answers `keel send` streams. SIGINT/SIGTERM stop it.",
+		"  (group g on shard g mod S). With a [client] section the groups run the KV\n"
+		"  and lock services and [client] listen is the client port (keel kv);\n"
+		"  without one, a test counter (for the consensus tests, --propose).\n"
+		"  Answers `keel send` streams. SIGINT/SIGTERM stop it.",
 		opts};
 	int st = keel_opt_parse(&spec, argc, argv, NULL);
 	if (st != KEEL_OPT_RUN)
@@ -491,13 +614,19 @@ int keel_cmd_node(int argc, char **argv)
 	int ret = 1;
 	if (keel_node_config_load(path, &a->cfg, err) < 0 ||
 	    keel_node_config_validate(&a->cfg, err) < 0 ||
-	    keel_rlog_settings_load(&a->cfg, &a->log, err) < 0) {
+	    keel_rlog_settings_load(&a->cfg, &a->log, err) < 0 || load_client(a, err) < 0) {
 		fprintf(stderr, "keel node: %s\n", err);
 		keel_node_config_free(&a->cfg);
 		free(a);
 		return 1;
 	}
 	keel_log_set_node((int)a->cfg.node_id);
+	if (a->client_listen && target) {
+		keel_node_config_free(&a->cfg);
+		free(a);
+		return keel_opt_usage(&spec, "--propose is for the test counter; with a [client] "
+				      "section the node runs the KV service (use keel kv)");
+	}
 	struct keel_node_options o = {.cpuset = cpuset, .overcommit = overcommit, .busy_poll = busy,
 				      .reactor = rk};
 	if (keel_node_create(&a->cfg, &o, &a->node, err) < 0) {

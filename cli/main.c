@@ -28,6 +28,7 @@ static const struct keel_cmd commands[] = {
 	{"config", keel_cmd_config, "check a node configuration file (as keel node would)"},
 	{"node", keel_cmd_node, "run a node from its configuration file"},
 	{"cluster", keel_cmd_cluster, "run a local cluster on 127.0.0.1: up, status, down, restart"},
+	{"status", keel_cmd_status, "every group's leader, term, commit and applied index, per node"},
 	{"kv", keel_cmd_kv, "put, get, del, cas and range keys of a cluster's KV store"},
 	{"send", keel_cmd_send, "send a verified message stream to a node (tests, demo)"},
 	{"mr", keel_cmd_mr, "run map-reduce jobs (wordcount, grep, index, sort, or a job .so)"},

@@ -64,7 +64,7 @@ static const struct section_rule sections[] = {
 	{"paxos", NULL, NULL},     /* consensus/paxos */
 	{"kv", NULL, NULL},        /* services/kv */
 	{"lock", NULL, NULL},      /* services/lock */
-	{"client", NULL, NULL},    /* the client port */
+	{"client", "listen token_file max_conns", NULL}, /* services/client_port.c, cli/cmd_node.c */
 	{"http", NULL, NULL},      /* node/: health and metrics */
 	{"tls", NULL, NULL},       /* transport/: certificates */
 };

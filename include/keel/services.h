@@ -121,6 +121,33 @@ typedef void keel_lock_read_fn(void *arg, int status, const struct keel_lock_sm 
 int keel_lock_read(struct keel_services *s, uint32_t group, bool linearizable,
 		   keel_lock_read_fn *cb, void *arg);
 
+/* ---- the client port ------------------------------------------------------
+ * A node's client port (services/client_port.c): the client protocol
+ * (keel/proto.h) over TCP on shard 0's reactor, each request run on the
+ * services of its group's shard. Started on shard 0's endpoint once every
+ * shard's services are started (a node's start hooks run before any loop);
+ * stopped from shard 0's stop hook. */
+struct keel_node;
+struct keel_client_port;
+struct keel_client_port_config {
+	struct keel_node *node;    /* to reach every shard's endpoint */
+	const char *listen;        /* HOST:PORT */
+	uint32_t groups;           /* G, as the services run */
+	const uint8_t *token;      /* NULL/0: no token asked; borrowed, outlives the port */
+	size_t token_len;
+	uint32_t max_conns;        /* 0: 1024 */
+	uint32_t hello_timeout_ms; /* 0: 5000 */
+};
+struct keel_client_port_stats {
+	uint64_t accepted, refused, auth_failed, hello_timeouts, bad_frames, slow_closed;
+	uint64_t requests;
+};
+int keel_client_port_start(const struct keel_client_port_config *cfg, struct keel_endpoint *ep,
+			   struct keel_client_port **out, char *errmsg);
+void keel_client_port_stop(struct keel_client_port *p);
+void keel_client_port_get_stats(const struct keel_client_port *p,
+				struct keel_client_port_stats *st);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,911 @@
+/*
+ * services/client_port.c — a node's client port: the client protocol
+ * (keel/proto.h) over TCP on shard 0's reactor, answered by the services
+ * (keel/services.h) of whichever shard hosts the request's group.
+ *
+ * Shape: shard 0 accepts, receives, decodes and answers what needs no
+ * group (HELLO, PING); a KV request becomes a struct creq posted to the
+ * group's shard (g mod S), which runs it on its services and encodes the
+ * answer frame there (the bytes of a value or a range are read where the
+ * store lives), then posts the frame back to shard 0, which queues it on
+ * the connection. A connection that closes while requests are out is
+ * freed when the last one comes back.
+ *
+ * A node that does not lead the key's group answers KEEL_ENOTLEADER with
+ * the leader it knows (the client library follows the hint); linearizable
+ * reads are served on any node (the read barrier goes through the leader).
+ *
+ * Hostile clients: a frame that does not decode, an over-long frame, a
+ * request before HELLO or a wrong token gets an ERROR naming the reason
+ * and the connection is closed, logged at most a few times a second; a
+ * client that sends HELLO late (hello_timeout_ms) or stops reading (more
+ * than KEEL_CPORT_MAX_QUEUED bytes of answers queued) is closed; at most
+ * max_conns connections are kept (new ones beyond are closed at once).
+ * The node serves on in every case.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "keel/kv.h"
+#include "keel/node.h"
+#include "keel/proto.h"
+#include "keel/rlog.h"
+#include "keel/runtime.h"
+#include "keel/services.h"
+
+#define KEEL_CPORT_MAX_QUEUED (16u << 20)
+#define MAX_INFLIGHT 4096
+#define LOG_BURST 5
+
+struct outbuf {
+	struct outbuf *next;
+	size_t len;
+	uint8_t data[];
+};
+
+struct cconn {
+	struct keel_client_port *p;
+	struct cconn *next, *prev;
+	int fd;
+	bool hello, closing, recv_armed, sending;
+	unsigned inflight;       /* requests out on other shards (or this one) */
+	struct keel_io_op recv_op, send_op;
+	struct keel_timer hello_timer;
+	uint8_t *rbuf;
+	size_t rlen, rcap;
+	struct outbuf *out_head, *out_tail;
+	size_t queued, head_off;
+	struct iovec iov;
+	struct msghdr msg;
+	char peer[64];
+};
+
+struct keel_client_port {
+	struct keel_client_port_config cfg;
+	struct keel_shard *sh;
+	struct keel_clock *clock;
+	unsigned nshards;
+	uint32_t self, groups;
+	int lfd;
+	bool stopping;
+	struct keel_io_op accept_op;
+	bool accept_armed;
+	struct cconn *conns;
+	unsigned nconns;
+	struct keel_log_limit lim;
+	struct keel_client_port_stats st;
+};
+
+/* ---- answers ------------------------------------------------------------ */
+
+/* A frame encoded into a malloc'd outbuf (NULL on failure). */
+static struct outbuf *encode(const struct keel_proto_msg *m)
+{
+	size_t n = keel_proto_size(m);
+	if (!n)
+		return NULL;
+	struct outbuf *b = malloc(sizeof(*b) + n);
+	if (!b)
+		return NULL;
+	b->next = NULL;
+	int rc = keel_proto_encode(m, b->data, n);
+	if (rc < 0) {
+		free(b);
+		return NULL;
+	}
+	b->len = (size_t)rc;
+	return b;
+}
+
+static void conn_free_if_done(struct cconn *c);
+static void start_send(struct cconn *c);
+
+static void conn_close(struct cconn *c, const char *why)
+{
+	if (c->closing)
+		return;
+	c->closing = true;
+	if (why)
+		keel_log_limited(&c->p->lim, LOG_BURST, KEEL_LOG_WARN, "client port: %s: %s", c->peer,
+				 why);
+	keel_clock_cancel(c->p->clock, &c->hello_timer);
+	/* the last completions of recv and send follow; then the fd closes */
+	keel_io_cancel_fd(c->p->sh, c->fd);
+	shutdown(c->fd, SHUT_RDWR);
+	conn_free_if_done(c);
+}
+
+static void conn_free_if_done(struct cconn *c)
+{
+	if (!c->closing || c->recv_armed || c->sending || c->inflight)
+		return;
+	struct keel_client_port *p = c->p;
+	close(c->fd);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		p->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	p->nconns--;
+	while (c->out_head) {
+		struct outbuf *b = c->out_head;
+		c->out_head = b->next;
+		free(b);
+	}
+	free(c->rbuf);
+	free(c);
+}
+
+static void queue(struct cconn *c, struct outbuf *b)
+{
+	if (c->closing) {
+		free(b);
+		return;
+	}
+	if (c->queued + b->len > KEEL_CPORT_MAX_QUEUED) {
+		free(b);
+		c->p->st.slow_closed++;
+		conn_close(c, "closed: the client stopped reading its answers");
+		return;
+	}
+	if (c->out_tail)
+		c->out_tail->next = b;
+	else
+		c->out_head = b;
+	c->out_tail = b;
+	c->queued += b->len;
+	start_send(c);
+}
+
+static void answer(struct cconn *c, const struct keel_proto_msg *m)
+{
+	struct outbuf *b = encode(m);
+	if (!b) {
+		conn_close(c, "closed: an answer could not be encoded (out of memory)");
+		return;
+	}
+	queue(c, b);
+}
+
+/* An ERROR frame, then the connection closes. */
+static void refuse(struct cconn *c, uint64_t id, int code, const char *why)
+{
+	struct keel_proto_msg m = {.type = KEEL_PROTO_ERROR, .id = id, .status = code,
+				   .message = {(const uint8_t *)why, (uint32_t)strlen(why)}};
+	keel_proto_set(&m, KEEL_PT_STATUS);
+	keel_proto_set(&m, KEEL_PT_MESSAGE);
+	struct outbuf *b = encode(&m);
+	if (b && !c->closing && c->queued + b->len <= KEEL_CPORT_MAX_QUEUED) {
+		/* best effort: one try, without waiting for the reactor */
+		(void)send(c->fd, b->data, b->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	}
+	free(b);
+	c->p->st.refused++;
+	char msg[160];
+	snprintf(msg, sizeof(msg), "closed: %s", why);
+	conn_close(c, msg);
+}
+
+/* ---- sending -------------------------------------------------------------- */
+
+static void send_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
+{
+	(void)flags;
+	struct cconn *c = (struct cconn *)((char *)op - offsetof(struct cconn, send_op));
+	c->sending = false;
+	if (res < 0 || c->closing) {
+		if (res < 0 && res != -ECANCELED)
+			conn_close(c, NULL);
+		conn_free_if_done(c);
+		return;
+	}
+	c->head_off += (size_t)res;
+	c->queued -= (size_t)res;
+	while (c->out_head && c->head_off >= c->out_head->len) {
+		struct outbuf *b = c->out_head;
+		c->head_off -= b->len;
+		c->out_head = b->next;
+		if (!c->out_head)
+			c->out_tail = NULL;
+		free(b);
+	}
+	start_send(c);
+}
+
+static void start_send(struct cconn *c)
+{
+	if (c->sending || c->closing || !c->out_head)
+		return;
+	c->iov = (struct iovec){c->out_head->data + c->head_off, c->out_head->len - c->head_off};
+	c->msg = (struct msghdr){.msg_iov = &c->iov, .msg_iovlen = 1};
+	c->sending = true;
+	keel_io_sendmsg(c->p->sh, &c->send_op, c->fd, &c->msg);
+}
+
+/* ---- requests on the group's shard --------------------------------------- */
+
+struct creq {
+	struct cconn *c;
+	struct keel_client_port *p;
+	struct keel_shard *home;   /* shard 0 */
+	struct keel_shard *on;     /* the group's shard, while there */
+	struct keel_node *node;
+	uint64_t id;
+	uint8_t type;
+	uint32_t group;
+	uint32_t flags, limit;
+	uint8_t cmp;
+	uint64_t client, seq, rev;
+	struct keel_proto_bytes key, value, expect, after;
+	struct outbuf *out;        /* the answer, encoded on the group's shard */
+	uint8_t bytes[];           /* key, value, expect, after copied */
+};
+
+static void deliver(struct keel_shard *on, void *arg)
+{
+	(void)on;
+	struct creq *r = arg;
+	struct cconn *c = r->c;
+	c->inflight--;
+	if (r->out)
+		queue(c, r->out);
+	else if (!c->closing)
+		conn_close(c, "closed: an answer could not be encoded (out of memory)");
+	free(r);
+	conn_free_if_done(c);
+}
+
+/* Encodes m as r's answer and sends it home. */
+static void reply(struct creq *r, struct keel_proto_msg *m)
+{
+	m->id = r->id;
+	r->out = encode(m);
+	if (keel_shard_post(r->on, 0, deliver, r) < 0) {
+		/* the runtime is stopping: shard 0 frees its connections
+		 * itself (keel_client_port_stop); r's is not touched */
+		free(r->out);
+		free(r);
+	}
+}
+
+static void reply_status(struct creq *r, int status, uint32_t leader_hint)
+{
+	struct keel_proto_msg m = {.type = KEEL_PROTO_RESULT, .status = status};
+	keel_proto_set(&m, KEEL_PT_STATUS);
+	if (status == KEEL_ENOTLEADER) {
+		m.leader = leader_hint;
+		keel_proto_set(&m, KEEL_PT_LEADER);
+	}
+	reply(r, &m);
+}
+
+static uint32_t leader_of(struct keel_services *s, uint32_t group)
+{
+	struct keel_rlog *l = keel_services_log(s, group);
+	if (!l)
+		return 0;
+	struct keel_rlog_status st;
+	keel_rlog_status(l, &st);
+	return st.leader;
+}
+
+static void write_done(void *arg, int status, const struct keel_kv_result *res)
+{
+	struct creq *r = arg;
+	if (status < 0) {
+		struct keel_services *s = keel_services_of(keel_node_endpoint(r->node, keel_shard_id(r->on)));
+		reply_status(r, status, s ? leader_of(s, r->group) : 0);
+		return;
+	}
+	struct keel_proto_msg m = {.type = KEEL_PROTO_RESULT, .status = 0,
+				   .kv_status = res->status, .rev = res->rev, .mod_rev = res->mod_rev,
+				   .flags = res->duplicate ? KEEL_PF_DUPLICATE : 0};
+	keel_proto_set(&m, KEEL_PT_STATUS);
+	keel_proto_set(&m, KEEL_PT_KV_STATUS);
+	keel_proto_set(&m, KEEL_PT_REV);
+	keel_proto_set(&m, KEEL_PT_MOD_REV);
+	keel_proto_set(&m, KEEL_PT_FLAGS);
+	reply(r, &m);
+}
+
+/* Most range items in one answer: a frame stays under the maximum. */
+#define RANGE_PAGE 1000
+
+struct range_acc {
+	struct keel_proto_item *items;
+	uint32_t n, cap;
+	size_t bytes;
+	bool full;
+};
+
+static int range_one(void *arg, const struct keel_kv_kv *kv)
+{
+	struct range_acc *a = arg;
+	size_t sz = 64 + kv->key_len + kv->value_len;
+	if (a->n && (a->n == RANGE_PAGE || a->bytes + sz > KEEL_PROTO_MAX_FRAME - 4096)) {
+		a->full = true;
+		return 1;
+	}
+	if (a->n == a->cap) {
+		uint32_t nc = a->cap ? a->cap * 2 : 64;
+		struct keel_proto_item *ni = realloc(a->items, nc * sizeof(*ni));
+		if (!ni)
+			return -ENOMEM;
+		a->items = ni;
+		a->cap = nc;
+	}
+	a->items[a->n++] = (struct keel_proto_item){
+		.key = {kv->key, kv->key_len}, .value = {kv->value, kv->value_len},
+		.create_rev = kv->create_rev, .mod_rev = kv->mod_rev, .version = kv->version};
+	a->bytes += sz;
+	return 0;
+}
+
+static void read_done(void *arg, int status, const struct keel_kv *kv)
+{
+	struct creq *r = arg;
+	if (status < 0) {
+		struct keel_services *s = keel_services_of(keel_node_endpoint(r->node, keel_shard_id(r->on)));
+		reply_status(r, status, s ? leader_of(s, r->group) : 0);
+		return;
+	}
+	struct keel_proto_msg m = {.type = KEEL_PROTO_RESULT, .status = 0, .rev = keel_kv_revision(kv)};
+	keel_proto_set(&m, KEEL_PT_STATUS);
+	keel_proto_set(&m, KEEL_PT_REV);
+	if (r->type == KEEL_PROTO_GET) {
+		struct keel_kv_kv out;
+		keel_proto_set(&m, KEEL_PT_KV_STATUS);
+		if (keel_kv_get(kv, r->key.p, r->key.len, &out) == 0) {
+			m.kv_status = KEEL_KV_OK;
+			m.value = (struct keel_proto_bytes){out.value, out.value_len};
+			m.mod_rev = out.mod_rev;
+			m.create_rev = out.create_rev;
+			m.version = out.version;
+			keel_proto_set(&m, KEEL_PT_VALUE);
+			keel_proto_set(&m, KEEL_PT_MOD_REV);
+			keel_proto_set(&m, KEEL_PT_CREATE_REV);
+			keel_proto_set(&m, KEEL_PT_VERSION);
+		} else {
+			m.kv_status = KEEL_KV_NOT_FOUND;
+		}
+		reply(r, &m);
+		return;
+	}
+	struct range_acc a = {0};
+	bool more = false;
+	int rc = keel_kv_range(kv, r->key.p, r->key.len, r->after.p, r->after.len, r->limit,
+			       range_one, &a, &more);
+	if (rc < 0 && rc != 1) {
+		free(a.items);
+		reply_status(r, -ENOMEM, 0);
+		return;
+	}
+	m.n_items = a.n;
+	m.item = a.items;
+	m.flags = (more || a.full) ? KEEL_PF_MORE : 0;
+	keel_proto_set(&m, KEEL_PT_FLAGS);
+	reply(r, &m);
+	free(a.items);
+}
+
+static void run_req(struct keel_shard *on, void *arg)
+{
+	struct creq *r = arg;
+	r->on = on;
+	struct keel_services *s = keel_services_of(keel_node_endpoint(r->node, keel_shard_id(on)));
+	if (!s) {
+		reply_status(r, KEEL_EUNAVAIL, 0);
+		return;
+	}
+	int rc;
+	if (r->type == KEEL_PROTO_GET || r->type == KEEL_PROTO_RANGE) {
+		rc = keel_kv_read(s, r->group, !(r->flags & KEEL_PF_SERIALIZABLE), read_done, r);
+	} else {
+		struct keel_kv_cmd c = {.client = r->client, .seq = r->seq, .key = r->key.p,
+					.key_len = r->key.len, .value = r->value.p,
+					.value_len = r->value.len};
+		if (r->type == KEEL_PROTO_PUT) {
+			c.op = KEEL_KV_PUT;
+		} else if (r->type == KEEL_PROTO_DEL) {
+			c.op = KEEL_KV_DEL;
+		} else {
+			c.op = KEEL_KV_CAS;
+			c.cmp = r->cmp;
+			c.cas_delete = r->flags & KEEL_PF_CAS_DELETE;
+			c.expect = r->expect.p;
+			c.expect_len = r->expect.len;
+			c.rev = r->rev; /* CMP_MOD_REV, CMP_VERSION */
+		}
+		rc = keel_kv_write(s, r->group, &c, write_done, r);
+	}
+	if (rc < 0)
+		reply_status(r, rc, rc == KEEL_ENOTLEADER ? leader_of(s, r->group) : 0);
+}
+
+/* ---- status: every shard's groups ---------------------------------------- */
+
+struct cstatus {
+	struct cconn *c;
+	struct keel_client_port *p;
+	uint64_t id;
+	unsigned pending;          /* shards not back yet */
+	struct outbuf *frames, *frames_tail;
+};
+
+struct cstatus_part {
+	struct cstatus *st;
+	struct keel_shard *on;
+	struct outbuf *frames, *tail;
+};
+
+static void status_back(struct keel_shard *on, void *arg)
+{
+	(void)on;
+	struct cstatus_part *pt = arg;
+	struct cstatus *st = pt->st;
+	if (pt->frames) {
+		if (st->frames_tail)
+			st->frames_tail->next = pt->frames;
+		else
+			st->frames = pt->frames;
+		st->frames_tail = pt->tail;
+	}
+	free(pt);
+	if (--st->pending)
+		return;
+	struct cconn *c = st->c;
+	c->inflight--;
+	while (st->frames) {
+		struct outbuf *b = st->frames;
+		st->frames = b->next;
+		b->next = NULL;
+		queue(c, b);
+	}
+	struct keel_proto_msg m = {.type = KEEL_PROTO_RESULT, .id = st->id, .status = 0};
+	keel_proto_set(&m, KEEL_PT_STATUS);
+	answer(c, &m);
+	free(st);
+	conn_free_if_done(c);
+}
+
+static int status_group(void *arg, struct keel_rlog *l)
+{
+	struct cstatus_part *pt = arg;
+	struct keel_rlog_status s;
+	keel_rlog_status(l, &s);
+	struct keel_proto_msg m = {.type = KEEL_PROTO_GROUP, .id = pt->st->id, .group = s.group,
+				   .leader = s.leader, .rev = s.epoch, .index = s.commit,
+				   .applied = s.applied, .status = s.failed ? s.fail_code : 0,
+				   .node = s.self};
+	keel_proto_set(&m, KEEL_PT_GROUP);
+	keel_proto_set(&m, KEEL_PT_LEADER);
+	keel_proto_set(&m, KEEL_PT_REV);
+	keel_proto_set(&m, KEEL_PT_INDEX);
+	keel_proto_set(&m, KEEL_PT_APPLIED);
+	keel_proto_set(&m, KEEL_PT_STATUS);
+	keel_proto_set(&m, KEEL_PT_NODE);
+	struct outbuf *b = encode(&m);
+	if (!b)
+		return -ENOMEM;
+	if (pt->tail)
+		pt->tail->next = b;
+	else
+		pt->frames = b;
+	pt->tail = b;
+	return 0;
+}
+
+static void status_run(struct keel_shard *on, void *arg)
+{
+	struct cstatus_part *pt = arg;
+	pt->on = on;
+	(void)keel_rlog_foreach(keel_node_endpoint(pt->st->p->cfg.node, keel_shard_id(on)),
+				status_group, pt);
+	if (keel_shard_post(on, 0, status_back, pt) < 0) {
+		while (pt->frames) {
+			struct outbuf *b = pt->frames;
+			pt->frames = b->next;
+			free(b);
+		}
+		free(pt);
+	}
+}
+
+static void start_status(struct cconn *c, uint64_t id)
+{
+	struct keel_client_port *p = c->p;
+	struct cstatus *st = calloc(1, sizeof(*st));
+	if (!st) {
+		refuse(c, id, -ENOMEM, "out of memory");
+		return;
+	}
+	*st = (struct cstatus){.c = c, .p = p, .id = id, .pending = p->nshards};
+	c->inflight++;
+	for (unsigned i = 0; i < p->nshards; i++) {
+		struct cstatus_part *pt = calloc(1, sizeof(*pt));
+		if (pt)
+			pt->st = st;
+		if (!pt || keel_shard_post(p->sh, i, status_run, pt) < 0) {
+			free(pt);
+			/* count it as answered, with nothing */
+			struct cstatus_part *empty = calloc(1, sizeof(*empty));
+			if (empty) {
+				empty->st = st;
+				status_back(p->sh, empty);
+			} else if (--st->pending == 0) {
+				c->inflight--;
+				free(st);
+				conn_close(c, "closed: out of memory");
+				return;
+			}
+		}
+	}
+}
+
+/* ---- one frame from a client --------------------------------------------- */
+
+static bool token_ok(const struct keel_client_port *p, const struct keel_proto_msg *m)
+{
+	if (!p->cfg.token_len)
+		return true;
+	return m->token.len == p->cfg.token_len &&
+	       sodium_memcmp(m->token.p, p->cfg.token, p->cfg.token_len) == 0;
+}
+
+static void handle(struct cconn *c, const struct keel_proto_msg *m)
+{
+	struct keel_client_port *p = c->p;
+	if (!c->hello && m->type != KEEL_PROTO_HELLO) {
+		refuse(c, m->id, KEEL_EAUTH, "a request before HELLO");
+		return;
+	}
+	switch (m->type) {
+	case KEEL_PROTO_HELLO: {
+		if (c->hello) {
+			refuse(c, m->id, KEEL_EPROTO, "a second HELLO");
+			return;
+		}
+		if (!token_ok(p, m)) {
+			p->st.auth_failed++;
+			refuse(c, m->id, KEEL_EAUTH, "wrong or missing client token");
+			return;
+		}
+		c->hello = true;
+		keel_clock_cancel(p->clock, &c->hello_timer);
+		struct keel_proto_msg a = {.type = KEEL_PROTO_HELLO_OK, .id = m->id, .node = p->self,
+					   .groups = p->groups};
+		keel_proto_set(&a, KEEL_PT_NODE);
+		keel_proto_set(&a, KEEL_PT_GROUPS);
+		answer(c, &a);
+		return;
+	}
+	case KEEL_PROTO_PING: {
+		struct keel_proto_msg a = {.type = KEEL_PROTO_PONG, .id = m->id};
+		answer(c, &a);
+		return;
+	}
+	case KEEL_PROTO_STATUS:
+		start_status(c, m->id);
+		return;
+	case KEEL_PROTO_PUT:
+	case KEEL_PROTO_DEL:
+	case KEEL_PROTO_CAS:
+	case KEEL_PROTO_GET:
+	case KEEL_PROTO_RANGE:
+		break;
+	default: {
+		struct keel_proto_msg a = {.type = KEEL_PROTO_RESULT, .id = m->id,
+					   .status = KEEL_ENOTSUP};
+		keel_proto_set(&a, KEEL_PT_STATUS);
+		const char *why = m->type == KEEL_PROTO_WATCH ? "watch is not served by this node yet"
+							      : "unknown request type";
+		a.message = (struct keel_proto_bytes){(const uint8_t *)why, (uint32_t)strlen(why)};
+		keel_proto_set(&a, KEEL_PT_MESSAGE);
+		answer(c, &a);
+		return;
+	}
+	}
+	bool is_write = m->type == KEEL_PROTO_PUT || m->type == KEEL_PROTO_DEL ||
+			m->type == KEEL_PROTO_CAS;
+	const char *bad = NULL;
+	if (m->type != KEEL_PROTO_RANGE && (!m->has[KEEL_PT_KEY] || m->key.len == 0))
+		bad = "a key is required";
+	else if (is_write && (!m->client || !m->has[KEEL_PT_SEQ]))
+		bad = "a write needs a client id and a sequence";
+	else if (m->type == KEEL_PROTO_CAS &&
+		 (m->cmp < KEEL_KV_CMP_VALUE || m->cmp > KEEL_KV_CMP_ABSENT))
+		bad = "a CAS needs a comparison";
+	else if (m->type == KEEL_PROTO_RANGE && (!m->has[KEEL_PT_GROUP] || m->group >= p->groups))
+		bad = "a range needs a group below the cluster's group count";
+	if (bad) {
+		struct keel_proto_msg a = {.type = KEEL_PROTO_RESULT, .id = m->id,
+					   .status = KEEL_EBADINPUT,
+					   .message = {(const uint8_t *)bad, (uint32_t)strlen(bad)}};
+		keel_proto_set(&a, KEEL_PT_STATUS);
+		keel_proto_set(&a, KEEL_PT_MESSAGE);
+		answer(c, &a);
+		return;
+	}
+	if (c->inflight >= MAX_INFLIGHT) {
+		refuse(c, m->id, KEEL_EFULL, "more than 4096 requests in flight on one connection");
+		return;
+	}
+	size_t nb = m->key.len + m->value.len + m->expect.len + m->after.len;
+	struct creq *r = malloc(sizeof(*r) + nb);
+	if (!r) {
+		refuse(c, m->id, -ENOMEM, "out of memory");
+		return;
+	}
+	*r = (struct creq){.c = c, .p = p, .home = p->sh, .node = p->cfg.node, .id = m->id,
+			   .type = m->type, .flags = m->flags, .limit = m->limit, .cmp = m->cmp,
+			   .client = m->client, .seq = m->seq, .rev = m->rev};
+	r->group = m->type == KEEL_PROTO_RANGE ? m->group
+					       : keel_service_group_of(m->key.p, m->key.len, p->groups);
+	uint8_t *q = r->bytes;
+	const struct keel_proto_bytes *src[4] = {&m->key, &m->value, &m->expect, &m->after};
+	struct keel_proto_bytes *dst[4] = {&r->key, &r->value, &r->expect, &r->after};
+	for (int i = 0; i < 4; i++) {
+		*dst[i] = (struct keel_proto_bytes){src[i]->len ? q : NULL, src[i]->len};
+		if (src[i]->len)
+			memcpy(q, src[i]->p, src[i]->len);
+		q += src[i]->len;
+	}
+	c->inflight++;
+	p->st.requests++;
+	if (keel_shard_post(p->sh, r->group % p->nshards, run_req, r) < 0) {
+		c->inflight--;
+		free(r);
+		refuse(c, m->id, KEEL_ESTOPPED, "the node is stopping");
+	}
+}
+
+/* ---- receiving ----------------------------------------------------------- */
+
+static void parse(struct cconn *c)
+{
+	size_t pos = 0;
+	while (!c->closing) {
+		int fl = keel_proto_frame_len(c->rbuf + pos, c->rlen - pos);
+		if (fl == 0 || (fl > 0 && (size_t)fl > c->rlen - pos))
+			break;
+		if (fl < 0) {
+			c->p->st.bad_frames++;
+			refuse(c, 0, fl, fl == KEEL_ETOOBIG ? "a frame over the maximum size"
+							   : "not a keel client frame");
+			return;
+		}
+		struct keel_proto_msg m;
+		const char *why = NULL;
+		if (keel_proto_decode(c->rbuf + pos, (size_t)fl, &m, &why) < 0) {
+			c->p->st.bad_frames++;
+			refuse(c, 0, KEEL_EPROTO, why ? why : "a frame that does not decode");
+			return;
+		}
+		handle(c, &m);
+		pos += (size_t)fl;
+	}
+	if (pos) {
+		memmove(c->rbuf, c->rbuf + pos, c->rlen - pos);
+		c->rlen -= pos;
+	}
+}
+
+static void recv_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
+{
+	struct cconn *c = (struct cconn *)((char *)op - offsetof(struct cconn, recv_op));
+	if (!(flags & KEEL_IO_MORE))
+		c->recv_armed = false;
+	if (c->closing) {
+		conn_free_if_done(c);
+		return;
+	}
+	if (res == -ENOBUFS) {
+		if (!c->recv_armed) {
+			c->recv_armed = true;
+			keel_io_recv_multi(c->p->sh, &c->recv_op, c->fd);
+		}
+		return;
+	}
+	if (res <= 0) {
+		conn_close(c, res < 0 && res != -ECONNRESET ? "closed: receive failed" : NULL);
+		return;
+	}
+	if (c->rlen + (size_t)res > c->rcap) {
+		size_t nc = c->rcap ? c->rcap : 65536;
+		while (nc < c->rlen + (size_t)res)
+			nc *= 2;
+		if (nc > (size_t)KEEL_PROTO_MAX_FRAME * 2 + 65536) {
+			refuse(c, 0, KEEL_ETOOBIG, "a frame over the maximum size");
+			return;
+		}
+		uint8_t *b = realloc(c->rbuf, nc);
+		if (!b) {
+			conn_close(c, "closed: out of memory");
+			return;
+		}
+		c->rbuf = b;
+		c->rcap = nc;
+	}
+	memcpy(c->rbuf + c->rlen, op->data, (size_t)res);
+	c->rlen += (size_t)res;
+	parse(c);
+	if (!c->closing && !c->recv_armed) {
+		c->recv_armed = true;
+		keel_io_recv_multi(c->p->sh, &c->recv_op, c->fd);
+	}
+}
+
+static void hello_late(struct keel_timer *t)
+{
+	struct cconn *c = t->arg;
+	c->p->st.hello_timeouts++;
+	conn_close(c, "closed: no HELLO in time");
+}
+
+static void accept_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
+{
+	struct keel_client_port *p =
+		(struct keel_client_port *)((char *)op - offsetof(struct keel_client_port, accept_op));
+	if (!(flags & KEEL_IO_MORE))
+		p->accept_armed = false;
+	if (res >= 0) {
+		int fd = res;
+		if (p->stopping || p->nconns >= p->cfg.max_conns) {
+			p->st.refused++;
+			if (!p->stopping)
+				keel_log_limited(&p->lim, LOG_BURST, KEEL_LOG_WARN,
+						 "client port: %u connections open: a new one refused",
+						 p->nconns);
+			close(fd);
+		} else {
+			struct cconn *c = calloc(1, sizeof(*c));
+			if (!c) {
+				close(fd);
+			} else {
+				c->p = p;
+				c->fd = fd;
+				int one = 1;
+				setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+				struct sockaddr_storage ss;
+				socklen_t sl = sizeof(ss);
+				char h[48] = "?", s[8] = "?";
+				if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+					getnameinfo((struct sockaddr *)&ss, sl, h, sizeof(h), s, sizeof(s),
+						    NI_NUMERICHOST | NI_NUMERICSERV);
+				snprintf(c->peer, sizeof(c->peer), "%s:%s", h, s);
+				c->recv_op.complete = recv_complete;
+				c->send_op.complete = send_complete;
+				keel_timer_init(&c->hello_timer, hello_late, c);
+				keel_clock_arm(p->clock, &c->hello_timer,
+					       (uint64_t)p->cfg.hello_timeout_ms * 1000000u);
+				c->next = p->conns;
+				if (p->conns)
+					p->conns->prev = c;
+				p->conns = c;
+				p->nconns++;
+				p->st.accepted++;
+				c->recv_armed = true;
+				keel_io_recv_multi(p->sh, &c->recv_op, fd);
+			}
+		}
+	} else if (res != -ECANCELED && !p->stopping) {
+		keel_log_limited(&p->lim, LOG_BURST, KEEL_LOG_WARN, "client port: accept: %s",
+				 keel_strerror(res));
+	}
+	if (!p->accept_armed && !p->stopping) {
+		p->accept_armed = true;
+		keel_io_accept_multi(p->sh, &p->accept_op, p->lfd);
+	}
+}
+
+/* ---- start and stop -------------------------------------------------------- */
+
+int keel_client_port_start(const struct keel_client_port_config *cfg, struct keel_endpoint *ep,
+			   struct keel_client_port **out, char *errmsg)
+{
+	*out = NULL;
+	struct keel_shard *sh = keel_endpoint_reactor(ep);
+	if (!cfg->node || !cfg->listen || !sh || keel_endpoint_shard(ep) != 0)
+		return keel_errmsg_set(errmsg, KEEL_ECONFIG,
+				       "client port: needs a node, an address and shard 0's endpoint");
+	char host[256];
+	const char *colon = strrchr(cfg->listen, ':');
+	char *end = NULL;
+	long port = colon ? strtol(colon + 1, &end, 10) : -1;
+	if (!colon || colon == cfg->listen || (size_t)(colon - cfg->listen) >= sizeof(host) || !end ||
+	    *end || port < 0 || port > 65535)
+		return keel_errmsg_set(errmsg, KEEL_ECONFIG,
+				       "client port: listen '%s': expected HOST:PORT", cfg->listen);
+	memcpy(host, cfg->listen, (size_t)(colon - cfg->listen));
+	host[colon - cfg->listen] = '\0';
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				 .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
+			*ai;
+	char ps[8];
+	snprintf(ps, sizeof(ps), "%ld", port);
+	int g = getaddrinfo(host, ps, &hints, &ai);
+	if (g)
+		return keel_errmsg_set(errmsg, KEEL_ECONFIG, "client port: %s: %s", cfg->listen,
+				       gai_strerror(g));
+	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int one = 1;
+	if (fd >= 0)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 256) < 0) {
+		int e = -errno;
+		if (fd >= 0)
+			close(fd);
+		freeaddrinfo(ai);
+		return keel_errmsg_set(errmsg, e, "client port: cannot listen on %s: %s", cfg->listen,
+				       keel_strerror(e));
+	}
+	freeaddrinfo(ai);
+	struct keel_client_port *p = calloc(1, sizeof(*p));
+	if (!p) {
+		close(fd);
+		return keel_errmsg_set(errmsg, -ENOMEM, "client port: out of memory");
+	}
+	p->cfg = *cfg;
+	if (!p->cfg.max_conns)
+		p->cfg.max_conns = 1024;
+	if (!p->cfg.hello_timeout_ms)
+		p->cfg.hello_timeout_ms = 5000;
+	p->sh = sh;
+	p->clock = keel_endpoint_clock(ep);
+	p->nshards = keel_endpoint_nshards(ep);
+	p->self = keel_endpoint_node_id(ep);
+	p->groups = cfg->groups;
+	p->lfd = fd;
+	p->accept_op.complete = accept_complete;
+	p->accept_armed = true;
+	keel_io_accept_multi(sh, &p->accept_op, fd);
+	keel_endpoint_set_slot(ep, KEEL_SLOT_CLIENT, p);
+	keel_info("client port: listening on %s (%u groups, %s)", cfg->listen, p->groups,
+		  cfg->token_len ? "token required" : "no token");
+	*out = p;
+	return 0;
+}
+
+void keel_client_port_stop(struct keel_client_port *p)
+{
+	if (!p)
+		return;
+	p->stopping = true;
+	keel_io_cancel_fd(p->sh, p->lfd);
+	for (struct cconn *c = p->conns, *n; c; c = n) {
+		n = c->next;
+		conn_close(c, NULL);
+	}
+	/* What is still in flight completes after the loop stopped, or never:
+	 * the runtime frees nothing of ours, so free what is left now (the
+	 * loops have ended when a node's stop hooks run). */
+	for (struct cconn *c = p->conns, *n; c; c = n) {
+		n = c->next;
+		close(c->fd);
+		while (c->out_head) {
+			struct outbuf *b = c->out_head;
+			c->out_head = b->next;
+			free(b);
+		}
+		free(c->rbuf);
+		free(c);
+	}
+	close(p->lfd);
+	free(p);
+}
+
+void keel_client_port_get_stats(const struct keel_client_port *p, struct keel_client_port_stats *st)
+{
+	*st = p->st;
+}
