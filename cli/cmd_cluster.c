@@ -436,7 +436,11 @@ static int cluster_up(int argc, char **argv)
 			n, nodes, n, cluster_id, mine, shards, transport);
 		for (unsigned p = 1; p <= nodes; p++)
 			fprintf(f, "%u = 127.0.0.1:%u\n", p, base + (p - 1) * per);
-		fprintf(f, "[log]\nprotocol = %s\ngroups = %u\ndir = data-n%u\n", protocol, groups, n);
+		/* requests a node cannot finish (a read barrier whose leader
+		 * died) fail in 2 s, well inside a client's 5 s deadline, so
+		 * the client retries elsewhere */
+		fprintf(f, "[log]\nprotocol = %s\ngroups = %u\ndir = data-n%u\nrequest_timeout_ticks = 20\n",
+			protocol, groups, n);
 		fprintf(f, "[client]\nlisten = 127.0.0.1:%u\ntoken_file = client-token\n", mine + shards);
 		fclose(f);
 		snprintf(path, sizeof(path), "%s/n%u.ini", dir, n);

@@ -432,6 +432,19 @@ static int call(struct keel_client *c, uint32_t g, bool to_leader, struct keel_p
 					c->cur = (unsigned)(i + 1) % c->nep;
 				else
 					continue; /* follow the hint at once */
+			} else if (rc == 0 && ans->type == KEEL_PROTO_RESULT &&
+				   (ans->status == KEEL_ETIMEOUT || ans->status == KEEL_EUNAVAIL ||
+				    ans->status == KEEL_ESTOPPED)) {
+				/* the node could not finish it in its time (its leader
+				 * died under a read barrier, a proposal timed out): a
+				 * read is safe to repeat, and a write too, with the
+				 * same sequence (answered once from the table) */
+				last = ans->status;
+				fail(c, ans->status, "node %u: %s", k->node, keel_strerror(ans->status));
+				consume(k, *used);
+				if (g < c->groups)
+					c->leader[g] = 0;
+				c->cur = (unsigned)(i + 1) % c->nep;
 			} else if (rc == 0) {
 				if (to_leader && g < c->groups)
 					c->leader[g] = k->node;
