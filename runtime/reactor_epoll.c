@@ -419,6 +419,12 @@ static void try_op(struct ep *e, struct keel_io_op *op)
 				op->data = e->rbuf;
 				if (!complete_more(e, op, (int32_t)n))
 					return;
+				/* A short read drained the socket (as far as we
+				 * know): park without the recv that would say
+				 * EAGAIN; level-triggered epoll reports whatever
+				 * came since. Saves a syscall per message. */
+				if ((size_t)n < KEEL_REACTOR_RECV_BUF)
+					break;
 				continue;
 			}
 			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
