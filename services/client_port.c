@@ -186,8 +186,9 @@ static void refuse(struct cconn *c, uint64_t id, int code, const char *why)
 	keel_proto_set(&m, KEEL_PT_STATUS);
 	keel_proto_set(&m, KEEL_PT_MESSAGE);
 	struct outbuf *b = encode(&m);
-	if (b && !c->closing && c->queued + b->len <= KEEL_CPORT_MAX_QUEUED) {
-		/* best effort: one try, without waiting for the reactor */
+	if (b && !c->closing && !c->sending && !c->out_head) {
+		/* best effort: one try, without waiting for the reactor; only
+		 * when nothing else is on its way, so bytes never interleave */
 		(void)send(c->fd, b->data, b->len, MSG_NOSIGNAL | MSG_DONTWAIT);
 	}
 	free(b);
