@@ -405,6 +405,7 @@ static int call(struct keel_client *c, uint32_t g, bool to_leader, struct keel_p
 {
 	uint64_t deadline = now_ms() + c->cfg.timeout_ms;
 	unsigned backoff = 10, tries = 0;
+	uint32_t last_hint = 0;
 	int last = KEEL_EUNAVAIL;
 	c->err[0] = '\0';
 	while (now_ms() < deadline) {
@@ -428,10 +429,14 @@ static int call(struct keel_client *c, uint32_t g, bool to_leader, struct keel_p
 				last = KEEL_ENOTLEADER;
 				if (g < c->groups)
 					c->leader[g] = hint != k->node ? hint : 0;
-				if (!hint)
+				if (!hint) {
 					c->cur = (unsigned)(i + 1) % c->nep;
-				else
-					continue; /* follow the hint at once */
+				} else if (hint != last_hint) {
+					last_hint = hint;
+					continue; /* follow a new hint at once */
+				}
+				/* the same hint again (that node unreachable or not
+				 * leading yet): back off before trying again */
 			} else if (rc == 0 && ans->type == KEEL_PROTO_RESULT &&
 				   (ans->status == KEEL_ETIMEOUT || ans->status == KEEL_EUNAVAIL ||
 				    ans->status == KEEL_ESTOPPED)) {
