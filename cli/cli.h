@@ -19,4 +19,20 @@ int keel_cmd_config(int argc, char **argv);
 int keel_cmd_kv(int argc, char **argv);
 int keel_cmd_status(int argc, char **argv);
 
+/* ---- client commands (cli/connect.c) ------------------------------------ */
+struct keel_client;
+/* Where a client command finds its cluster (its options fill this). */
+struct keel_cli_cluster {
+	const char *endpoints;  /* --endpoints HOST:PORT,... */
+	const char *dir;        /* --dir of keel cluster up */
+	const char *token_file; /* --token-file */
+	uint64_t timeout_ms;    /* --timeout */
+};
+/* The exit status of a client command that cannot reach its cluster. */
+#define KEEL_CLI_UNREACHABLE 3
+/* Connects as the header of cli/connect.c says: 0 with *out, or the exit
+ * status to return (2 usage, KEEL_CLI_UNREACHABLE), the message printed. */
+int keel_cli_connect(const struct keel_cmd_spec *spec, const struct keel_cli_cluster *cl,
+		     struct keel_client **out);
+
 #endif

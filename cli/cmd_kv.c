@@ -20,7 +20,7 @@
 #include "keel/client.h"
 
 #define EXIT_NOTFOUND 1
-#define EXIT_CLUSTER 3
+#define EXIT_CLUSTER KEEL_CLI_UNREACHABLE
 
 struct kvopts {
 	const char *endpoints, *dir, *token_file, *expect;
@@ -38,19 +38,6 @@ static const char *const epilog =
 	"The cluster: --endpoints, else $KEEL_ENDPOINTS, else --dir of `keel cluster up`.\n"
 	"Exit status: 0 done, 1 not found or the comparison failed, 2 usage,\n"
 	"3 the cluster unreachable or an error (a timed-out write may have been applied).";
-
-static int read_small_file(const char *path, char *buf, size_t cap)
-{
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return -errno;
-	size_t n = fread(buf, 1, cap - 1, f);
-	fclose(f);
-	while (n && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
-		n--;
-	buf[n] = '\0';
-	return (int)n;
-}
 
 static void print_bytes_json(const void *p, size_t n)
 {
@@ -123,45 +110,11 @@ int keel_cmd_kv(int argc, char **argv)
 	if (strcmp(op, "cas") && (o.expect || o.absent))
 		return keel_opt_usage(&spec, "--expect and --absent are for cas");
 
-	char eps[4096], token[300] = "";
-	const char *endpoints = o.endpoints ? o.endpoints : getenv("KEEL_ENDPOINTS");
-	if ((!endpoints || !endpoints[0]) && o.dir) {
-		char path[1024];
-		snprintf(path, sizeof(path), "%s/endpoints", o.dir);
-		int rc = read_small_file(path, eps, sizeof(eps));
-		if (rc <= 0) {
-			fprintf(stderr, "keel kv: %s: %s\n", path,
-				rc < 0 ? keel_strerror(rc) : "empty");
-			return EXIT_CLUSTER;
-		}
-		endpoints = eps;
-	}
-	if (!endpoints || !endpoints[0])
-		return keel_opt_usage(&spec, "no cluster: give --endpoints, KEEL_ENDPOINTS or --dir");
-	const char *tf = o.token_file;
-	char tpath[1024];
-	if (!tf && o.dir) {
-		snprintf(tpath, sizeof(tpath), "%s/client-token", o.dir);
-		FILE *f = fopen(tpath, "r");
-		if (f) {
-			fclose(f);
-			tf = tpath;
-		}
-	}
-	if (tf && read_small_file(tf, token, sizeof(token)) < 0) {
-		fprintf(stderr, "keel kv: token file %s: %s\n", tf, strerror(errno));
-		return EXIT_CLUSTER;
-	}
-
-	struct keel_client_config cc = {.endpoints = endpoints, .token = token[0] ? token : NULL,
-					.timeout_ms = (uint32_t)o.timeout_ms};
+	const struct keel_cli_cluster where = {o.endpoints, o.dir, o.token_file, o.timeout_ms};
 	struct keel_client *c;
-	char err[KEEL_ERRMSG_LEN];
-	int rc = keel_client_open(&cc, &c, err);
-	if (rc < 0) {
-		fprintf(stderr, "keel kv: %s\n", err);
-		return EXIT_CLUSTER;
-	}
+	int rc = keel_cli_connect(&spec, &where, &c);
+	if (rc)
+		return rc;
 	const char *key = argv[2];
 	size_t klen = strlen(key);
 	struct keel_client_result res = {0};

@@ -6,7 +6,6 @@
  * --dir). Exit status: 0 every node answered and every group has a leader
  * all its answering replicas agree on; 1 otherwise (the output says what
  * is missing); 2 usage; 3 no node answered. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,19 +44,6 @@ static int row_cmp(const void *a, const void *b)
 	return x->node < y->node ? -1 : x->node > y->node;
 }
 
-static int read_line(const char *path, char *buf, size_t cap)
-{
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return -errno;
-	size_t n = fread(buf, 1, cap - 1, f);
-	fclose(f);
-	while (n && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
-		n--;
-	buf[n] = '\0';
-	return (int)n;
-}
-
 int keel_cmd_status(int argc, char **argv)
 {
 	const char *endpoints = NULL, *dir = NULL, *token_file = NULL;
@@ -84,35 +70,11 @@ int keel_cmd_status(int argc, char **argv)
 	int st = keel_opt_parse(&spec, argc, argv, NULL);
 	if (st != KEEL_OPT_RUN)
 		return st;
-	char eps[4096], token[300] = "", path[1100];
-	if (!endpoints || !endpoints[0])
-		endpoints = getenv("KEEL_ENDPOINTS");
-	if ((!endpoints || !endpoints[0]) && dir) {
-		snprintf(path, sizeof(path), "%s/endpoints", dir);
-		if (read_line(path, eps, sizeof(eps)) <= 0) {
-			fprintf(stderr, "keel status: %s: no endpoints there\n", path);
-			return 3;
-		}
-		endpoints = eps;
-	}
-	if (!endpoints || !endpoints[0])
-		return keel_opt_usage(&spec, "no cluster: give --endpoints, KEEL_ENDPOINTS or --dir");
-	if (!token_file && dir) {
-		snprintf(path, sizeof(path), "%s/client-token", dir);
-		if (read_line(path, token, sizeof(token)) < 0)
-			token[0] = '\0';
-	} else if (token_file && read_line(token_file, token, sizeof(token)) < 0) {
-		fprintf(stderr, "keel status: token file %s: %s\n", token_file, strerror(errno));
-		return 3;
-	}
-	struct keel_client_config cc = {.endpoints = endpoints, .token = token[0] ? token : NULL,
-					.timeout_ms = (uint32_t)timeout_ms};
+	const struct keel_cli_cluster where = {endpoints, dir, token_file, timeout_ms};
 	struct keel_client *c;
-	char err[KEEL_ERRMSG_LEN];
-	if (keel_client_open(&cc, &c, err) < 0) {
-		fprintf(stderr, "keel status: %s\n", err);
-		return 3;
-	}
+	int rc = keel_cli_connect(&spec, &where, &c);
+	if (rc)
+		return rc;
 	struct rows rs = {0};
 	keel_client_status(c, add_row, &rs);
 	keel_client_close(c);
