@@ -11,7 +11,6 @@
  * (cas); 2 usage; 3 the cluster was unreachable or answered an error (a
  * timeout included: a write's outcome is then unknown, and the message
  * says so). */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
