@@ -108,7 +108,9 @@ static int load_config(unsigned node, const char *transport, unsigned base,
 		 "transport = %s\nsecret_file = secret\n"
 		 "[peers]\n1 = 127.0.0.1:%u\n2 = 127.0.0.1:%u\n",
 		 node, base + node * 10, transport, base + 10, base + 20);
-	snprintf(name, sizeof(name), "n%u-%s.ini", node, transport);
+	/* one file per node and port base: the servers of both reactors are
+	 * forked at once and must not read each other's file */
+	snprintf(name, sizeof(name), "n%u-%s-%u.ini", node, transport, base);
 	write_file(name, text, 0600);
 	char p[128];
 	snprintf(p, sizeof(p), "%s/%s", dir, name);
