@@ -450,21 +450,9 @@ struct cstatus_part {
 	struct outbuf *frames, *tail;
 };
 
-static void status_back(struct keel_shard *on, void *arg)
+/* Every shard has answered: the GROUP frames, then the RESULT. */
+static void status_finish(struct cstatus *st)
 {
-	(void)on;
-	struct cstatus_part *pt = arg;
-	struct cstatus *st = pt->st;
-	if (pt->frames) {
-		if (st->frames_tail)
-			st->frames_tail->next = pt->frames;
-		else
-			st->frames = pt->frames;
-		st->frames_tail = pt->tail;
-	}
-	free(pt);
-	if (--st->pending)
-		return;
 	struct cconn *c = st->c;
 	c->inflight--;
 	while (st->frames) {
@@ -478,6 +466,23 @@ static void status_back(struct keel_shard *on, void *arg)
 	answer(c, &m);
 	free(st);
 	conn_free_if_done(c);
+}
+
+static void status_back(struct keel_shard *on, void *arg)
+{
+	(void)on;
+	struct cstatus_part *pt = arg;
+	struct cstatus *st = pt->st;
+	if (pt->frames) {
+		if (st->frames_tail)
+			st->frames_tail->next = pt->frames;
+		else
+			st->frames = pt->frames;
+		st->frames_tail = pt->tail;
+	}
+	free(pt);
+	if (--st->pending == 0)
+		status_finish(st);
 }
 
 static int status_group(void *arg, struct keel_rlog *l)
@@ -533,25 +538,21 @@ static void start_status(struct cconn *c, uint64_t id)
 	}
 	*st = (struct cstatus){.c = c, .p = p, .id = id, .pending = p->nshards};
 	c->inflight++;
+	/* The parts come back later, on this thread (posts are never run
+	 * inline), so a shard that cannot be asked is simply not waited for. */
+	unsigned unasked = 0;
 	for (unsigned i = 0; i < p->nshards; i++) {
 		struct cstatus_part *pt = calloc(1, sizeof(*pt));
 		if (pt)
 			pt->st = st;
 		if (!pt || keel_shard_post(p->sh, i, status_run, pt) < 0) {
 			free(pt);
-			/* count it as answered, with nothing */
-			struct cstatus_part *empty = calloc(1, sizeof(*empty));
-			if (empty) {
-				empty->st = st;
-				status_back(p->sh, empty);
-			} else if (--st->pending == 0) {
-				c->inflight--;
-				free(st);
-				conn_close(c, "closed: out of memory");
-				return;
-			}
+			unasked++;
 		}
 	}
+	st->pending -= unasked;
+	if (st->pending == 0)
+		status_finish(st);
 }
 
 /* ---- one frame from a client --------------------------------------------- */
