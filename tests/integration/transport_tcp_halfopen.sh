@@ -71,12 +71,14 @@ wait_log() {
   fail "no '$2' in $1"
 }
 
-in_ns "$KEEL" node --config "$dir/n1.ini" >"$dir/n1.log" 2>&1 &
+# Not through in_ns: a function run with & is a subshell, and $! would be
+# its PID, not keel's (cleanup's kill then left keel running).
+ip netns exec "$ns" "$KEEL" node --config "$dir/n1.ini" >"$dir/n1.log" 2>&1 &
 node1=$!
 pids+=("$node1")
 wait_log "$dir/n1.log" "listening on"
 
-in_ns "$KEEL" send --config "$dir/n2.ini" --to 1 --count 1000000000 --max-size 256 \
+ip netns exec "$ns" "$KEEL" send --config "$dir/n2.ini" --to 1 --count 1000000000 --max-size 256 \
   >"$dir/send.out" 2>"$dir/send.log" &
 sender=$!
 pids+=("$sender")
