@@ -110,6 +110,24 @@ static struct outbuf *encode(const struct keel_proto_msg *m)
 static void conn_free_if_done(struct cconn *c);
 static void start_send(struct cconn *c);
 
+static void free_outbufs(struct outbuf *b)
+{
+	while (b) {
+		struct outbuf *next = b->next;
+		free(b);
+		b = next;
+	}
+}
+
+/* Closes c's socket and frees it with what it holds (not in any list). */
+static void conn_release(struct cconn *c)
+{
+	close(c->fd);
+	free_outbufs(c->out_head);
+	free(c->rbuf);
+	free(c);
+}
+
 static void conn_close(struct cconn *c, const char *why)
 {
 	if (c->closing)
@@ -130,7 +148,6 @@ static void conn_free_if_done(struct cconn *c)
 	if (!c->closing || c->recv_armed || c->sending || c->inflight)
 		return;
 	struct keel_client_port *p = c->p;
-	close(c->fd);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -138,13 +155,7 @@ static void conn_free_if_done(struct cconn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	p->nconns--;
-	while (c->out_head) {
-		struct outbuf *b = c->out_head;
-		c->out_head = b->next;
-		free(b);
-	}
-	free(c->rbuf);
-	free(c);
+	conn_release(c);
 }
 
 static void queue(struct cconn *c, struct outbuf *b)
@@ -519,11 +530,7 @@ static void status_run(struct keel_shard *on, void *arg)
 	(void)keel_rlog_foreach(keel_node_endpoint(pt->st->p->cfg.node, keel_shard_id(on)),
 				status_group, pt);
 	if (keel_shard_post(on, 0, status_back, pt) < 0) {
-		while (pt->frames) {
-			struct outbuf *b = pt->frames;
-			pt->frames = b->next;
-			free(b);
-		}
+		free_outbufs(pt->frames);
 		free(pt);
 	}
 }
@@ -894,14 +901,7 @@ void keel_client_port_stop(struct keel_client_port *p)
 	 * loops have ended when a node's stop hooks run). */
 	for (struct cconn *c = p->conns, *n; c; c = n) {
 		n = c->next;
-		close(c->fd);
-		while (c->out_head) {
-			struct outbuf *b = c->out_head;
-			c->out_head = b->next;
-			free(b);
-		}
-		free(c->rbuf);
-		free(c);
+		conn_release(c);
 	}
 	close(p->lfd);
 	free(p);
