@@ -5,6 +5,9 @@
  * valid UTF-8 sequence (overlong forms, surrogates and code points above
  * U+10FFFF included, as RFC 3629 forbids them) becomes U+FFFD. */
 #include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
 #include <string.h>
 
 #include "keel/base.h"
@@ -42,15 +45,9 @@ static size_t utf8_len(const uint8_t *p, size_t avail)
 	return n;
 }
 
-/* A sink: either a FILE or a buffer that counts what it could not hold. */
-struct sink {
-	FILE *f;
-	char *buf;
-	size_t cap, len;
-	bool err;
-};
-
-static void put(struct sink *k, const char *s, size_t n)
+/* The writer is the sink too: a FILE, or a buffer that counts what it
+ * could not hold. */
+static void put(struct keel_json *k, const char *s, size_t n)
 {
 	if (k->f) {
 		if (!k->err && fwrite(s, 1, n, k->f) != n)
@@ -62,7 +59,7 @@ static void put(struct sink *k, const char *s, size_t n)
 	k->len += n;
 }
 
-static void escape(struct sink *k, const void *s, size_t len)
+static void escape(struct keel_json *k, const void *s, size_t len)
 {
 	static const char hex[] = "0123456789abcdef";
 	const uint8_t *p = s;
@@ -112,7 +109,7 @@ static void escape(struct sink *k, const void *s, size_t len)
 
 int keel_json_str(FILE *f, const void *s, size_t len)
 {
-	struct sink k = {.f = f};
+	struct keel_json k = {.f = f};
 	escape(&k, s, len);
 	if (k.err)
 		return -1;
@@ -128,9 +125,179 @@ int keel_json_cstr(FILE *f, const char *s)
 
 size_t keel_json_escape(char *buf, size_t cap, const void *s, size_t len)
 {
-	struct sink k = {.buf = buf, .cap = cap ? cap - 1 : 0};
+	struct keel_json k = {.buf = buf, .cap = cap ? cap - 1 : 0};
 	escape(&k, s, len);
 	if (cap)
 		buf[k.len < cap - 1 ? k.len : cap - 1] = 0;
 	return k.len;
+}
+
+/* ---- the writer ---------------------------------------------------------- */
+
+void keel_json_init_file(struct keel_json *j, FILE *f)
+{
+	memset(j, 0, sizeof(*j));
+	j->f = f;
+}
+
+void keel_json_init_buf(struct keel_json *j, char *buf, size_t cap)
+{
+	memset(j, 0, sizeof(*j));
+	j->buf = cap ? buf : NULL;
+	j->cap = cap ? cap - 1 : 0; /* room for the NUL finish writes */
+	if (cap)
+		buf[0] = '\0';
+}
+
+/* Before a value: the comma and the member name; false (and the error
+ * set) when the key does not fit where the value goes. */
+static bool before(struct keel_json *j, const char *key)
+{
+	if (j->depth == 0) {
+		if (key || j->members & 1u) { /* one top value only */
+			j->err = true;
+			return false;
+		}
+		j->members |= 1u;
+		return true;
+	}
+	uint32_t bit = 1u << j->depth;
+	bool in_arr = j->arr & bit;
+	if (in_arr != !key) {
+		j->err = true;
+		return false;
+	}
+	if (j->members & bit)
+		put(j, ",", 1);
+	j->members |= bit;
+	if (key) {
+		escape(j, key, strlen(key));
+		put(j, ":", 1);
+	}
+	return true;
+}
+
+static void open_c(struct keel_json *j, const char *key, bool arr)
+{
+	if (j->depth + 1 >= KEEL_JSON_MAX_DEPTH) {
+		j->err = true;
+		return;
+	}
+	if (!before(j, key))
+		return;
+	j->depth++;
+	uint32_t bit = 1u << j->depth;
+	j->members &= ~bit;
+	if (arr)
+		j->arr |= bit;
+	else
+		j->arr &= ~bit;
+	put(j, arr ? "[" : "{", 1);
+}
+
+void keel_json_open_obj(struct keel_json *j, const char *key)
+{
+	open_c(j, key, false);
+}
+
+void keel_json_open_arr(struct keel_json *j, const char *key)
+{
+	open_c(j, key, true);
+}
+
+void keel_json_close(struct keel_json *j)
+{
+	if (j->depth == 0) {
+		j->err = true;
+		return;
+	}
+	put(j, j->arr & (1u << j->depth) ? "]" : "}", 1);
+	j->depth--;
+}
+
+void keel_json_put_strn(struct keel_json *j, const char *key, const void *s, size_t len)
+{
+	if (before(j, key))
+		escape(j, s, len);
+}
+
+void keel_json_put_str(struct keel_json *j, const char *key, const char *s)
+{
+	if (!s)
+		keel_json_put_null(j, key);
+	else
+		keel_json_put_strn(j, key, s, strlen(s));
+}
+
+static void put_fmt(struct keel_json *j, const char *key, const char *fmt, ...) KEEL_PRINTF(3, 4);
+static void put_fmt(struct keel_json *j, const char *key, const char *fmt, ...)
+{
+	char b[64];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(b, sizeof(b), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(b)) {
+		j->err = true;
+		return;
+	}
+	if (before(j, key))
+		put(j, b, (size_t)n);
+}
+
+void keel_json_put_u64(struct keel_json *j, const char *key, uint64_t v)
+{
+	put_fmt(j, key, "%llu", (unsigned long long)v);
+}
+
+void keel_json_put_i64(struct keel_json *j, const char *key, int64_t v)
+{
+	put_fmt(j, key, "%lld", (long long)v);
+}
+
+void keel_json_put_double(struct keel_json *j, const char *key, double v, int decimals)
+{
+	if (!isfinite(v)) {
+		keel_json_put_null(j, key);
+		return;
+	}
+	if (decimals < 0 || decimals > 9)
+		decimals = 3;
+	/* %.*f of a huge value is long but finite: 64 bytes hold 1e53 */
+	if (fabs(v) >= 1e50)
+		put_fmt(j, key, "%.*e", decimals, v);
+	else
+		put_fmt(j, key, "%.*f", decimals, v);
+}
+
+void keel_json_put_bool(struct keel_json *j, const char *key, bool v)
+{
+	if (before(j, key))
+		put(j, v ? "true" : "false", v ? 4 : 5);
+}
+
+void keel_json_put_null(struct keel_json *j, const char *key)
+{
+	if (before(j, key))
+		put(j, "null", 4);
+}
+
+long keel_json_finish(struct keel_json *j, bool newline)
+{
+	if (j->depth || !(j->members & 1u))
+		j->err = true;
+	if (newline)
+		put(j, "\n", 1);
+	if (j->f) {
+		if (fflush(j->f) != 0)
+			j->err = true;
+	} else {
+		if (j->buf)
+			j->buf[j->len < j->cap ? j->len : j->cap] = '\0';
+		if (j->len > j->cap)
+			j->err = true;
+	}
+	if (j->err)
+		return -1;
+	return j->len > (size_t)LONG_MAX ? LONG_MAX : (long)j->len;
 }

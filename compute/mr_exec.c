@@ -19,6 +19,7 @@
  * Threads and ownership: compute/mr_node.h.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 
 #include "compute/mr_node.h"
@@ -27,6 +28,30 @@
 
 static void map_next(struct mr_shard *s);
 static void reduce_next(struct mr_shard *s);
+
+/* The job code this thread is in (keel_mr_running): two plain stores per
+ * chunk of a split or batch of keys, not per record. */
+static _Thread_local volatile sig_atomic_t running_kind;
+static _Thread_local volatile uint32_t running_index;
+
+static void enter(int kind, uint32_t index)
+{
+	running_index = index;
+	running_kind = kind;
+}
+
+static void leave(void)
+{
+	running_kind = KEEL_MR_IN_NONE;
+}
+
+int keel_mr_running(uint32_t *index)
+{
+	int k = running_kind;
+	if (k != KEEL_MR_IN_NONE && index)
+		*index = running_index;
+	return k;
+}
 
 /* ---- map ---------------------------------------------------------------- */
 
@@ -93,7 +118,9 @@ static void read_done(struct keel_io_op *op, int32_t res, uint32_t flags)
 		return;
 	}
 	uint64_t bytes = 0; /* progress is counted per task by the coordinator */
+	enter(KEEL_MR_IN_MAP, (uint32_t)s->task);
 	int rc = mr_scan_complete(&s->scan, res, on_record, s, &bytes, s->errmsg);
+	leave();
 	if (rc) {
 		task_end(s, rc, s->cur->err ? s->cur->errmsg : s->errmsg);
 		return;
@@ -263,9 +290,11 @@ static void part_end(struct mr_shard *s, int rc)
 static void reduce_step(struct keel_shard *sh, void *arg)
 {
 	struct mr_shard *s = arg;
+	enter(KEEL_MR_IN_REDUCE, s->ra->p);
 	int rc = atomic_load_explicit(&s->n->err, memory_order_relaxed)
 			 ? KEEL_ESTOPPED
 			 : mr_merge_step(s->merge, REDUCE_BATCH, &s->ms);
+	leave();
 	if (rc == 1) {
 		keel_shard_post(sh, s->id, reduce_step, s);
 		return;
@@ -299,8 +328,10 @@ static void reduce_next(struct mr_shard *s)
 	if (!rc && (rc = mr_out_open(&s->out, a->path, s->errmsg)) == 0) {
 		s->out_open = true;
 		s->out.no_fsync = n->no_fsync;
+		enter(KEEL_MR_IN_REDUCE, a->p);
 		rc = mr_merge_begin(&s->merge, s->src, s->nsrc, n->job->job, n->job->state, &s->out,
 				    s->errmsg);
+		leave();
 	}
 	if (rc) {
 		part_end(s, rc);

@@ -217,6 +217,57 @@ int keel_json_cstr(FILE *f, const char *s);
  * returns the length the whole literal needs, as snprintf does. */
 size_t keel_json_escape(char *buf, size_t cap, const void *s, size_t len);
 
+/* ---- JSON writer ---------------------------------------------------------
+ * Objects and arrays on top of the escaper, so a --json output is built
+ * from calls, never from a printf format with quotes in it: commas, quotes
+ * and escaping are the writer's, and every string goes through
+ * keel_json_str's rules. Into a FILE or into a caller's buffer:
+ *
+ *   struct keel_json j;
+ *   keel_json_init_file(&j, stdout);
+ *   keel_json_open_obj(&j, NULL);
+ *   keel_json_put_str(&j, "output", path);     // any bytes
+ *   keel_json_put_u64(&j, "map_tasks", n);
+ *   keel_json_open_arr(&j, "nodes"); ... keel_json_close(&j);
+ *   keel_json_close(&j);
+ *   if (keel_json_finish(&j, true) < 0) ...    // '\n' after the value
+ *
+ * key is the member name inside an object and must be NULL inside an array
+ * or for the top value. At most KEEL_JSON_MAX_DEPTH containers nest; misuse
+ * (a key in an array, closing too often) sets the error, not an assert, so
+ * a bug gives a failed write rather than a crash. The struct owns nothing:
+ * the FILE and the buffer stay the caller's. */
+#define KEEL_JSON_MAX_DEPTH 32
+struct keel_json {
+	FILE *f;            /* the FILE, or NULL: buf */
+	char *buf;          /* cap bytes, NUL-terminated when cap > 0 */
+	size_t cap, len;    /* len: bytes the whole text needs (may pass cap) */
+	unsigned depth;
+	uint32_t arr;       /* bit d: the container at depth d is an array */
+	uint32_t members;   /* bit d: the container at depth d has a member */
+	bool err;           /* a write failed or the calls were out of order */
+};
+void keel_json_init_file(struct keel_json *j, FILE *f);
+void keel_json_init_buf(struct keel_json *j, char *buf, size_t cap);
+void keel_json_open_obj(struct keel_json *j, const char *key);
+void keel_json_open_arr(struct keel_json *j, const char *key);
+void keel_json_close(struct keel_json *j);
+/* s: NUL-terminated, NULL writes null; strn: len bytes, any values. */
+void keel_json_put_str(struct keel_json *j, const char *key, const char *s);
+void keel_json_put_strn(struct keel_json *j, const char *key, const void *s, size_t len);
+void keel_json_put_u64(struct keel_json *j, const char *key, uint64_t v);
+void keel_json_put_i64(struct keel_json *j, const char *key, int64_t v);
+/* decimals after the point (0..9); NaN and infinities write null (JSON
+ * has no number for them). */
+void keel_json_put_double(struct keel_json *j, const char *key, double v, int decimals);
+void keel_json_put_bool(struct keel_json *j, const char *key, bool v);
+void keel_json_put_null(struct keel_json *j, const char *key);
+/* Ends the text (every container must be closed), with a '\n' if newline.
+ * Returns the length of the text (a buffer's: what it needs, as
+ * snprintf does), or -1: a write error, calls out of order, containers
+ * left open, or a buffer too small (j->len says how big it must be). */
+long keel_json_finish(struct keel_json *j, bool newline);
+
 #ifdef __cplusplus
 }
 #endif

@@ -153,6 +153,14 @@ void keel_mr_job_close(struct keel_mr_jobref *ref);
 /* Checks a job struct for what the engine needs; 0 or KEEL_EBADJOB. */
 int keel_mr_job_validate(const struct keel_mr_job *job, char *errmsg);
 
+/* What job code the calling thread is in, for a crash report: a signal
+ * handler (SIGSEGV in a job's map) calls it to name the task that crashed.
+ * Returns KEEL_MR_IN_NONE, or KEEL_MR_IN_MAP with *index the map task, or
+ * KEEL_MR_IN_REDUCE with *index the partition. Async-signal-safe: it reads
+ * two thread-local words the shard sets around each call into the job. */
+enum { KEEL_MR_IN_NONE = 0, KEEL_MR_IN_MAP = 1, KEEL_MR_IN_REDUCE = 2 };
+int keel_mr_running(uint32_t *index);
+
 /* Default partitioner and the hash it uses (stable across processes). */
 uint64_t keel_mr_hash(const void *key, size_t len);
 uint32_t keel_mr_partition_default(const void *key, size_t klen, uint32_t partitions);
