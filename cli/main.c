@@ -1,7 +1,7 @@
 /* keel — entry point: dispatches to the subcommand named by argv[1].
  *
  *   keel CMD [options]       runs CMD
- *   keel help CMD            the same as keel CMD --help
+ *   keel help CMD [SUB]      the same as keel CMD [SUB] --help
  *   keel --help | -h | help  the command list (stdout, exit 0)
  *   keel --version           the same as keel version
  *
@@ -94,16 +94,17 @@ int main(int argc, char **argv)
 	if (!strcmp(name, "help")) {
 		/* keel help CMD: exactly what keel CMD --help does, since it is
 		 * that call (the command prints its own table). */
-		if (argc > 3) {
+		if (argc > 4) {
 			fprintf(stderr, "keel help: unexpected argument '%s'\ntry 'keel --help'\n",
-				argv[3]);
+				argv[4]);
 			return 2;
 		}
 		const struct keel_cmd *c = find(argv[2]);
 		if (!c)
 			return unknown(argv[2]);
-		char *hargv[] = {argv[2], "--help", NULL};
-		return c->run(2, hargv);
+		/* keel help mr run: a subcommand's help, as keel mr run --help */
+		char *hargv[] = {argv[2], argc == 4 ? argv[3] : "--help", "--help", NULL};
+		return c->run(argc == 4 ? 3 : 2, hargv);
 	}
 	if (!strcmp(name, "--version"))
 		name = "version";
