@@ -601,10 +601,12 @@ static int cluster_status(int argc, char **argv)
 		return st;
 	unsigned nodes = count_nodes(dir);
 	static struct gstat gs[1024];
+	struct keel_json j;
+	keel_json_init_file(&j, stdout);
 	if (json) {
-		printf("{\"dir\":");
-		keel_json_cstr(stdout, dir);
-		printf(",\"nodes\":[");
+		keel_json_open_obj(&j, NULL);
+		keel_json_put_str(&j, "dir", dir);
+		keel_json_open_arr(&j, "nodes");
 	} else {
 		printf("cluster in %s: %u nodes\n", dir, nodes);
 	}
@@ -613,8 +615,11 @@ static int cluster_status(int argc, char **argv)
 		pid_t pid = read_pid(dir, n);
 		int k = read_status(dir, n, gs, 1024, &up);
 		if (json) {
-			printf("%s{\"node\":%u,\"running\":%s,\"pid\":%d,\"groups\":[", n > 1 ? "," : "", n,
-			       pid ? "true" : "false", (int)pid);
+			keel_json_open_obj(&j, NULL);
+			keel_json_put_u64(&j, "node", n);
+			keel_json_put_bool(&j, "running", pid != 0);
+			keel_json_put_i64(&j, "pid", (int64_t)pid);
+			keel_json_open_arr(&j, "groups");
 		} else {
 			printf("node %u: %s", n, pid ? "running" : "not running");
 			if (pid)
@@ -624,12 +629,15 @@ static int cluster_status(int argc, char **argv)
 		for (int i = 0; pid && i < k; i++) {
 			const struct gstat *g = &gs[i];
 			if (json) {
-				printf("%s{\"group\":%u,\"role\":", i ? "," : "", g->group);
-				keel_json_cstr(stdout, g->role);
-				printf(",\"term\":%" PRIu64 ",\"leader\":%u,\"commit\":%" PRIu64
-				       ",\"applied\":%" PRIu64 ",\"failed\":%s}",
-				       g->term, g->leader, g->commit, g->applied,
-				       g->failed ? "true" : "false");
+				keel_json_open_obj(&j, NULL);
+				keel_json_put_u64(&j, "group", g->group);
+				keel_json_put_str(&j, "role", g->role);
+				keel_json_put_u64(&j, "term", g->term);
+				keel_json_put_u64(&j, "leader", g->leader);
+				keel_json_put_u64(&j, "commit", g->commit);
+				keel_json_put_u64(&j, "applied", g->applied);
+				keel_json_put_bool(&j, "failed", g->failed);
+				keel_json_close(&j);
 			} else {
 				printf("  group %-4u %-9s term %-5" PRIu64 " leader %-3u commit %-8" PRIu64
 				       " applied %-8" PRIu64 "%s\n",
@@ -637,11 +645,17 @@ static int cluster_status(int argc, char **argv)
 				       g->failed ? " FAILED" : "");
 			}
 		}
-		if (json)
-			printf("]}");
+		if (json) {
+			keel_json_close(&j); /* groups */
+			keel_json_close(&j); /* the node */
+		}
 	}
-	if (json)
-		printf("]}\n");
+	if (json) {
+		keel_json_close(&j);
+		keel_json_close(&j);
+		if (keel_json_finish(&j, true) < 0)
+			return 1;
+	}
 	return 0;
 }
 

@@ -2,8 +2,8 @@
  * `keel node` makes before it creates anything: syntax, keys, the secret
  * file, peers, and that every host resolves) and prints what it found, or
  * the error with file and line. Exit 0 valid, 1 not. --json prints one
- * object on stdout either way (strings through keel_json_*, so any path
- * or value gives valid JSON). */
+ * object on stdout either way (built with the keel_json writer, so any
+ * path or value gives valid JSON). */
 #include <inttypes.h>
 #include <stdio.h>
 
@@ -12,38 +12,49 @@
 
 static void print_json(const char *path, const struct keel_node_config *c, const char *err)
 {
-	printf("{\"path\":");
-	keel_json_cstr(stdout, path);
+	struct keel_json j;
+	keel_json_init_file(&j, stdout);
+	keel_json_open_obj(&j, NULL);
+	keel_json_put_str(&j, "path", path);
 	if (err) {
-		printf(",\"ok\":false,\"error\":");
-		keel_json_cstr(stdout, err);
-		printf("}\n");
+		keel_json_put_bool(&j, "ok", false);
+		keel_json_put_str(&j, "error", err);
+		keel_json_close(&j);
+		keel_json_finish(&j, true);
 		return;
 	}
-	printf(",\"ok\":true,\"node\":%" PRIu32 ",\"cluster\":%" PRIu64 ",\"listen_host\":",
-	       c->node_id, c->cluster_id);
-	keel_json_cstr(stdout, c->listen_host);
-	printf(",\"listen_port\":%u,\"shards\":%" PRIu32 ",\"transport\":", c->listen_port, c->shards);
-	keel_json_cstr(stdout, c->transport);
-	printf(",\"max_frame\":%" PRIu32 ",\"reactor\":\"%s\",\"peers\":[", c->max_frame,
-	       keel_reactor_name(c->reactor));
+	keel_json_put_bool(&j, "ok", true);
+	keel_json_put_u64(&j, "node", c->node_id);
+	keel_json_put_u64(&j, "cluster", c->cluster_id);
+	keel_json_put_str(&j, "listen_host", c->listen_host);
+	keel_json_put_u64(&j, "listen_port", c->listen_port);
+	keel_json_put_u64(&j, "shards", c->shards);
+	keel_json_put_str(&j, "transport", c->transport);
+	keel_json_put_u64(&j, "max_frame", c->max_frame);
+	keel_json_put_str(&j, "reactor", keel_reactor_name(c->reactor));
+	keel_json_open_arr(&j, "peers");
 	for (size_t i = 0; i < c->npeers; i++) {
-		printf("%s{\"node\":%" PRIu32 ",\"host\":", i ? "," : "", c->peers[i].node);
-		keel_json_cstr(stdout, c->peers[i].host);
-		printf(",\"port\":%u,\"line\":%" PRIu32 "}", c->peers[i].port, c->peer_lines[i]);
+		keel_json_open_obj(&j, NULL);
+		keel_json_put_u64(&j, "node", c->peers[i].node);
+		keel_json_put_str(&j, "host", c->peers[i].host);
+		keel_json_put_u64(&j, "port", c->peers[i].port);
+		keel_json_put_u64(&j, "line", c->peer_lines[i]);
+		keel_json_close(&j);
 	}
-	printf("],\"entries\":[");
+	keel_json_close(&j);
+	keel_json_open_arr(&j, "entries");
 	for (size_t i = 0; i < c->nentries; i++) {
 		const struct keel_config_entry *e = &c->entries[i];
-		printf("%s{\"section\":", i ? "," : "");
-		keel_json_cstr(stdout, e->section);
-		printf(",\"key\":");
-		keel_json_cstr(stdout, e->key);
-		printf(",\"value\":");
-		keel_json_cstr(stdout, e->value);
-		printf(",\"line\":%" PRIu32 "}", e->line);
+		keel_json_open_obj(&j, NULL);
+		keel_json_put_str(&j, "section", e->section);
+		keel_json_put_str(&j, "key", e->key);
+		keel_json_put_str(&j, "value", e->value);
+		keel_json_put_u64(&j, "line", e->line);
+		keel_json_close(&j);
 	}
-	printf("]}\n");
+	keel_json_close(&j);
+	keel_json_close(&j);
+	keel_json_finish(&j, true);
 }
 
 static void print_text(const char *path, const struct keel_node_config *c, bool resolved)

@@ -981,7 +981,7 @@ static int cmd_gen(int argc, char **argv)
 
 static int cmd_jobs(int argc, char **argv)
 {
-	const struct keel_cmd_spec spec = {"mr jobs", "", "  lists the built-in jobs, one a line.",
+	const struct keel_cmd_spec spec = {"mr jobs", NULL, "  lists the built-in jobs, one a line.",
 					   NULL};
 	int st = keel_opt_parse(&spec, argc, argv, NULL);
 	if (st != KEEL_OPT_RUN)

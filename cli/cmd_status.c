@@ -87,10 +87,16 @@ int keel_cmd_status(int argc, char **argv)
 		const struct keel_client_group_status *r = &rs.r[i];
 		if (r->group == UINT32_MAX) {
 			bad = 1;
-			if (json)
-				printf("{\"node\":%u,\"ok\":false,\"error\":\"%s\"}\n", r->node,
-				       keel_strerror(r->status));
-			else
+			if (json) {
+				struct keel_json w;
+				keel_json_init_file(&w, stdout);
+				keel_json_open_obj(&w, NULL);
+				keel_json_put_u64(&w, "node", r->node);
+				keel_json_put_bool(&w, "ok", false);
+				keel_json_put_str(&w, "error", keel_strerror(r->status));
+				keel_json_close(&w);
+				keel_json_finish(&w, true);
+			} else
 				printf("%-6s %-5u %-7s %-6s %-10s %-10s %-6s down: %s\n", "-", r->node, "-",
 				       "-", "-", "-", "-", keel_strerror(r->status));
 			continue;
@@ -117,13 +123,22 @@ int keel_cmd_status(int argc, char **argv)
 							: "ok";
 		if (r->status || !r->leader || !agree)
 			bad = 1;
-		if (json)
-			printf("{\"group\":%u,\"node\":%u,\"leader\":%u,\"term\":%llu,\"commit\":%llu,"
-			       "\"applied\":%llu,\"lag\":%llu,\"ok\":%s,\"health\":\"%s\"}\n",
-			       r->group, r->node, r->leader, (unsigned long long)r->term,
-			       (unsigned long long)r->commit, (unsigned long long)r->applied,
-			       (unsigned long long)lag, strcmp(health, "ok") ? "false" : "true", health);
-		else
+		if (json) {
+			struct keel_json w;
+			keel_json_init_file(&w, stdout);
+			keel_json_open_obj(&w, NULL);
+			keel_json_put_u64(&w, "group", r->group);
+			keel_json_put_u64(&w, "node", r->node);
+			keel_json_put_u64(&w, "leader", r->leader);
+			keel_json_put_u64(&w, "term", r->term);
+			keel_json_put_u64(&w, "commit", r->commit);
+			keel_json_put_u64(&w, "applied", r->applied);
+			keel_json_put_u64(&w, "lag", lag);
+			keel_json_put_bool(&w, "ok", !strcmp(health, "ok"));
+			keel_json_put_str(&w, "health", health);
+			keel_json_close(&w);
+			keel_json_finish(&w, true);
+		} else
 			printf("%-6u %-5u %-7u %-6llu %-10llu %-10llu %-6llu %s\n", r->group, r->node,
 			       r->leader, (unsigned long long)r->term, (unsigned long long)r->commit,
 			       (unsigned long long)r->applied, (unsigned long long)lag, health);

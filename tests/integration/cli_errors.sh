@@ -126,8 +126,74 @@ check "shards --duration 0" 2 err \
   "keel shards: --duration: '0' is out of range (expected 1ms..1h" -- "$KEEL" shards --duration 0
 check "topo --overcommit=yes" 2 err "keel topo: --overcommit takes no value" -- "$KEEL" topo --overcommit=yes
 
+# keel mr: every number range-checked before anything is allocated or forked
+echo "alpha beta alpha" > words.txt
+M=(mr run wordcount --input words.txt --output mrout --quiet)
+check "mr run --shards abc" 2 err \
+  "keel mr run: --shards: 'abc' is not a number (expected 1..256)" -- "$KEEL" "${M[@]}" --shards abc
+check "mr run --shards -1" 2 err \
+  "keel mr run: --shards: '-1' is out of range (expected 1..256)" -- "$KEEL" "${M[@]}" --shards -1
+check "mr run --shards 5000" 2 err \
+  "keel mr run: --shards: '5000' is out of range (expected 1..256)" -- "$KEEL" "${M[@]}" --shards 5000
+cpus=$(nproc)
+check "mr run: more shards than CPUs" 2 err \
+  "keel mr run: --shards $((cpus + 1)): more than the $cpus CPU" -- "$KEEL" "${M[@]}" --shards $((cpus + 1))
+check "mr run --split abc" 2 err \
+  "keel mr run: --split: 'abc' is not a number (expected 1..4096)" -- "$KEEL" "${M[@]}" --split abc
+check "mr run --mem 0" 2 err \
+  "keel mr run: --mem: '0' is out of range (expected 1..1048576)" -- "$KEEL" "${M[@]}" --mem 0
+check "mr run --mem past the machine" 2 err \
+  "MB is more than this machine's" -- "$KEEL" "${M[@]}" --mem 1048576 --shards 1
+check "mr run --partitions 100000000" 2 err \
+  "keel mr run: --partitions: '100000000' is out of range (expected 1..65536)" -- \
+  "$KEEL" "${M[@]}" --partitions 100000000
+check "mr run --partitions abc" 2 err \
+  "keel mr run: --partitions: 'abc' is not a number" -- "$KEEL" "${M[@]}" --partitions abc
+check "mr run --local-cluster abc" 2 err \
+  "keel mr run: --local-cluster: 'abc' is not a number (expected 1..32)" -- \
+  "$KEEL" "${M[@]}" --local-cluster abc
+check "mr run --local-cluster 33" 2 err \
+  "keel mr run: --local-cluster: '33' is out of range (expected 1..32)" -- \
+  "$KEEL" "${M[@]}" --local-cluster 33
+check "mr run --retries 11" 2 err \
+  "keel mr run: --retries: '11' is out of range (expected 0..10)" -- "$KEEL" "${M[@]}" --retries 11
+check "mr run --progress-fd not open" 2 err \
+  "keel mr run: --progress-fd 999: not an open file descriptor" -- "$KEEL" "${M[@]}" --progress-fd 999
+check "mr run --config with --local-cluster" 2 err \
+  "keel mr run: --config and --local-cluster: one or the other" -- \
+  "$KEEL" "${M[@]}" --config good.ini --local-cluster 3
+check "mr run without a job" 2 err "keel mr run: missing JOB" -- \
+  "$KEEL" mr run --input words.txt --output mrout
+check "mr run with two jobs" 2 err "keel mr run: give the job once" -- \
+  "$KEEL" "${M[@]}" --job ./x.so
+check "mr run without --input" 2 err "keel mr run: --input PATH is required" -- \
+  "$KEEL" mr run wordcount --output mrout
+check "mr run --json=1" 2 err "keel mr run: --json takes no value" -- "$KEEL" "${M[@]}" --json=1
+check "mr gen --size abc" 2 err \
+  "keel mr gen: --size: 'abc' is not a size" -- "$KEEL" mr gen words --out g.txt --size abc
+check "mr gen --vocab 0" 2 err \
+  "keel mr gen: --vocab: '0' is out of range (expected 1..10000000)" -- \
+  "$KEEL" mr gen words --out g.txt --vocab 0
+check "mr gen of an unknown kind" 2 err "keel mr gen: 'nosuch' is not words or sort" -- \
+  "$KEEL" mr gen nosuch --out g.txt
+check "mr gen without --out" 2 err "keel mr gen: --out FILE is required" -- "$KEEL" mr gen words
+check "mr worker without --config" 2 err "keel mr worker: --config FILE is required" -- \
+  "$KEEL" mr worker
+check "mr jobs takes no argument" 2 err "keel mr jobs: unexpected argument 'x'" -- "$KEEL" mr jobs x
+check "mr --help" 0 out "usage: keel mr <subcommand>" -- "$KEEL" mr --help
+check "mr: unknown subcommand" 2 err "keel mr: unknown subcommand 'nosuch'" -- "$KEEL" mr nosuch
+n=$((n + 1))
+if [ ! -e mrout ] && ! compgen -G "mrout.keel-tmp.*" >/dev/null; then
+  echo "ok: refused mr runs created nothing"
+else
+  failed=$((failed + 1))
+  echo "FAIL: a refused mr run left $(ls -d mrout* | tr '\n' ' ')"
+fi
+
 # ---- the same handling in every command -----------------------------------
-for cmd in version topo shards send config; do
+for cmd in version topo shards send config node "cluster up" "cluster status" kv status \
+  "mr run" "mr gen" "mr worker" "mr jobs"; do
+  # shellcheck disable=SC2086 # "mr run" is two words
   check "$cmd: unknown option" 2 err "keel $cmd: unknown option '--no-such-option'" -- \
     "$KEEL" $cmd --no-such-option
   check "$cmd --help" 0 out "usage: keel $cmd" -- "$KEEL" $cmd --help
@@ -176,6 +242,19 @@ check "config --json escapes the path" 0 out '{"path":"q\"x.ini","ok":true,"node
 check "config --json error" 1 out \
   '{"path":"confdir","ok":false,"error":"confdir: is a directory, not a configuration file"}' -- \
   "$KEEL" config confdir --json
+
+check "mr run --json escapes the output" 0 out '"output":"q\"x"' -- \
+  "$KEEL" mr run wordcount --input words.txt --output 'q"x' --json --quiet
+n=$((n + 1))
+if python3 -c 'import json,sys; json.load(sys.stdin)' < out 2>/dev/null; then
+  echo "ok: mr run --json is valid JSON"
+else
+  failed=$((failed + 1))
+  echo "FAIL: mr run --json is not valid JSON: $(head -c 200 out)"
+fi
+rm -rf 'q"x'
+check "mr run --json error is valid JSON" 1 out '{"ok":false,"job":"wordcount","output":"q\"y"' -- \
+  "$KEEL" mr run wordcount --input 'no"such' --output 'q"y' --json --quiet
 
 echo "$((n - failed)) of $n checks passed"
 [ "$failed" -eq 0 ]

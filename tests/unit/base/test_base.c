@@ -119,3 +119,90 @@ Test(base, json_escape_truncates_and_reports_the_full_length)
 	cr_expect_str_eq(mem, "\"x\\\"y\"null");
 	free(mem);
 }
+
+/* The writer (keel_json_*): exact bytes for nesting, commas, every value
+ * kind and hostile strings, and errors for calls out of order. */
+Test(base, json_writer_builds_exact_text)
+{
+	char buf[512];
+	struct keel_json j;
+	keel_json_init_buf(&j, buf, sizeof(buf));
+	keel_json_open_obj(&j, NULL);
+	keel_json_put_str(&j, "q\"k", "a\"b\\c\n\x01\x7f\xff\xc3\xa9");
+	keel_json_put_strn(&j, "nul", "x\0y", 3);
+	keel_json_put_str(&j, "none", NULL);
+	keel_json_put_u64(&j, "u", UINT64_MAX);
+	keel_json_put_i64(&j, "i", INT64_MIN);
+	keel_json_put_double(&j, "d", 1.5, 2);
+	keel_json_put_double(&j, "nan", 0.0 / 0.0, 2);
+	keel_json_put_bool(&j, "t", true);
+	keel_json_open_arr(&j, "a");
+	keel_json_put_bool(&j, NULL, false);
+	keel_json_open_obj(&j, NULL);
+	keel_json_close(&j);
+	keel_json_open_arr(&j, NULL);
+	keel_json_close(&j);
+	keel_json_put_null(&j, NULL);
+	keel_json_close(&j);
+	keel_json_close(&j);
+	long n = keel_json_finish(&j, true);
+	const char *want = "{\"q\\\"k\":\"a\\\"b\\\\c\\n\\u0001\\u007f\\ufffd\xc3\xa9\","
+			   "\"nul\":\"x\\u0000y\",\"none\":null,\"u\":18446744073709551615,"
+			   "\"i\":-9223372036854775808,\"d\":1.50,\"nan\":null,\"t\":true,"
+			   "\"a\":[false,{},[],null]}\n";
+	cr_expect_str_eq(buf, want);
+	cr_expect_eq(n, (long)strlen(want));
+}
+
+Test(base, json_writer_reports_misuse_and_short_buffers)
+{
+	char buf[8];
+	struct keel_json j;
+	keel_json_init_buf(&j, buf, sizeof(buf));
+	keel_json_open_obj(&j, NULL);
+	keel_json_put_str(&j, "key", "a longer value than fits");
+	keel_json_close(&j);
+	cr_expect_eq(keel_json_finish(&j, false), -1);
+	cr_expect_eq(strlen(buf), 7); /* truncated, still terminated */
+	cr_expect_eq(j.len, strlen("{\"key\":\"a longer value than fits\"}"));
+
+	char big[64];
+	keel_json_init_buf(&j, big, sizeof(big));
+	keel_json_open_arr(&j, NULL);
+	keel_json_put_u64(&j, "key-in-array", 1);
+	keel_json_close(&j);
+	cr_expect_eq(keel_json_finish(&j, false), -1);
+
+	keel_json_init_buf(&j, big, sizeof(big));
+	keel_json_open_obj(&j, NULL);
+	keel_json_put_u64(&j, NULL, 1); /* a member needs a name */
+	keel_json_close(&j);
+	cr_expect_eq(keel_json_finish(&j, false), -1);
+
+	keel_json_init_buf(&j, big, sizeof(big));
+	keel_json_open_obj(&j, NULL); /* left open */
+	cr_expect_eq(keel_json_finish(&j, false), -1);
+
+	keel_json_init_buf(&j, big, sizeof(big));
+	keel_json_close(&j); /* nothing to close */
+	cr_expect_eq(keel_json_finish(&j, false), -1);
+
+	keel_json_init_buf(&j, big, sizeof(big));
+	keel_json_put_u64(&j, NULL, 1);
+	keel_json_put_u64(&j, NULL, 2); /* two top values */
+	cr_expect_eq(keel_json_finish(&j, false), -1);
+
+	/* a FILE sink */
+	char *mem = NULL;
+	size_t sz = 0;
+	FILE *f = open_memstream(&mem, &sz);
+	cr_assert(f);
+	keel_json_init_file(&j, f);
+	keel_json_open_obj(&j, NULL);
+	keel_json_put_str(&j, "p", "q\"x");
+	keel_json_close(&j);
+	cr_expect_eq(keel_json_finish(&j, true), 13);
+	fclose(f);
+	cr_expect_str_eq(mem, "{\"p\":\"q\\\"x\"}\n");
+	free(mem);
+}
