@@ -301,6 +301,7 @@ static int local_cluster_start(struct local_cluster *lc, const char *data_dir, u
 			char cfgp[4300], logp[4300];
 			signal(SIGINT, SIG_DFL);
 			signal(SIGTERM, SIG_DFL);
+			signal(SIGHUP, SIG_DFL);
 			sigset_t none;
 			sigemptyset(&none);
 			sigprocmask(SIG_SETMASK, &none, NULL);
@@ -591,6 +592,7 @@ static void job_child(struct run_opts *o, const char *node_config, int report_w,
 	struct sigaction sa = {.sa_handler = SIG_DFL};
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
 	sa.sa_handler = on_crash;
 	sa.sa_flags = SA_RESETHAND | SA_NODEFER;
 	for (size_t i = 0; i < KEEL_ARRAY_LEN(crash_signals); i++)
