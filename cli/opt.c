@@ -473,15 +473,3 @@ int keel_opt_parse(const struct keel_cmd_spec *cmd, int argc, char **argv, int *
 		*nargs = npos;
 	return KEEL_OPT_RUN;
 }
-
-int keel_cli_parse_uint(const char *opt, const char *s, unsigned min, unsigned max, unsigned *out)
-{
-	struct keel_opt o = {opt[0] == '-' && opt[1] == '-' ? opt + 2 : opt, 0, KEEL_OPT_U32, out,
-			     min, max};
-	char msg[KEEL_ERRMSG_LEN];
-	if (keel_opt_value(&o, s ? s : "", msg) < 0) {
-		fprintf(stderr, "keel: %s\n", msg);
-		return -1;
-	}
-	return 0;
-}

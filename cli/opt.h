@@ -122,11 +122,4 @@ int keel_opt_usage(const struct keel_cmd_spec *cmd, const char *fmt, ...) KEEL_P
  * ("--count: 'abc' is not a number (expected 1..1000000000)"). */
 int keel_opt_value(const struct keel_opt *opt, const char *value, char *errmsg);
 
-/* Legacy helper for commands not yet on the table (cmd_raft.c): a strict
- * unsigned value, digits only, min..max; prints the same message as the
- * parser ("keel: --groups: 'x' is not a number (expected 1..64)") and
- * returns -1 on error. */
-int keel_cli_parse_uint(const char *opt, const char *s, unsigned min, unsigned max,
-			unsigned *out);
-
 #endif /* KEEL_CLI_OPT_H */

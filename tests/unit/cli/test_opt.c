@@ -286,13 +286,3 @@ Test(opt, no_options_no_arguments)
 	cr_expect_eq(r.status, 2);
 	cr_expect_str_eq(r.err, "keel version: unknown option '--json'\ntry 'keel version --help'\n");
 }
-
-Test(opt, legacy_parse_uint)
-{
-	unsigned v = 0;
-	cr_expect_eq(keel_cli_parse_uint("--groups", "8", 1, 64, &v), 0);
-	cr_expect_eq(v, 8);
-	cr_expect_eq(keel_cli_parse_uint("--groups", "x", 1, 64, &v), -1);
-	cr_expect_eq(keel_cli_parse_uint("--groups", NULL, 1, 64, &v), -1);
-	cr_expect_eq(v, 8);
-}
