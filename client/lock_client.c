@@ -1005,6 +1005,33 @@ int keel_lock_client_poll(struct keel_lock_client *lc, uint32_t wait_ms)
 	return rc;
 }
 
+int keel_lock_client_renew(struct keel_lock_client *lc)
+{
+	lc->err[0] = '\0';
+	for (uint32_t i = 0; i < lc->groups; i++) {
+		lc->g[i].ka_id = 0;
+		lc->g[i].last_ka = 0; /* due now */
+	}
+	uint64_t deadline = now(lc) + lc->cfg.timeout_ms;
+	send_keepalives(lc, now(lc));
+	for (;;) {
+		bool waiting = false, lost = false;
+		for (uint32_t i = 0; i < lc->groups; i++) {
+			waiting |= lc->g[i].session && !lc->g[i].lost && lc->g[i].ka_id;
+			lost |= lc->g[i].session && lc->g[i].lost;
+		}
+		if (lost)
+			return fail(lc, KEEL_ESTALE, "the session expired in a group");
+		if (!waiting)
+			return 0;
+		if (now(lc) >= deadline)
+			return fail(lc, KEEL_ETIMEOUT, "keepalives not answered in %u ms",
+				    lc->cfg.timeout_ms);
+		struct want w = {0};
+		(void)pump(lc, &w, now(lc) + 5 < deadline ? now(lc) + 5 : deadline);
+	}
+}
+
 bool keel_lock_held(struct keel_lock_client *lc, const void *name, size_t len, uint64_t *left_ms)
 {
 	struct held *h = find_held(lc, name, len);

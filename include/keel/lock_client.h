@@ -91,6 +91,11 @@ int keel_lock_release(struct keel_lock_client *lc, const void *name, size_t len,
  * 0, or KEEL_ESTALE when a held lock was lost (since the last call that
  * reported it): see keel_lock_held for which. */
 int keel_lock_client_poll(struct keel_lock_client *lc, uint32_t wait_ms);
+/* Renews the session in every group it is open in now, without waiting
+ * for the stream's next round, and waits for the answers: 0, KEEL_ESTALE
+ * (the session is gone in some group), KEEL_ETIMEOUT. For a caller about
+ * to do something long, and for benchmarks. */
+int keel_lock_client_renew(struct keel_lock_client *lc);
 /* Whether the client still holds name by its conservative view, and the
  * ms left of that view (0 when not held). */
 bool keel_lock_held(struct keel_lock_client *lc, const void *name, size_t len, uint64_t *left_ms);
