@@ -14,11 +14,12 @@
  * CMD should still pass the token to what it writes, so that a resource
  * can refuse a superseded holder (keel_lock_fence_check).
  *
- *   keel lock elect NAME [--value V] -- CMD ARGS...
+ *   keel lock elect NAME -- CMD ARGS...
  *
- * campaigns for leadership of NAME (the exclusive lock "elect/NAME", with
- * V as the holder's value), waiting as long as it takes, and runs CMD while
- * leader (KEEL_LOCK_TOKEN is the leader's term token).
+ * campaigns for leadership of NAME (the exclusive lock "elect/NAME"),
+ * waiting as long as it takes, and runs CMD while leader (KEEL_LOCK_TOKEN
+ * is the leader's term token); `keel lock status elect/NAME` observes the
+ * leader's session and token.
  *
  *   keel lock status NAME [--json]
  *
@@ -47,7 +48,7 @@
 #define EXIT_LOST 4
 
 struct lockopts {
-	const char *endpoints, *dir, *token_file, *value;
+	const char *endpoints, *dir, *token_file;
 	uint64_t timeout_ms, ttl_ms, wait_ms;
 	bool shared, try_only, json;
 };
@@ -174,8 +175,6 @@ int keel_cmd_lock(int argc, char **argv)
 		 "acquire: wait up to MS for the lock (FIFO)"},
 		{"try", 0, KEEL_OPT_FLAG, &o.try_only, .help = "acquire: fail at once if it is held"},
 		{"shared", 's', KEEL_OPT_FLAG, &o.shared, .help = "acquire: a shared (read) lock"},
-		{"value", 0, KEEL_OPT_STR, &o.value, .arg = "V",
-		 .help = "elect: this candidate's value (status shows it)"},
 		{"json", 'j', KEEL_OPT_FLAG, &o.json, .help = "status: machine-readable output"},
 		{0},
 	};
