@@ -680,7 +680,9 @@ static void *worker_main(void *p)
 			rc = cycle(&w->c, name, &lat);
 		}
 		if (rc < 0) {
-			w->errors++;
+			if (!w->errors++ && w->c.sys == SYS_KEEL)
+				fprintf(stderr, "bench-lock: keel client %d: %s (%s)\n", w->c.id,
+					keel_strerror(rc), keel_lock_client_errmsg(w->c.kl));
 			continue;
 		}
 		w->cycles++;
