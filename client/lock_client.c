@@ -202,10 +202,14 @@ static void on_event(struct keel_lock_client *lc, const struct keel_proto_msg *m
 		g->lost = true;
 		g->lease_until = 0;
 	}
+	/* a wait's event carries the sequence of the ACQUIRE that queued it:
+	 * this call's first, or a later one (a retry queued anew). One of an
+	 * earlier call — a repeat from another node, arriving late — has a
+	 * lower sequence and is not this wait's. */
 	bool same_name = w && w->ev_name && m->key.len == w->ev_name_len &&
 			 !memcmp(m->key.p, w->ev_name, m->key.len);
 	if (w && w->ev_session == m->client && w->ev_group == m->group &&
-	    (m->ev_kind == KEEL_LOCK_EV_EXPIRED || m->seq == w->ev_seq || same_name) &&
+	    (m->ev_kind == KEEL_LOCK_EV_EXPIRED || (same_name && m->seq >= w->ev_seq)) &&
 	    !w->ev_kind) {
 		w->ev_kind = m->ev_kind;
 		w->ev_token = m->fence;
@@ -941,8 +945,7 @@ int keel_lock_acquire(struct keel_lock_client *lc, const void *name, size_t len,
 			if (rc == KEEL_ETIMEOUT && (t / 2000) != (now(lc) / 2000))
 				break;
 		}
-		seq = ++lc->seq;
-		m.seq = seq;
+		m.seq = ++lc->seq;
 		w = (struct want){.ev_group = gi, .ev_session = g->session, .ev_seq = seq,
 				  .ev_name = name, .ev_name_len = len};
 	}
