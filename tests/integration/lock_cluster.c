@@ -9,8 +9,9 @@
  * resource, release) for PHASE1 s. After 3 s the node leading the lock's
  * group and a client holding the lock are SIGKILLed together. Checked:
  * grants keep coming after the kills, and the dead client's lock went to
- * another within its TTL plus an election and the new leader's lease
- * wait.
+ * another no sooner than its session could have lapsed (2/3 of the TTL
+ * after the kill: keepalives go every TTL/3) and within its TTL plus an
+ * election and the new leader's lease wait.
  *
  * Phase 2, a paused holder: client P takes a second lock (TTL 1 s) and
  * writes to its fenced resource in a loop; P is SIGSTOPped for 3 s, in
@@ -501,6 +502,13 @@ int main(int argc, char **argv)
 	 * of one TTL: within 3 TTLs and 4 s of elections under sanitizers */
 	if (!next_grant || gap > 3.0 * TTL_MS / 1000.0 + 4.0) {
 		printf("lock-cluster: the dead client's lock was not released in time\n");
+		rc = 1;
+	}
+	/* and not before its TTL: its last keepalive went out at most TTL/3
+	 * before the kill, and the session lives TTL past that (the new
+	 * leader even waits a whole TTL) */
+	if (next_grant && victim >= 0 && gap < 2.0 * TTL_MS / 3000.0 - 0.05) {
+		printf("lock-cluster: the dead client's lock went after %.2f s, before its TTL\n", gap);
 		rc = 1;
 	}
 
