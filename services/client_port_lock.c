@@ -7,7 +7,7 @@
  *
  * Pushes: a session's "home" on this node is every connection that sent
  * a request for it (a client reconnecting adds one; a connection going
- * away removes its). Lock events come from each shard's services (every
+ * away removes its; the session's end removes all of them). Lock events come from each shard's services (every
  * replica applies the same commands, so a follower's event is as true as
  * the leader's); a GRANTED, WAIT_TIMEOUT or EXPIRED event is copied and
  * posted to shard 0, which pushes a LOCK_EVENT to the session's homes. A
@@ -102,6 +102,16 @@ static void push_home(struct keel_shard *on, void *arg)
 		struct outbuf *b = cport_encode(&m);
 		if (b)
 			cport_queue(L->homes[i].c, b);
+	}
+	/* an ended session (expired or closed) never comes back: a client
+	 * opens a new id, so its homes here can go */
+	if (x->ev.kind == KEEL_LOCK_EV_EXPIRED) {
+		for (size_t i = 0; i < L->nhomes;) {
+			if (L->homes[i].session == x->ev.session)
+				L->homes[i] = L->homes[--L->nhomes];
+			else
+				i++;
+		}
 	}
 	free(x);
 }
