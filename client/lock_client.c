@@ -221,8 +221,16 @@ static void on_ka_answer(struct keel_lock_client *lc, uint32_t gi, const struct 
 	struct lgroup *g = &lc->g[gi];
 	g->ka_id = 0;
 	if (m->status == KEEL_ENOTLEADER) {
-		g->leader = m->leader;
-		g->last_ka = 0; /* again at once, at the leader */
+		if (m->leader && m->leader != g->leader) {
+			g->leader = m->leader;
+			g->last_ka = 0; /* again at once, at the leader */
+		} else {
+			/* no new hint (an election): another node, in 50 ms */
+			g->leader = 0;
+			lc->cur = (lc->cur + 1) % lc->nep;
+			uint64_t every = lc->cfg.ttl_ms / 3, t = now(lc);
+			g->last_ka = every > 50 && t > every ? t - (every - 50) : t;
+		}
 		return;
 	}
 	if (m->status < 0)
@@ -508,7 +516,16 @@ static void send_keepalives(struct keel_lock_client *lc, uint64_t t)
 			continue;
 		if (!g->ka_id && g->last_ka && t - g->last_ka < every)
 			continue;
-		int k = route(lc, i);
+		/* a connection already open first: dialing a node that drops
+		 * SYNs blocks, and the other groups' keepalives would wait */
+		int k = -1;
+		for (unsigned j = 0; j < lc->nep && k < 0; j++)
+			if (lc->ep[j].fd >= 0 && g->leader && lc->ep[j].node == g->leader)
+				k = (int)j;
+		if (k < 0 && !g->leader && lc->ep[lc->cur].fd >= 0)
+			k = (int)lc->cur; /* no leader known: it answers with its name */
+		if (k < 0)
+			k = route(lc, i);
 		if (k < 0)
 			continue;
 		struct keel_proto_msg m = {.type = KEEL_PROTO_LOCK_KEEPALIVE, .id = ++lc->next_id,
