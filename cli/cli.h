@@ -18,6 +18,7 @@ int keel_cmd_send(int argc, char **argv);
 int keel_cmd_config(int argc, char **argv);
 int keel_cmd_kv(int argc, char **argv);
 int keel_cmd_status(int argc, char **argv);
+int keel_cmd_lock(int argc, char **argv);
 
 /* ---- client commands (cli/connect.c) ------------------------------------ */
 struct keel_client;
@@ -34,5 +35,9 @@ struct keel_cli_cluster {
  * status to return (2 usage, KEEL_CLI_UNREACHABLE), the message printed. */
 int keel_cli_connect(const struct keel_cmd_spec *spec, const struct keel_cli_cluster *cl,
 		     struct keel_client **out);
+/* Only finds the cluster: its endpoints and token ("" when none) into
+ * the buffers; 0, or the exit status to return, the message printed. */
+int keel_cli_find_cluster(const struct keel_cmd_spec *spec, const struct keel_cli_cluster *cl,
+			  char *eps, size_t eps_cap, char *token, size_t token_cap);
 
 #endif

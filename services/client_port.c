@@ -42,6 +42,8 @@
 #include "keel/rlog.h"
 #include "keel/runtime.h"
 #include "keel/services.h"
+#include "keel/proto_lock.h"
+#include "client_port_int.h"
 
 #define KEEL_CPORT_MAX_QUEUED (16u << 20)
 #define MAX_INFLIGHT 4096
@@ -84,6 +86,7 @@ struct keel_client_port {
 	unsigned nconns;
 	struct keel_log_limit lim;
 	struct keel_client_port_stats st;
+	struct cport_lock *lock;   /* client_port_lock.c */
 };
 
 /* ---- answers ------------------------------------------------------------ */
@@ -155,6 +158,7 @@ static void conn_free_if_done(struct cconn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	p->nconns--;
+	cport_lock_conn_gone(p, c);
 	conn_release(c);
 }
 
@@ -579,6 +583,10 @@ static void handle(struct cconn *c, const struct keel_proto_msg *m)
 		refuse(c, m->id, KEEL_EAUTH, "a request before HELLO");
 		return;
 	}
+	if (keel_proto_is_lock(m->type)) {
+		cport_lock_handle(c, m);
+		return;
+	}
 	switch (m->type) {
 	case KEEL_PROTO_HELLO: {
 		if (c->hello) {
@@ -876,6 +884,13 @@ int keel_client_port_start(const struct keel_client_port_config *cfg, struct kee
 	p->self = keel_endpoint_node_id(ep);
 	p->groups = cfg->groups;
 	p->lfd = fd;
+	int lrc = cport_lock_start(p);
+	if (lrc < 0) {
+		close(fd);
+		free(p);
+		return keel_errmsg_set(errmsg, lrc, "client port: the lock service's part: %s",
+				       keel_strerror(lrc));
+	}
 	p->accept_op.complete = accept_complete;
 	p->accept_armed = true;
 	keel_io_accept_multi(sh, &p->accept_op, fd);
@@ -901,8 +916,10 @@ void keel_client_port_stop(struct keel_client_port *p)
 	 * loops have ended when a node's stop hooks run). */
 	for (struct cconn *c = p->conns, *n; c; c = n) {
 		n = c->next;
+		cport_lock_conn_gone(p, c);
 		conn_release(c);
 	}
+	cport_lock_stop(p);
 	close(p->lfd);
 	free(p);
 }
@@ -910,4 +927,67 @@ void keel_client_port_stop(struct keel_client_port *p)
 void keel_client_port_get_stats(const struct keel_client_port *p, struct keel_client_port_stats *st)
 {
 	*st = p->st;
+}
+
+/* ---- lent to the lock service's part (client_port_int.h) ----------------- */
+
+struct keel_client_port *cport_of(struct cconn *c)
+{
+	return c->p;
+}
+
+struct cport_view cport_view(const struct keel_client_port *p)
+{
+	return (struct cport_view){p->cfg.node, p->sh, p->nshards, p->groups};
+}
+
+struct cport_lock **cport_lock_slot(struct keel_client_port *p)
+{
+	return &p->lock;
+}
+
+bool cport_closing(const struct cconn *c)
+{
+	return c->closing;
+}
+
+struct outbuf *cport_encode(const struct keel_proto_msg *m)
+{
+	return encode(m);
+}
+
+void cport_outbuf_free(struct outbuf *b)
+{
+	free_outbufs(b);
+}
+
+void cport_queue(struct cconn *c, struct outbuf *b)
+{
+	queue(c, b);
+}
+
+void cport_answer(struct cconn *c, const struct keel_proto_msg *m)
+{
+	answer(c, m);
+}
+
+void cport_hold(struct cconn *c)
+{
+	c->inflight++;
+}
+
+void cport_unhold(struct cconn *c)
+{
+	c->inflight--;
+	conn_free_if_done(c);
+}
+
+void cport_refuse(struct cconn *c, uint64_t id, int code, const char *why)
+{
+	refuse(c, id, code, why);
+}
+
+void cport_count_request(struct keel_client_port *p)
+{
+	p->st.requests++;
 }

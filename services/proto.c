@@ -45,6 +45,13 @@ static const struct field fields[KEEL_PT_TAG_COUNT] = {
 	F(KEEL_PT_GROUPS, K_U32, groups),
 	F(KEEL_PT_INDEX, K_U64, index),
 	F(KEEL_PT_APPLIED, K_U64, applied),
+	F(KEEL_PT_TTL_MS, K_U32, ttl_ms),
+	F(KEEL_PT_MODE, K_U8, mode),
+	F(KEEL_PT_WAIT_MS, K_U32, wait_ms),
+	F(KEEL_PT_DELAY_MS, K_U32, delay_ms),
+	F(KEEL_PT_FENCE, K_U64, fence),
+	F(KEEL_PT_LOCK_STATUS, K_U8, lock_status),
+	F(KEEL_PT_EV_KIND, K_U8, ev_kind),
 };
 
 #define FIELD_HDR 5u /* tag u8, len u32 */
@@ -156,7 +163,7 @@ size_t keel_proto_size(const struct keel_proto_msg *m)
 {
 	size_t n = KEEL_PROTO_HDR;
 	for (unsigned tag = 1; tag < KEEL_PT_TAG_COUNT; tag++) {
-		if (!m->has[tag] || tag == KEEL_PT_ITEM)
+		if (!m->has[tag] || tag == KEEL_PT_ITEM || fields[tag].kind == K_NONE)
 			continue;
 		const struct field *f = &fields[tag];
 		if (f->kind == K_BYTES) {
@@ -193,7 +200,7 @@ int keel_proto_encode(const struct keel_proto_msg *m, uint8_t *buf, size_t cap)
 	keel_put_le64(buf + 8, m->id);
 	uint8_t *p = buf + KEEL_PROTO_HDR;
 	for (unsigned tag = 1; tag < KEEL_PT_TAG_COUNT; tag++) {
-		if (!m->has[tag] || tag == KEEL_PT_ITEM)
+		if (!m->has[tag] || tag == KEEL_PT_ITEM || fields[tag].kind == K_NONE)
 			continue;
 		const struct field *f = &fields[tag];
 		const char *at = (const char *)m + f->off;
@@ -284,8 +291,8 @@ int keel_proto_decode(const uint8_t *buf, size_t len, struct keel_proto_msg *m, 
 			return bad(why, "field runs past the end of the frame");
 		const uint8_t *v = buf + pos;
 		pos += flen;
-		if (tag == 0 || tag >= KEEL_PT_TAG_COUNT)
-			continue; /* a newer peer's field */
+		if (tag == 0 || tag >= KEEL_PT_TAG_COUNT || fields[tag].kind == K_NONE)
+			continue; /* a newer peer's field (the table has gaps) */
 		const struct field *f = &fields[tag];
 		if (f->kind == K_ITEM) {
 			struct keel_proto_item it;
@@ -371,6 +378,14 @@ const char *keel_proto_type_name(uint8_t type)
 	case KEEL_PROTO_GROUP: return "GROUP";
 	case KEEL_PROTO_ERROR: return "ERROR";
 	case KEEL_PROTO_PONG: return "PONG";
+	case KEEL_PROTO_LOCK_OPEN: return "LOCK_OPEN";
+	case KEEL_PROTO_LOCK_KEEPALIVE: return "LOCK_KEEPALIVE";
+	case KEEL_PROTO_LOCK_CLOSE: return "LOCK_CLOSE";
+	case KEEL_PROTO_LOCK_ACQUIRE: return "LOCK_ACQUIRE";
+	case KEEL_PROTO_LOCK_RELEASE: return "LOCK_RELEASE";
+	case KEEL_PROTO_LOCK_CANCEL: return "LOCK_CANCEL";
+	case KEEL_PROTO_LOCK_INSPECT: return "LOCK_INSPECT";
+	case KEEL_PROTO_LOCK_EVENT: return "LOCK_EVENT";
 	default: return "unknown";
 	}
 }

@@ -60,6 +60,8 @@ struct keel_services {
 	uint32_t ngroups;
 	uint64_t next_watch;
 	uint32_t tick_ms;
+	void (*lock_listener)(void *arg, uint32_t group, const struct keel_lock_event *ev);
+	void *lock_listener_arg;
 };
 
 uint32_t keel_service_group_of(const void *key, size_t len, uint32_t ngroups)
@@ -107,6 +109,8 @@ static void on_lock_event(void *arg, const struct keel_lock_event *ev)
 	struct sgroup *g = arg;
 	if (g->s->cfg.on_lock_event)
 		g->s->cfg.on_lock_event(g->s->cfg.arg, g->id, ev);
+	if (g->s->lock_listener)
+		g->s->lock_listener(g->s->lock_listener_arg, g->id, ev);
 }
 
 static void sm_apply(void *arg, uint64_t index, const void *data, size_t len)
@@ -230,10 +234,15 @@ static void ka_done(void *arg, int status, uint64_t index)
 {
 	struct ka_batch *b = arg;
 	(void)index;
-	struct keel_lock_result r = {.status = KEEL_LOCK_OK};
 	while (b->head) {
 		struct ka_waiter *w = b->head;
 		b->head = w->next;
+		/* the command renews the sessions it finds and skips the rest:
+		 * say which, or a client that missed its EXPIRED event would
+		 * think a renewal of nothing kept its locks */
+		struct keel_lock_result r = {.status = KEEL_LOCK_OK};
+		if (status == 0 && keel_lock_sm_session(b->g->lock, w->session, NULL, NULL) < 0)
+			r.status = KEEL_LOCK_NO_SESSION;
 		if (w->cb)
 			w->cb(w->arg, status, status == 0 ? &r : NULL);
 		free(w);
@@ -694,4 +703,12 @@ int keel_lock_read(struct keel_services *s, uint32_t group, bool linearizable,
 	if (rc < 0)
 		free(r);
 	return rc;
+}
+
+void keel_services_lock_listener(struct keel_services *s,
+				 void (*fn)(void *arg, uint32_t group, const struct keel_lock_event *ev),
+				 void *arg)
+{
+	s->lock_listener = fn;
+	s->lock_listener_arg = arg;
 }

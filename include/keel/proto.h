@@ -62,6 +62,16 @@ enum keel_proto_type {
 	KEEL_PROTO_UNWATCH = 8,  /* WATCH_ID */
 	KEEL_PROTO_STATUS = 9,   /* [GROUP] */
 	KEEL_PROTO_PING = 10,
+	/* the lock service (keel/lock_client.h); SESSION is CLIENT, names
+	 * are KEY, GROUP is the name's group (KEEPALIVE, OPEN, CLOSE: the
+	 * group to renew, open or close the session in) */
+	KEEL_PROTO_LOCK_OPEN = 32,      /* CLIENT SEQ TTL_MS GROUP */
+	KEEL_PROTO_LOCK_KEEPALIVE = 33, /* CLIENT GROUP */
+	KEEL_PROTO_LOCK_CLOSE = 34,     /* CLIENT SEQ GROUP */
+	KEEL_PROTO_LOCK_ACQUIRE = 35,   /* CLIENT SEQ KEY MODE [WAIT_MS] [DELAY_MS] [VALUE] */
+	KEEL_PROTO_LOCK_RELEASE = 36,   /* CLIENT SEQ KEY FENCE */
+	KEEL_PROTO_LOCK_CANCEL = 37,    /* CLIENT SEQ KEY */
+	KEEL_PROTO_LOCK_INSPECT = 38,   /* KEY [FLAGS: SERIALIZABLE] */
 	/* server -> client */
 	KEEL_PROTO_HELLO_OK = 64, /* NODE GROUPS */
 	KEEL_PROTO_RESULT = 65,   /* STATUS [LEADER] [KV_STATUS REV MOD_REV] [VALUE CREATE_REV VERSION]
@@ -70,6 +80,14 @@ enum keel_proto_type {
 	KEEL_PROTO_GROUP = 67,    /* a STATUS answer per group: GROUP LEADER REV(term) INDEX... */
 	KEEL_PROTO_ERROR = 68,    /* STATUS MESSAGE: the connection closes after it */
 	KEEL_PROTO_PONG = 69,
+	/* pushed to the connection a session's lock requests came on:
+	 * LOCK_EVENT CLIENT EV_KIND GROUP [SEQ KEY FENCE] INDEX */
+	KEEL_PROTO_LOCK_EVENT = 72,
+	/* a lock request's RESULT: STATUS LOCK_STATUS [FENCE] [FLAGS: DUPLICATE];
+	 * INSPECT's: STATUS MODE DELAY_MS(until, replicated ms) REV(now) and an
+	 * ITEM per holder then waiter: KEY "h" or "w", VALUE the holder's
+	 * value, CREATE_REV the session, MOD_REV the token (holders) or the
+	 * wait deadline (waiters), VERSION the mode */
 };
 
 enum keel_proto_tag {
@@ -98,7 +116,15 @@ enum keel_proto_tag {
 	KEEL_PT_GROUPS = 23,     /* u32 */
 	KEEL_PT_INDEX = 24,      /* u64: a commit or applied index */
 	KEEL_PT_APPLIED = 25,    /* u64 */
-	KEEL_PT_TAG_COUNT = 26,
+	/* the lock service's fields (a gap below them for the KV's) */
+	KEEL_PT_TTL_MS = 40,     /* u32: a session's TTL */
+	KEEL_PT_MODE = 41,       /* u8: enum keel_lock_mode */
+	KEEL_PT_WAIT_MS = 42,    /* u32: 0 (or absent): try only */
+	KEEL_PT_DELAY_MS = 43,   /* u32: lock-delay */
+	KEEL_PT_FENCE = 44,      /* u64: a fencing token */
+	KEEL_PT_LOCK_STATUS = 45, /* u8: enum keel_lock_status */
+	KEEL_PT_EV_KIND = 46,    /* u8: enum keel_lock_event_kind */
+	KEEL_PT_TAG_COUNT = 47,
 };
 
 enum keel_proto_flag {
@@ -126,6 +152,9 @@ struct keel_proto_msg {
 	uint32_t leader, group, flags, limit, node, groups;
 	uint64_t client, seq, rev, mod_rev, create_rev, version, watch_id, index, applied;
 	uint8_t cmp, kv_status;
+	uint32_t ttl_ms, wait_ms, delay_ms;     /* lock */
+	uint64_t fence;                         /* lock */
+	uint8_t mode, lock_status, ev_kind;     /* lock */
 	struct keel_proto_bytes key, value, expect, token, after, message;
 	/* ITEMs: n_items nested field lists, the first at items (encoded
 	 * form: read with keel_proto_item_next). To encode, fill item[] */

@@ -113,10 +113,18 @@ int keel_lock_call(struct keel_services *s, uint32_t group, const struct keel_lo
 		   keel_lock_done_fn *cb, void *arg);
 /* Renews session in the group's next KEEPALIVE command (batched with
  * every other keepalive until the next lock tick). cb (may be NULL) runs
- * when that command is applied (status 0) or failed. Leader only:
- * KEEL_ENOTLEADER otherwise. */
+ * when that command is applied (status 0; res->status KEEL_LOCK_NO_SESSION
+ * when the session no longer exists there, so a client that missed its
+ * expiry learns of it) or failed. Leader only: KEEL_ENOTLEADER otherwise. */
 int keel_lock_keepalive(struct keel_services *s, uint32_t group, uint64_t session,
 			keel_lock_done_fn *cb, void *arg);
+/* A second receiver of this shard's lock events, besides the config's
+ * on_lock_event: the client port sets it on every shard to push grants
+ * and expiries to its clients. Set before the shard's loop runs (a
+ * node's start hooks), or on the shard's thread; fn NULL removes it. */
+void keel_services_lock_listener(struct keel_services *s,
+				 void (*fn)(void *arg, uint32_t group, const struct keel_lock_event *ev),
+				 void *arg);
 typedef void keel_lock_read_fn(void *arg, int status, const struct keel_lock_sm *sm);
 int keel_lock_read(struct keel_services *s, uint32_t group, bool linearizable,
 		   keel_lock_read_fn *cb, void *arg);
