@@ -478,9 +478,13 @@ static int call(struct keel_client *c, uint32_t g, bool to_leader, struct keel_p
 		if (backoff < 200)
 			backoff *= 2;
 	}
-	if (last == KEEL_ENOTLEADER || last == KEEL_EUNAVAIL)
+	if (last == KEEL_ENOTLEADER || last == KEEL_EUNAVAIL) {
+		/* c->err is fail()'s destination: quote a copy of it */
+		char prev[KEEL_ERRMSG_LEN];
+		memcpy(prev, c->err, sizeof(prev));
 		return fail(c, KEEL_EUNAVAIL, "no leader for group %u reachable within %u ms (%u tries%s%s)", g,
-			    c->cfg.timeout_ms, tries, c->err[0] ? "; last: " : "", c->err);
+			    c->cfg.timeout_ms, tries, prev[0] ? "; last: " : "", prev);
+	}
 	return fail(c, KEEL_ETIMEOUT, "no answer within %u ms (%s): the outcome is unknown",
 		    c->cfg.timeout_ms, keel_strerror(last));
 }
