@@ -439,13 +439,18 @@ static int call(struct keel_client *c, uint32_t g, bool to_leader, struct keel_p
 				 * leading yet): back off before trying again */
 			} else if (rc == 0 && ans->type == KEEL_PROTO_RESULT &&
 				   (ans->status == KEEL_ETIMEOUT || ans->status == KEEL_EUNAVAIL ||
-				    ans->status == KEEL_ESTOPPED)) {
+				    ans->status == KEEL_ESTOPPED || ans->status == KEEL_EDURABLE)) {
 				/* the node could not finish it in its time (its leader
-				 * died under a read barrier, a proposal timed out): a
-				 * read is safe to repeat, and a write too, with the
-				 * same sequence (answered once from the table) */
+				 * died under a read barrier, a proposal timed out) or
+				 * its disk failed (full: the group stops there, while
+				 * the others may have committed the entry): a read is
+				 * safe to repeat, and a write too, with the same
+				 * sequence (answered once from the table) */
 				last = ans->status;
-				fail(c, ans->status, "node %u: %s", k->node, keel_strerror(ans->status));
+				fail(c, ans->status, "node %u: %.*s", k->node,
+				     ans->message.len ? (int)ans->message.len : 200,
+				     ans->message.len ? (const char *)ans->message.p
+						      : keel_strerror(ans->status));
 				consume(k, *used);
 				if (g < c->groups)
 					c->leader[g] = 0;
@@ -478,15 +483,14 @@ static int call(struct keel_client *c, uint32_t g, bool to_leader, struct keel_p
 		if (backoff < 200)
 			backoff *= 2;
 	}
-	if (last == KEEL_ENOTLEADER || last == KEEL_EUNAVAIL) {
-		/* c->err is fail()'s destination: quote a copy of it */
-		char prev[KEEL_ERRMSG_LEN];
-		memcpy(prev, c->err, sizeof(prev));
+	/* c->err is fail()'s destination: quote a copy of it */
+	char prev[KEEL_ERRMSG_LEN];
+	memcpy(prev, c->err, sizeof(prev));
+	if (last == KEEL_ENOTLEADER || last == KEEL_EUNAVAIL)
 		return fail(c, KEEL_EUNAVAIL, "no leader for group %u reachable within %u ms (%u tries%s%s)", g,
 			    c->cfg.timeout_ms, tries, prev[0] ? "; last: " : "", prev);
-	}
 	return fail(c, KEEL_ETIMEOUT, "no answer within %u ms (%s): the outcome is unknown",
-		    c->cfg.timeout_ms, keel_strerror(last));
+		    c->cfg.timeout_ms, prev[0] ? prev : keel_strerror(last));
 }
 
 static uint32_t group_of(struct keel_client *c, const void *key, size_t len)
@@ -536,8 +540,8 @@ static int kv_write(struct keel_client *c, struct keel_proto_msg *m, const void 
 	*kv_status = a.kv_status;
 	fill_result(&a, g, k, res);
 	if (rc < 0)
-		fail(c, rc, "node %u: %.*s", k->node, (int)a.message.len,
-		     a.message.p ? (const char *)a.message.p : keel_strerror(rc));
+		fail(c, rc, "node %u: %.*s", k->node, a.message.len ? (int)a.message.len : 200,
+		     a.message.len ? (const char *)a.message.p : keel_strerror(rc));
 	consume(k, used);
 	return rc;
 }

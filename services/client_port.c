@@ -312,12 +312,39 @@ static uint32_t leader_of(struct keel_services *s, uint32_t group)
 	return st.leader;
 }
 
+/* A KV request's error: the leader hint for KEEL_ENOTLEADER, and for a
+ * group that failed on this node (its WAL could not write: a full disk,
+ * an I/O error) a message that says so, so the client's error names the
+ * cause and not only "durability lost". */
+static void reply_kv_error(struct creq *r, struct keel_services *s, int status)
+{
+	struct keel_rlog *l = s ? keel_services_log(s, r->group) : NULL;
+	struct keel_rlog_status st = {0};
+	if (l)
+		keel_rlog_status(l, &st);
+	struct keel_proto_msg m = {.type = KEEL_PROTO_RESULT, .status = status};
+	keel_proto_set(&m, KEEL_PT_STATUS);
+	if (status == KEEL_ENOTLEADER) {
+		m.leader = s ? leader_of(s, r->group) : 0;
+		keel_proto_set(&m, KEEL_PT_LEADER);
+	}
+	char why[160];
+	if (st.failed) {
+		int n = snprintf(why, sizeof(why), "group %u stopped on node %u: %s", r->group, st.self,
+				 keel_strerror(st.fail_code));
+		m.message = (struct keel_proto_bytes){(const uint8_t *)why,
+						      (uint32_t)(n < (int)sizeof(why) ? n : (int)sizeof(why) - 1)};
+		keel_proto_set(&m, KEEL_PT_MESSAGE);
+	}
+	reply(r, &m);
+}
+
 static void write_done(void *arg, int status, const struct keel_kv_result *res)
 {
 	struct creq *r = arg;
 	if (status < 0) {
-		struct keel_services *s = keel_services_of(keel_node_endpoint(r->node, keel_shard_id(r->on)));
-		reply_status(r, status, s ? leader_of(s, r->group) : 0);
+		reply_kv_error(r, keel_services_of(keel_node_endpoint(r->node, keel_shard_id(r->on))),
+			       status);
 		return;
 	}
 	struct keel_proto_msg m = {.type = KEEL_PROTO_RESULT, .status = 0,
@@ -368,8 +395,8 @@ static void read_done(void *arg, int status, const struct keel_kv *kv)
 {
 	struct creq *r = arg;
 	if (status < 0) {
-		struct keel_services *s = keel_services_of(keel_node_endpoint(r->node, keel_shard_id(r->on)));
-		reply_status(r, status, s ? leader_of(s, r->group) : 0);
+		reply_kv_error(r, keel_services_of(keel_node_endpoint(r->node, keel_shard_id(r->on))),
+			       status);
 		return;
 	}
 	struct keel_proto_msg m = {.type = KEEL_PROTO_RESULT, .status = 0, .rev = keel_kv_revision(kv)};
@@ -442,7 +469,7 @@ static void run_req(struct keel_shard *on, void *arg)
 		rc = keel_kv_write(s, r->group, &c, write_done, r);
 	}
 	if (rc < 0)
-		reply_status(r, rc, rc == KEEL_ENOTLEADER ? leader_of(s, r->group) : 0);
+		reply_kv_error(r, s, rc);
 }
 
 /* ---- status: every shard's groups ---------------------------------------- */
