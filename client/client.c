@@ -238,12 +238,21 @@ static int dial(struct conn *k, uint64_t deadline)
 	return rc;
 }
 
+static int dial_hello(struct keel_client *c, struct conn *k, uint64_t deadline);
+
 /* Connects endpoint i if needed and says hello. */
 static int ensure(struct keel_client *c, unsigned i, uint64_t deadline)
 {
 	struct conn *k = &c->ep[i];
 	if (k->fd >= 0)
 		return 0;
+	return dial_hello(c, k, deadline);
+}
+
+/* Connects k (not connected) and says hello: k->node, and the cluster's
+ * group count on the first. */
+static int dial_hello(struct keel_client *c, struct conn *k, uint64_t deadline)
+{
 	int rc = dial(k, deadline);
 	if (rc < 0)
 		return fail(c, rc, "%s:%s: %s", k->host, k->port, keel_strerror(rc));
@@ -808,4 +817,272 @@ int keel_client_status(struct keel_client *c,
 			consume(k, used);
 	}
 	return rows;
+}
+
+/* ---- watch ------------------------------------------------------------------
+ * A watch has a connection of its own (the blocking calls' connections drop
+ * pushed frames), to one node at a time: any node serves watches, since
+ * every replica applies every change. One server watch per group it covers
+ * (a key: its group; a prefix: every group), each named by the id of the
+ * WATCH request that opened it. next[g] is the revision to resume group g
+ * from: the revision after the last event given to the caller, or the
+ * asked start until an event arrives, or 0 ("from now") until the first
+ * answer says which revision "now" was. After a broken connection (the
+ * node killed, a snapshot installed past what the watch needed) the watch
+ * moves to the next endpoint and reopens every group from next[g], so no
+ * change is given twice or skipped; an event below next[g] (which a correct
+ * node does not send) is dropped all the same. */
+
+struct wgroup {
+	uint32_t group;
+	uint64_t next;   /* 0: from now (not started yet) */
+	uint64_t wid;    /* the WATCH request's id on the current connection */
+	bool started;
+};
+
+struct keel_client_watch {
+	struct keel_client *c;
+	struct conn k;
+	unsigned cur;          /* the endpoint k is (or was last) connected to */
+	unsigned stale;        /* endpoints in a row whose history was too short */
+	bool prefix;
+	uint32_t n;
+	struct wgroup *g;
+	uint8_t *ev;           /* the last event's key and value */
+	size_t evcap;
+	uint8_t *key;
+	uint32_t key_len;
+};
+
+static void watch_drop(struct keel_client_watch *w)
+{
+	conn_close(&w->k);
+	for (uint32_t i = 0; i < w->n; i++)
+		w->g[i].started = false;
+}
+
+/* Connects to the current endpoint and opens every group's watch there
+ * (the answers are read by keel_client_watch_next). */
+static int watch_connect(struct keel_client_watch *w, uint64_t deadline)
+{
+	struct keel_client *c = w->c;
+	struct conn *src = &c->ep[w->cur];
+	memcpy(w->k.host, src->host, sizeof(w->k.host));
+	memcpy(w->k.port, src->port, sizeof(w->k.port));
+	int rc = dial_hello(c, &w->k, deadline);
+	if (rc < 0)
+		return rc;
+	for (uint32_t i = 0; i < w->n && rc == 0; i++) {
+		struct wgroup *g = &w->g[i];
+		struct keel_proto_msg m = {.type = KEEL_PROTO_WATCH, .id = ++c->next_req,
+					   .group = g->group, .key = {w->key, w->key_len},
+					   .flags = w->prefix ? KEEL_PF_PREFIX : 0, .rev = g->next};
+		keel_proto_set(&m, KEEL_PT_GROUP);
+		keel_proto_set(&m, KEEL_PT_KEY);
+		keel_proto_set(&m, KEEL_PT_FLAGS);
+		if (g->next)
+			keel_proto_set(&m, KEEL_PT_REV);
+		g->wid = m.id;
+		size_t need = keel_proto_size(&m);
+		if (need > c->wcap) {
+			uint8_t *b = realloc(c->wbuf, need);
+			if (!b) {
+				rc = fail(c, -ENOMEM, "out of memory");
+				break;
+			}
+			c->wbuf = b;
+			c->wcap = need;
+		}
+		int len = keel_proto_encode(&m, c->wbuf, c->wcap);
+		rc = len < 0 ? len : send_all(&w->k, c->wbuf, (size_t)len, deadline);
+	}
+	if (rc < 0) {
+		if (rc != -ENOMEM)
+			fail(c, rc, "%s:%s: opening the watch: %s", w->k.host, w->k.port, keel_strerror(rc));
+		watch_drop(w);
+	}
+	return rc;
+}
+
+int keel_client_watch_open(struct keel_client *c, const void *key, size_t key_len, bool prefix,
+			   uint64_t from_rev, struct keel_client_watch **out)
+{
+	*out = NULL;
+	c->err[0] = '\0';
+	if ((!prefix && !key_len) || key_len > KEEL_KV_MAX_KEY)
+		return fail(c, KEEL_ETOOBIG, "a watched key is 1 to %u bytes (a prefix 0 to %u)",
+			    KEEL_KV_MAX_KEY, KEEL_KV_MAX_KEY);
+	if (!c->groups)
+		return fail(c, KEEL_EUNAVAIL, "no node has answered yet");
+	struct keel_client_watch *w = calloc(1, sizeof(*w));
+	uint32_t n = prefix ? c->groups : 1;
+	if (w) {
+		w->g = calloc(n, sizeof(*w->g));
+		w->key = malloc(key_len ? key_len : 1);
+	}
+	if (!w || !w->g || !w->key) {
+		if (w) {
+			free(w->g);
+			free(w->key);
+		}
+		free(w);
+		return fail(c, -ENOMEM, "out of memory");
+	}
+	w->c = c;
+	w->k.fd = -1;
+	w->cur = c->cur;
+	w->prefix = prefix;
+	w->n = n;
+	if (key_len)
+		memcpy(w->key, key, key_len);
+	w->key_len = (uint32_t)key_len;
+	for (uint32_t i = 0; i < n; i++)
+		w->g[i] = (struct wgroup){.group = prefix ? i : group_of(c, key, key_len),
+					  .next = from_rev};
+	*out = w;
+	return 0;
+}
+
+uint64_t keel_client_watch_revision(const struct keel_client_watch *w, uint32_t group)
+{
+	for (uint32_t i = 0; i < w->n; i++)
+		if (w->g[i].group == group)
+			return w->g[i].next;
+	return 0;
+}
+
+/* The group whose watch has id wid on the current connection. */
+static struct wgroup *wgroup_of(struct keel_client_watch *w, uint64_t wid)
+{
+	for (uint32_t i = 0; i < w->n; i++)
+		if (w->g[i].wid == wid)
+			return &w->g[i];
+	return NULL;
+}
+
+static void watch_next_endpoint(struct keel_client_watch *w)
+{
+	watch_drop(w);
+	w->cur = (w->cur + 1) % w->c->nep;
+}
+
+int keel_client_watch_next(struct keel_client_watch *w, uint32_t timeout_ms,
+			   struct keel_client_event *ev)
+{
+	struct keel_client *c = w->c;
+	uint64_t deadline = now_ms() + timeout_ms;
+	unsigned backoff = 10;
+	c->err[0] = '\0';
+	for (;;) {
+		if (w->k.fd < 0) {
+			if (watch_connect(w, deadline) < 0) {
+				watch_next_endpoint(w);
+				uint64_t t = now_ms();
+				if (t >= deadline)
+					return 0;
+				unsigned nap = backoff < deadline - t ? backoff : (unsigned)(deadline - t);
+				struct timespec ts = {nap / 1000, (long)(nap % 1000) * 1000000L};
+				nanosleep(&ts, NULL);
+				if (backoff < 200)
+					backoff *= 2;
+				continue;
+			}
+		}
+		int fl = recv_frame(&w->k, deadline);
+		if (fl == KEEL_ETIMEOUT)
+			return 0;
+		struct keel_proto_msg m;
+		const char *why = NULL;
+		if (fl < 0 || keel_proto_decode(w->k.rbuf, (size_t)fl, &m, &why) < 0) {
+			/* the node went away (or sent garbage): resume elsewhere */
+			fail(c, fl < 0 ? fl : KEEL_EPROTO, "%s:%s: %s", w->k.host, w->k.port,
+			     fl < 0 ? keel_strerror(fl) : why);
+			watch_next_endpoint(w);
+			continue;
+		}
+		if (m.type == KEEL_PROTO_ERROR) {
+			int st = m.status ? m.status : KEEL_EPROTO;
+			fail(c, st, "%s:%s: %.*s", w->k.host, w->k.port, (int)m.message.len,
+			     m.message.len ? (const char *)m.message.p : "");
+			watch_next_endpoint(w);
+			if (st == KEEL_EAUTH)
+				return st;
+			continue;
+		}
+		struct wgroup *g = m.type == KEEL_PROTO_RESULT ? wgroup_of(w, m.id)
+			       : m.type == KEEL_PROTO_EVENT  ? wgroup_of(w, m.watch_id)
+							     : NULL;
+		if (!g) {
+			consume(&w->k, (size_t)fl);
+			continue;
+		}
+		if (m.type == KEEL_PROTO_RESULT) {
+			int st = m.status;
+			if (st == 0) {
+				g->started = true;
+				w->stale = 0;
+				if (!g->next)
+					g->next = m.rev + 1;
+				consume(&w->k, (size_t)fl);
+				continue;
+			}
+			fail(c, st, "node %u, group %u: %.*s", w->k.node, g->group,
+			     m.message.len ? (int)m.message.len : 200,
+			     m.message.len ? (const char *)m.message.p : keel_strerror(st));
+			consume(&w->k, (size_t)fl);
+			if (st == KEEL_ESTALE && ++w->stale < c->nep) {
+				/* this node's history is too short: another may have it */
+				watch_next_endpoint(w);
+				continue;
+			}
+			watch_drop(w);
+			return st;
+		}
+		/* an EVENT */
+		if (m.status == KEEL_ESTALE) {
+			/* this replica skipped revisions by a snapshot: resume elsewhere */
+			fail(c, KEEL_ESTALE, "node %u, group %u: %.*s", w->k.node, g->group,
+			     (int)m.message.len, m.message.len ? (const char *)m.message.p : "");
+			watch_next_endpoint(w);
+			continue;
+		}
+		if (m.rev < g->next || !m.has[KEEL_PT_KEY]) {
+			consume(&w->k, (size_t)fl);
+			continue;
+		}
+		size_t need = (size_t)m.key.len + m.value.len + 1;
+		if (need > w->evcap) {
+			uint8_t *b = realloc(w->ev, need);
+			if (!b) {
+				watch_drop(w);
+				return fail(c, -ENOMEM, "out of memory");
+			}
+			w->ev = b;
+			w->evcap = need;
+		}
+		memcpy(w->ev, m.key.p, m.key.len);
+		if (m.value.len)
+			memcpy(w->ev + m.key.len, m.value.p, m.value.len);
+		w->ev[m.key.len + m.value.len] = '\0';
+		*ev = (struct keel_client_event){.group = g->group, .node = w->k.node, .rev = m.rev,
+						 .deleted = (m.flags & KEEL_PF_DELETED) != 0,
+						 .key = w->ev, .key_len = m.key.len,
+						 .value = w->ev + m.key.len, .value_len = m.value.len};
+		g->next = m.rev + 1;
+		consume(&w->k, (size_t)fl);
+		return 1;
+	}
+}
+
+void keel_client_watch_close(struct keel_client_watch *w)
+{
+	if (!w)
+		return;
+	/* closing the connection ends every server watch on it */
+	conn_close(&w->k);
+	free(w->k.rbuf);
+	free(w->g);
+	free(w->key);
+	free(w->ev);
+	free(w);
 }

@@ -40,6 +40,7 @@
 
 #include "keel/base.h"
 #include "keel/client.h"
+#include "kv_util.h"
 #include "linearizability.h"
 
 #define KEYS 4
@@ -57,38 +58,6 @@ static atomic_uint kills;
 static atomic_ullong last_kill_ns;
 static atomic_ullong write_after_kill; /* writes acknowledged after the latest kill */
 static atomic_ullong last_write_ns;    /* the latest acknowledged write */
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int run(const char *fmt, ...) KEEL_PRINTF(1, 2);
-static int run(const char *fmt, ...)
-{
-	char cmd[2048];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	int st = system(cmd);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
-
-static int read_file(const char *path, char *buf, size_t cap)
-{
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return -1;
-	size_t n = fread(buf, 1, cap - 1, f);
-	fclose(f);
-	while (n && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
-		n--;
-	buf[n] = '\0';
-	return (int)n;
-}
 
 static void key_name(uint64_t k, char *buf, size_t cap)
 {
