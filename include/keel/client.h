@@ -51,6 +51,7 @@ struct keel_client_config {
 	const char *token;      /* the client port's token, if it asks for one */
 	uint32_t timeout_ms;    /* each call's deadline; 0: 5000 */
 	uint64_t client_id;     /* 0: random (a new client to the cluster) */
+	uint32_t max_inflight;  /* pipelined calls in flight at once; 0: 256 */
 };
 
 /* Parses the endpoints and connects to the first that answers. 0, or
@@ -115,6 +116,40 @@ struct keel_client_group_status {
 int keel_client_status(struct keel_client *c,
 		       void (*fn)(void *arg, const struct keel_client_group_status *st),
 		       void *arg);
+
+/* ---- pipelined calls ---------------------------------------------------------
+ * Many requests in flight on each connection: a *_async call encodes the
+ * request, queues it and returns at once (0, or KEEL_EFULL when
+ * max_inflight calls are in flight: poll some to completion first,
+ * KEEL_ETOOBIG, ...); keel_client_poll sends, receives and runs each
+ * call's callback when its answer arrives, routed, redirected and retried
+ * as the blocking calls are (each within timeout_ms of its submission:
+ * then KEEL_ETIMEOUT, a write's outcome unknown). Writes stay exactly
+ * once: each write in flight holds a lane (a client id of its own with its
+ * own sequence), so a resend is answered from the cluster's table like a
+ * blocking call's retry. Calls in flight at once are not ordered among
+ * themselves (a resend may overtake a later call); wait for a call's
+ * callback before one that must follow it.
+ *
+ * The callback gets the status (0, or an error as the blocking call
+ * returns it: KEEL_ENOTFOUND, KEEL_ESTALE for a failed comparison,
+ * KEEL_ETIMEOUT...), the result (NULL on timeout), and for a get the value
+ * (valid during the call). It may submit more calls; it must not poll.
+ * Blocking calls return KEEL_EBUSY while pipelined calls are pending. */
+typedef void keel_client_done_fn(void *arg, int status, const struct keel_client_result *res,
+				 const void *value, size_t value_len);
+int keel_client_put_async(struct keel_client *c, const void *key, size_t key_len, const void *value,
+			  size_t value_len, keel_client_done_fn *cb, void *arg);
+int keel_client_del_async(struct keel_client *c, const void *key, size_t key_len,
+			  keel_client_done_fn *cb, void *arg);
+int keel_client_get_async(struct keel_client *c, const void *key, size_t key_len, bool serializable,
+			  keel_client_done_fn *cb, void *arg);
+/* Runs the pipeline for at most timeout_ms, returning as soon as some calls
+ * completed: their number (0: none in time, or none pending), or a
+ * negative code (poll failed). */
+int keel_client_poll(struct keel_client *c, uint32_t timeout_ms);
+/* Pipelined calls submitted and not completed. */
+size_t keel_client_pending(const struct keel_client *c);
 
 /* ---- watch -----------------------------------------------------------------
  * A watch receives every change of a key, or of the keys with a prefix (an

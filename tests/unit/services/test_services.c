@@ -744,3 +744,132 @@ Test(services, watch_and_unwatch_frames_on_the_port)
 	for (unsigned id = 1; id <= 3; id++)
 		stop(&nodes[id]);
 }
+
+/* ---- pipelined calls through the client library ---------------------------- */
+
+struct pstate {
+	struct keel_client *c;
+	int next, done, ok, failed;
+	int total;
+	int status_of[401];
+};
+
+struct pone {
+	struct pstate *ps;
+	int i;
+	char key[16];
+};
+
+static struct pone pones[401];
+
+static void pdone(void *arg, int status, const struct keel_client_result *res, const void *v,
+		  size_t vl)
+{
+	(void)res;
+	(void)v;
+	(void)vl;
+	struct pone *po = arg;
+	struct pstate *ps = po->ps;
+	ps->done++;
+	ps->status_of[po->i] = status == 0 ? 1 : status;
+	if (status == 0)
+		ps->ok++;
+	else
+		ps->failed++;
+	/* keep the pipeline full: the next key from the callback */
+	if (ps->next <= ps->total) {
+		struct pone *n = &pones[ps->next];
+		n->ps = ps;
+		n->i = ps->next++;
+		snprintf(n->key, sizeof(n->key), "p/%d", n->i);
+		char val[16];
+		snprintf(val, sizeof(val), "v%d", n->i);
+		cr_assert_eq(keel_client_put_async(ps->c, n->key, strlen(n->key), val, strlen(val), pdone, n),
+			     0, "%s", keel_client_errmsg(ps->c));
+	}
+}
+
+Test(services, pipelined_puts_complete_exactly_once_across_a_node_stop)
+{
+	with_port = true;
+	for (unsigned id = 1; id <= 3; id++)
+		start(&nodes[id]);
+	for (uint32_t g = 0; g < GROUPS; g++)
+		cr_assert_neq(wait_leader(g), 0);
+	char eps[128], err[KEEL_ERRMSG_LEN];
+	snprintf(eps, sizeof(eps), "127.0.0.1:%u,127.0.0.1:%u,127.0.0.1:%u", base + 6, base + 10,
+		 base + 14);
+	struct keel_client_config cc = {.endpoints = eps, .timeout_ms = 8000, .max_inflight = 32};
+	struct keel_client *c;
+	cr_assert_eq(keel_client_open(&cc, &c, err), 0, "%s", err);
+	static struct pstate ps;
+	memset(&ps, 0, sizeof(ps));
+	ps.c = c;
+	ps.total = 400;
+	ps.next = 1;
+	for (int k = 0; k < 32; k++) {
+		struct pone *n = &pones[ps.next];
+		n->ps = &ps;
+		n->i = ps.next++;
+		snprintf(n->key, sizeof(n->key), "p/%d", n->i);
+		char val[16];
+		snprintf(val, sizeof(val), "v%d", n->i);
+		cr_assert_eq(keel_client_put_async(c, n->key, strlen(n->key), val, strlen(val), pdone, n), 0);
+	}
+	cr_expect_eq(keel_client_pending(c), 32);
+	/* 32 in flight is the most: one more is refused until some complete */
+	cr_expect_eq(keel_client_put_async(c, "x", 1, "y", 1, pdone, &pones[0]), KEEL_EFULL);
+	/* a blocking call waits for the pipeline to drain */
+	cr_expect_eq(keel_client_put(c, "x", 1, "y", 1, NULL), KEEL_EBUSY);
+	bool stopped = false;
+	unsigned victim = wait_leader(0);
+	for (int t = 0; t < 3000 && keel_client_pending(c); t++) {
+		cr_assert_geq(keel_client_poll(c, 100), 0, "%s", keel_client_errmsg(c));
+		if (!stopped && ps.done >= 100) {
+			/* group 0's leader goes away with calls in flight */
+			stop(&nodes[victim]);
+			stopped = true;
+		}
+	}
+	cr_assert(stopped);
+	cr_assert_eq(keel_client_pending(c), 0);
+	cr_expect_eq(ps.done, 400);
+	cr_expect_eq(ps.ok, 400, "%d failed, the last: %s", ps.failed, keel_client_errmsg(c));
+	/* each key written once, each put applied once: a group's revision
+	 * is the number of its keys (a write applied twice would add one) */
+	unsigned per_group[GROUPS] = {0};
+	for (int i = 1; i <= 400; i++) {
+		char k[16], want[16];
+		snprintf(k, sizeof(k), "p/%d", i);
+		snprintf(want, sizeof(want), "v%d", i);
+		per_group[keel_service_group_of(k, strlen(k), GROUPS)]++;
+		void *v;
+		size_t vl;
+		struct keel_client_result res;
+		cr_assert_eq(keel_client_get(c, k, strlen(k), false, &v, &vl, &res), 0, "%s: %s", k,
+			     keel_client_errmsg(c));
+		cr_expect_str_eq((const char *)v, want);
+		keel_client_free_value(v);
+	}
+	for (uint32_t g = 0; g < GROUPS; g++) {
+		/* the revision of the group, read through one of its keys */
+		for (int i = 1; i <= 400; i++) {
+			char k[16];
+			snprintf(k, sizeof(k), "p/%d", i);
+			if (keel_service_group_of(k, strlen(k), GROUPS) != g)
+				continue;
+			void *v;
+			size_t vl;
+			struct keel_client_result res;
+			cr_assert_eq(keel_client_get(c, k, strlen(k), false, &v, &vl, &res), 0);
+			keel_client_free_value(v);
+			cr_expect_eq(res.rev, per_group[g], "group %u: revision %llu for %u keys written once",
+				     g, (unsigned long long)res.rev, per_group[g]);
+			break;
+		}
+	}
+	keel_client_close(c);
+	for (unsigned id = 1; id <= 3; id++)
+		if (nodes[id].node)
+			stop(&nodes[id]);
+}
