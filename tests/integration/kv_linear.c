@@ -59,9 +59,13 @@ static atomic_ullong last_kill_ns;
 static atomic_ullong write_after_kill; /* writes acknowledged after the latest kill */
 static atomic_ullong last_write_ns;    /* the latest acknowledged write */
 
+/* Keys of this run only: the checker starts every key absent, and an
+ * --endpoints cluster may hold an earlier run's keys. */
+static uint64_t run_id;
+
 static void key_name(uint64_t k, char *buf, size_t cap)
 {
-	snprintf(buf, cap, "lin-key-%" PRIu64, k);
+	snprintf(buf, cap, "lin-key-%016" PRIx64 "-%" PRIu64, run_id, k);
 }
 
 static uint64_t parse_value(const void *v, size_t len)
@@ -247,6 +251,7 @@ int main(int argc, char **argv)
 		snprintf(path, sizeof(path), "%s/client-token", dir);
 		read_file(path, token, sizeof(token));
 	}
+	run_id = keel_mix64(now_ns() ^ ((uint64_t)getpid() << 32));
 	keel_lin_history_init(&hist);
 
 	pthread_t th[MAX_CLIENTS], nem;
