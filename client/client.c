@@ -417,6 +417,21 @@ void keel_client_close(struct keel_client *c)
 
 /* ---- one call, routed and retried ---------------------------------------- */
 
+/* The endpoint to send group g's request to: its leader's when known (and
+ * to_leader), else the first that connects from the current one; -1. */
+static int pick_conn(struct keel_client *c, uint32_t g, bool to_leader, uint64_t deadline)
+{
+	int i = -1;
+	if (to_leader && g < c->groups && c->leader[g])
+		i = conn_of_node(c, c->leader[g], deadline);
+	for (unsigned t = 0; t < c->nep && i < 0; t++) {
+		unsigned j = (c->cur + t) % c->nep;
+		if (ensure(c, j, deadline) == 0)
+			i = (int)j;
+	}
+	return i;
+}
+
 /* Sends m for group g (to its leader when to_leader) until an answer that
  * is not "not the leader" arrives or the deadline passes. On 0 *ans is the
  * answer (status field included) and *k the connection whose buffer holds
@@ -432,16 +447,7 @@ static int call(struct keel_client *c, uint32_t g, bool to_leader, struct keel_p
 	if (keel_client_pending(c))
 		return fail(c, KEEL_EBUSY, "pipelined calls are pending: keel_client_poll them first");
 	while (now_ms() < deadline) {
-		int i = -1;
-		if (to_leader && g < c->groups && c->leader[g])
-			i = conn_of_node(c, c->leader[g], deadline);
-		if (i < 0) {
-			for (unsigned t = 0; t < c->nep && i < 0; t++) {
-				unsigned j = (c->cur + t) % c->nep;
-				if (ensure(c, j, deadline) == 0)
-					i = (int)j;
-			}
-		}
+		int i = pick_conn(c, g, to_leader, deadline);
 		if (i >= 0) {
 			struct conn *k = &c->ep[i];
 			int rc = roundtrip(c, k, m, ans, used, deadline);
@@ -1359,16 +1365,9 @@ static void dispatch(struct keel_client *c, uint64_t t)
 		struct areq *next = r->qnext;
 		r->qnext = NULL;
 		int i = -1;
-		if (r->deadline > t && r->not_before <= t) {
-			uint64_t dl = r->deadline < t + 1000 ? r->deadline : t + 1000;
-			if (r->group < c->groups && c->leader[r->group])
-				i = conn_of_node(c, c->leader[r->group], dl);
-			for (unsigned k = 0; k < c->nep && i < 0; k++) {
-				unsigned j = (c->cur + k) % c->nep;
-				if (ensure(c, j, dl) == 0)
-					i = (int)j;
-			}
-		}
+		if (r->deadline > t && r->not_before <= t)
+			i = pick_conn(c, r->group, true,
+				      r->deadline < t + 1000 ? r->deadline : t + 1000);
 		if (i >= 0) {
 			struct conn *k = &c->ep[i];
 			if (k->olen + r->frame_len > k->ocap) {

@@ -194,6 +194,16 @@ static void answer(struct cconn *c, const struct keel_proto_msg *m)
 	queue(c, b);
 }
 
+/* A RESULT with an error and why (the connection stays). */
+static void answer_error(struct cconn *c, uint64_t id, int code, const char *why)
+{
+	struct keel_proto_msg a = {.type = KEEL_PROTO_RESULT, .id = id, .status = code,
+				   .message = {(const uint8_t *)why, (uint32_t)strlen(why)}};
+	keel_proto_set(&a, KEEL_PT_STATUS);
+	keel_proto_set(&a, KEEL_PT_MESSAGE);
+	answer(c, &a);
+}
+
 /* An ERROR frame, then the connection closes. */
 static void refuse(struct cconn *c, uint64_t id, int code, const char *why)
 {
@@ -849,12 +859,7 @@ static void start_watch(struct cconn *c, const struct keel_proto_msg *m)
 		if (w->wid == m->id)
 			bad = "a watch with that id is open on this connection";
 	if (bad) {
-		struct keel_proto_msg a = {.type = KEEL_PROTO_RESULT, .id = m->id,
-					   .status = KEEL_EBADINPUT,
-					   .message = {(const uint8_t *)bad, (uint32_t)strlen(bad)}};
-		keel_proto_set(&a, KEEL_PT_STATUS);
-		keel_proto_set(&a, KEEL_PT_MESSAGE);
-		answer(c, &a);
+		answer_error(c, m->id, KEEL_EBADINPUT, bad);
 		return;
 	}
 	if (c->inflight >= MAX_INFLIGHT) {
@@ -887,13 +892,7 @@ static void stop_watch(struct cconn *c, const struct keel_proto_msg *m)
 	while (w && (w->wid != m->watch_id || w->unwatch_id))
 		w = w->next;
 	if (!w) {
-		static const char why[] = "no such watch on this connection";
-		struct keel_proto_msg a = {.type = KEEL_PROTO_RESULT, .id = m->id,
-					   .status = KEEL_ENOTFOUND,
-					   .message = {(const uint8_t *)why, sizeof(why) - 1}};
-		keel_proto_set(&a, KEEL_PT_STATUS);
-		keel_proto_set(&a, KEEL_PT_MESSAGE);
-		answer(c, &a);
+		answer_error(c, m->id, KEEL_ENOTFOUND, "no such watch on this connection");
 		return;
 	}
 	w->unwatch_id = m->id ? m->id : UINT64_MAX;
@@ -999,12 +998,7 @@ static void handle(struct cconn *c, const struct keel_proto_msg *m)
 	else if (m->type == KEEL_PROTO_RANGE && (!m->has[KEEL_PT_GROUP] || m->group >= p->groups))
 		bad = "a range needs a group below the cluster's group count";
 	if (bad) {
-		struct keel_proto_msg a = {.type = KEEL_PROTO_RESULT, .id = m->id,
-					   .status = KEEL_EBADINPUT,
-					   .message = {(const uint8_t *)bad, (uint32_t)strlen(bad)}};
-		keel_proto_set(&a, KEEL_PT_STATUS);
-		keel_proto_set(&a, KEEL_PT_MESSAGE);
-		answer(c, &a);
+		answer_error(c, m->id, KEEL_EBADINPUT, bad);
 		return;
 	}
 	if (c->inflight >= MAX_INFLIGHT) {
