@@ -137,6 +137,38 @@ static void lifecycle(enum keel_wal_engine eng, const char *name)
 	keel_wal_close(w);
 }
 
+/* The next segment is prepared by the WAL's helper while the current one
+ * fills: a roll with the spare ready takes it (the stats say so), the
+ * helper makes the next one, and the log reads back whole after a
+ * reopen, a leftover spare in the directory included. */
+Test(wal_files, rolls_take_the_segment_prepared_ahead)
+{
+	struct keel_wal *w = open_real(KEEL_WAL_ENGINE_AUTO, NULL);
+	char spare[128];
+	snprintf(spare, sizeof(spare), "%s/spare.tmp", dir);
+	uint64_t last = 0;
+	for (int round = 0; round < 8; round++) {
+		/* the helper has had time to make the spare */
+		for (int i = 0; i < 200 && access(spare, F_OK) != 0; i++)
+			usleep(10000);
+		usleep(50000);
+		append_range(w, last + 1, last + 60, 0); /* more than one 64 KiB segment */
+		last += 60;
+	}
+	struct keel_wal_stats st;
+	keel_wal_get_stats(w, &st);
+	cr_expect_geq(st.segs_prepared, 4, "only %llu of the rolls took a prepared segment",
+		      (unsigned long long)st.segs_prepared);
+	keel_wal_close(w);
+	w = open_real(KEEL_WAL_ENGINE_AUTO, NULL);
+	expect_log(w, 1, last);
+	append_range(w, last + 1, last + 60, 0);
+	keel_wal_close(w);
+	w = open_real(KEEL_WAL_ENGINE_AUTO, NULL);
+	expect_log(w, 1, last + 60);
+	keel_wal_close(w);
+}
+
 Test(wal_files, lifecycle_io_uring)
 {
 	lifecycle(KEEL_WAL_ENGINE_URING, "io_uring");
