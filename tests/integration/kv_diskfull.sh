@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The replicated KV when one node's disk fills (issue 12). A local cluster
 # (`keel cluster up`: 3 nodes, 1 shard, 2 groups, 8 MiB WAL segments) whose
-# node 3 keeps its data on a 20 MiB tmpfs: its two groups' first segments
-# take 16 MiB, so the first segment roll on node 3 finds no space.
-#   1. writes of 75 kB values through all three endpoints: every one is
+# node 3 keeps its data on a 36 MiB tmpfs: its two groups' first segments
+# and the next one each WAL prepares ahead take 32 MiB, so the first roll
+# takes the prepared segment, the next one cannot be prepared (logged), and
+# the roll after it finds no space.
+#   1. writes of 120 kB values through all three endpoints: every one is
 #      acknowledged (the client retries a write its node could not make
 #      durable elsewhere, with the same sequence) while node 3 runs out of
 #      space; node 3 stops with the reason in its log ("No space left on
@@ -43,23 +45,23 @@ kv() { "$KEEL" kv --dir "$cdir" "$@"; }
 alive() { [ -r /proc/$1/stat ] && ! awk '{exit $3 != "Z"}' /proc/$1/stat; }
 
 mkdir -p "$data3"
-mount -t tmpfs -o size=20m,mode=0700 keel-diskfull "$data3" 2>/dev/null || skip "cannot mount a tmpfs here"
+mount -t tmpfs -o size=36m,mode=0700 keel-diskfull "$data3" 2>/dev/null || skip "cannot mount a tmpfs here"
 "$KEEL" cluster up --nodes 3 --shards 1 --groups 2 --dir "$cdir" >"$dir/up.out" 2>&1 ||
   fail "cluster up: $(cat "$dir/up.out")"
 pid3=$(cat "$cdir/n3.pid")
-ok "cluster up; node 3's data on a 20 MiB tmpfs ($(df -h --output=avail "$data3" | tail -1 | tr -d ' ') free)"
+ok "cluster up; node 3's data on a 36 MiB tmpfs ($(df -h --output=avail "$data3" | tail -1 | tr -d ' ') free)"
 
 # ---- 1. fill node 3's disk under acknowledged writes -----------------------------
-value=$(head -c 56000 /dev/urandom | base64 -w0) # 74,668 bytes
+value=$(head -c 90000 /dev/urandom | base64 -w0) # 120,000 bytes (one argument may have 128 KiB)
 n=0
-for i in $(seq 1 400); do
+for i in $(seq 1 700); do
   kv --timeout 15000 put "big-$i" "$value" >/dev/null 2>"$dir/err" || fail "put big-$i: $(cat "$dir/err")"
   n=$i
   alive "$pid3" || break
 done
-alive "$pid3" && fail "node 3 still runs after $n writes of 75 kB on a 20 MiB disk"
-grep -q "No space left on device" "$cdir/n3.log" || fail "node 3 stopped without saying why"
-grep -m1 "No space left on device" "$cdir/n3.log" | sed 's/^/  node 3: /'
+alive "$pid3" && fail "node 3 still runs after $n writes of 120 kB on a 36 MiB disk"
+grep -q "stops: .*No space left on device" "$cdir/n3.log" || fail "node 3 stopped without saying why"
+grep -m1 "stops: .*No space left on device" "$cdir/n3.log" | sed 's/^/  node 3: /'
 grep -qiE "AddressSanitizer|runtime error|Segmentation|Aborted|assert" "$cdir/n3.log" && fail "node 3 crashed"
 ok "node 3 ran out of space after $n acknowledged writes and stopped with the reason"
 
