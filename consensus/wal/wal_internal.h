@@ -75,6 +75,7 @@ struct keel_wal {
 	uint64_t hs_seq;
 	struct keel_wal_hard_state hs;
 	struct wal_spare *spare; /* the helper preparing the next segment, or NULL */
+	bool spare_asked;        /* asked for the current segment's successor */
 	char errmsg[KEEL_ERRMSG_LEN];
 };
 
@@ -98,6 +99,7 @@ struct wal_spare;
 void wal_spare_start(struct keel_wal *w);
 void wal_spare_stop(struct keel_wal *w);
 int wal_spare_take(struct keel_wal *w, uint64_t first, const char *name);
+void wal_spare_ask(struct keel_wal *w);
 
 /* wal_segment.c: segment files, truncation, compaction, reading */
 int wal_seg_push_off(struct seg *s, uint32_t off);

@@ -6,10 +6,12 @@
  * about half a second for 8 MiB here, during which every group of the
  * shard, and the client port on shard 0, waited. Now a helper thread keeps
  * one spare, SEG_SPARE: created, allocated, zero-filled and synced while
- * the current segment fills. The roll takes it if it is ready: writes the
+ * the current segment fills, asked for once the current segment is half
+ * full (so an idle log, and a node opening many groups at once, write no
+ * spare segments they may never need). The roll takes it if it is ready: writes the
  * header with its first index, fdatasyncs that block, renames it into
- * place and syncs the directory (about what one append costs), and asks
- * the helper for the next spare. If it is not ready (the first roll after
+ * place and syncs the directory (about what one append costs). If it is
+ * not ready (the first roll after
  * an open, a disk that could not make one, a burst of rolls), the roll
  * creates its segment itself as before, and a full disk is reported there
  * as before (the helper's own failure is only logged).
@@ -114,7 +116,6 @@ void wal_spare_start(struct keel_wal *w)
 	sp->io = w->io;
 	sp->size = w->cfg.segment_size;
 	sp->fill = !w->cfg.prealloc_fallocate;
-	sp->want = true;
 	pthread_mutex_init(&sp->mu, NULL);
 	pthread_cond_init(&sp->cv, NULL);
 	if (pthread_create(&sp->th, NULL, helper, sp)) {
@@ -142,6 +143,22 @@ void wal_spare_stop(struct keel_wal *w)
 	w->spare = NULL;
 }
 
+/* The current segment is half full: the helper makes the next one (once
+ * per segment; the flag is the owner thread's, so an append pays no lock). */
+void wal_spare_ask(struct keel_wal *w)
+{
+	struct wal_spare *sp = w->spare;
+	if (!sp || w->spare_asked)
+		return;
+	w->spare_asked = true;
+	pthread_mutex_lock(&sp->mu);
+	if (!sp->ready && !sp->busy) {
+		sp->want = true;
+		pthread_cond_signal(&sp->cv);
+	}
+	pthread_mutex_unlock(&sp->mu);
+}
+
 /* The roll: 1 when the spare became segment `name` (first index first),
  * 0 when there was none ready (create it the old way), or a negative code
  * when taking it failed part-way (the create path runs then too: the
@@ -151,6 +168,7 @@ int wal_spare_take(struct keel_wal *w, uint64_t first, const char *name)
 	struct wal_spare *sp = w->spare;
 	if (!sp)
 		return 0;
+	w->spare_asked = false; /* the new segment asks again at its half */
 	pthread_mutex_lock(&sp->mu);
 	bool ready = sp->ready && !sp->busy;
 	sp->ready = false;
@@ -176,10 +194,5 @@ int wal_spare_take(struct keel_wal *w, uint64_t first, const char *name)
 		io->ops->unlink(io, SEG_SPARE);
 		io->ops->unlink(io, name);
 	}
-	/* the next one, in the background */
-	pthread_mutex_lock(&sp->mu);
-	sp->want = true;
-	pthread_cond_signal(&sp->cv);
-	pthread_mutex_unlock(&sp->mu);
 	return rc ? rc : 1;
 }

@@ -147,18 +147,25 @@ Test(wal_files, rolls_take_the_segment_prepared_ahead)
 	char spare[128];
 	snprintf(spare, sizeof(spare), "%s/spare.tmp", dir);
 	uint64_t last = 0;
-	for (int round = 0; round < 8; round++) {
-		/* the helper has had time to make the spare */
-		for (int i = 0; i < 200 && access(spare, F_OK) != 0; i++)
-			usleep(10000);
-		usleep(50000);
-		append_range(w, last + 1, last + 60, 0); /* more than one 64 KiB segment */
-		last += 60;
-	}
 	struct keel_wal_stats st;
-	keel_wal_get_stats(w, &st);
-	cr_expect_geq(st.segs_prepared, 4, "only %llu of the rolls took a prepared segment",
-		      (unsigned long long)st.segs_prepared);
+	for (int round = 0; round < 6; round++) {
+		/* past half the segment the helper is asked for the next one */
+		for (int i = 0; i < 200 && access(spare, F_OK) != 0; i++) {
+			append_range(w, last + 1, last + 1, 0);
+			last++;
+		}
+		cr_assert_eq(access(spare, F_OK), 0, "no segment prepared ahead");
+		usleep(100000); /* time to fill and sync it */
+		keel_wal_get_stats(w, &st);
+		uint64_t before = st.segs_prepared;
+		/* the roll takes it */
+		for (int i = 0; i < 200 && st.segs_prepared == before; i++) {
+			append_range(w, last + 1, last + 1, 0);
+			last++;
+			keel_wal_get_stats(w, &st);
+		}
+		cr_assert_eq(st.segs_prepared, before + 1, "round %d: the roll did not take it", round);
+	}
 	keel_wal_close(w);
 	w = open_real(KEEL_WAL_ENGINE_AUTO, NULL);
 	expect_log(w, 1, last);
