@@ -22,16 +22,20 @@
 #define EXIT_CLUSTER KEEL_CLI_UNREACHABLE
 
 struct kvopts {
-	const char *endpoints, *dir, *token_file, *expect;
-	uint64_t timeout_ms, limit;
+	const char *endpoints, *dir, *token_file, *expect, *prefix;
+	uint64_t timeout_ms, limit, rev, count;
 	bool json, serializable, absent;
 };
 
 static const char *const about =
 	"put KEY VALUE, get KEY, del KEY, cas KEY VALUE (--expect OLD or --absent),\n"
-	"range PREFIX: the cluster's replicated KV store. Writes go to the key's\n"
+	"range PREFIX, watch KEY|--prefix P: the cluster's replicated KV store. Writes go to the key's\n"
 	"group leader and are applied exactly once (a retry after a timeout reuses\n"
-	"the request's sequence); reads are linearizable unless --serializable.";
+	"the request's sequence); reads are linearizable unless --serializable.\n"
+	"watch prints every change of KEY (or of the keys with --prefix P) from\n"
+	"--rev R in each group (revisions are per group), one line each, until\n"
+	"--count N changes or interrupted; it resumes on another node when its\n"
+	"node goes away, without a change missed or repeated.";
 
 static const char *const epilog =
 	"The cluster: --endpoints, else $KEEL_ENDPOINTS, else --dir of `keel cluster up`.\n"
@@ -68,6 +72,58 @@ static int range_row(void *arg, const void *key, size_t key_len, const void *val
 	return 0;
 }
 
+/* keel kv watch: one line per change until --count or a signal. */
+static int kv_watch(const struct keel_cmd_spec *spec, const struct kvopts *o, int nargs,
+		    char **argv)
+{
+	if ((nargs == 2) == (o->prefix != NULL))
+		return keel_opt_usage(spec, "watch takes exactly one of KEY and --prefix P");
+	const char *key = o->prefix ? o->prefix : argv[2];
+	const struct keel_cli_cluster where = {o->endpoints, o->dir, o->token_file, o->timeout_ms};
+	struct keel_client *c;
+	int rc = keel_cli_connect(spec, &where, &c);
+	if (rc)
+		return rc;
+	struct keel_client_watch *w;
+	rc = keel_client_watch_open(c, key, strlen(key), o->prefix != NULL, o->rev, &w);
+	uint64_t seen = 0;
+	while (rc == 0 && (!o->count || seen < o->count)) {
+		struct keel_client_event ev;
+		int r = keel_client_watch_next(w, 1000, &ev);
+		if (r < 0) {
+			rc = r;
+			break;
+		}
+		if (r == 0)
+			continue;
+		seen++;
+		if (o->json) {
+			printf("{\"type\":\"%s\",\"key\":", ev.deleted ? "delete" : "put");
+			print_bytes_json(ev.key, ev.key_len);
+			if (!ev.deleted) {
+				fputs(",\"value\":", stdout);
+				print_bytes_json(ev.value, ev.value_len);
+			}
+			printf(",\"rev\":%llu,\"group\":%u,\"node\":%u}\n", (unsigned long long)ev.rev,
+			       ev.group, ev.node);
+		} else {
+			printf("%s ", ev.deleted ? "DELETE" : "PUT");
+			fwrite(ev.key, 1, ev.key_len, stdout);
+			if (!ev.deleted) {
+				fputc('\t', stdout);
+				fwrite(ev.value, 1, ev.value_len, stdout);
+			}
+			printf("\trev=%llu group=%u\n", (unsigned long long)ev.rev, ev.group);
+		}
+		fflush(stdout);
+	}
+	if (rc < 0)
+		fprintf(stderr, "keel kv watch: %s\n", keel_client_errmsg(c));
+	keel_client_watch_close(w);
+	keel_client_close(c);
+	return rc < 0 ? EXIT_CLUSTER : 0;
+}
+
 int keel_cmd_kv(int argc, char **argv)
 {
 	struct kvopts o = {.timeout_ms = 5000};
@@ -88,19 +144,30 @@ int keel_cmd_kv(int argc, char **argv)
 		{"serializable", 's', KEEL_OPT_FLAG, &o.serializable,
 		 .help = "reads: answer from the node's own copy (may be stale)"},
 		{"json", 'j', KEEL_OPT_FLAG, &o.json, .help = "machine-readable output"},
+		{"prefix", 'p', KEEL_OPT_STR, &o.prefix, .arg = "P",
+		 .help = "watch: every key starting with P (\"\": every key)"},
+		{"rev", 'r', KEEL_OPT_U64, &o.rev, 0, UINT64_MAX, "R",
+		 "watch: from revision R of each group (0: changes from now on)"},
+		{"count", 'c', KEEL_OPT_U64, &o.count, 0, UINT64_MAX, "N",
+		 "watch: stop after N changes (0: run until interrupted)"},
 		{0},
 	};
-	const struct keel_cmd_spec spec = {"kv", "put|get|del|cas|range ARGS... [options]", about,
-					   opts, 2, 3, "ARGS", epilog};
+	const struct keel_cmd_spec spec = {"kv", "put|get|del|cas|range|watch ARGS... [options]",
+					   about, opts, 1, 3, "ARGS", epilog};
 	int nargs = 0;
 	int st = keel_opt_parse(&spec, argc, argv, &nargs);
 	if (st != KEEL_OPT_RUN)
 		return st;
 	const char *op = argv[1];
+	if (!strcmp(op, "watch"))
+		return kv_watch(&spec, &o, nargs, argv);
+	if (o.prefix || o.rev || o.count)
+		return keel_opt_usage(&spec, "--prefix, --rev and --count are for watch");
 	int want = !strcmp(op, "put") || !strcmp(op, "cas") ? 3 : 2;
 	if (strcmp(op, "put") && strcmp(op, "get") && strcmp(op, "del") && strcmp(op, "cas") &&
 	    strcmp(op, "range"))
-		return keel_opt_usage(&spec, "unknown operation '%s' (put, get, del, cas, range)", op);
+		return keel_opt_usage(&spec, "unknown operation '%s' (put, get, del, cas, range, watch)",
+				      op);
 	if (nargs != want)
 		return keel_opt_usage(&spec, "%s takes %s", op,
 				      want == 3 ? "KEY VALUE" : !strcmp(op, "range") ? "PREFIX" : "KEY");

@@ -41,7 +41,14 @@ struct conn {
 	uint32_t node;       /* from HELLO_OK; 0 until then */
 	uint8_t *rbuf;
 	size_t rlen, rcap;
+	/* pipelined calls: frames not sent yet, and requests sent here */
+	uint8_t *obuf;
+	size_t olen, ocap;
+	unsigned inflight;
 };
+
+struct async;
+static void async_free(struct async *as);
 
 struct keel_client {
 	struct keel_client_config cfg;
@@ -54,6 +61,7 @@ struct keel_client {
 	uint64_t id, seq, next_req;
 	uint8_t *wbuf;
 	size_t wcap;
+	struct async *as;    /* pipelined calls, from the first one */
 	char err[KEEL_ERRMSG_LEN];
 };
 
@@ -85,6 +93,8 @@ static void conn_close(struct conn *k)
 		close(k->fd);
 	k->fd = -1;
 	k->rlen = 0;
+	k->olen = 0;
+	k->inflight = 0;
 }
 
 /* ---- frames on a connection -------------------------------------------- */
@@ -238,12 +248,21 @@ static int dial(struct conn *k, uint64_t deadline)
 	return rc;
 }
 
+static int dial_hello(struct keel_client *c, struct conn *k, uint64_t deadline);
+
 /* Connects endpoint i if needed and says hello. */
 static int ensure(struct keel_client *c, unsigned i, uint64_t deadline)
 {
 	struct conn *k = &c->ep[i];
 	if (k->fd >= 0)
 		return 0;
+	return dial_hello(c, k, deadline);
+}
+
+/* Connects k (not connected) and says hello: k->node, and the cluster's
+ * group count on the first. */
+static int dial_hello(struct keel_client *c, struct conn *k, uint64_t deadline)
+{
 	int rc = dial(k, deadline);
 	if (rc < 0)
 		return fail(c, rc, "%s:%s: %s", k->host, k->port, keel_strerror(rc));
@@ -388,13 +407,30 @@ void keel_client_close(struct keel_client *c)
 	for (unsigned i = 0; i < c->nep; i++) {
 		conn_close(&c->ep[i]);
 		free(c->ep[i].rbuf);
+		free(c->ep[i].obuf);
 	}
+	async_free(c->as);
 	free(c->leader);
 	free(c->wbuf);
 	free(c);
 }
 
 /* ---- one call, routed and retried ---------------------------------------- */
+
+/* The endpoint to send group g's request to: its leader's when known (and
+ * to_leader), else the first that connects from the current one; -1. */
+static int pick_conn(struct keel_client *c, uint32_t g, bool to_leader, uint64_t deadline)
+{
+	int i = -1;
+	if (to_leader && g < c->groups && c->leader[g])
+		i = conn_of_node(c, c->leader[g], deadline);
+	for (unsigned t = 0; t < c->nep && i < 0; t++) {
+		unsigned j = (c->cur + t) % c->nep;
+		if (ensure(c, j, deadline) == 0)
+			i = (int)j;
+	}
+	return i;
+}
 
 /* Sends m for group g (to its leader when to_leader) until an answer that
  * is not "not the leader" arrives or the deadline passes. On 0 *ans is the
@@ -408,17 +444,10 @@ static int call(struct keel_client *c, uint32_t g, bool to_leader, struct keel_p
 	uint32_t last_hint = 0;
 	int last = KEEL_EUNAVAIL;
 	c->err[0] = '\0';
+	if (keel_client_pending(c))
+		return fail(c, KEEL_EBUSY, "pipelined calls are pending: keel_client_poll them first");
 	while (now_ms() < deadline) {
-		int i = -1;
-		if (to_leader && g < c->groups && c->leader[g])
-			i = conn_of_node(c, c->leader[g], deadline);
-		if (i < 0) {
-			for (unsigned t = 0; t < c->nep && i < 0; t++) {
-				unsigned j = (c->cur + t) % c->nep;
-				if (ensure(c, j, deadline) == 0)
-					i = (int)j;
-			}
-		}
+		int i = pick_conn(c, g, to_leader, deadline);
 		if (i >= 0) {
 			struct conn *k = &c->ep[i];
 			int rc = roundtrip(c, k, m, ans, used, deadline);
@@ -439,13 +468,18 @@ static int call(struct keel_client *c, uint32_t g, bool to_leader, struct keel_p
 				 * leading yet): back off before trying again */
 			} else if (rc == 0 && ans->type == KEEL_PROTO_RESULT &&
 				   (ans->status == KEEL_ETIMEOUT || ans->status == KEEL_EUNAVAIL ||
-				    ans->status == KEEL_ESTOPPED)) {
+				    ans->status == KEEL_ESTOPPED || ans->status == KEEL_EDURABLE)) {
 				/* the node could not finish it in its time (its leader
-				 * died under a read barrier, a proposal timed out): a
-				 * read is safe to repeat, and a write too, with the
-				 * same sequence (answered once from the table) */
+				 * died under a read barrier, a proposal timed out) or
+				 * its disk failed (full: the group stops there, while
+				 * the others may have committed the entry): a read is
+				 * safe to repeat, and a write too, with the same
+				 * sequence (answered once from the table) */
 				last = ans->status;
-				fail(c, ans->status, "node %u: %s", k->node, keel_strerror(ans->status));
+				fail(c, ans->status, "node %u: %.*s", k->node,
+				     ans->message.len ? (int)ans->message.len : 200,
+				     ans->message.len ? (const char *)ans->message.p
+						      : keel_strerror(ans->status));
 				consume(k, *used);
 				if (g < c->groups)
 					c->leader[g] = 0;
@@ -478,11 +512,14 @@ static int call(struct keel_client *c, uint32_t g, bool to_leader, struct keel_p
 		if (backoff < 200)
 			backoff *= 2;
 	}
+	/* c->err is fail()'s destination: quote a copy of it */
+	char prev[KEEL_ERRMSG_LEN];
+	memcpy(prev, c->err, sizeof(prev));
 	if (last == KEEL_ENOTLEADER || last == KEEL_EUNAVAIL)
 		return fail(c, KEEL_EUNAVAIL, "no leader for group %u reachable within %u ms (%u tries%s%s)", g,
-			    c->cfg.timeout_ms, tries, c->err[0] ? "; last: " : "", c->err);
+			    c->cfg.timeout_ms, tries, prev[0] ? "; last: " : "", prev);
 	return fail(c, KEEL_ETIMEOUT, "no answer within %u ms (%s): the outcome is unknown",
-		    c->cfg.timeout_ms, keel_strerror(last));
+		    c->cfg.timeout_ms, prev[0] ? prev : keel_strerror(last));
 }
 
 static uint32_t group_of(struct keel_client *c, const void *key, size_t len)
@@ -532,8 +569,8 @@ static int kv_write(struct keel_client *c, struct keel_proto_msg *m, const void 
 	*kv_status = a.kv_status;
 	fill_result(&a, g, k, res);
 	if (rc < 0)
-		fail(c, rc, "node %u: %.*s", k->node, (int)a.message.len,
-		     a.message.p ? (const char *)a.message.p : keel_strerror(rc));
+		fail(c, rc, "node %u: %.*s", k->node, a.message.len ? (int)a.message.len : 200,
+		     a.message.len ? (const char *)a.message.p : keel_strerror(rc));
 	consume(k, used);
 	return rc;
 }
@@ -800,4 +837,760 @@ int keel_client_status(struct keel_client *c,
 			consume(k, used);
 	}
 	return rows;
+}
+
+/* ---- watch ------------------------------------------------------------------
+ * A watch has a connection of its own (the blocking calls' connections drop
+ * pushed frames), to one node at a time: any node serves watches, since
+ * every replica applies every change. One server watch per group it covers
+ * (a key: its group; a prefix: every group), each named by the id of the
+ * WATCH request that opened it. next[g] is the revision to resume group g
+ * from: the revision after the last event given to the caller, or the
+ * asked start until an event arrives, or 0 ("from now") until the first
+ * answer says which revision "now" was. After a broken connection (the
+ * node killed, a snapshot installed past what the watch needed) the watch
+ * moves to the next endpoint and reopens every group from next[g], so no
+ * change is given twice or skipped; an event below next[g] (which a correct
+ * node does not send) is dropped all the same. */
+
+struct wgroup {
+	uint32_t group;
+	uint64_t next;   /* 0: from now (not started yet) */
+	uint64_t wid;    /* the WATCH request's id on the current connection */
+	bool started;
+};
+
+struct keel_client_watch {
+	struct keel_client *c;
+	struct conn k;
+	unsigned cur;          /* the endpoint k is (or was last) connected to */
+	unsigned stale;        /* endpoints in a row whose history was too short */
+	bool prefix;
+	uint32_t n;
+	struct wgroup *g;
+	uint8_t *ev;           /* the last event's key and value */
+	size_t evcap;
+	uint8_t *key;
+	uint32_t key_len;
+};
+
+static void watch_drop(struct keel_client_watch *w)
+{
+	conn_close(&w->k);
+	for (uint32_t i = 0; i < w->n; i++)
+		w->g[i].started = false;
+}
+
+/* Connects to the current endpoint and opens every group's watch there
+ * (the answers are read by keel_client_watch_next). */
+static int watch_connect(struct keel_client_watch *w, uint64_t deadline)
+{
+	struct keel_client *c = w->c;
+	struct conn *src = &c->ep[w->cur];
+	memcpy(w->k.host, src->host, sizeof(w->k.host));
+	memcpy(w->k.port, src->port, sizeof(w->k.port));
+	int rc = dial_hello(c, &w->k, deadline);
+	if (rc < 0)
+		return rc;
+	for (uint32_t i = 0; i < w->n && rc == 0; i++) {
+		struct wgroup *g = &w->g[i];
+		struct keel_proto_msg m = {.type = KEEL_PROTO_WATCH, .id = ++c->next_req,
+					   .group = g->group, .key = {w->key, w->key_len},
+					   .flags = w->prefix ? KEEL_PF_PREFIX : 0, .rev = g->next};
+		keel_proto_set(&m, KEEL_PT_GROUP);
+		keel_proto_set(&m, KEEL_PT_KEY);
+		keel_proto_set(&m, KEEL_PT_FLAGS);
+		if (g->next)
+			keel_proto_set(&m, KEEL_PT_REV);
+		g->wid = m.id;
+		size_t need = keel_proto_size(&m);
+		if (need > c->wcap) {
+			uint8_t *b = realloc(c->wbuf, need);
+			if (!b) {
+				rc = fail(c, -ENOMEM, "out of memory");
+				break;
+			}
+			c->wbuf = b;
+			c->wcap = need;
+		}
+		int len = keel_proto_encode(&m, c->wbuf, c->wcap);
+		rc = len < 0 ? len : send_all(&w->k, c->wbuf, (size_t)len, deadline);
+	}
+	if (rc < 0) {
+		if (rc != -ENOMEM)
+			fail(c, rc, "%s:%s: opening the watch: %s", w->k.host, w->k.port, keel_strerror(rc));
+		watch_drop(w);
+	}
+	return rc;
+}
+
+int keel_client_watch_open(struct keel_client *c, const void *key, size_t key_len, bool prefix,
+			   uint64_t from_rev, struct keel_client_watch **out)
+{
+	*out = NULL;
+	c->err[0] = '\0';
+	if ((!prefix && !key_len) || key_len > KEEL_KV_MAX_KEY)
+		return fail(c, KEEL_ETOOBIG, "a watched key is 1 to %u bytes (a prefix 0 to %u)",
+			    KEEL_KV_MAX_KEY, KEEL_KV_MAX_KEY);
+	if (!c->groups)
+		return fail(c, KEEL_EUNAVAIL, "no node has answered yet");
+	struct keel_client_watch *w = calloc(1, sizeof(*w));
+	uint32_t n = prefix ? c->groups : 1;
+	if (w) {
+		w->g = calloc(n, sizeof(*w->g));
+		w->key = malloc(key_len ? key_len : 1);
+	}
+	if (!w || !w->g || !w->key) {
+		if (w) {
+			free(w->g);
+			free(w->key);
+		}
+		free(w);
+		return fail(c, -ENOMEM, "out of memory");
+	}
+	w->c = c;
+	w->k.fd = -1;
+	w->cur = c->cur;
+	w->prefix = prefix;
+	w->n = n;
+	if (key_len)
+		memcpy(w->key, key, key_len);
+	w->key_len = (uint32_t)key_len;
+	for (uint32_t i = 0; i < n; i++)
+		w->g[i] = (struct wgroup){.group = prefix ? i : group_of(c, key, key_len),
+					  .next = from_rev};
+	*out = w;
+	return 0;
+}
+
+uint64_t keel_client_watch_revision(const struct keel_client_watch *w, uint32_t group)
+{
+	for (uint32_t i = 0; i < w->n; i++)
+		if (w->g[i].group == group)
+			return w->g[i].next;
+	return 0;
+}
+
+/* The group whose watch has id wid on the current connection. */
+static struct wgroup *wgroup_of(struct keel_client_watch *w, uint64_t wid)
+{
+	for (uint32_t i = 0; i < w->n; i++)
+		if (w->g[i].wid == wid)
+			return &w->g[i];
+	return NULL;
+}
+
+static void watch_next_endpoint(struct keel_client_watch *w)
+{
+	watch_drop(w);
+	w->cur = (w->cur + 1) % w->c->nep;
+}
+
+int keel_client_watch_next(struct keel_client_watch *w, uint32_t timeout_ms,
+			   struct keel_client_event *ev)
+{
+	struct keel_client *c = w->c;
+	uint64_t deadline = now_ms() + timeout_ms;
+	unsigned backoff = 10;
+	c->err[0] = '\0';
+	for (;;) {
+		if (w->k.fd < 0) {
+			if (watch_connect(w, deadline) < 0) {
+				watch_next_endpoint(w);
+				uint64_t t = now_ms();
+				if (t >= deadline)
+					return 0;
+				unsigned nap = backoff < deadline - t ? backoff : (unsigned)(deadline - t);
+				struct timespec ts = {nap / 1000, (long)(nap % 1000) * 1000000L};
+				nanosleep(&ts, NULL);
+				if (backoff < 200)
+					backoff *= 2;
+				continue;
+			}
+		}
+		int fl = recv_frame(&w->k, deadline);
+		if (fl == KEEL_ETIMEOUT)
+			return 0;
+		struct keel_proto_msg m;
+		const char *why = NULL;
+		if (fl < 0 || keel_proto_decode(w->k.rbuf, (size_t)fl, &m, &why) < 0) {
+			/* the node went away (or sent garbage): resume elsewhere */
+			fail(c, fl < 0 ? fl : KEEL_EPROTO, "%s:%s: %s", w->k.host, w->k.port,
+			     fl < 0 ? keel_strerror(fl) : why);
+			watch_next_endpoint(w);
+			continue;
+		}
+		if (m.type == KEEL_PROTO_ERROR) {
+			int st = m.status ? m.status : KEEL_EPROTO;
+			fail(c, st, "%s:%s: %.*s", w->k.host, w->k.port, (int)m.message.len,
+			     m.message.len ? (const char *)m.message.p : "");
+			watch_next_endpoint(w);
+			if (st == KEEL_EAUTH)
+				return st;
+			continue;
+		}
+		struct wgroup *g = m.type == KEEL_PROTO_RESULT ? wgroup_of(w, m.id)
+			       : m.type == KEEL_PROTO_EVENT  ? wgroup_of(w, m.watch_id)
+							     : NULL;
+		if (!g) {
+			consume(&w->k, (size_t)fl);
+			continue;
+		}
+		if (m.type == KEEL_PROTO_RESULT) {
+			int st = m.status;
+			if (st == 0) {
+				g->started = true;
+				w->stale = 0;
+				if (!g->next)
+					g->next = m.rev + 1;
+				consume(&w->k, (size_t)fl);
+				continue;
+			}
+			fail(c, st, "node %u, group %u: %.*s", w->k.node, g->group,
+			     m.message.len ? (int)m.message.len : 200,
+			     m.message.len ? (const char *)m.message.p : keel_strerror(st));
+			consume(&w->k, (size_t)fl);
+			if (st == KEEL_ESTALE && ++w->stale < c->nep) {
+				/* this node's history is too short: another may have it */
+				watch_next_endpoint(w);
+				continue;
+			}
+			watch_drop(w);
+			return st;
+		}
+		/* an EVENT */
+		if (m.status == KEEL_ESTALE) {
+			/* this replica skipped revisions by a snapshot: resume elsewhere */
+			fail(c, KEEL_ESTALE, "node %u, group %u: %.*s", w->k.node, g->group,
+			     (int)m.message.len, m.message.len ? (const char *)m.message.p : "");
+			watch_next_endpoint(w);
+			continue;
+		}
+		if (m.rev < g->next || !m.has[KEEL_PT_KEY]) {
+			consume(&w->k, (size_t)fl);
+			continue;
+		}
+		size_t need = (size_t)m.key.len + m.value.len + 1;
+		if (need > w->evcap) {
+			uint8_t *b = realloc(w->ev, need);
+			if (!b) {
+				watch_drop(w);
+				return fail(c, -ENOMEM, "out of memory");
+			}
+			w->ev = b;
+			w->evcap = need;
+		}
+		memcpy(w->ev, m.key.p, m.key.len);
+		if (m.value.len)
+			memcpy(w->ev + m.key.len, m.value.p, m.value.len);
+		w->ev[m.key.len + m.value.len] = '\0';
+		*ev = (struct keel_client_event){.group = g->group, .node = w->k.node, .rev = m.rev,
+						 .deleted = (m.flags & KEEL_PF_DELETED) != 0,
+						 .key = w->ev, .key_len = m.key.len,
+						 .value = w->ev + m.key.len, .value_len = m.value.len};
+		g->next = m.rev + 1;
+		consume(&w->k, (size_t)fl);
+		return 1;
+	}
+}
+
+void keel_client_watch_close(struct keel_client_watch *w)
+{
+	if (!w)
+		return;
+	/* closing the connection ends every server watch on it */
+	conn_close(&w->k);
+	free(w->k.rbuf);
+	free(w->g);
+	free(w->key);
+	free(w->ev);
+	free(w);
+}
+
+/* ---- pipelined calls ----------------------------------------------------------
+ * Many requests in flight per connection: a submitted request is encoded
+ * once into its slot and queued; keel_client_poll sends queued requests
+ * (to their group's leader, as the blocking calls route), reads every
+ * answer that has arrived, and completes, redirects or requeues each as
+ * call() would (a hint followed at once, the same hint again or a node
+ * that could not finish it after a backoff, a broken connection's requests
+ * resent elsewhere). Answers are matched by id; the id names the slot
+ * (low 16 bits) and its use (the rest), so a late answer to a request
+ * that timed out is recognized and dropped.
+ *
+ * Exactly once: a node's client table keeps one (sequence, answer) per
+ * client id, the latest. Pipelined writes of one id would supersede each
+ * other's entries, and a resent older write could then not be told
+ * "applied" from "not applied". So the writes in flight hold lanes: lane i
+ * is a client id of its own with its own sequence, carrying one write at a
+ * time; a resend reuses the lane and its sequence, and the table answers
+ * it exactly as it answers a blocking call's retry. */
+
+struct areq {
+	uint64_t id;          /* 0: free */
+	uint8_t type;         /* KEEL_PROTO_PUT, DEL, CAS, GET */
+	uint32_t group;
+	int lane;             /* writes: the lane held; -1 for reads */
+	int on;               /* the endpoint it was sent on; -1: queued */
+	uint64_t deadline, not_before;
+	unsigned backoff;
+	uint32_t last_hint;
+	keel_client_done_fn *cb;
+	void *arg;
+	uint8_t *frame;
+	size_t frame_len;
+	struct areq *qnext;   /* the queue of requests to send */
+};
+
+struct lane {
+	uint64_t client, seq;
+	bool busy;
+};
+
+struct async {
+	uint32_t max;
+	struct areq *slot;    /* [max] */
+	struct lane *lane;    /* [max] */
+	uint32_t n;           /* slots in use */
+	uint64_t gen;
+	struct areq *qhead, *qtail;
+};
+
+static void async_free(struct async *as)
+{
+	if (!as)
+		return;
+	for (uint32_t i = 0; i < as->max; i++)
+		free(as->slot[i].frame);
+	free(as->slot);
+	free(as->lane);
+	free(as);
+}
+
+size_t keel_client_pending(const struct keel_client *c)
+{
+	return c->as ? c->as->n : 0;
+}
+
+static struct async *async_of(struct keel_client *c)
+{
+	if (c->as)
+		return c->as;
+	struct async *as = calloc(1, sizeof(*as));
+	uint32_t max = c->cfg.max_inflight ? c->cfg.max_inflight : 256;
+	if (max > 65535)
+		max = 65535;
+	if (as) {
+		as->max = max;
+		as->slot = calloc(max, sizeof(*as->slot));
+		as->lane = calloc(max, sizeof(*as->lane));
+	}
+	if (!as || !as->slot || !as->lane) {
+		async_free(as);
+		return NULL;
+	}
+	for (uint32_t i = 0; i < max; i++) {
+		/* an id of its own per lane, never 0, far from c->id */
+		uint64_t id = keel_mix64(c->id + 0x9e3779b97f4a7c15ull * (i + 1));
+		as->lane[i].client = id ? id : 1;
+	}
+	c->as = as;
+	return as;
+}
+
+static void enqueue(struct async *as, struct areq *r)
+{
+	r->on = -1;
+	r->qnext = NULL;
+	if (as->qtail)
+		as->qtail->qnext = r;
+	else
+		as->qhead = r;
+	as->qtail = r;
+}
+
+/* Frees r's slot (and lane) and tells its caller. */
+static void complete(struct keel_client *c, struct areq *r, int status,
+		     const struct keel_client_result *res, const void *value, size_t value_len)
+{
+	struct async *as = c->as;
+	keel_client_done_fn *cb = r->cb;
+	void *arg = r->arg;
+	if (r->lane >= 0)
+		as->lane[r->lane].busy = false;
+	r->id = 0;
+	as->n--;
+	cb(arg, status, res, value, value_len);
+}
+
+static int submit(struct keel_client *c, struct keel_proto_msg *m, uint32_t g,
+		  keel_client_done_fn *cb, void *arg)
+{
+	if (!cb)
+		return fail(c, KEEL_EBADINPUT, "a pipelined call needs a callback");
+	struct async *as = async_of(c);
+	if (!as)
+		return fail(c, -ENOMEM, "out of memory");
+	if (as->n == as->max)
+		return fail(c, KEEL_EFULL, "%u calls in flight: poll some to completion first", as->max);
+	uint32_t si = 0;
+	while (as->slot[si].id)
+		si++;
+	struct areq *r = &as->slot[si];
+	int lane = -1;
+	if (m->type != KEEL_PROTO_GET) {
+		lane = 0;
+		while (as->lane[lane].busy)
+			lane++; /* as many lanes as slots: one is free */
+		struct lane *l = &as->lane[lane];
+		m->client = l->client;
+		m->seq = ++l->seq;
+		keel_proto_set(m, KEEL_PT_CLIENT);
+		keel_proto_set(m, KEEL_PT_SEQ);
+	}
+	m->id = (++as->gen << 16) | si;
+	size_t need = keel_proto_size(m);
+	if (!need)
+		return fail(c, KEEL_ETOOBIG, "request over the protocol's limits");
+	uint8_t *f = realloc(r->frame, need);
+	if (!f)
+		return fail(c, -ENOMEM, "out of memory");
+	r->frame = f;
+	int n = keel_proto_encode(m, f, need);
+	if (n < 0)
+		return fail(c, n, "encoding the request: %s", keel_strerror(n));
+	if (lane >= 0)
+		as->lane[lane].busy = true;
+	r->id = m->id;
+	r->type = m->type;
+	r->group = g;
+	r->lane = lane;
+	r->frame_len = (size_t)n;
+	r->deadline = now_ms() + c->cfg.timeout_ms;
+	r->not_before = 0;
+	r->backoff = 10;
+	r->last_hint = 0;
+	r->cb = cb;
+	r->arg = arg;
+	as->n++;
+	enqueue(as, r);
+	return 0;
+}
+
+int keel_client_put_async(struct keel_client *c, const void *key, size_t key_len, const void *value,
+			  size_t value_len, keel_client_done_fn *cb, void *arg)
+{
+	int rc = check_key(c, key_len, value_len);
+	if (rc < 0)
+		return rc;
+	struct keel_proto_msg m = {.type = KEEL_PROTO_PUT, .key = {key, (uint32_t)key_len},
+				   .value = {value, (uint32_t)value_len}};
+	keel_proto_set(&m, KEEL_PT_KEY);
+	keel_proto_set(&m, KEEL_PT_VALUE);
+	return submit(c, &m, group_of(c, key, key_len), cb, arg);
+}
+
+int keel_client_del_async(struct keel_client *c, const void *key, size_t key_len,
+			  keel_client_done_fn *cb, void *arg)
+{
+	int rc = check_key(c, key_len, 0);
+	if (rc < 0)
+		return rc;
+	struct keel_proto_msg m = {.type = KEEL_PROTO_DEL, .key = {key, (uint32_t)key_len}};
+	keel_proto_set(&m, KEEL_PT_KEY);
+	return submit(c, &m, group_of(c, key, key_len), cb, arg);
+}
+
+int keel_client_get_async(struct keel_client *c, const void *key, size_t key_len, bool serializable,
+			  keel_client_done_fn *cb, void *arg)
+{
+	int rc = check_key(c, key_len, 0);
+	if (rc < 0)
+		return rc;
+	struct keel_proto_msg m = {.type = KEEL_PROTO_GET, .key = {key, (uint32_t)key_len},
+				   .flags = serializable ? KEEL_PF_SERIALIZABLE : 0};
+	keel_proto_set(&m, KEEL_PT_KEY);
+	keel_proto_set(&m, KEEL_PT_FLAGS);
+	return submit(c, &m, group_of(c, key, key_len), cb, arg);
+}
+
+/* Resends r later (or at once with when 0), elsewhere unless a leader is known. */
+static void requeue(struct keel_client *c, struct areq *r, uint64_t when)
+{
+	r->not_before = when;
+	enqueue(c->as, r);
+}
+
+static void backoff_requeue(struct keel_client *c, struct areq *r, uint64_t t)
+{
+	requeue(c, r, t + r->backoff);
+	if (r->backoff < 200)
+		r->backoff *= 2;
+}
+
+/* Endpoint i broke: its requests go back to the queue. */
+static void async_conn_failed(struct keel_client *c, unsigned i, uint64_t t)
+{
+	struct async *as = c->as;
+	conn_close(&c->ep[i]);
+	for (uint32_t s = 0; s < as->max; s++) {
+		struct areq *r = &as->slot[s];
+		if (r->id && r->on == (int)i) {
+			if (r->group < c->groups)
+				c->leader[r->group] = 0;
+			backoff_requeue(c, r, t);
+		}
+	}
+	if (c->cur == i)
+		c->cur = (i + 1) % c->nep;
+}
+
+/* Sends what the queue holds that may go now; completes what is past its
+ * deadline (in the queue or in flight). */
+static void dispatch(struct keel_client *c, uint64_t t)
+{
+	struct async *as = c->as;
+	for (uint32_t s = 0; s < as->max; s++) {
+		struct areq *r = &as->slot[s];
+		if (r->id && r->deadline <= t && r->on >= 0) {
+			c->ep[r->on].inflight--;
+			r->on = -2; /* completed below; its late answer is dropped */
+		}
+	}
+	struct areq *keep = NULL, *keep_tail = NULL;
+	struct areq *r = as->qhead;
+	as->qhead = as->qtail = NULL;
+	/* the rest of the queue, kept aside while callbacks may queue more */
+	while (r) {
+		struct areq *next = r->qnext;
+		r->qnext = NULL;
+		int i = -1;
+		if (r->deadline > t && r->not_before <= t)
+			i = pick_conn(c, r->group, true,
+				      r->deadline < t + 1000 ? r->deadline : t + 1000);
+		if (i >= 0) {
+			struct conn *k = &c->ep[i];
+			if (k->olen + r->frame_len > k->ocap) {
+				size_t nc = k->ocap ? k->ocap : 65536;
+				while (nc < k->olen + r->frame_len)
+					nc *= 2;
+				uint8_t *b = realloc(k->obuf, nc);
+				if (!b)
+					i = -1;
+				else {
+					k->obuf = b;
+					k->ocap = nc;
+				}
+			}
+		}
+		if (i >= 0) {
+			struct conn *k = &c->ep[i];
+			memcpy(k->obuf + k->olen, r->frame, r->frame_len);
+			k->olen += r->frame_len;
+			k->inflight++;
+			r->on = i;
+		} else if (r->deadline > t) {
+			if (r->not_before <= t)
+				r->not_before = t + r->backoff; /* nothing reachable now */
+			if (keep_tail)
+				keep_tail->qnext = r;
+			else
+				keep = r;
+			keep_tail = r;
+		} else {
+			r->on = -2;
+		}
+		r = next;
+	}
+	/* the ones kept go first, before anything the callbacks below queue */
+	if (keep) {
+		keep_tail->qnext = as->qhead;
+		as->qhead = keep;
+		if (!as->qtail)
+			as->qtail = keep_tail;
+	}
+	for (uint32_t s = 0; s < as->max; s++) {
+		r = &as->slot[s];
+		if (r->id && r->on == -2) {
+			fail(c, KEEL_ETIMEOUT, "no answer within %u ms: the outcome is unknown",
+			     c->cfg.timeout_ms);
+			complete(c, r, KEEL_ETIMEOUT, NULL, NULL, 0);
+		}
+	}
+}
+
+/* One answer on endpoint i; 1 when it completed a call. */
+static int async_answer(struct keel_client *c, unsigned i, const struct keel_proto_msg *a,
+			uint64_t t)
+{
+	struct async *as = c->as;
+	uint32_t si = (uint32_t)(a->id & 0xffff);
+	if (a->type != KEEL_PROTO_RESULT || si >= as->max)
+		return 0;
+	struct areq *r = &as->slot[si];
+	if (r->id != a->id || r->on != (int)i)
+		return 0; /* a late answer to a call that timed out */
+	struct conn *k = &c->ep[i];
+	k->inflight--;
+	int st = a->status;
+	if (st == KEEL_ENOTLEADER) {
+		uint32_t hint = a->has[KEEL_PT_LEADER] ? a->leader : 0;
+		if (r->group < c->groups)
+			c->leader[r->group] = hint != k->node ? hint : 0;
+		if (!hint)
+			c->cur = (i + 1) % c->nep;
+		if (hint && hint != r->last_hint) {
+			r->last_hint = hint;
+			requeue(c, r, 0);
+		} else {
+			backoff_requeue(c, r, t);
+		}
+		return 0;
+	}
+	if (st == KEEL_ETIMEOUT || st == KEEL_EUNAVAIL || st == KEEL_ESTOPPED || st == KEEL_EDURABLE) {
+		/* as call(): the node could not finish it; again, same sequence */
+		if (r->group < c->groups)
+			c->leader[r->group] = 0;
+		c->cur = (i + 1) % c->nep;
+		backoff_requeue(c, r, t);
+		return 0;
+	}
+	if (r->group < c->groups && st != KEEL_EBADINPUT)
+		c->leader[r->group] = k->node;
+	struct keel_client_result res;
+	fill_result(a, r->group, k, &res);
+	const void *v = NULL;
+	size_t vl = 0;
+	if (st == 0 && a->kv_status == KEEL_KV_NOT_FOUND)
+		st = KEEL_ENOTFOUND;
+	else if (st == 0 && a->kv_status == KEEL_KV_CAS_FAILED)
+		st = KEEL_ESTALE;
+	else if (st == 0 && a->kv_status == KEEL_KV_STALE_SEQ)
+		st = KEEL_ETIMEOUT; /* not with lanes; if ever: the outcome is unknown */
+	if (st == 0 && r->type == KEEL_PROTO_GET) {
+		v = a->value.p ? (const void *)a->value.p : "";
+		vl = a->value.len;
+	}
+	if (st < 0)
+		fail(c, st, "node %u: %.*s", k->node, a->message.len ? (int)a->message.len : 200,
+		     a->message.len ? (const char *)a->message.p : keel_strerror(st));
+	complete(c, r, st, &res, v, vl);
+	return 1;
+}
+
+/* Reads what endpoint i has and handles every whole frame; 0, or a
+ * negative code when the connection is broken. */
+static int async_read(struct keel_client *c, unsigned i, uint64_t t, int *done)
+{
+	struct conn *k = &c->ep[i];
+	for (;;) {
+		if (k->rcap - k->rlen < 4096) {
+			size_t nc = k->rcap ? k->rcap * 2 : 65536;
+			uint8_t *b = realloc(k->rbuf, nc);
+			if (!b)
+				return -ENOMEM;
+			k->rbuf = b;
+			k->rcap = nc;
+		}
+		ssize_t n = recv(k->fd, k->rbuf + k->rlen, k->rcap - k->rlen, 0);
+		if (n == 0)
+			return -ECONNRESET;
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				break;
+			return -errno;
+		}
+		k->rlen += (size_t)n;
+		if ((size_t)n < 4096)
+			break;
+	}
+	size_t pos = 0;
+	int rc = 0;
+	while (rc == 0) {
+		int fl = keel_proto_frame_len(k->rbuf + pos, k->rlen - pos);
+		if (fl < 0) {
+			rc = fail(c, KEEL_EPROTO, "%s:%s sent a bad frame", k->host, k->port);
+			break;
+		}
+		if (fl == 0 || (size_t)fl > k->rlen - pos)
+			break;
+		struct keel_proto_msg a;
+		const char *why = NULL;
+		if (keel_proto_decode(k->rbuf + pos, (size_t)fl, &a, &why) < 0) {
+			rc = fail(c, KEEL_EPROTO, "%s:%s sent a bad frame: %s", k->host, k->port, why);
+			break;
+		}
+		if (a.type == KEEL_PROTO_ERROR) {
+			rc = fail(c, a.status ? a.status : KEEL_EPROTO, "%s:%s: %.*s", k->host, k->port,
+				  (int)a.message.len, a.message.len ? (const char *)a.message.p : "");
+			break;
+		}
+		/* the callback sees the value in place: consume after it */
+		*done += async_answer(c, i, &a, t);
+		pos += (size_t)fl;
+	}
+	if (pos && k->fd >= 0) {
+		memmove(k->rbuf, k->rbuf + pos, k->rlen - pos);
+		k->rlen -= pos;
+	}
+	return rc;
+}
+
+int keel_client_poll(struct keel_client *c, uint32_t timeout_ms)
+{
+	struct async *as = c->as;
+	if (!as || !as->n)
+		return 0;
+	uint64_t end = now_ms() + timeout_ms;
+	int done = 0;
+	for (;;) {
+		uint64_t t = now_ms();
+		dispatch(c, t);
+		struct pollfd pf[MAX_ENDPOINTS];
+		unsigned idx[MAX_ENDPOINTS], np = 0;
+		for (unsigned i = 0; i < c->nep; i++) {
+			struct conn *k = &c->ep[i];
+			if (k->fd < 0)
+				continue;
+			if (k->olen) {
+				ssize_t w = send(k->fd, k->obuf, k->olen, MSG_NOSIGNAL | MSG_DONTWAIT);
+				if (w < 0 && errno != EAGAIN && errno != EINTR) {
+					async_conn_failed(c, i, t);
+					continue;
+				}
+				if (w > 0) {
+					memmove(k->obuf, k->obuf + w, k->olen - (size_t)w);
+					k->olen -= (size_t)w;
+				}
+			}
+			if (!k->inflight && !k->olen)
+				continue;
+			pf[np] = (struct pollfd){.fd = k->fd, .events = POLLIN | (k->olen ? POLLOUT : 0)};
+			idx[np++] = i;
+		}
+		if (done || !as->n || t >= end)
+			return done;
+		/* wake for the next answer, the next retry or deadline, or the end */
+		uint64_t wake = end;
+		for (struct areq *r = as->qhead; r; r = r->qnext)
+			if (r->not_before < wake)
+				wake = r->not_before > t ? r->not_before : t;
+		for (uint32_t s = 0; s < as->max; s++)
+			if (as->slot[s].id && as->slot[s].deadline < wake)
+				wake = as->slot[s].deadline;
+		int ms = wake > t ? (int)(wake - t) : 0;
+		int pr = poll(pf, np, ms);
+		if (pr < 0 && errno != EINTR)
+			return fail(c, -errno, "poll: %s", strerror(errno));
+		t = now_ms();
+		for (unsigned j = 0; pr > 0 && j < np; j++) {
+			if (!pf[j].revents)
+				continue;
+			unsigned i = idx[j];
+			if (pf[j].revents & (POLLIN | POLLERR | POLLHUP)) {
+				if (async_read(c, i, t, &done) < 0)
+					async_conn_failed(c, i, t);
+			}
+		}
+	}
 }

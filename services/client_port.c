@@ -66,6 +66,7 @@ struct cconn {
 	uint8_t *rbuf;
 	size_t rlen, rcap;
 	struct outbuf *out_head, *out_tail;
+	struct cwatch *watches;  /* KV watches opened on this connection */
 	size_t queued, head_off;
 	struct iovec iov;
 	struct msghdr msg;
@@ -112,6 +113,8 @@ static struct outbuf *encode(const struct keel_proto_msg *m)
 
 static void conn_free_if_done(struct cconn *c);
 static void start_send(struct cconn *c);
+static void watches_close(struct cconn *c);
+static void watches_free(struct cconn *c);
 
 static void free_outbufs(struct outbuf *b)
 {
@@ -126,6 +129,7 @@ static void free_outbufs(struct outbuf *b)
 static void conn_release(struct cconn *c)
 {
 	close(c->fd);
+	watches_free(c);
 	free_outbufs(c->out_head);
 	free(c->rbuf);
 	free(c);
@@ -140,6 +144,7 @@ static void conn_close(struct cconn *c, const char *why)
 		keel_log_limited(&c->p->lim, LOG_BURST, KEEL_LOG_WARN, "client port: %s: %s", c->peer,
 				 why);
 	keel_clock_cancel(c->p->clock, &c->hello_timer);
+	watches_close(c);
 	/* the last completions of recv and send follow; then the fd closes */
 	keel_io_cancel_fd(c->p->sh, c->fd);
 	shutdown(c->fd, SHUT_RDWR);
@@ -191,6 +196,16 @@ static void answer(struct cconn *c, const struct keel_proto_msg *m)
 		return;
 	}
 	queue(c, b);
+}
+
+/* A RESULT with an error and why (the connection stays). */
+static void answer_error(struct cconn *c, uint64_t id, int code, const char *why)
+{
+	struct keel_proto_msg a = {.type = KEEL_PROTO_RESULT, .id = id, .status = code,
+				   .message = {(const uint8_t *)why, (uint32_t)strlen(why)}};
+	keel_proto_set(&a, KEEL_PT_STATUS);
+	keel_proto_set(&a, KEEL_PT_MESSAGE);
+	answer(c, &a);
 }
 
 /* An ERROR frame, then the connection closes. */
@@ -316,12 +331,39 @@ static uint32_t leader_of(struct keel_services *s, uint32_t group)
 	return st.leader;
 }
 
+/* A KV request's error: the leader hint for KEEL_ENOTLEADER, and for a
+ * group that failed on this node (its WAL could not write: a full disk,
+ * an I/O error) a message that says so, so the client's error names the
+ * cause and not only "durability lost". */
+static void reply_kv_error(struct creq *r, struct keel_services *s, int status)
+{
+	struct keel_rlog *l = s ? keel_services_log(s, r->group) : NULL;
+	struct keel_rlog_status st = {0};
+	if (l)
+		keel_rlog_status(l, &st);
+	struct keel_proto_msg m = {.type = KEEL_PROTO_RESULT, .status = status};
+	keel_proto_set(&m, KEEL_PT_STATUS);
+	if (status == KEEL_ENOTLEADER) {
+		m.leader = s ? leader_of(s, r->group) : 0;
+		keel_proto_set(&m, KEEL_PT_LEADER);
+	}
+	char why[160];
+	if (st.failed) {
+		int n = snprintf(why, sizeof(why), "group %u stopped on node %u: %s", r->group, st.self,
+				 keel_strerror(st.fail_code));
+		m.message = (struct keel_proto_bytes){(const uint8_t *)why,
+						      (uint32_t)(n < (int)sizeof(why) ? n : (int)sizeof(why) - 1)};
+		keel_proto_set(&m, KEEL_PT_MESSAGE);
+	}
+	reply(r, &m);
+}
+
 static void write_done(void *arg, int status, const struct keel_kv_result *res)
 {
 	struct creq *r = arg;
 	if (status < 0) {
-		struct keel_services *s = keel_services_of(keel_node_endpoint(r->node, keel_shard_id(r->on)));
-		reply_status(r, status, s ? leader_of(s, r->group) : 0);
+		reply_kv_error(r, keel_services_of(keel_node_endpoint(r->node, keel_shard_id(r->on))),
+			       status);
 		return;
 	}
 	struct keel_proto_msg m = {.type = KEEL_PROTO_RESULT, .status = 0,
@@ -372,8 +414,8 @@ static void read_done(void *arg, int status, const struct keel_kv *kv)
 {
 	struct creq *r = arg;
 	if (status < 0) {
-		struct keel_services *s = keel_services_of(keel_node_endpoint(r->node, keel_shard_id(r->on)));
-		reply_status(r, status, s ? leader_of(s, r->group) : 0);
+		reply_kv_error(r, keel_services_of(keel_node_endpoint(r->node, keel_shard_id(r->on))),
+			       status);
 		return;
 	}
 	struct keel_proto_msg m = {.type = KEEL_PROTO_RESULT, .status = 0, .rev = keel_kv_revision(kv)};
@@ -446,7 +488,7 @@ static void run_req(struct keel_shard *on, void *arg)
 		rc = keel_kv_write(s, r->group, &c, write_done, r);
 	}
 	if (rc < 0)
-		reply_status(r, rc, rc == KEEL_ENOTLEADER ? leader_of(s, r->group) : 0);
+		reply_kv_error(r, s, rc);
 }
 
 /* ---- status: every shard's groups ---------------------------------------- */
@@ -566,6 +608,319 @@ static void start_status(struct cconn *c, uint64_t id)
 		status_finish(st);
 }
 
+/* ---- KV watches ------------------------------------------------------------
+ * A WATCH names one group (a prefix watch of the client library opens one
+ * per group): its watch id is the WATCH request's id, unique on the
+ * connection, so the client can tell the events apart from the start.
+ * The watch is registered on the group's shard (keel_kv_watch: the history
+ * from the asked revision, then live changes); the RESULT (status, the
+ * group's revision at registration) goes home first, the replayed events
+ * right after it in the same message, then each live change as it is
+ * applied. Events are encoded on the group's shard (key and value are read
+ * where the store lives) and posted home, in order (one ring per pair of
+ * shards). A watch counts as a request in flight on its connection until
+ * its shard confirms it is unregistered, so the connection is not freed
+ * while events may still come. */
+
+struct cwatch {
+	struct cwatch *next;       /* the connection's watches (shard 0) */
+	struct cconn *c;           /* dereferenced on shard 0 only */
+	struct keel_client_port *p;
+	uint64_t wid;              /* the WATCH request's id */
+	uint64_t unwatch_id;       /* an UNWATCH to answer once it is gone, or 0 */
+	uint64_t from_rev, rev, hist_start;
+	uint64_t sid;              /* keel_kv_watch's id, on the group's shard */
+	uint32_t group;
+	int status;                /* of the registration */
+	bool prefix;
+	/* the group's shard's */
+	struct keel_shard *on;
+	bool registering, live, encode_failed;
+	struct outbuf *early, *early_tail; /* events replayed while registering */
+	/* shard 0's */
+	bool started, ending;
+	uint32_t key_len;
+	uint8_t key[];
+};
+
+struct wevent {
+	struct cwatch *w;
+	struct outbuf *b;  /* NULL: the event could not be encoded */
+	bool last;         /* the service ended the watch (compacted) */
+};
+
+static void watch_end(struct cwatch *w);
+
+static void wevent_deliver(struct keel_shard *on, void *arg)
+{
+	(void)on;
+	struct wevent *e = arg;
+	struct cwatch *w = e->w;
+	if (e->b)
+		queue(w->c, e->b); /* freed there when the connection is closing */
+	else
+		/* a change the client would never see: it must resume (from
+		 * its last revision) on a new connection */
+		conn_close(w->c, "closed: a watch event could not be encoded (out of memory)");
+	if (e->last)
+		watch_end(w);
+	free(e);
+}
+
+/* On the group's shard: one change (or the end of the watch) as an EVENT. */
+static void watch_event(void *arg, const struct keel_kv_event *ev)
+{
+	struct cwatch *w = arg;
+	struct keel_proto_msg m = {.type = KEEL_PROTO_EVENT, .watch_id = w->wid, .group = w->group,
+				   .rev = ev->rev};
+	keel_proto_set(&m, KEEL_PT_WATCH_ID);
+	keel_proto_set(&m, KEEL_PT_GROUP);
+	keel_proto_set(&m, KEEL_PT_REV);
+	static const char gone[] = "this node installed a snapshot past the revisions the watch "
+				   "wanted: resume from the last one seen";
+	if (ev->compacted) {
+		w->live = false; /* the service dropped it */
+		m.status = KEEL_ESTALE;
+		m.message = (struct keel_proto_bytes){(const uint8_t *)gone, sizeof(gone) - 1};
+		keel_proto_set(&m, KEEL_PT_STATUS);
+		keel_proto_set(&m, KEEL_PT_MESSAGE);
+	} else {
+		m.key = (struct keel_proto_bytes){ev->key, ev->key_len};
+		keel_proto_set(&m, KEEL_PT_KEY);
+		if (ev->deleted) {
+			m.flags = KEEL_PF_DELETED;
+			keel_proto_set(&m, KEEL_PT_FLAGS);
+		} else {
+			m.value = (struct keel_proto_bytes){ev->value, ev->value_len};
+			keel_proto_set(&m, KEEL_PT_VALUE);
+		}
+	}
+	struct outbuf *b = encode(&m);
+	if (b && w->registering) {
+		if (w->early_tail)
+			w->early_tail->next = b;
+		else
+			w->early = b;
+		w->early_tail = b;
+		return;
+	}
+	struct wevent *e = malloc(sizeof(*e));
+	if (!e) {
+		free(b);
+		b = NULL;
+	}
+	if (!b)
+		w->encode_failed = true; /* watch_started closes the connection */
+	if (!e)
+		return;
+	*e = (struct wevent){w, b, ev->compacted};
+	if (keel_shard_post(w->on, 0, wevent_deliver, e) < 0) {
+		free(b);
+		free(e);
+	}
+}
+
+static void watch_revision(void *arg, int status, const struct keel_kv *kv)
+{
+	struct cwatch *w = arg;
+	if (status == 0) {
+		w->rev = keel_kv_revision(kv);
+		w->hist_start = keel_kv_history_start(kv);
+	}
+}
+
+static void watch_started(struct keel_shard *on, void *arg);
+static void watch_gone(struct keel_shard *on, void *arg);
+
+static void watch_run(struct keel_shard *on, void *arg)
+{
+	struct cwatch *w = arg;
+	struct keel_services *s = keel_services_of(keel_node_endpoint(w->p->cfg.node, keel_shard_id(on)));
+	w->on = on;
+	w->status = KEEL_EUNAVAIL;
+	if (s) {
+		/* serializable: runs at once, on this thread */
+		(void)keel_kv_read(s, w->group, false, watch_revision, w);
+		w->registering = true;
+		w->status = keel_kv_watch(s, w->group, w->key, w->key_len, w->prefix, w->from_rev,
+					  watch_event, w, &w->sid);
+		w->registering = false;
+		w->live = w->status == 0;
+	}
+	if (keel_shard_post(on, 0, watch_started, w) < 0) {
+		/* stopping: shard 0 frees the connection and its watches */
+		if (w->live)
+			keel_kv_unwatch(s, w->sid);
+		w->live = false;
+	}
+}
+
+static void watch_unregister(struct keel_shard *on, void *arg)
+{
+	struct cwatch *w = arg;
+	struct keel_services *s = keel_services_of(keel_node_endpoint(w->p->cfg.node, keel_shard_id(on)));
+	if (w->live && s)
+		keel_kv_unwatch(s, w->sid);
+	w->live = false;
+	(void)keel_shard_post(on, 0, watch_gone, w);
+}
+
+/* Shard 0: asks the group's shard to drop w (once). */
+static void watch_end(struct cwatch *w)
+{
+	if (w->ending || !w->started)
+		return;
+	w->ending = true;
+	(void)keel_shard_post(w->p->sh, w->group % w->p->nshards, watch_unregister, w);
+}
+
+static void watch_unlink_free(struct cwatch *w)
+{
+	struct cconn *c = w->c;
+	for (struct cwatch **pp = &c->watches; *pp; pp = &(*pp)->next) {
+		if (*pp == w) {
+			*pp = w->next;
+			break;
+		}
+	}
+	free_outbufs(w->early);
+	free(w);
+	c->inflight--;
+	conn_free_if_done(c);
+}
+
+static void watch_gone(struct keel_shard *on, void *arg)
+{
+	(void)on;
+	struct cwatch *w = arg;
+	if (w->unwatch_id) {
+		struct keel_proto_msg a = {.type = KEEL_PROTO_RESULT, .id = w->unwatch_id, .status = 0,
+					   .watch_id = w->wid};
+		keel_proto_set(&a, KEEL_PT_STATUS);
+		keel_proto_set(&a, KEEL_PT_WATCH_ID);
+		if (!w->c->closing)
+			answer(w->c, &a);
+	}
+	watch_unlink_free(w);
+}
+
+static void watch_started(struct keel_shard *on, void *arg)
+{
+	(void)on;
+	struct cwatch *w = arg;
+	struct cconn *c = w->c;
+	w->started = true;
+	struct keel_proto_msg a = {.type = KEEL_PROTO_RESULT, .id = w->wid, .status = w->status,
+				   .watch_id = w->wid, .group = w->group, .rev = w->rev};
+	keel_proto_set(&a, KEEL_PT_STATUS);
+	keel_proto_set(&a, KEEL_PT_WATCH_ID);
+	keel_proto_set(&a, KEEL_PT_GROUP);
+	keel_proto_set(&a, KEEL_PT_REV);
+	char why[160];
+	if (w->status == KEEL_ESTALE) {
+		int n = snprintf(why, sizeof(why),
+				 "revision %llu is compacted on node %u: its history of group %u starts at %llu",
+				 (unsigned long long)w->from_rev, c->p->self, w->group,
+				 (unsigned long long)w->hist_start);
+		a.message = (struct keel_proto_bytes){(const uint8_t *)why,
+						      (uint32_t)(n < (int)sizeof(why) ? n : (int)sizeof(why) - 1)};
+		keel_proto_set(&a, KEEL_PT_MESSAGE);
+	}
+	if (!c->closing)
+		answer(c, &a);
+	/* the replayed history right after the answer, before any live event */
+	while (w->early) {
+		struct outbuf *b = w->early;
+		w->early = b->next;
+		b->next = NULL;
+		queue(c, b);
+	}
+	w->early_tail = NULL;
+	if (w->encode_failed)
+		conn_close(c, "closed: a watch event could not be encoded (out of memory)");
+	if (w->status < 0) {
+		watch_unlink_free(w);
+		return;
+	}
+	if (c->closing || w->unwatch_id)
+		watch_end(w);
+}
+
+static void start_watch(struct cconn *c, const struct keel_proto_msg *m)
+{
+	struct keel_client_port *p = c->p;
+	const char *bad = NULL;
+	bool prefix = m->flags & KEEL_PF_PREFIX;
+	if (!m->has[KEEL_PT_GROUP] || m->group >= p->groups)
+		bad = "a watch needs a group below the cluster's group count";
+	else if (!prefix && (!m->has[KEEL_PT_KEY] || !m->key.len))
+		bad = "a key watch needs a key";
+	else if (!prefix && keel_service_group_of(m->key.p, m->key.len, p->groups) != m->group)
+		bad = "the key is not in that group";
+	else if (!m->id)
+		bad = "a watch needs a request id (its watch id)";
+	for (struct cwatch *w = c->watches; w && !bad; w = w->next)
+		if (w->wid == m->id)
+			bad = "a watch with that id is open on this connection";
+	if (bad) {
+		answer_error(c, m->id, KEEL_EBADINPUT, bad);
+		return;
+	}
+	if (c->inflight >= MAX_INFLIGHT) {
+		refuse(c, m->id, KEEL_EFULL, "more than 4096 requests and watches on one connection");
+		return;
+	}
+	struct cwatch *w = calloc(1, sizeof(*w) + m->key.len);
+	if (!w) {
+		refuse(c, m->id, -ENOMEM, "out of memory");
+		return;
+	}
+	*w = (struct cwatch){.c = c, .p = p, .wid = m->id, .from_rev = m->rev, .group = m->group,
+			     .prefix = prefix, .key_len = m->key.len};
+	if (m->key.len)
+		memcpy(w->key, m->key.p, m->key.len);
+	if (keel_shard_post(p->sh, w->group % p->nshards, watch_run, w) < 0) {
+		free(w);
+		refuse(c, m->id, KEEL_ESTOPPED, "the node is stopping");
+		return;
+	}
+	w->next = c->watches;
+	c->watches = w;
+	c->inflight++;
+	p->st.requests++;
+}
+
+static void stop_watch(struct cconn *c, const struct keel_proto_msg *m)
+{
+	struct cwatch *w = c->watches;
+	while (w && (w->wid != m->watch_id || w->unwatch_id))
+		w = w->next;
+	if (!w) {
+		answer_error(c, m->id, KEEL_ENOTFOUND, "no such watch on this connection");
+		return;
+	}
+	w->unwatch_id = m->id ? m->id : UINT64_MAX;
+	watch_end(w); /* not started yet: when it is */
+}
+
+/* The connection is closing: every watch ends (each frees itself). */
+static void watches_close(struct cconn *c)
+{
+	for (struct cwatch *w = c->watches; w; w = w->next)
+		watch_end(w);
+}
+
+/* The runtime has stopped: nothing comes back any more. */
+static void watches_free(struct cconn *c)
+{
+	while (c->watches) {
+		struct cwatch *w = c->watches;
+		c->watches = w->next;
+		free_outbufs(w->early);
+		free(w);
+	}
+}
+
 /* ---- one frame from a client --------------------------------------------- */
 
 static bool token_ok(const struct keel_client_port *p, const struct keel_proto_msg *m)
@@ -615,6 +970,12 @@ static void handle(struct cconn *c, const struct keel_proto_msg *m)
 	case KEEL_PROTO_STATUS:
 		start_status(c, m->id);
 		return;
+	case KEEL_PROTO_WATCH:
+		start_watch(c, m);
+		return;
+	case KEEL_PROTO_UNWATCH:
+		stop_watch(c, m);
+		return;
 	case KEEL_PROTO_PUT:
 	case KEEL_PROTO_DEL:
 	case KEEL_PROTO_CAS:
@@ -625,8 +986,7 @@ static void handle(struct cconn *c, const struct keel_proto_msg *m)
 		struct keel_proto_msg a = {.type = KEEL_PROTO_RESULT, .id = m->id,
 					   .status = KEEL_ENOTSUP};
 		keel_proto_set(&a, KEEL_PT_STATUS);
-		const char *why = m->type == KEEL_PROTO_WATCH ? "watch is not served by this node yet"
-							      : "unknown request type";
+		const char *why = "unknown request type";
 		a.message = (struct keel_proto_bytes){(const uint8_t *)why, (uint32_t)strlen(why)};
 		keel_proto_set(&a, KEEL_PT_MESSAGE);
 		answer(c, &a);
@@ -646,12 +1006,7 @@ static void handle(struct cconn *c, const struct keel_proto_msg *m)
 	else if (m->type == KEEL_PROTO_RANGE && (!m->has[KEEL_PT_GROUP] || m->group >= p->groups))
 		bad = "a range needs a group below the cluster's group count";
 	if (bad) {
-		struct keel_proto_msg a = {.type = KEEL_PROTO_RESULT, .id = m->id,
-					   .status = KEEL_EBADINPUT,
-					   .message = {(const uint8_t *)bad, (uint32_t)strlen(bad)}};
-		keel_proto_set(&a, KEEL_PT_STATUS);
-		keel_proto_set(&a, KEEL_PT_MESSAGE);
-		answer(c, &a);
+		answer_error(c, m->id, KEEL_EBADINPUT, bad);
 		return;
 	}
 	if (c->inflight >= MAX_INFLIGHT) {

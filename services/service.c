@@ -127,6 +127,25 @@ static void sm_apply(void *arg, uint64_t index, const void *data, size_t len)
 			  (unsigned long long)index);
 }
 
+/* A snapshot moved the store to new_rev without the changes in between:
+ * a watch that wanted any of them would silently miss them, so it ends
+ * with a `compacted` event (the client resumes on a replica with the
+ * history). Watches waiting for later revisions go on. */
+static void end_skipped_watches(struct sgroup *g, uint64_t new_rev)
+{
+	for (struct kv_watch **pp = &g->watches; *pp;) {
+		struct kv_watch *w = *pp;
+		if (w->from_rev > new_rev) {
+			pp = &w->next;
+			continue;
+		}
+		*pp = w->next;
+		struct keel_kv_event ev = {.rev = new_rev, .compacted = true};
+		w->fn(w->arg, &ev);
+		free(w);
+	}
+}
+
 /* "KEELSV01" u64 kv_len kv u64 lock_len lock; each part has its own CRC. */
 static int sm_snapshot(void *arg, void **data, size_t *len)
 {
@@ -189,12 +208,15 @@ static int sm_restore(void *arg, uint64_t index, const void *data, size_t len)
 		keel_lock_sm_destroy(lk);
 		return rc;
 	}
+	uint64_t old_rev = keel_kv_revision(g->kv), new_rev = keel_kv_revision(kv);
 	keel_kv_destroy(g->kv);
 	keel_lock_sm_destroy(g->lock);
 	g->kv = kv;
 	g->lock = lk;
 	keel_kv_on_event(kv, on_kv_event, g);
 	keel_lock_sm_on_event(lk, on_lock_event, g);
+	if (new_rev > old_rev)
+		end_skipped_watches(g, new_rev);
 	return 0;
 }
 

@@ -3,13 +3,19 @@
  * machine, loopback and disk.
  *
  * keel: a 3-node local cluster (`keel cluster up`: 2 shards, 4 groups,
- * fsync on), driven through the client library (include/keel/client.h),
- * one blocking client per thread. etcd: a 3-member cluster of Debian's
+ * fsync on), driven through the client library (include/keel/client.h)
+ * two ways: pipelined (the figures compared: N requests in flight on
+ * PIPE_THREADS threads, each a keel_client with N / PIPE_THREADS calls in
+ * flight through keel_client_*_async and keel_client_poll), and blocking
+ * (one client per thread, one request in flight each: what the library
+ * had before its pipelined calls, kept as the "before"). etcd: a 3-member cluster of Debian's
  * etcd-server 3.4 on 127.0.0.1, each member with its own data directory
  * on the same filesystem, driven through its v3 JSON gateway (POST
  * /v3/kv/put and /v3/kv/range, base64 keys and values), one keep-alive
- * HTTP/1.1 connection per thread. Same thread counts, one request in flight
- * per thread, 256-byte values, keys spread over 1,000 per thread.
+ * HTTP/1.1 connection per thread (the gateway answers one request at a
+ * time per connection). The same number of requests in flight for all
+ * three (N: keel pipelined on fewer connections, keel blocking and etcd
+ * on N connections), 256-byte values, keys spread over 1,000 per client.
  *
  * Figures, for each client count of --clients (full: 1, 64, 256):
  * writes/s and write latency p50/p99/p99.9; linearizable reads/s. Then a
@@ -260,7 +266,8 @@ static bool etcd_start(void)
 
 /* ---- the load ---------------------------------------------------------------- */
 
-enum sys { SYS_KEEL = 0, SYS_ETCD = 1 };
+enum sys { SYS_KEEL = 0, SYS_ETCD = 1, SYS_KEEL_PIPE = 2 };
+#define PIPE_THREADS 2
 enum op { OP_PUT = 0, OP_GET = 1 };
 
 struct worker {
@@ -268,6 +275,7 @@ struct worker {
 	int id;
 	enum sys sys;
 	enum op op;
+	unsigned depth;        /* SYS_KEEL_PIPE: calls in flight */
 	uint64_t deadline;
 	uint64_t *lat;
 	size_t nlat, cap;
@@ -298,9 +306,80 @@ static void note(struct worker *w, uint64_t t0, uint64_t t1)
 static uint8_t value[VALUE_LEN];
 static char vb64[(VALUE_LEN + 2) / 3 * 4 + 1];
 
+/* ---- pipelined keel clients ---- */
+
+struct pcall {
+	struct worker *w;
+	struct keel_client *c;
+	unsigned client;       /* this call's key space */
+	uint64_t i, t0;
+	char key[64];
+};
+
+static void pipe_submit(struct pcall *pc);
+
+static void pipe_done(void *arg, int status, const struct keel_client_result *res,
+		      const void *v, size_t vlen)
+{
+	(void)res;
+	(void)v;
+	(void)vlen;
+	struct pcall *pc = arg;
+	uint64_t t1 = now_ns();
+	if (status == 0 || (pc->w->op == OP_GET && status == KEEL_ENOTFOUND))
+		note(pc->w, pc->t0, t1);
+	else
+		pc->w->errors++;
+	if (t1 < pc->w->deadline)
+		pipe_submit(pc);
+}
+
+static void pipe_submit(struct pcall *pc)
+{
+	int kl = snprintf(pc->key, sizeof(pc->key), "bench/%u/%" PRIu64, pc->client,
+			  pc->i++ % KEYS_PER_THREAD);
+	pc->t0 = now_ns();
+	int rc = pc->w->op == OP_PUT
+			 ? keel_client_put_async(pc->c, pc->key, (size_t)kl, value, VALUE_LEN, pipe_done, pc)
+			 : keel_client_get_async(pc->c, pc->key, (size_t)kl, false, pipe_done, pc);
+	if (rc < 0)
+		pc->w->errors++;
+}
+
+static void *pipe_main(struct worker *w)
+{
+	struct keel_client_config cc = {.endpoints = endpoints, .token = token, .timeout_ms = 10000,
+					.max_inflight = w->depth};
+	struct keel_client *c = NULL;
+	char err[KEEL_ERRMSG_LEN];
+	if (keel_client_open(&cc, &c, err) < 0) {
+		fprintf(stderr, "bench-kv: pipelined client %d: %s\n", w->id, err);
+		w->errors++;
+	}
+	struct pcall *pc = calloc(w->depth, sizeof(*pc));
+	pthread_barrier_wait(w->start);
+	if (!c || !pc) {
+		free(pc);
+		keel_client_close(c);
+		return NULL;
+	}
+	for (unsigned k = 0; k < w->depth; k++) {
+		pc[k] = (struct pcall){.w = w, .c = c, .client = (unsigned)w->id * w->depth + k};
+		pipe_submit(&pc[k]);
+	}
+	while (keel_client_pending(c))
+		if (keel_client_poll(c, 1000) < 0)
+			break;
+	keel_client_close(c);
+	free(pc);
+	return NULL;
+}
+
 static void *worker_main(void *p)
 {
 	struct worker *w = p;
+	if (w->sys == SYS_KEEL_PIPE)
+		return pipe_main(w);
 	char key[64];
 	struct keel_client *c = NULL;
 	struct http h = {.fd = -1};
@@ -383,16 +462,22 @@ struct result {
 	bool valid;
 };
 
-static struct result load(enum sys sys, enum op op, unsigned threads, double seconds)
+static struct result load(enum sys sys, enum op op, unsigned clients, double seconds)
 {
 	struct result r = {0};
+	/* pipelined: the clients' requests in flight on a few threads */
+	unsigned threads = clients, depth = 1;
+	if (sys == SYS_KEEL_PIPE) {
+		threads = clients < PIPE_THREADS ? clients : PIPE_THREADS;
+		depth = clients / threads;
+	}
 	struct worker *w = calloc(threads, sizeof(*w));
 	pthread_barrier_t bar;
 	pthread_barrier_init(&bar, NULL, threads + 1);
 	memset(per_second, 0, sizeof(per_second));
 	for (unsigned i = 0; i < threads; i++) {
 		w[i] = (struct worker){.id = (int)i, .sys = sys, .op = op, .start = &bar,
-				       .deadline = UINT64_MAX};
+				       .deadline = UINT64_MAX, .depth = depth};
 		pthread_create(&w[i].th, NULL, worker_main, &w[i]);
 	}
 	/* every connection made before the clock starts */
@@ -543,23 +628,27 @@ int main(int argc, char **argv)
 	printf("bench kv: 3 nodes each (keel: 2 shards, 4 groups; etcd 3.4), fsync on, %d-byte values, "
 	       "%.1f s per point, in %s\n", VALUE_LEN, seconds, work);
 	printf("%-26s %10s %10s %10s %10s %8s\n", "case", "ops/s", "p50 us", "p99 us", "p99.9 us", "errors");
-	struct result kw[8], ew[8], kr[8], er[8];
+	struct result kw[8], ew[8], kr[8], er[8], bw[8], br[8];
 	for (unsigned i = 0; i < ncounts; i++) {
-		/* A B, writes then reads (reads find the keys written) */
-		kw[i] = load(SYS_KEEL, OP_PUT, counts[i], seconds);
+		/* A B C, writes then reads (reads find the keys written) */
+		kw[i] = load(SYS_KEEL_PIPE, OP_PUT, counts[i], seconds);
 		ew[i] = have_etcd ? load(SYS_ETCD, OP_PUT, counts[i], seconds) : (struct result){0};
-		kr[i] = load(SYS_KEEL, OP_GET, counts[i], seconds);
+		bw[i] = load(SYS_KEEL, OP_PUT, counts[i], seconds);
+		kr[i] = load(SYS_KEEL_PIPE, OP_GET, counts[i], seconds);
 		er[i] = have_etcd ? load(SYS_ETCD, OP_GET, counts[i], seconds) : (struct result){0};
+		br[i] = load(SYS_KEEL, OP_GET, counts[i], seconds);
 		const struct {
 			const char *name;
 			struct result *r;
-		} rows[4] = {{"keel put", &kw[i]}, {"etcd put", &ew[i]}, {"keel get (linearizable)", &kr[i]},
-			     {"etcd get (linearizable)", &er[i]}};
-		for (int j = 0; j < 4; j++) {
+			bool etcd;
+		} rows[6] = {{"keel put", &kw[i], false}, {"etcd put", &ew[i], true},
+			     {"keel put, blocking", &bw[i], false}, {"keel get (lin.)", &kr[i], false},
+			     {"etcd get (lin.)", &er[i], true}, {"keel get, blocking", &br[i], false}};
+		for (int j = 0; j < 6; j++) {
 			char name[64];
 			snprintf(name, sizeof(name), "%s, %u cl", rows[j].name, counts[i]);
 			if (!rows[j].r->valid)
-				printf("%-26s %10s\n", name, j % 2 && !have_etcd ? "(no etcd)" : "(none)");
+				printf("%-26s %10s\n", name, rows[j].etcd && !have_etcd ? "(no etcd)" : "(none)");
 			else
 				printf("%-26s %10.0f %10.0f %10.0f %10.0f %8" PRIu64 "\n", name, rows[j].r->ops,
 				       rows[j].r->p50, rows[j].r->p99, rows[j].r->p999, rows[j].r->errors);
@@ -570,7 +659,7 @@ int main(int argc, char **argv)
 	if (quick)
 		sc = counts[ncounts - 1];
 	uint64_t t0 = term_sum();
-	struct result sr = load(SYS_KEEL, OP_PUT, sc, sustain);
+	struct result sr = load(SYS_KEEL_PIPE, OP_PUT, sc, sustain);
 	uint64_t t1 = term_sum();
 	unsigned nsec = (unsigned)sustain;
 	uint64_t secs[MAX_SECONDS];
@@ -583,7 +672,7 @@ int main(int argc, char **argv)
 	qsort(secs, nsec, sizeof(secs[0]), cmp_u64);
 	uint64_t median = nsec ? secs[nsec / 2] : 0;
 	uint64_t changes = t1 > t0 ? t1 - t0 : 0;
-	printf("keel sustained put, %u cl, %.0f s: %.0f/s, worst second %" PRIu64 ", median second %" PRIu64
+	printf("keel sustained put (pipelined), %u cl, %.0f s: %.0f/s, worst second %" PRIu64 ", median second %" PRIu64
 	       ", leader changes %" PRIu64 ", errors %" PRIu64 "\n",
 	       sc, sustain, sr.ops, worst, median, changes, sr.errors);
 
@@ -597,6 +686,11 @@ int main(int argc, char **argv)
 		snprintf(c1, sizeof(c1), "get_per_s_%u_clients", counts[i]);
 		json_line(c1, "1/s", kr[i].ops, er[i].ops, have_etcd && er[i].valid, "higher", 10.0,
 			  counts[i] == 64);
+		/* the blocking library (the "before"), against the same etcd run */
+		snprintf(c1, sizeof(c1), "put_per_s_%u_clients_blocking", counts[i]);
+		json_line(c1, "1/s", bw[i].ops, ew[i].ops, have_etcd && ew[i].valid, "higher", 0, false);
+		snprintf(c1, sizeof(c1), "get_per_s_%u_clients_blocking", counts[i]);
+		json_line(c1, "1/s", br[i].ops, er[i].ops, have_etcd && er[i].valid, "higher", 0, false);
 		if (counts[i] == 1) {
 			/* keel's p99 against etcd's p50, both at 1 client */
 			printf("{\"bench\":\"kv\",\"case\":\"put_p99_vs_etcd_p50_1_client\",\"unit\":\"us\","

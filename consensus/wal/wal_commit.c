@@ -336,6 +336,8 @@ int keel_wal_append(struct keel_wal *w, const struct keel_wal_entry *e, size_t n
 		rollback(w, &u);
 		return rc;
 	}
+	if (w->spare && w->tail > last_seg(w)->size / 2)
+		wal_spare_ask(w);
 	if (!w->in_cb)
 		kick(w);
 	return 0;

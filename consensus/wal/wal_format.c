@@ -42,12 +42,39 @@ void keel_wal_seg_header_encode(void *dst, uint64_t first_index)
 
 /* ---- scanning ------------------------------------------------------------ */
 
+/* The offset of the first non-zero byte in p[from, len), or len. Recovery
+ * reads a whole preallocated segment, most of it zeros after the last
+ * record, and must look at all of it (a valid record after the end means
+ * mid-log corruption): a byte at a time that took about 0.5 s per 64 MiB
+ * segment here, per group, on every restart; eight words at a time it is
+ * memory speed. */
+static size_t next_nonzero(const uint8_t *p, size_t from, size_t len)
+{
+	size_t i = from;
+	for (; i < len && (i & 7); i++)
+		if (p[i])
+			return i;
+	for (; len - i >= 64; i += 64) {
+		uint64_t w[8];
+		memcpy(w, p + i, sizeof(w));
+		if (w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7])
+			break;
+	}
+	for (; len - i >= 8; i += 8) {
+		uint64_t w;
+		memcpy(&w, p + i, 8);
+		if (w)
+			break;
+	}
+	for (; i < len; i++)
+		if (p[i])
+			return i;
+	return len;
+}
+
 static bool all_zero(const uint8_t *p, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
-		if (p[i])
-			return false;
-	return true;
+	return next_nonzero(p, 0, n) == n;
 }
 
 /* A record at off that decodes and checks: what "valid" means. */
@@ -123,8 +150,13 @@ int keel_wal_seg_scan(const void *buf, size_t len, struct keel_wal_scan *s,
 	 * so after the end there must be nothing that checks as a record: a
 	 * valid record after a bad one means data in the middle went bad. */
 	for (uint64_t q = off + (bad ? 8 : 0); len - q >= KEEL_WAL_REC_HDR; q += 8) {
-		if (all_zero(b + q, 8))
-			continue;
+		/* to the 8-byte step holding the next non-zero byte */
+		size_t z = next_nonzero(b, (size_t)q, len);
+		if (z == len)
+			break;
+		q += (z - q) / 8 * 8;
+		if (len - q < KEEL_WAL_REC_HDR)
+			break;
 		if (!check_record(b, len, q, 0, true)) {
 			s->bad_off = off;
 			s->why = bad ? bad : "zeroed record followed by valid records";

@@ -19,6 +19,7 @@
 #define HS_NAME "hardstate"
 #define HS_TMP "hardstate.tmp"
 #define SEG_TMP "new.tmp"
+#define SEG_SPARE "spare.tmp" /* the next segment, prepared ahead (wal_spare.c) */
 
 struct cbent {
 	keel_wal_done_fn *cb;
@@ -73,6 +74,8 @@ struct keel_wal {
 	int hs_fd;
 	uint64_t hs_seq;
 	struct keel_wal_hard_state hs;
+	struct wal_spare *spare; /* the helper preparing the next segment, or NULL */
+	bool spare_asked;        /* asked for the current segment's successor */
 	char errmsg[KEEL_ERRMSG_LEN];
 };
 
@@ -91,11 +94,19 @@ static inline size_t seg_count(const struct seg *s)
 	return (size_t)(s->last + 1 - s->first);
 }
 
+/* wal_spare.c: the next segment prepared by a helper thread (real files only) */
+struct wal_spare;
+void wal_spare_start(struct keel_wal *w);
+void wal_spare_stop(struct keel_wal *w);
+int wal_spare_take(struct keel_wal *w, uint64_t first, const char *name);
+void wal_spare_ask(struct keel_wal *w);
+
 /* wal_segment.c: segment files, truncation, compaction, reading */
 int wal_seg_push_off(struct seg *s, uint32_t off);
 int64_t wal_full_pread(struct keel_wal_io *io, int fd, void *buf, size_t len, uint64_t off);
 int wal_full_pwrite(struct keel_wal_io *io, int fd, const void *buf, size_t len, uint64_t off);
 int wal_open_seg_fd(struct keel_wal *w, struct seg *s);
+int wal_add_created_seg(struct keel_wal *w, uint64_t first);
 void wal_close_seg_fd(struct keel_wal *w, struct seg *s);
 int wal_create_seg(struct keel_wal *w, uint64_t first);
 int wal_load_tailblk(struct keel_wal *w);

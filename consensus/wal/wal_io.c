@@ -387,6 +387,7 @@ int keel_wal_io_posix_new(struct keel_wal_io **out, const char *dir, enum keel_w
 		p->kind = ENG_SYNC;
 		p->efd = -1;
 		p->io.ops = &posix_ops;
+	p->io.background = true;
 		p->io.impl = p;
 		p->io.engine = "sync";
 		*out = &p->io;
@@ -453,6 +454,7 @@ int keel_wal_io_posix_new(struct keel_wal_io **out, const char *dir, enum keel_w
 				  dir, qem);
 	}
 	p->io.ops = &posix_ops;
+	p->io.background = true;
 	p->io.impl = p;
 	p->io.engine = p->kind == ENG_URING ? "io_uring" : "thread";
 	*out = &p->io;

@@ -279,6 +279,7 @@ int keel_wal_open(struct keel_wal **out, struct keel_wal_io *io, const struct ke
 		keel_wal_close(w);
 		return rc;
 	}
+	wal_spare_start(w);
 	keel_info("wal: opened via %s, %s: entries %" PRIu64 "..%" PRIu64 ", %zu segment(s)",
 		  io->engine,
 		  w->cfg.buffered ? "buffered"
@@ -294,6 +295,7 @@ void keel_wal_close(struct keel_wal *w)
 {
 	if (!w)
 		return;
+	wal_spare_stop(w);
 	/* let the write in flight finish (its buffer is ours); later queued
 	 * batches were never written: they fail */
 	while (w->inflight && w->io->ops->reap(w->io, 1) >= 0) {

@@ -108,6 +108,11 @@ int wal_create_seg(struct keel_wal *w, uint64_t first)
 		w->segs = s;
 		w->segcap = cap;
 	}
+	/* the spare, if the helper has one ready; else as below */
+	if (wal_spare_take(w, first, name) == 1) {
+		w->stats.segs_prepared++;
+		return wal_add_created_seg(w, first);
+	}
 	int flags = KEEL_WAL_IO_CREATE;
 	int fd = io->ops->open(io, SEG_TMP, &flags);
 	if (fd < 0)
@@ -140,11 +145,17 @@ int wal_create_seg(struct keel_wal *w, uint64_t first)
 		io->ops->unlink(io, name);
 		return keel_errmsg_set(w->errmsg, rc, "wal: create segment %s", name);
 	}
+	return wal_add_created_seg(w, first);
+}
+
+/* Segment `first`, just created whole on disk, becomes the last one. */
+int wal_add_created_seg(struct keel_wal *w, uint64_t first)
+{
 	if (w->nsegs)
 		last_seg(w)->end = w->tail;
 	struct seg *s = &w->segs[w->nsegs++];
 	*s = (struct seg){.first = first, .last = first - 1, .size = w->cfg.segment_size, .fd = -1};
-	rc = wal_open_seg_fd(w, s);
+	int rc = wal_open_seg_fd(w, s);
 	if (rc) {
 		w->nsegs--;
 		return rc;

@@ -28,7 +28,7 @@
  * node sent something that does not decode: that connection is closed).
  *
  * Threads and ownership: a struct keel_client is used by one thread at a
- * time; calls block until answered or the deadline. Results that carry
+ * time (with its watches); calls block until answered or the deadline. Results that carry
  * bytes are malloc'd for the caller (keel_client_free_value).
  */
 #ifndef KEEL_CLIENT_H
@@ -51,6 +51,7 @@ struct keel_client_config {
 	const char *token;      /* the client port's token, if it asks for one */
 	uint32_t timeout_ms;    /* each call's deadline; 0: 5000 */
 	uint64_t client_id;     /* 0: random (a new client to the cluster) */
+	uint32_t max_inflight;  /* pipelined calls in flight at once; 0: 256 */
 };
 
 /* Parses the endpoints and connects to the first that answers. 0, or
@@ -115,6 +116,86 @@ struct keel_client_group_status {
 int keel_client_status(struct keel_client *c,
 		       void (*fn)(void *arg, const struct keel_client_group_status *st),
 		       void *arg);
+
+/* ---- pipelined calls ---------------------------------------------------------
+ * Many requests in flight on each connection: a *_async call encodes the
+ * request, queues it and returns at once (0, or KEEL_EFULL when
+ * max_inflight calls are in flight: poll some to completion first,
+ * KEEL_ETOOBIG, ...); keel_client_poll sends, receives and runs each
+ * call's callback when its answer arrives, routed, redirected and retried
+ * as the blocking calls are (each within timeout_ms of its submission:
+ * then KEEL_ETIMEOUT, a write's outcome unknown). Writes stay exactly
+ * once: each write in flight holds a lane (a client id of its own with its
+ * own sequence), so a resend is answered from the cluster's table like a
+ * blocking call's retry. Calls in flight at once are not ordered among
+ * themselves (a resend may overtake a later call); wait for a call's
+ * callback before one that must follow it.
+ *
+ * The callback gets the status (0, or an error as the blocking call
+ * returns it: KEEL_ENOTFOUND, KEEL_ESTALE for a failed comparison,
+ * KEEL_ETIMEOUT...), the result (NULL on timeout), and for a get the value
+ * (valid during the call). It may submit more calls; it must not poll.
+ * Blocking calls return KEEL_EBUSY while pipelined calls are pending. */
+typedef void keel_client_done_fn(void *arg, int status, const struct keel_client_result *res,
+				 const void *value, size_t value_len);
+int keel_client_put_async(struct keel_client *c, const void *key, size_t key_len, const void *value,
+			  size_t value_len, keel_client_done_fn *cb, void *arg);
+int keel_client_del_async(struct keel_client *c, const void *key, size_t key_len,
+			  keel_client_done_fn *cb, void *arg);
+int keel_client_get_async(struct keel_client *c, const void *key, size_t key_len, bool serializable,
+			  keel_client_done_fn *cb, void *arg);
+/* Runs the pipeline for at most timeout_ms, returning as soon as some calls
+ * completed: their number (0: none in time, or none pending), or a
+ * negative code (poll failed). */
+int keel_client_poll(struct keel_client *c, uint32_t timeout_ms);
+/* Pipelined calls submitted and not completed. */
+size_t keel_client_pending(const struct keel_client *c);
+
+/* ---- watch -----------------------------------------------------------------
+ * A watch receives every change of a key, or of the keys with a prefix (an
+ * empty prefix: every key), from a revision, in order within each group,
+ * as etcd's watch does. keel's revisions are per group: a key's changes are
+ * one sequence of its group's revisions; a prefix watch covers every group,
+ * and its events interleave groups (each group's in order). from_rev is the
+ * first revision wanted in each group (0: the changes after the watch
+ * starts); a revision older than a node's history is compacted
+ * (KEEL_ESTALE, when no endpoint has it).
+ *
+ * The watch uses a connection of its own to one node at a time (any node:
+ * every replica applies every change). When that node dies, or installs a
+ * snapshot that skips revisions, the watch moves to another endpoint and
+ * resumes each group from the revision after the last event it returned,
+ * so no change is returned twice or skipped. It is used by the thread that
+ * uses its client, and closed before the client. */
+
+struct keel_client_watch;
+
+struct keel_client_event {
+	uint32_t group;
+	uint32_t node;        /* the node that pushed it */
+	uint64_t rev;         /* the change's revision in its group */
+	bool deleted;
+	const void *key;      /* key and value: valid until the next call on the watch */
+	size_t key_len;
+	const void *value;    /* NUL-terminated for convenience; empty when deleted */
+	size_t value_len;
+};
+
+/* A watch (it connects at the first keel_client_watch_next). 0 with *out,
+ * KEEL_ETOOBIG (key), -ENOMEM, with errmsg. */
+int keel_client_watch_open(struct keel_client *c, const void *key, size_t key_len, bool prefix,
+			   uint64_t from_rev, struct keel_client_watch **out);
+/* Waits up to timeout_ms for the next change: 1 with *ev, 0 when none came
+ * in time (the watch goes on: call again; it may have moved to another node
+ * meanwhile), or a negative code that ends it: KEEL_ESTALE (from_rev older
+ * than every reachable node's history), KEEL_EAUTH, KEEL_EBADINPUT, -ENOMEM. */
+int keel_client_watch_next(struct keel_client_watch *w, uint32_t timeout_ms,
+			   struct keel_client_event *ev);
+/* The revision the watch resumes group from (the one after the last event
+ * returned; 0 before its first answer when started "from now"): what an
+ * application saves to resume after its own restart. */
+uint64_t keel_client_watch_revision(const struct keel_client_watch *w, uint32_t group);
+void keel_client_watch_close(struct keel_client_watch *w);
 
 #ifdef __cplusplus
 }

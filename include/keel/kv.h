@@ -170,6 +170,11 @@ struct keel_kv_event {
 	uint32_t key_len;
 	const uint8_t *value;     /* NULL when deleted */
 	uint32_t value_len;
+	/* Set only by the service (keel_kv_watch), never by the store: this
+	 * replica replaced its state by a snapshot and jumped to revision
+	 * rev without the events in between, so the watch has ended (no key;
+	 * resume from the last revision seen on a replica that has them). */
+	bool compacted;
 };
 /* Called for every change, in revision order, right after the command is
  * applied (the service pushes them to its watchers). */

@@ -97,7 +97,10 @@ int keel_kv_read(struct keel_services *s, uint32_t group, bool linearizable,
 		 keel_kv_read_fn *cb, void *arg);
 /* fn gets every change of key (or keys with the prefix) from from_rev
  * (0: the next change), the history first, then live; KEEL_ESTALE when
- * from_rev is older than the history. fn may unwatch only itself. */
+ * from_rev is older than the history. fn may unwatch only itself. When
+ * this replica installs a snapshot that skips revisions the watch wanted,
+ * fn gets one last event with `compacted` set (rev: the new revision) and
+ * the watch is gone (do not unwatch it). */
 int keel_kv_watch(struct keel_services *s, uint32_t group, const void *key, size_t key_len,
 		  bool prefix, uint64_t from_rev, keel_kv_event_fn *fn, void *arg, uint64_t *id);
 void keel_kv_unwatch(struct keel_services *s, uint64_t id);

@@ -120,6 +120,12 @@ struct keel_wal_io {
 	const struct keel_wal_io_ops *ops;
 	void *impl;
 	const char *engine; /* "io_uring", "thread", "faultdisk": for logs */
+	/* the file operations (open .. list) may run on a helper thread of
+	 * the WAL's, concurrently with the owner's calls: true for the real
+	 * files' backend, whose operations are plain syscalls; a backend that
+	 * must see every call in order (the simulations' fault disk) leaves
+	 * it false, and the WAL then prepares no segment ahead */
+	bool background;
 	char errmsg[KEEL_ERRMSG_LEN];
 };
 
@@ -204,6 +210,7 @@ bool keel_wal_is_direct(const struct keel_wal *w);
  * padding), successful write+fdatasync pairs, records made durable. */
 struct keel_wal_stats {
 	uint64_t writes, bytes_written, syncs, records_durable;
+	uint64_t segs_prepared; /* rolls onto a segment the helper had prepared ahead */
 };
 void keel_wal_get_stats(const struct keel_wal *w, struct keel_wal_stats *st);
 

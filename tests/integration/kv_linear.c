@@ -17,7 +17,13 @@
  * and writes succeeded after every kill (the cluster stayed available).
  * Exit 77 when the cluster cannot be started here.
  *
+ * With --endpoints the cluster is someone else's (tests/integration/
+ * kv_partition.sh runs one on three network-namespace hosts and partitions
+ * it while this runs): no cluster up, no nemesis, only the clients and the
+ * checker, and writes must have succeeded in the last quarter of the run.
+ *
  * usage: kv-linear KEEL_BINARY [SECONDS] [CLIENTS]
+ *        kv-linear --endpoints HOST:PORT,... --token-file FILE SECONDS CLIENTS
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -34,6 +40,7 @@
 
 #include "keel/base.h"
 #include "keel/client.h"
+#include "kv_util.h"
 #include "linearizability.h"
 
 #define KEYS 4
@@ -50,42 +57,15 @@ static struct keel_lin_history hist;
 static atomic_uint kills;
 static atomic_ullong last_kill_ns;
 static atomic_ullong write_after_kill; /* writes acknowledged after the latest kill */
+static atomic_ullong last_write_ns;    /* the latest acknowledged write */
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int run(const char *fmt, ...) KEEL_PRINTF(1, 2);
-static int run(const char *fmt, ...)
-{
-	char cmd[2048];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	int st = system(cmd);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
-
-static int read_file(const char *path, char *buf, size_t cap)
-{
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return -1;
-	size_t n = fread(buf, 1, cap - 1, f);
-	fclose(f);
-	while (n && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
-		n--;
-	buf[n] = '\0';
-	return (int)n;
-}
+/* Keys of this run only: the checker starts every key absent, and an
+ * --endpoints cluster may hold an earlier run's keys. */
+static uint64_t run_id;
 
 static void key_name(uint64_t k, char *buf, size_t cap)
 {
-	snprintf(buf, cap, "lin-key-%" PRIu64, k);
+	snprintf(buf, cap, "lin-key-%016" PRIx64 "-%" PRIu64, run_id, k);
 }
 
 static uint64_t parse_value(const void *v, size_t len)
@@ -177,6 +157,7 @@ static void *client_main(void *p)
 				returned(id, 0, true);
 				ca->ok++;
 				atomic_fetch_add(&write_after_kill, 1);
+				atomic_store(&last_write_ns, now_ns());
 			} else if (cas && rc == KEEL_ESTALE) {
 				returned(id, 0, false); /* definite: it did not swap */
 				ca->ok++;
@@ -221,13 +202,29 @@ static void *nemesis_main(void *p)
 	return NULL;
 }
 
+static int usage(void)
+{
+	fprintf(stderr, "usage: kv-linear KEEL_BINARY [SECONDS] [CLIENTS]\n"
+			"       kv-linear --endpoints HOST:PORT,... --token-file FILE SECONDS CLIENTS\n");
+	return 2;
+}
+
 int main(int argc, char **argv)
 {
-	if (argc < 2) {
-		fprintf(stderr, "usage: kv-linear KEEL_BINARY [SECONDS] [CLIENTS]\n");
-		return 2;
+	bool external = argc > 1 && !strcmp(argv[1], "--endpoints");
+	if (argc < 2 || (external && (argc != 7 || strcmp(argv[3], "--token-file"))))
+		return usage();
+	if (external) {
+		snprintf(endpoints, sizeof(endpoints), "%s", argv[2]);
+		if (read_file(argv[4], token, sizeof(token)) < 0) {
+			fprintf(stderr, "kv-linear: %s: cannot read the token\n", argv[4]);
+			return 2;
+		}
+		argv += 3;
+		argc -= 3;
+	} else {
+		keel = argv[1];
 	}
-	keel = argv[1];
 	if (argc > 2)
 		seconds = (unsigned)atoi(argv[2]);
 	if (argc > 3)
@@ -236,22 +233,25 @@ int main(int argc, char **argv)
 		fprintf(stderr, "kv-linear: SECONDS >= 12, CLIENTS 1..%u\n", MAX_CLIENTS);
 		return 2;
 	}
-	snprintf(dir, sizeof(dir), "/tmp/keel-kv-linear.XXXXXX");
-	if (!mkdtemp(dir)) {
-		perror("mkdtemp");
-		return 77;
-	}
-	strcat(dir, "/c");
-	if (run("'%s' cluster up --nodes 3 --shards 2 --groups 4 --dir '%s' >/dev/null 2>&1", keel,
-		dir)) {
-		fprintf(stderr, "kv-linear: keel cluster up failed here: skipped\n");
-		return 77;
-	}
 	char path[400];
-	snprintf(path, sizeof(path), "%s/endpoints", dir);
-	read_file(path, endpoints, sizeof(endpoints));
-	snprintf(path, sizeof(path), "%s/client-token", dir);
-	read_file(path, token, sizeof(token));
+	if (!external) {
+		snprintf(dir, sizeof(dir), "/tmp/keel-kv-linear.XXXXXX");
+		if (!mkdtemp(dir)) {
+			perror("mkdtemp");
+			return 77;
+		}
+		strcat(dir, "/c");
+		if (run("'%s' cluster up --nodes 3 --shards 2 --groups 4 --dir '%s' >/dev/null 2>&1",
+			keel, dir)) {
+			fprintf(stderr, "kv-linear: keel cluster up failed here: skipped\n");
+			return 77;
+		}
+		snprintf(path, sizeof(path), "%s/endpoints", dir);
+		read_file(path, endpoints, sizeof(endpoints));
+		snprintf(path, sizeof(path), "%s/client-token", dir);
+		read_file(path, token, sizeof(token));
+	}
+	run_id = keel_mix64(now_ns() ^ ((uint64_t)getpid() << 32));
 	keel_lin_history_init(&hist);
 
 	pthread_t th[MAX_CLIENTS], nem;
@@ -260,18 +260,25 @@ int main(int argc, char **argv)
 		ca[i] = (struct client_arg){.id = (int)i};
 		pthread_create(&th[i], NULL, client_main, &ca[i]);
 	}
-	pthread_create(&nem, NULL, nemesis_main, NULL);
+	uint64_t t0 = now_ns();
+	if (!external)
+		pthread_create(&nem, NULL, nemesis_main, NULL);
 	sleep(seconds);
 	atomic_store(&stop, true);
-	pthread_join(nem, NULL);
+	if (!external)
+		pthread_join(nem, NULL);
 	unsigned ok = 0, pending = 0;
 	for (unsigned i = 0; i < nclients; i++) {
 		pthread_join(th[i], NULL);
 		ok += ca[i].ok;
 		pending += ca[i].pending;
 	}
-	bool writes_after_last_kill = atomic_load(&write_after_kill) > 0;
-	run("'%s' cluster down --dir '%s' >/dev/null 2>&1", keel, dir);
+	/* external: the partition heals before the last quarter of the run */
+	bool writes_after_last_kill =
+		external ? atomic_load(&last_write_ns) > t0 + (uint64_t)seconds * 750000000ull
+			 : atomic_load(&write_after_kill) > 0;
+	if (!external)
+		run("'%s' cluster down --dir '%s' >/dev/null 2>&1", keel, dir);
 
 	struct keel_lin_report rep;
 	enum keel_lin_verdict v = keel_lin_check(&hist, 20000000, &rep);
@@ -290,12 +297,15 @@ int main(int argc, char **argv)
 		rc = 1;
 	}
 	if (!writes_after_last_kill) {
-		printf("kv-linear: no write succeeded after the last kill\n");
+		printf("kv-linear: no write succeeded %s\n",
+		       external ? "in the last quarter of the run" : "after the last kill");
 		rc = 1;
 	}
 	keel_lin_report_free(&rep);
 	keel_lin_history_free(&hist);
-	if (rc == 0) {
+	if (external) {
+		/* the cluster and its directory are the caller's */
+	} else if (rc == 0) {
 		char *slash = strrchr(dir, '/');
 		*slash = '\0';
 		run("rm -rf '%s'", dir);

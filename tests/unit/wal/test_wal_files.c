@@ -137,6 +137,45 @@ static void lifecycle(enum keel_wal_engine eng, const char *name)
 	keel_wal_close(w);
 }
 
+/* The next segment is prepared by the WAL's helper while the current one
+ * fills: a roll with the spare ready takes it (the stats say so), the
+ * helper makes the next one, and the log reads back whole after a
+ * reopen, a leftover spare in the directory included. */
+Test(wal_files, rolls_take_the_segment_prepared_ahead)
+{
+	struct keel_wal *w = open_real(KEEL_WAL_ENGINE_AUTO, NULL);
+	char spare[128];
+	snprintf(spare, sizeof(spare), "%s/spare.tmp", dir);
+	uint64_t last = 0;
+	struct keel_wal_stats st;
+	for (int round = 0; round < 6; round++) {
+		/* past half the segment the helper is asked for the next one */
+		for (int i = 0; i < 200 && access(spare, F_OK) != 0; i++) {
+			append_range(w, last + 1, last + 1, 0);
+			last++;
+		}
+		cr_assert_eq(access(spare, F_OK), 0, "no segment prepared ahead");
+		usleep(100000); /* time to fill and sync it */
+		keel_wal_get_stats(w, &st);
+		uint64_t before = st.segs_prepared;
+		/* the roll takes it */
+		for (int i = 0; i < 200 && st.segs_prepared == before; i++) {
+			append_range(w, last + 1, last + 1, 0);
+			last++;
+			keel_wal_get_stats(w, &st);
+		}
+		cr_assert_eq(st.segs_prepared, before + 1, "round %d: the roll did not take it", round);
+	}
+	keel_wal_close(w);
+	w = open_real(KEEL_WAL_ENGINE_AUTO, NULL);
+	expect_log(w, 1, last);
+	append_range(w, last + 1, last + 60, 0);
+	keel_wal_close(w);
+	w = open_real(KEEL_WAL_ENGINE_AUTO, NULL);
+	expect_log(w, 1, last + 60);
+	keel_wal_close(w);
+}
+
 Test(wal_files, lifecycle_io_uring)
 {
 	lifecycle(KEEL_WAL_ENGINE_URING, "io_uring");

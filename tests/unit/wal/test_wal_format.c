@@ -90,6 +90,37 @@ Test(wal_format, scan_flipped_bit_mid_segment_is_corruption)
 	cr_expect_eq(s.bad_off, offs[5]);
 }
 
+/* The tail after the last record is read in words, not bytes: a record, or
+ * one stray byte, far into a long run of zeros, at every alignment, is
+ * still found (mid-log corruption, or garbage after the end). */
+Test(wal_format, scan_finds_what_lies_far_in_the_zero_tail)
+{
+	static uint8_t img[1 << 20], rec[1024];
+	uint8_t pay[600];
+	struct keel_wal_entry e = walt_entry(pay, 77, 0, 500);
+	keel_wal_rec_encode(rec, &e);
+	size_t rl = keel_wal_rec_size(e.len);
+	struct keel_wal_scan s;
+	size_t end = build(img, sizeof(img), 1, 3, NULL);
+	cr_assert_eq(keel_wal_seg_scan(img, sizeof(img), &s, NULL, NULL), 0);
+	cr_expect(!s.torn);
+	cr_expect_eq(s.end, end);
+	for (size_t at = 700000; at < 700000 + 72; at += 8) {
+		build(img, sizeof(img), 1, 3, NULL);
+		memcpy(img + at, rec, rl);
+		cr_expect_eq(keel_wal_seg_scan(img, sizeof(img), &s, NULL, NULL), KEEL_ECORRUPT,
+			     "a valid record at offset %zu after the end", at);
+		cr_expect_eq(s.bad_off, end);
+	}
+	for (size_t at = sizeof(img) - 70; at < sizeof(img); at += 3) {
+		build(img, sizeof(img), 1, 3, NULL);
+		img[at] = 0x5a;
+		cr_assert_eq(keel_wal_seg_scan(img, sizeof(img), &s, NULL, NULL), 0);
+		cr_expect(s.torn, "a stray byte at offset %zu after the end", at);
+		cr_expect_eq(s.end, end);
+	}
+}
+
 Test(wal_format, scan_bad_header_and_short_buffers)
 {
 	static uint8_t img[16 * 1024];
