@@ -125,13 +125,16 @@ void keel_log_limited(struct keel_log_limit *l, unsigned burst, enum keel_log_le
 /* This thread's call-site limiters that have suppressed lines since their
  * last report; each points to thread-local storage of this same thread. */
 static _Thread_local struct keel_log_limit *suppressors;
+static _Atomic unsigned site_burst = KEEL_LOG_SITE_BURST;
+
+void keel_log_set_site_burst(unsigned burst) { site_burst = burst; }
 
 void keel_log_site(struct keel_log_limit *l, enum keel_log_level level, const char *fmt, ...)
 {
 	if (!KEEL_LOG_ENABLED(level))
 		return;
 	uint32_t sup;
-	if (!limit_pass(l, KEEL_LOG_SITE_BURST, &sup)) {
+	if (!limit_pass(l, site_burst, &sup)) {
 		if (!l->listed) {
 			l->key = fmt;
 			l->level = (int)level;

@@ -132,6 +132,9 @@ void keel_log_site(struct keel_log_limit *l, enum keel_log_level level, const ch
  * Cheap when nothing was suppressed (one thread-local load). */
 unsigned keel_log_flush_suppressed(void);
 #define KEEL_LOG_SITE_BURST 5
+/* Lines per second per call site (default KEEL_LOG_SITE_BURST), for tests
+ * that check every line of a fast sequence of bad inputs. */
+void keel_log_set_site_burst(unsigned burst);
 #define keel_log_every(lvl, ...)                                              \
 	do {                                                                  \
 		static _Thread_local struct keel_log_limit keel_site_lim_;    \
