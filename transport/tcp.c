@@ -68,8 +68,10 @@ static const uint32_t class_block[TCP_NCLASS] = {256, 2048};
 #define TCP_MAX_UNAUTH 128           /* pending handshakes per shard */
 #define TCP_ADDR_PENDING_MAX 8       /* per source address */
 #define TCP_PEER_ADDR_PENDING_MAX 32 /* per address a configured peer uses */
-#define TCP_PREAUTH_NS 2000000000ull /* an inbound handshake's deadline (or
-				      * handshake_timeout_ms if shorter) */
+/* An inbound handshake's deadline when handshake_timeout_ms is not set:
+ * shorter than a dial's 5 s, as a stranger's idle connection holds a slot
+ * until then; a real handshake takes 2 round trips. */
+#define TCP_PREAUTH_DEFAULT_MS 2000
 #define TCP_PEER_ADDRS_MAX 64
 #define TCP_STATS_TICK_NS 1000000000ull
 #define TCP_STATS_REPORT_TICKS 10
@@ -152,7 +154,8 @@ struct tcp_transport {
 	uint8_t *secret;
 	size_t secret_len;
 	uint32_t sendq;
-	uint64_t hs_timeout_ns;
+	uint64_t hs_timeout_ns;    /* our dials */
+	uint64_t preauth_ns;       /* inbound connections */
 	uint32_t peer_timeout_ms;
 
 	int lfd;
@@ -998,7 +1001,7 @@ static void evict(struct tconn *c, const char *for_whom)
 	struct tcp_transport *t = c->t;
 	t->st.evicted++;
 	send_refuse(c, KEEL_REFUSE_EVICTED);
-	keel_info_limited("tcp: evicted %s from the pending-handshake table (%u pending) to admit %s",
+	keel_warn_limited("tcp: evicted %s from the pending-handshake table (%u pending) to admit %s",
 			  c->name, t->unauth, for_whom);
 	conn_close(c, KEEL_EBUSY, NULL);
 }
@@ -1007,11 +1010,7 @@ static void evict(struct tconn *c, const char *for_whom)
 static void refuse_fd(struct tcp_transport *t, int fd, const char *who, uint32_t reason,
 		      unsigned from)
 {
-	uint8_t f[KEEL_WIRE_HDR_LEN + KEEL_WIRE_REFUSE_LEN];
-	keel_wire_encode_refuse(f, 0, reason);
-	ssize_t w = send(fd, f, sizeof(f), MSG_NOSIGNAL | MSG_DONTWAIT);
-	(void)w;
-	close(fd);
+	/* Logged before the close, which is what the client sees last. */
 	if (reason == KEEL_REFUSE_ADDR_BUSY) {
 		t->st.refused_addr++;
 		keel_warn_limited("tcp: refused %s: %u unauthenticated connections from that address "
@@ -1023,6 +1022,11 @@ static void refuse_fd(struct tcp_transport *t, int fd, const char *who, uint32_t
 				  "none to evict",
 				  who, t->unauth, TCP_MAX_UNAUTH);
 	}
+	uint8_t f[KEEL_WIRE_HDR_LEN + KEEL_WIRE_REFUSE_LEN];
+	keel_wire_encode_refuse(f, 0, reason);
+	ssize_t w = send(fd, f, sizeof(f), MSG_NOSIGNAL | MSG_DONTWAIT);
+	(void)w;
+	close(fd);
 }
 
 /*
@@ -1114,9 +1118,7 @@ static void accept_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
 				keel_hs_server_start(&c->hs, t->secret, t->secret_len,
 						     t->pub.cluster_id, t->pub.self.node,
 						     t->pub.self.shard);
-				keel_timer_arm(t->shard, &c->hs_timer,
-					       t->hs_timeout_ns < TCP_PREAUTH_NS ? t->hs_timeout_ns
-										 : TCP_PREAUTH_NS);
+				keel_timer_arm(t->shard, &c->hs_timer, t->preauth_ns);
 				recv_arm(c);
 			}
 		}
@@ -1471,6 +1473,8 @@ static int tcp_open(const struct keel_transport_config *cfg, struct keel_transpo
 	t->sendq = cfg->sendq_bytes ? cfg->sendq_bytes : KEEL_TRANSPORT_SENDQ_DEFAULT;
 	t->hs_timeout_ns = (uint64_t)(cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms : 5000) *
 			   1000000u;
+	t->preauth_ns = (uint64_t)(cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms
+							     : TCP_PREAUTH_DEFAULT_MS) * 1000000u;
 	t->peer_timeout_ms = cfg->peer_timeout_ms ? cfg->peer_timeout_ms : 30000;
 	snprintf(t->listen_host, sizeof(t->listen_host), "%s",
 		 cfg->listen_host ? cfg->listen_host : "127.0.0.1");
