@@ -49,6 +49,7 @@
 #include "keel/runtime.h"
 #include "keel/transport.h"
 #include "transport/handshake.h"
+#include "transport/tls.h"
 #include "transport/wire.h"
 
 #define container_of(p, T, m) ((T *)(void *)((char *)(p)-offsetof(T, m)))
@@ -75,6 +76,11 @@ static const uint32_t class_block[TCP_NCLASS] = {256, 2048};
 #define TCP_PEER_ADDRS_MAX 64
 #define TCP_STATS_TICK_NS 1000000000ull
 #define TCP_STATS_REPORT_TICKS 10
+/* TLS: ciphertext leaves from one buffer per connection (one sendmsg in
+ * flight, like the plain path); plaintext is decrypted into one shard
+ * buffer and framed in place by on_bytes. */
+#define TCP_TLS_OUT (64u << 10)
+#define TCP_TLS_PLAIN (64u << 10)
 
 enum cstate { C_CONNECTING, C_HANDSHAKE, C_UP, C_CLOSING };
 
@@ -138,6 +144,12 @@ struct tconn {
 	struct tconn *prev, *next;
 	bool reaping;
 	bool unauth;      /* counted in t->unauth and t->pend (accepted, not yet up) */
+	/* TLS ([tls] configured): the session, whether its handshake is done
+	 * (frames wait in txq until then), and the ciphertext being sent. */
+	struct keel_tls *tls;
+	bool tls_up;
+	uint8_t *tls_out;
+	size_t tls_out_len, tls_out_off;
 	struct addr_key ak; /* inbound: the source address */
 	uint64_t born_ns;   /* inbound: accepted at (admission evicts the oldest) */
 	struct tconn *reap_next;
@@ -177,6 +189,8 @@ struct tcp_transport {
 	struct addr_key peer_addrs[TCP_PEER_ADDRS_MAX];
 	unsigned npeer_addrs;
 	struct keel_transport_stats st, st_reported;
+	struct keel_tls_ctx *tls;  /* NULL: plain TCP */
+	uint8_t *plain;            /* TCP_TLS_PLAIN bytes when tls */
 	struct keel_timer stats_timer;
 	unsigned stats_ticks;
 	uint64_t pass;    /* poller passes: at most one immediate send per
@@ -455,7 +469,18 @@ static void send_refuse(struct tconn *c, uint32_t reason)
 	if (c->fd < 0 || c->send_inflight || c->txq || c->state == C_CLOSING)
 		return;
 	uint8_t f[KEEL_WIRE_HDR_LEN + KEEL_WIRE_REFUSE_LEN];
+	if (c->tls && (!c->tls_up || c->tls_out_len > c->tls_out_off))
+		return; /* before the TLS handshake a plain frame is garbage */
 	keel_wire_encode_refuse(f, c->tx_seq++, reason);
+	if (c->tls) {
+		char err[KEEL_ERRMSG_LEN];
+		if (keel_tls_write(c->tls, f, sizeof(f), err) < 0)
+			return;
+		size_t n = keel_tls_take_out(c->tls, c->tls_out, TCP_TLS_OUT);
+		ssize_t w = send(c->fd, c->tls_out, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		(void)w;
+		return;
+	}
 	ssize_t w = send(c->fd, f, sizeof(f), MSG_NOSIGNAL | MSG_DONTWAIT);
 	(void)w;
 }
@@ -502,6 +527,8 @@ static void conn_destroy(struct tconn *c)
 	free_list(c, c->txq);
 	free_list(c, c->hold);
 	keel_hs_wipe(&c->hs);
+	keel_tls_free(c->tls);
+	free(c->tls_out);
 	free(c->rx);
 	if (c->prev)
 		c->prev->next = c->next;
@@ -733,6 +760,16 @@ static void on_bytes(struct tconn *c, const uint8_t *data, size_t n)
 {
 	struct keel_wire_hdr h;
 	const void *pl;
+	/* 0x16 0x03: a TLS handshake record, where a keel frame was due. */
+	if (!c->tls && c->state == C_HANDSHAKE && c->rx_seq == 0 && c->rx_len == 0 && n >= 2 &&
+	    data[0] == 0x16 && data[1] == 0x03) {
+		hs_fail(c, KEEL_EAUTH,
+			c->pub.inbound ? "it speaks TLS (a ClientHello): it has [tls] configured, "
+					 "this node does not"
+				       : "it speaks TLS: it has [tls] configured, this node does not",
+			0);
+		return;
+	}
 	while (n > 0 && c->state != C_CLOSING) {
 		if (c->rx_len > 0) {
 			if (c->rx_len < KEEL_WIRE_HDR_LEN) {
@@ -800,6 +837,59 @@ static void on_bytes(struct tconn *c, const uint8_t *data, size_t n)
 	}
 }
 
+/* TLS: n bytes of ciphertext. Drives the TLS handshake, then decrypts into
+ * the shard's plaintext buffer, which on_bytes frames as it does the
+ * socket's bytes (whole frames in place, partial ones copied). */
+static void tls_on_bytes(struct tconn *c, const uint8_t *data, size_t n)
+{
+	struct tcp_transport *t = c->t;
+	char err[KEEL_ERRMSG_LEN];
+	if (!c->tls_up && c->rx_seq == 0 && n >= 2 && data[0] == KEEL_WIRE_MAGIC0 &&
+	    data[1] == KEEL_WIRE_MAGIC1 && keel_tls_pending_out(c->tls) == 0 && c->pub.inbound) {
+		hs_fail(c, KEEL_EAUTH,
+			"it speaks plain TCP (a keel frame, no TLS, no certificate): configure "
+			"[tls] on every node",
+			0);
+		return;
+	}
+	if (keel_tls_feed(c->tls, data, n) < 0) {
+		conn_close(c, -ENOMEM, "TLS input buffer");
+		return;
+	}
+	if (!c->tls_up) {
+		int rc = keel_tls_handshake(c->tls, err);
+		if (rc < 0) {
+			conn_flush(c); /* the alert, if the socket takes it now */
+			hs_fail(c, rc, err, 0);
+			return;
+		}
+		if (rc == 0) {
+			conn_flush(c);
+			return;
+		}
+		c->tls_up = true;
+		char d[320];
+		keel_info_limited("tcp: connection %s: TLS up (%s)", c->name,
+				  keel_tls_describe(c->tls, d, sizeof(d)));
+	}
+	for (;;) {
+		int r = keel_tls_read(c->tls, t->plain, TCP_TLS_PLAIN, err);
+		if (r == 0)
+			break;
+		if (r < 0) {
+			if (c->state == C_HANDSHAKE)
+				hs_fail(c, r, err, 0);
+			else
+				conn_close(c, r, r == -ECONNRESET ? "peer closed the TLS session" : err);
+			return;
+		}
+		on_bytes(c, t->plain, (size_t)r);
+		if (c->state == C_CLOSING)
+			return;
+	}
+	conn_flush(c); /* frames queued while the TLS handshake ran, or answers */
+}
+
 static void recv_arm(struct tconn *c)
 {
 	keel_io_recv_multi(c->t->shard, &c->recv_op, c->fd);
@@ -811,8 +901,12 @@ static void recv_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
 {
 	struct tconn *c = container_of(op, struct tconn, recv_op);
 	bool more = flags & KEEL_IO_MORE;
-	if (res > 0 && c->state != C_CLOSING)
-		on_bytes(c, op->data, (size_t)res);
+	if (res > 0 && c->state != C_CLOSING) {
+		if (c->tls)
+			tls_on_bytes(c, op->data, (size_t)res);
+		else
+			on_bytes(c, op->data, (size_t)res);
+	}
 	if (more)
 		return;
 	c->recv_armed = false;
@@ -822,6 +916,11 @@ static void recv_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
 	if (res == 0 && c->pub.inbound && c->state == C_HANDSHAKE) {
 		hs_fail(c, KEEL_EAUTH,
 			"it left during the handshake (it refused our proof: wrong secret or cluster?)",
+			0);
+	} else if (res == 0 && c->state == C_HANDSHAKE && c->tls && !c->tls_up) {
+		hs_fail(c, KEEL_EAUTH,
+			"peer closed the connection during the TLS handshake (its TLS refused us, "
+			"or its handshake slots are full)",
 			0);
 	} else if (res == 0 && c->state == C_HANDSHAKE) {
 		/* A server of this version says why it refuses (REFUSE, handled
@@ -863,10 +962,18 @@ static void tx_consume(struct tconn *c, size_t done)
 	}
 }
 
+/* TLS: ciphertext not yet sent. The frames it came from were released
+ * when encrypted, so this counts against sendq in their place. */
+static size_t tls_queued(const struct tconn *c)
+{
+	return c->tls ? keel_tls_pending_out(c->tls) + (c->tls_out_len - c->tls_out_off) : 0;
+}
+
 /* After KEEL_EFULL: tell the layer above once there is room again. */
 static void maybe_writable(struct tconn *c)
 {
-	if (c->state != C_CLOSING && c->want_writable && c->tx_bytes <= c->t->sendq / 2) {
+	if (c->state != C_CLOSING && c->want_writable &&
+	    c->tx_bytes + tls_queued(c) <= c->t->sendq / 2) {
 		c->want_writable = false;
 		if (c->t->pub.handlers->on_writable)
 			c->t->pub.handlers->on_writable(&c->t->pub, &c->pub);
@@ -884,9 +991,14 @@ static void send_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
 		conn_close(c, res, "send");
 		return;
 	}
-	tx_consume(c, (size_t)res);
-	if (c->txq)
+	if (c->tls) {
+		c->tls_out_off += (size_t)res;
 		conn_flush(c);
+	} else {
+		tx_consume(c, (size_t)res);
+		if (c->txq)
+			conn_flush(c);
+	}
 	maybe_writable(c);
 }
 
@@ -914,8 +1026,66 @@ static void build_msg(struct tconn *c)
  * message's latency), then whatever did not fit through one reactor
  * sendmsg, which completes when the socket drains. Only one send is ever
  * in flight per connection, so frames leave in order. */
+/* TLS: encrypts the queued frames (once the TLS handshake is done: until
+ * then only its own records go out), then sends the ciphertext as the
+ * plain path sends frames: straight to the socket, the rest through one
+ * reactor sendmsg from c->tls_out. */
+static void tls_flush(struct tconn *c)
+{
+	char err[KEEL_ERRMSG_LEN];
+	if (c->tls_up) {
+		while (c->txq) {
+			struct tbuf *b = c->txq;
+			if (keel_tls_write(c->tls, b->frame, KEEL_WIRE_HDR_LEN + (size_t)b->pub.len,
+					   err) < 0) {
+				conn_close(c, KEEL_EPROTO, err);
+				return;
+			}
+			c->txq = b->next;
+			if (!c->txq)
+				c->txq_tail = NULL;
+			tbuf_release(c, b);
+		}
+	}
+	if (!c->tls_out && !(c->tls_out = malloc(TCP_TLS_OUT))) {
+		conn_close(c, -ENOMEM, "TLS output buffer");
+		return;
+	}
+	for (;;) {
+		if (c->tls_out_off == c->tls_out_len) {
+			c->tls_out_off = 0;
+			c->tls_out_len = keel_tls_take_out(c->tls, c->tls_out, TCP_TLS_OUT);
+			if (!c->tls_out_len)
+				return;
+		}
+		ssize_t w = send(c->fd, c->tls_out + c->tls_out_off, c->tls_out_len - c->tls_out_off,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+			conn_close(c, -errno, "send");
+			return;
+		}
+		if (w <= 0)
+			break;
+		c->tls_out_off += (size_t)w;
+		if (c->tls_out_off < c->tls_out_len)
+			break; /* the socket is full */
+	}
+	c->iov[0].iov_base = c->tls_out + c->tls_out_off;
+	c->iov[0].iov_len = c->tls_out_len - c->tls_out_off;
+	memset(&c->msg, 0, sizeof(c->msg));
+	c->msg.msg_iov = c->iov;
+	c->msg.msg_iovlen = 1;
+	keel_io_sendmsg(c->t->shard, &c->send_op, c->fd, &c->msg);
+	c->send_inflight = true;
+	c->inflight++;
+}
+
 static void conn_flush(struct tconn *c)
 {
+	if (c->tls && !c->send_inflight && c->state != C_CONNECTING && c->state != C_CLOSING) {
+		tls_flush(c);
+		return;
+	}
 	if (c->send_inflight || !c->txq || c->state == C_CONNECTING || c->state == C_CLOSING)
 		return;
 	build_msg(c);
@@ -1022,10 +1192,12 @@ static void refuse_fd(struct tcp_transport *t, int fd, const char *who, uint32_t
 				  "none to evict",
 				  who, t->unauth, TCP_MAX_UNAUTH);
 	}
-	uint8_t f[KEEL_WIRE_HDR_LEN + KEEL_WIRE_REFUSE_LEN];
-	keel_wire_encode_refuse(f, 0, reason);
-	ssize_t w = send(fd, f, sizeof(f), MSG_NOSIGNAL | MSG_DONTWAIT);
-	(void)w;
+	if (!t->tls) { /* a TLS client would read a plain frame as garbage */
+		uint8_t f[KEEL_WIRE_HDR_LEN + KEEL_WIRE_REFUSE_LEN];
+		keel_wire_encode_refuse(f, 0, reason);
+		ssize_t w = send(fd, f, sizeof(f), MSG_NOSIGNAL | MSG_DONTWAIT);
+		(void)w;
+	}
 	close(fd);
 }
 
@@ -1114,6 +1286,10 @@ static void accept_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
 				c->salen = salen;
 				c->state = C_HANDSHAKE;
 				conn_name(c);
+				if (t->tls && !(c->tls = keel_tls_new(t->tls, true))) {
+					conn_close(c, -ENOMEM, "TLS session");
+					return;
+				}
 				set_sockopts(fd, t->peer_timeout_ms);
 				keel_hs_server_start(&c->hs, t->secret, t->secret_len,
 						     t->pub.cluster_id, t->pub.self.node,
@@ -1142,7 +1318,16 @@ static void connect_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
 	}
 	c->state = C_HANDSHAKE;
 	recv_arm(c);
-	conn_flush(c); /* the HELLO queued by tcp_connect */
+	if (c->tls) {
+		char err[KEEL_ERRMSG_LEN];
+		int rc = keel_tls_handshake(c->tls, err); /* the ClientHello */
+		if (rc < 0) {
+			hs_fail(c, rc, err, 0);
+			return;
+		}
+	}
+	conn_flush(c); /* the HELLO queued by tcp_connect (TLS: the ClientHello; the
+			* HELLO follows once TLS is up) */
 }
 
 static int resolve(const char *host, uint16_t port, struct sockaddr_storage *sa,
@@ -1195,6 +1380,11 @@ static int tcp_connect(struct keel_transport *pub, struct keel_addr peer, struct
 	c->state = C_CONNECTING;
 	c->report_down = true; /* every connection connect() returns ends with on_conn_down */
 	conn_name(c);
+	if (t->tls && !(c->tls = keel_tls_new(t->tls, false))) {
+		c->report_down = false;
+		conn_destroy(c);
+		return -ENOMEM;
+	}
 	uint8_t hello[KEEL_HS_HELLO_LEN];
 	keel_hs_client_start(&c->hs, t->secret, t->secret_len, pub->cluster_id, pub->self.node,
 			     pub->self.shard, peer.node, peer.shard, hello);
@@ -1254,7 +1444,8 @@ static int tcp_alloc(struct keel_conn *pc, uint32_t len, struct keel_send_buf **
 		return KEEL_ECLOSED;
 	if (len > t->pub.max_frame)
 		return KEEL_ETOOBIG;
-	if (c->tx_bytes > 0 && c->tx_bytes + len > t->sendq) {
+	size_t queued = c->tx_bytes + tls_queued(c);
+	if (queued > 0 && queued + len > t->sendq) {
 		c->want_writable = true;
 		return KEEL_EFULL;
 	}
@@ -1305,7 +1496,7 @@ static int tcp_send_copy(struct keel_conn *pc, uint16_t type, const void *data, 
 {
 	struct tconn *c = (struct tconn *)pc;
 	struct tcp_transport *t = c->t;
-	if (c->state != C_UP || c->txq || c->send_inflight || c->direct_pass == t->pass ||
+	if (c->tls || c->state != C_UP || c->txq || c->send_inflight || c->direct_pass == t->pass ||
 	    len > t->pub.max_frame) {
 		struct keel_send_buf *b;
 		int rc = tcp_alloc(pc, len, &b);
@@ -1427,6 +1618,8 @@ static void stats_tick(struct keel_timer *tm)
 static void tcp_free(struct tcp_transport *t)
 {
 	keel_timer_cancel(t->shard, &t->stats_timer);
+	keel_tls_ctx_free(t->tls);
+	free(t->plain);
 	if (t->poller_id >= 0)
 		keel_shard_remove_poller(t->shard, t->poller_id);
 	if (t->lfd >= 0)
@@ -1491,9 +1684,24 @@ static int tcp_open(const struct keel_transport_config *cfg, struct keel_transpo
 	if (cfg->npeers)
 		memcpy(t->peers, cfg->peers, cfg->npeers * sizeof(*t->peers));
 	t->npeers = cfg->npeers;
+	int rc = keel_tls_ctx_new(cfg->node, &t->tls, errmsg);
+	if (rc < 0) {
+		tcp_free(t);
+		return rc;
+	}
+	if (t->tls) {
+		if (!(t->plain = malloc(TCP_TLS_PLAIN))) {
+			tcp_free(t);
+			return -ENOMEM;
+		}
+		if (cfg->self.shard == 0)
+			keel_info("tcp: TLS 1.3, mutual certificate authentication, on the peer port "
+				  "(the keel handshake runs inside it): %s; %s",
+				  keel_tls_ctx_describe(t->tls), keel_tls_ktls_status());
+	}
 	peer_addrs_resolve(t);
 	keel_timer_init(&t->stats_timer, stats_tick, t);
-	int rc = keel_shard_add_poller(t->shard, tcp_poller, t);
+	rc = keel_shard_add_poller(t->shard, tcp_poller, t);
 	if (rc < 0) {
 		tcp_free(t);
 		return keel_errmsg_set(errmsg, rc, "tcp: adding the shard poller");
