@@ -15,7 +15,7 @@
 # Needs openssl (the command); skips (77) without it.
 # usage: transport_tls.sh KEEL_BINARY
 set -uo pipefail
-KEEL=$1
+KEEL=$(realpath "$1") # the test runs in its directory
 command -v openssl >/dev/null || { echo "SKIP: needs the openssl command"; exit 77; }
 dir=$(mktemp -d /tmp/keel-tls.XXXXXX)
 declare -A pid
@@ -32,13 +32,13 @@ N=30
 cd "$dir" || exit 1
 mkca() {
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$1.key" \
-    -out "$1.crt" -days 2 -subj "/CN=$1" 2>>openssl.log || fail "openssl: CA $1"
+    -out "$1.crt" -days 2 -subj "/CN=$1" >>openssl.log 2>&1 || fail "openssl: CA $1"
 }
 mkcert() { # NAME CA
   openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$1.key" -out "$1.csr" \
-    -subj "/CN=$1" 2>>openssl.log &&
+    -subj "/CN=$1" >>openssl.log 2>&1 &&
     openssl x509 -req -in "$1.csr" -CA "$2.crt" -CAkey "$2.key" -CAcreateserial -out "$1.crt" \
-      -days 2 2>>openssl.log || fail "openssl: certificate $1"
+      -days 2 >>openssl.log 2>&1 || fail "openssl: certificate $1"
 }
 mkca ca
 mkca rogue
@@ -91,9 +91,11 @@ ok "every node logged TLS 1.3 up with its peers' certificates"
 stop_all
 
 # ---- 2. streams over TLS --------------------------------------------------------
-"$KEEL" node --config "$dir/n1.ini" >>"$dir/n1.log" 2>&1 &
+# its own log file: the wait below must not find phase 1's line
+"$KEEL" node --config "$dir/n1.ini" >"$dir/n1b.log" 2>&1 &
 pid[1]=$!
-for _ in $(seq 100); do grep -q "node 1 listening on" n1.log && break; sleep 0.05; done
+for _ in $(seq 300); do grep -q "node 1 listening on" n1b.log && break; sleep 0.05; done
+grep -q "node 1 listening on" n1b.log || fail "node 1 did not start listening in 15 s"
 out=$("$KEEL" send --config n2.ini --to 1 --count 20000 --max-size 2048 2>send.log) ||
   fail "a stream over TLS failed: $(tail -3 send.log)"
 ok "$out"
@@ -104,13 +106,15 @@ ok "$out"
 # ---- 3. refused certificates ------------------------------------------------------
 # refused CONFIG WHY_ON_NODE1 WHAT
 refused() {
-  local from=$(wc -l <n1.log)
-  "$KEEL" send --config "$1" --to 1 --count 10 >send.out 2>send.log
+  local from=$(wc -l <n1b.log)
+  # not *.log: stop_all fails on ERROR lines there, and these refusals
+  # are meant to be ERRORs of the sender's
+  "$KEEL" send --config "$1" --to 1 --count 10 >refused.out 2>refused.err
   local rc=$?
   [ $rc != 0 ] || fail "$3: the sender was not refused"
-  for _ in $(seq 50); do tail -n +"$((from + 1))" n1.log | grep -q "$2" && break; sleep 0.05; done
-  tail -n +"$((from + 1))" n1.log | grep -q "$2" || fail "$3: node 1 did not log '$2'"
-  ok "$3: refused (sender exit $rc); node 1: $(tail -n +"$((from + 1))" n1.log | grep "$2" | head -1 | sed 's/^.*tcp: //')"
+  for _ in $(seq 50); do tail -n +"$((from + 1))" n1b.log | grep -q "$2" && break; sleep 0.05; done
+  tail -n +"$((from + 1))" n1b.log | grep -q "$2" || fail "$3: node 1 did not log '$2'"
+  ok "$3: refused (sender exit $rc); node 1: $(tail -n +"$((from + 1))" n1b.log | grep "$2" | head -1 | sed 's/^.*tcp: //')"
 }
 conf 2 intruder ca > intruder.ini
 refused intruder.ini "certificate verify failed" "a certificate from another CA"
@@ -118,7 +122,7 @@ conf 2 node2 ca 0 > plain.ini
 refused plain.ini "it speaks plain TCP" "a peer without TLS (no certificate)"
 conf 2 node2 rogue > rogueca.ini
 refused rogueca.ini "unknown ca" "a peer that trusts another CA"
-grep -q "unknown ca\|certificate verify failed" send.log || fail "the sender that trusts another CA did not say why"
+grep -q "unknown ca\|certificate verify failed" refused.err || fail "the sender that trusts another CA did not say why"
 out=$("$KEEL" send --config n2.ini --to 1 --count 1000 2>send.log) || fail "a good peer after the refusals failed"
 ok "node 1 still serves a good peer: $out"
 stop_all
