@@ -548,13 +548,15 @@ static void conn_close(struct tconn *c, int reason, const char *why)
 	/* why == NULL: the caller logged already, or it is a local close. A
 	 * peer that hangs up is news, not a problem. */
 	if (why && !t->closing) {
-		/* Lines about unauthenticated connections are the ones a
-		 * stranger can make repeat: rate-limited. */
+		/* Every line here can repeat (a flapping peer, a redial, a
+		 * stranger's attempts): rate-limited, and the strangers' lines
+		 * through a call site of their own, so that they cannot
+		 * suppress a peer's. */
 		if (reason == -ECONNRESET && c->state == C_UP)
-			keel_info("tcp: connection %s: %s", c->name, why);
+			keel_info_limited("tcp: connection %s: %s", c->name, why);
 		else if (c->state == C_UP || !c->pub.inbound)
-			keel_warn("tcp: closing connection %s: %s: %s", c->name, why,
-				  keel_strerror(reason));
+			keel_warn_limited("tcp: closing connection %s: %s: %s", c->name, why,
+					  keel_strerror(reason));
 		else
 			keel_warn_limited("tcp: closing connection %s: %s: %s", c->name, why,
 					  keel_strerror(reason));
