@@ -81,6 +81,7 @@ static const uint32_t class_block[TCP_NCLASS] = {256, 2048};
  * buffer and framed in place by on_bytes. */
 #define TCP_TLS_OUT (64u << 10)
 #define TCP_TLS_PLAIN (64u << 10)
+#define TCP_TLS_STAGE (16u << 10) /* one TLS record of small frames */
 
 enum cstate { C_CONNECTING, C_HANDSHAKE, C_UP, C_CLOSING };
 
@@ -191,6 +192,7 @@ struct tcp_transport {
 	struct keel_transport_stats st, st_reported;
 	struct keel_tls_ctx *tls;  /* NULL: plain TCP */
 	uint8_t *plain;            /* TCP_TLS_PLAIN bytes when tls */
+	uint8_t *stage;            /* TCP_TLS_STAGE bytes when tls (tls_flush) */
 	struct keel_timer stats_timer;
 	unsigned stats_ticks;
 	uint64_t pass;    /* poller passes: at most one immediate send per
@@ -1036,10 +1038,26 @@ static void tls_flush(struct tconn *c)
 {
 	char err[KEEL_ERRMSG_LEN];
 	if (c->tls_up) {
+		/* Small frames are gathered into one SSL_write of up to a record
+		 * (16 KiB): one record per 64-byte frame cost a record header,
+		 * a MAC and a cipher call each. Larger frames go alone. */
+		uint8_t *st = c->t->stage;
+		size_t k = 0;
 		while (c->txq) {
 			struct tbuf *b = c->txq;
-			if (keel_tls_write(c->tls, b->frame, KEEL_WIRE_HDR_LEN + (size_t)b->pub.len,
-					   err) < 0) {
+			size_t len = KEEL_WIRE_HDR_LEN + (size_t)b->pub.len;
+			int rc = 0;
+			if (k && k + len > TCP_TLS_STAGE) {
+				rc = keel_tls_write(c->tls, st, k, err);
+				k = 0;
+			}
+			if (rc == 0 && len <= TCP_TLS_STAGE) {
+				memcpy(st + k, b->frame, len);
+				k += len;
+			} else if (rc == 0) {
+				rc = keel_tls_write(c->tls, b->frame, len, err);
+			}
+			if (rc < 0) {
 				conn_close(c, KEEL_EPROTO, err);
 				return;
 			}
@@ -1047,6 +1065,10 @@ static void tls_flush(struct tconn *c)
 			if (!c->txq)
 				c->txq_tail = NULL;
 			tbuf_release(c, b);
+		}
+		if (k && keel_tls_write(c->tls, st, k, err) < 0) {
+			conn_close(c, KEEL_EPROTO, err);
+			return;
 		}
 	}
 	if (!c->tls_out && !(c->tls_out = malloc(TCP_TLS_OUT))) {
@@ -1622,6 +1644,7 @@ static void tcp_free(struct tcp_transport *t)
 	keel_timer_cancel(t->shard, &t->stats_timer);
 	keel_tls_ctx_free(t->tls);
 	free(t->plain);
+	free(t->stage);
 	if (t->poller_id >= 0)
 		keel_shard_remove_poller(t->shard, t->poller_id);
 	if (t->lfd >= 0)
@@ -1692,7 +1715,7 @@ static int tcp_open(const struct keel_transport_config *cfg, struct keel_transpo
 		return rc;
 	}
 	if (t->tls) {
-		if (!(t->plain = malloc(TCP_TLS_PLAIN))) {
+		if (!(t->plain = malloc(TCP_TLS_PLAIN)) || !(t->stage = malloc(TCP_TLS_STAGE))) {
 			tcp_free(t);
 			return -ENOMEM;
 		}
