@@ -34,6 +34,12 @@
  * with a logged reason; the transport keeps serving the others. Memory of a
  * closing connection is freed only after the kernel has returned every
  * operation that points into it.
+ *
+ * Admission (admit()): unauthenticated connections are capped per shard
+ * and per source address, a configured peer's address is never refused,
+ * and a full table evicts so that a flood cannot keep a peer out; the
+ * dialler is told why (a REFUSE frame). TLS ([tls], transport/tls.h):
+ * the same framing over OpenSSL's memory BIOs, the keel handshake inside.
  */
 #include <errno.h>
 #include <inttypes.h>
