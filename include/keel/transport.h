@@ -214,8 +214,8 @@ struct keel_transport_config {
 	size_t secret_len;
 	uint32_t max_frame;              /* 0: KEEL_TRANSPORT_MAX_FRAME_DEFAULT */
 	uint32_t sendq_bytes;            /* 0: KEEL_TRANSPORT_SENDQ_DEFAULT */
-	uint32_t handshake_timeout_ms;   /* 0: 5000 for our dials, 2000 for
-					  * inbound connections (TCP) */
+	uint32_t handshake_timeout_ms;   /* 0: 5000 (TCP: 1000 for an inbound
+					  * connection admitted under pressure) */
 	const struct keel_transport_handlers *handlers;
 	void *user;                      /* initial t->user */
 	struct keel_shard *shard;        /* reactor (KEEL_TRANSPORT_REACTOR backends) */
