@@ -78,11 +78,10 @@ void keel_log(enum keel_log_level level, const char *fmt, ...)
 	va_end(ap);
 }
 
-void keel_log_limited(struct keel_log_limit *l, unsigned burst, enum keel_log_level level,
-		      const char *fmt, ...)
+/* One window of one second per limiter. Returns true when the line may
+ * pass; *suppressed is then the count to report with it (and is cleared). */
+static bool limit_pass(struct keel_log_limit *l, unsigned burst, uint32_t *suppressed)
 {
-	if (!KEEL_LOG_ENABLED(level))
-		return;
 	uint64_t now = keel_now_ns();
 	if (now - l->window_start >= 1000000000ull) {
 		l->window_start = now;
@@ -90,19 +89,95 @@ void keel_log_limited(struct keel_log_limit *l, unsigned burst, enum keel_log_le
 	}
 	if (l->count >= burst) {
 		l->suppressed++;
-		return;
+		return false;
 	}
 	l->count++;
+	*suppressed = l->suppressed;
+	l->suppressed = 0;
+	return true;
+}
+
+static void emit(enum keel_log_level level, uint32_t suppressed, const char *fmt, va_list ap)
+{
 	char line[768];
+	int n = vsnprintf(line, sizeof(line), fmt, ap);
+	(void)n;
+	if (suppressed)
+		keel_log(level, "%s (%u similar lines suppressed)", line, suppressed);
+	else
+		keel_log(level, "%s", line);
+}
+
+void keel_log_limited(struct keel_log_limit *l, unsigned burst, enum keel_log_level level,
+		      const char *fmt, ...)
+{
+	if (!KEEL_LOG_ENABLED(level))
+		return;
+	uint32_t sup;
+	if (!limit_pass(l, burst, &sup))
+		return;
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(line, sizeof(line), fmt, ap);
+	emit(level, sup, fmt, ap);
 	va_end(ap);
-	(void)n;
-	if (l->suppressed) {
-		keel_log(level, "%s (%u similar lines suppressed)", line, l->suppressed);
-		l->suppressed = 0;
-	} else {
-		keel_log(level, "%s", line);
+}
+
+/* This thread's call-site limiters that have suppressed lines since their
+ * last report; each points to thread-local storage of this same thread. */
+static _Thread_local struct keel_log_limit *suppressors;
+static _Atomic unsigned site_burst = KEEL_LOG_SITE_BURST;
+
+void keel_log_set_site_burst(unsigned burst) { site_burst = burst; }
+
+void keel_log_site(struct keel_log_limit *l, enum keel_log_level level, const char *fmt, ...)
+{
+	if (!KEEL_LOG_ENABLED(level))
+		return;
+	uint32_t sup;
+	if (!limit_pass(l, site_burst, &sup)) {
+		if (!l->listed) {
+			l->key = fmt;
+			l->level = (int)level;
+			l->listed = true;
+			l->next = suppressors;
+			suppressors = l;
+		}
+		return;
 	}
+	va_list ap;
+	va_start(ap, fmt);
+	emit(level, sup, fmt, ap);
+	va_end(ap);
+}
+
+unsigned keel_log_flush_suppressed(void)
+{
+	if (!suppressors)
+		return 0;
+	uint64_t now = keel_now_ns();
+	unsigned n = 0;
+	struct keel_log_limit **pp = &suppressors;
+	while (*pp) {
+		struct keel_log_limit *l = *pp;
+		uint64_t age = now - l->window_start;
+		if (l->suppressed && age < 1000000000ull) {
+			pp = &l->next; /* its window is still open: later */
+			continue;
+		}
+		if (l->suppressed) {
+			keel_log((enum keel_log_level)l->level,
+				 "%u similar lines suppressed in the last %.1f s: \"%s\"",
+				 l->suppressed, (double)age / 1e9, l->key);
+			n++;
+			l->suppressed = 0;
+			/* A new window: the next occurrence passes, without a
+			 * count already reported here. */
+			l->window_start = now;
+			l->count = 0;
+		}
+		*pp = l->next;
+		l->listed = false;
+		l->next = NULL;
+	}
+	return n;
 }

@@ -66,7 +66,7 @@ static const struct section_rule sections[] = {
 	{"lock", NULL, NULL},      /* services/lock */
 	{"client", "listen token_file max_conns", NULL}, /* services/client_port.c, cli/cmd_node.c */
 	{"http", NULL, NULL},      /* node/: health and metrics */
-	{"tls", NULL, NULL},       /* transport/: certificates */
+	{"tls", "cert key ca", NULL}, /* transport/tls.c: certificates */
 };
 
 /* [node] keys; node_line[] remembers where each was given. */

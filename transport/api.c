@@ -68,3 +68,12 @@ uint32_t keel_transport_backoff_ms(uint32_t attempt, uint32_t base_ms,
 		d = d - d / 4 + rnd % (span + 1);
 	return (uint32_t)(d ? d : 1);
 }
+
+int keel_transport_get_stats(const struct keel_transport *t, struct keel_transport_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!t->ops->get_stats)
+		return KEEL_ENOTSUP;
+	t->ops->get_stats(t, out);
+	return 0;
+}

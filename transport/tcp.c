@@ -34,8 +34,15 @@
  * with a logged reason; the transport keeps serving the others. Memory of a
  * closing connection is freed only after the kernel has returned every
  * operation that points into it.
+ *
+ * Admission (admit()): unauthenticated connections are capped per shard
+ * and per source address, a configured peer's address is never refused,
+ * and a full table evicts so that a flood cannot keep a peer out; the
+ * dialler is told why (a REFUSE frame). TLS ([tls], transport/tls.h):
+ * the same framing over OpenSSL's memory BIOs, the keel handshake inside.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -48,6 +55,7 @@
 #include "keel/runtime.h"
 #include "keel/transport.h"
 #include "transport/handshake.h"
+#include "transport/tls.h"
 #include "transport/wire.h"
 
 #define container_of(p, T, m) ((T *)(void *)((char *)(p)-offsetof(T, m)))
@@ -63,9 +71,43 @@
 #define TCP_NCLASS 2
 static const uint32_t class_block[TCP_NCLASS] = {256, 2048};
 #define TCP_SMALL_FREE_MAX 8192
-#define TCP_MAX_UNAUTH 128
+/* Admission of unauthenticated connections (see admit()). */
+#define TCP_MAX_UNAUTH 128           /* pending handshakes per shard */
+#define TCP_ADDR_PENDING_MAX 8       /* per source address */
+#define TCP_PEER_ADDR_PENDING_MAX 32 /* per address a configured peer uses */
+/* An inbound handshake's deadline is handshake_timeout_ms (5 s by
+ * default), or TCP_PREAUTH_BUSY_MS when its admission was
+ * under pressure (its address held half its cap or more, or the table was
+ * half full): a stranger's idle connection then holds its slot briefly,
+ * while a peer's handshake on a loaded machine (2.7 s seen under ASan at
+ * load 15, with a 2 s deadline that refused it) keeps the full time
+ * whenever nobody is crowding the port. A handshake_timeout_ms given in
+ * the config is the deadline in every case. */
+#define TCP_PREAUTH_BUSY_MS 1000
+#define TCP_PEER_ADDRS_MAX 64
+#define TCP_STATS_TICK_NS 1000000000ull
+#define TCP_STATS_REPORT_TICKS 10
+/* TLS: ciphertext leaves from one buffer per connection (one sendmsg in
+ * flight, like the plain path); plaintext is decrypted into one shard
+ * buffer and framed in place by on_bytes. */
+#define TCP_TLS_OUT (64u << 10)
+#define TCP_TLS_PLAIN (64u << 10)
+#define TCP_TLS_STAGE (16u << 10) /* one TLS record of small frames */
 
 enum cstate { C_CONNECTING, C_HANDSHAKE, C_UP, C_CLOSING };
+
+/* A source address without its port: what admission counts by. */
+struct addr_key {
+	uint8_t family;
+	uint8_t a[16];
+};
+
+/* An address with unauthenticated connections, and how many. */
+struct pend_addr {
+	struct addr_key k;
+	unsigned n;
+	bool peer; /* a configured peer's address */
+};
 
 struct tbuf {
 	struct keel_send_buf pub;
@@ -113,7 +155,15 @@ struct tconn {
 	socklen_t salen;
 	struct tconn *prev, *next;
 	bool reaping;
-	bool unauth;      /* counted in t->unauth (accepted, not yet up) */
+	bool unauth;      /* counted in t->unauth and t->pend (accepted, not yet up) */
+	/* TLS ([tls] configured): the session, whether its handshake is done
+	 * (frames wait in txq until then), and the ciphertext being sent. */
+	struct keel_tls *tls;
+	bool tls_up;
+	uint8_t *tls_out;
+	size_t tls_out_len, tls_out_off;
+	struct addr_key ak; /* inbound: the source address */
+	uint64_t born_ns;   /* inbound: accepted at (admission evicts the oldest) */
 	struct tconn *reap_next;
 };
 
@@ -128,7 +178,8 @@ struct tcp_transport {
 	uint8_t *secret;
 	size_t secret_len;
 	uint32_t sendq;
-	uint64_t hs_timeout_ns;
+	uint64_t hs_timeout_ns;    /* our dials */
+	uint64_t preauth_busy_ns;  /* inbound connections admitted under pressure */
 	uint32_t peer_timeout_ms;
 
 	int lfd;
@@ -141,6 +192,20 @@ struct tcp_transport {
 	struct tbuf *free_small[TCP_NCLASS];
 	unsigned nfree_small[TCP_NCLASS];
 	unsigned unauth;
+	/* The addresses of the unauthenticated connections, with counts
+	 * (t->unauth in all), and the addresses configured peers use:
+	 * resolved from the peers table at open, and learned from every
+	 * inbound connection that authenticates. */
+	struct pend_addr pend[TCP_MAX_UNAUTH];
+	unsigned npend;
+	struct addr_key peer_addrs[TCP_PEER_ADDRS_MAX];
+	unsigned npeer_addrs;
+	struct keel_transport_stats st, st_reported;
+	struct keel_tls_ctx *tls;  /* NULL: plain TCP */
+	uint8_t *plain;            /* TCP_TLS_PLAIN bytes when tls */
+	uint8_t *stage;            /* TCP_TLS_STAGE bytes when tls (tls_flush) */
+	struct keel_timer stats_timer;
+	unsigned stats_ticks;
 	uint64_t pass;    /* poller passes: at most one immediate send per
 			   * connection per pass, the rest is batched */
 	int poller_id;
@@ -305,6 +370,99 @@ static void sa_name(const struct sockaddr_storage *sa, char *buf, size_t len)
 	snprintf(buf, len, "%s:%u", host, port);
 }
 
+static void addr_key_of(const struct sockaddr_storage *sa, struct addr_key *k)
+{
+	memset(k, 0, sizeof(*k));
+	k->family = (uint8_t)sa->ss_family;
+	if (sa->ss_family == AF_INET)
+		memcpy(k->a, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+	else if (sa->ss_family == AF_INET6)
+		memcpy(k->a, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+}
+
+static bool addr_key_eq(const struct addr_key *x, const struct addr_key *y)
+{
+	return x->family == y->family && memcmp(x->a, y->a, sizeof(x->a)) == 0;
+}
+
+static bool is_peer_addr(const struct tcp_transport *t, const struct addr_key *k)
+{
+	for (unsigned i = 0; i < t->npeer_addrs; i++)
+		if (addr_key_eq(&t->peer_addrs[i], k))
+			return true;
+	return false;
+}
+
+static void peer_addr_add(struct tcp_transport *t, const struct addr_key *k)
+{
+	if (k->family == AF_UNSPEC || is_peer_addr(t, k) || t->npeer_addrs == TCP_PEER_ADDRS_MAX)
+		return;
+	t->peer_addrs[t->npeer_addrs++] = *k;
+	/* Pending connections from it are a peer's from now on. */
+	for (unsigned i = 0; i < t->npend; i++)
+		if (addr_key_eq(&t->pend[i].k, k))
+			t->pend[i].peer = true;
+}
+
+/* Every address each configured peer's host resolves to. A name that does
+ * not resolve now is learned when that peer authenticates (conn_up). */
+static void peer_addrs_resolve(struct tcp_transport *t)
+{
+	for (size_t i = 0; i < t->npeers; i++) {
+		struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+		struct addrinfo *ai;
+		if (getaddrinfo(t->peers[i].host, NULL, &hints, &ai) != 0)
+			continue;
+		for (struct addrinfo *a = ai; a; a = a->ai_next) {
+			struct sockaddr_storage ss;
+			struct addr_key k;
+			memset(&ss, 0, sizeof(ss));
+			memcpy(&ss, a->ai_addr, a->ai_addrlen);
+			addr_key_of(&ss, &k);
+			peer_addr_add(t, &k);
+		}
+		freeaddrinfo(ai);
+	}
+}
+
+static struct pend_addr *pend_find(struct tcp_transport *t, const struct addr_key *k)
+{
+	for (unsigned i = 0; i < t->npend; i++)
+		if (addr_key_eq(&t->pend[i].k, k))
+			return &t->pend[i];
+	return NULL;
+}
+
+/* c (inbound, just accepted) counts as unauthenticated from its address. */
+static void unauth_set(struct tconn *c)
+{
+	struct tcp_transport *t = c->t;
+	struct pend_addr *p = pend_find(t, &c->ak);
+	if (!p) {
+		/* npend <= unauth < TCP_MAX_UNAUTH + 1: admit() evicted first */
+		p = &t->pend[t->npend++];
+		p->k = c->ak;
+		p->n = 0;
+		p->peer = is_peer_addr(t, &c->ak);
+	}
+	p->n++;
+	t->unauth++;
+	c->unauth = true;
+}
+
+/* c authenticated or is closing: it no longer holds a pending slot. */
+static void unauth_clear(struct tconn *c)
+{
+	struct tcp_transport *t = c->t;
+	if (!c->unauth)
+		return;
+	c->unauth = false;
+	t->unauth--;
+	struct pend_addr *p = pend_find(t, &c->ak);
+	if (p && --p->n == 0)
+		*p = t->pend[--t->npend];
+}
+
 static void conn_name(struct tconn *c)
 {
 	char a[64];
@@ -316,9 +474,37 @@ static void conn_name(struct tconn *c)
 		snprintf(c->name, sizeof(c->name), "unauthenticated %s", a);
 }
 
+/* Tells the client why before closing (KEEL_WIRE_REFUSE), when the frame
+ * can go now without overtaking queued bytes: one non-blocking send, never
+ * waited for (a client that does not read just misses it). */
+static void send_refuse(struct tconn *c, uint32_t reason)
+{
+	if (c->fd < 0 || c->send_inflight || c->txq || c->state == C_CLOSING)
+		return;
+	uint8_t f[KEEL_WIRE_HDR_LEN + KEEL_WIRE_REFUSE_LEN];
+	if (c->tls && (!c->tls_up || c->tls_out_len > c->tls_out_off))
+		return; /* before the TLS handshake a plain frame is garbage */
+	keel_wire_encode_refuse(f, c->tx_seq++, reason);
+	if (c->tls) {
+		char err[KEEL_ERRMSG_LEN];
+		if (keel_tls_write(c->tls, f, sizeof(f), err) < 0)
+			return;
+		size_t n = keel_tls_take_out(c->tls, c->tls_out, TCP_TLS_OUT);
+		ssize_t w = send(c->fd, c->tls_out, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		(void)w;
+		return;
+	}
+	ssize_t w = send(c->fd, f, sizeof(f), MSG_NOSIGNAL | MSG_DONTWAIT);
+	(void)w;
+}
+
 static void hs_timeout(struct keel_timer *tm)
 {
 	struct tconn *c = tm->arg;
+	if (c->pub.inbound) {
+		c->t->st.hs_timed_out++;
+		send_refuse(c, KEEL_REFUSE_TIMEOUT);
+	}
 	conn_close(c, KEEL_ETIMEOUT, "handshake did not finish in time");
 }
 
@@ -348,13 +534,14 @@ static void conn_destroy(struct tconn *c)
 	if (c->fd >= 0)
 		close(c->fd);
 	keel_timer_cancel(t->shard, &c->hs_timer);
-	if (c->unauth)
-		t->unauth--;
+	unauth_clear(c);
 	if (c->report_down && t->pub.handlers->on_conn_down && !t->closing)
 		t->pub.handlers->on_conn_down(&t->pub, &c->pub, c->reason);
 	free_list(c, c->txq);
 	free_list(c, c->hold);
 	keel_hs_wipe(&c->hs);
+	keel_tls_free(c->tls);
+	free(c->tls_out);
 	free(c->rx);
 	if (c->prev)
 		c->prev->next = c->next;
@@ -374,12 +561,23 @@ static void conn_close(struct tconn *c, int reason, const char *why)
 	/* why == NULL: the caller logged already, or it is a local close. A
 	 * peer that hangs up is news, not a problem. */
 	if (why && !t->closing) {
+		/* Every line here can repeat (a flapping peer, a redial, a
+		 * stranger's attempts): rate-limited, and the strangers' lines
+		 * through a call site of their own, so that they cannot
+		 * suppress a peer's. */
 		if (reason == -ECONNRESET && c->state == C_UP)
-			keel_info("tcp: connection %s: %s", c->name, why);
+			keel_info_limited("tcp: connection %s: %s", c->name, why);
+		else if (c->state == C_UP || !c->pub.inbound)
+			keel_warn_limited("tcp: closing connection %s: %s: %s", c->name, why,
+					  keel_strerror(reason));
 		else
-			keel_warn("tcp: closing connection %s: %s: %s", c->name, why,
-				  keel_strerror(reason));
+			keel_warn_limited("tcp: closing connection %s: %s: %s", c->name, why,
+					  keel_strerror(reason));
 	}
+	if (c->pub.inbound && c->state != C_UP && c->unauth && reason != KEEL_ETIMEOUT &&
+	    reason != 0 && reason != KEEL_EBUSY)
+		t->st.hs_failed++;
+	unauth_clear(c);
 	c->state = C_CLOSING;
 	keel_timer_cancel(t->shard, &c->hs_timer);
 	if (c->fd >= 0) {
@@ -398,14 +596,19 @@ static void conn_close(struct tconn *c, int reason, const char *why)
 
 /* ---- receive ---------------------------------------------------------- */
 
-/* errmsg already ends with the code's text (keel_errmsg_set). */
-static void hs_fail(struct tconn *c, int rc, const char *errmsg)
+/* errmsg already ends with the code's text (keel_errmsg_set). refuse: the
+ * reason sent to an inbound client before closing (0: none, it is gone).
+ * Both lines repeat at the rate of the dials or of a stranger's attempts:
+ * rate-limited. */
+static void hs_fail(struct tconn *c, int rc, const char *errmsg, uint32_t refuse)
 {
 	struct tcp_transport *t = c->t;
 	if (c->pub.inbound) {
-		keel_warn("tcp: refused peer %s: %s", c->name, errmsg);
+		keel_warn_limited("tcp: refused peer %s: %s", c->name, errmsg);
+		if (refuse)
+			send_refuse(c, refuse);
 	} else {
-		keel_warn("tcp: handshake with %s failed: %s", c->name, errmsg);
+		keel_warn_limited("tcp: handshake with %s failed: %s", c->name, errmsg);
 		snprintf(t->pub.errmsg, sizeof(t->pub.errmsg), "%s", errmsg);
 	}
 	conn_close(c, rc, NULL);
@@ -426,9 +629,11 @@ static void conn_up(struct tconn *c)
 	if (c->pub.inbound) {
 		c->pub.peer.node = c->hs.peer.node;
 		c->pub.peer.shard = c->hs.peer.shard;
-		if (c->unauth)
-			t->unauth--;
-		c->unauth = false;
+		unauth_clear(c);
+		/* It proved the secret from this address: a peer's address,
+		 * whatever the peers table's host names resolve to. */
+		peer_addr_add(t, &c->ak);
+		t->st.authenticated++;
 	}
 	c->state = C_UP;
 	conn_name(c);
@@ -460,6 +665,20 @@ static bool on_frame(struct tconn *c, const struct keel_wire_hdr *h, const uint8
 #endif
 	c->rx_seq++;
 	if (c->state == C_UP) {
+		uint32_t why = 0;
+		if (h->kind == KEEL_WIRE_REFUSE && !c->pub.inbound && h->seq == 1 &&
+		    keel_wire_decode_refuse(p, h->len, &why) == 0 && why >= KEEL_REFUSE_ADDR_BUSY &&
+		    why <= KEEL_REFUSE_PROTO) {
+			/* A dialler is up once it sent AUTH; the server may still
+			 * turn it away (its deadline passed, the proof was wrong)
+			 * with a REFUSE right after its WELCOME, saying why.
+			 * Anything else of the kind is a handshake frame after
+			 * the handshake. */
+			keel_warn_limited("tcp: connection %s: node %u refused our AUTH: %s (reason %u)",
+					  c->name, c->pub.peer.node, keel_wire_refuse_text(why), why);
+			conn_close(c, why == KEEL_REFUSE_TIMEOUT ? KEEL_ETIMEOUT : KEEL_EAUTH, NULL);
+			return false;
+		}
 		if (h->kind != KEEL_WIRE_DATA) {
 #ifdef KEEL_MUTANT_TCP_HS_FRAME_AFTER_UP_IGNORED
 			return true; /* MUTANT: a late handshake frame is skipped */
@@ -473,6 +692,7 @@ static bool on_frame(struct tconn *c, const struct keel_wire_hdr *h, const uint8
 		return c->state != C_CLOSING;
 	}
 	int rc;
+	uint32_t refuse = KEEL_REFUSE_PROTO;
 #if defined(KEEL_MUTANT_TCP_DATA_BEFORE_AUTH) || defined(KEEL_MUTANT_TCP_CLIENT_DATA_BEFORE_WELCOME)
 #ifdef KEEL_MUTANT_TCP_DATA_BEFORE_AUTH
 	bool early = c->pub.inbound; /* MUTANT: a client's DATA before its AUTH is passed up */
@@ -494,14 +714,29 @@ static bool on_frame(struct tconn *c, const struct keel_wire_hdr *h, const uint8
 			rc = keel_errmsg_set(err, KEEL_EAUTH,
 					     "handshake: node %u is not a peer in our configuration",
 					     c->hs.peer.node);
+		refuse = rc < 0 && c->hs.state != KEEL_HS_FAILED ? KEEL_REFUSE_NOT_PEER
+								  : KEEL_REFUSE_HELLO;
 		if (rc == 0)
 			rc = send_control(c, KEEL_WIRE_WELCOME, welcome, sizeof(welcome));
 	} else if (c->pub.inbound && h->kind == KEEL_WIRE_AUTH) {
 		rc = keel_hs_server_on_auth(&c->hs, p, h->len, err);
+		refuse = KEEL_REFUSE_PROOF;
 		if (rc == 0) {
 			conn_up(c);
 			return c->state != C_CLOSING;
 		}
+	} else if (!c->pub.inbound && h->kind == KEEL_WIRE_REFUSE) {
+		uint32_t why;
+		rc = keel_wire_decode_refuse(p, h->len, &why);
+		if (rc < 0)
+			rc = keel_errmsg_set(err, rc, "handshake: malformed REFUSE");
+		else
+			rc = keel_errmsg_set(err,
+					     why == KEEL_REFUSE_TIMEOUT ? KEEL_ETIMEOUT
+					     : why <= KEEL_REFUSE_EVICTED ? KEEL_EBUSY
+									  : KEEL_EAUTH,
+					     "node %u refused the handshake: %s (reason %u)",
+					     c->pub.peer.node, keel_wire_refuse_text(why), why);
 	} else if (!c->pub.inbound && h->kind == KEEL_WIRE_WELCOME) {
 		uint8_t auth[KEEL_HS_AUTH_LEN];
 		rc = keel_hs_client_on_welcome(&c->hs, p, h->len, auth, err);
@@ -516,7 +751,7 @@ static bool on_frame(struct tconn *c, const struct keel_wire_hdr *h, const uint8
 				     h->kind);
 	}
 	if (rc < 0) {
-		hs_fail(c, rc, err);
+		hs_fail(c, rc, err, c->pub.inbound ? refuse : 0);
 		return false;
 	}
 	return true;
@@ -554,6 +789,16 @@ static void on_bytes(struct tconn *c, const uint8_t *data, size_t n)
 {
 	struct keel_wire_hdr h;
 	const void *pl;
+	/* 0x16 0x03: a TLS handshake record, where a keel frame was due. */
+	if (!c->tls && c->state == C_HANDSHAKE && c->rx_seq == 0 && c->rx_len == 0 && n >= 2 &&
+	    data[0] == 0x16 && data[1] == 0x03) {
+		hs_fail(c, KEEL_EAUTH,
+			c->pub.inbound ? "it speaks TLS (a ClientHello): it has [tls] configured, "
+					 "this node does not"
+				       : "it speaks TLS: it has [tls] configured, this node does not",
+			0);
+		return;
+	}
 	while (n > 0 && c->state != C_CLOSING) {
 		if (c->rx_len > 0) {
 			if (c->rx_len < KEEL_WIRE_HDR_LEN) {
@@ -621,6 +866,59 @@ static void on_bytes(struct tconn *c, const uint8_t *data, size_t n)
 	}
 }
 
+/* TLS: n bytes of ciphertext. Drives the TLS handshake, then decrypts into
+ * the shard's plaintext buffer, which on_bytes frames as it does the
+ * socket's bytes (whole frames in place, partial ones copied). */
+static void tls_on_bytes(struct tconn *c, const uint8_t *data, size_t n)
+{
+	struct tcp_transport *t = c->t;
+	char err[KEEL_ERRMSG_LEN];
+	if (!c->tls_up && c->rx_seq == 0 && n >= 2 && data[0] == KEEL_WIRE_MAGIC0 &&
+	    data[1] == KEEL_WIRE_MAGIC1 && keel_tls_pending_out(c->tls) == 0 && c->pub.inbound) {
+		hs_fail(c, KEEL_EAUTH,
+			"it speaks plain TCP (a keel frame, no TLS, no certificate): configure "
+			"[tls] on every node",
+			0);
+		return;
+	}
+	if (keel_tls_feed(c->tls, data, n) < 0) {
+		conn_close(c, -ENOMEM, "TLS input buffer");
+		return;
+	}
+	if (!c->tls_up) {
+		int rc = keel_tls_handshake(c->tls, err);
+		if (rc < 0) {
+			conn_flush(c); /* the alert, if the socket takes it now */
+			hs_fail(c, rc, err, 0);
+			return;
+		}
+		if (rc == 0) {
+			conn_flush(c);
+			return;
+		}
+		c->tls_up = true;
+		char d[320];
+		keel_info_limited("tcp: connection %s: TLS up (%s)", c->name,
+				  keel_tls_describe(c->tls, d, sizeof(d)));
+	}
+	for (;;) {
+		int r = keel_tls_read(c->tls, t->plain, TCP_TLS_PLAIN, err);
+		if (r == 0)
+			break;
+		if (r < 0) {
+			if (c->state == C_HANDSHAKE)
+				hs_fail(c, r, err, 0);
+			else
+				conn_close(c, r, r == -ECONNRESET ? "peer closed the TLS session" : err);
+			return;
+		}
+		on_bytes(c, t->plain, (size_t)r);
+		if (c->state == C_CLOSING)
+			return;
+	}
+	conn_flush(c); /* frames queued while the TLS handshake ran, or answers */
+}
+
 static void recv_arm(struct tconn *c)
 {
 	keel_io_recv_multi(c->t->shard, &c->recv_op, c->fd);
@@ -632,8 +930,12 @@ static void recv_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
 {
 	struct tconn *c = container_of(op, struct tconn, recv_op);
 	bool more = flags & KEEL_IO_MORE;
-	if (res > 0 && c->state != C_CLOSING)
-		on_bytes(c, op->data, (size_t)res);
+	if (res > 0 && c->state != C_CLOSING) {
+		if (c->tls)
+			tls_on_bytes(c, op->data, (size_t)res);
+		else
+			on_bytes(c, op->data, (size_t)res);
+	}
 	if (more)
 		return;
 	c->recv_armed = false;
@@ -642,14 +944,23 @@ static void recv_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
 		return;
 	if (res == 0 && c->pub.inbound && c->state == C_HANDSHAKE) {
 		hs_fail(c, KEEL_EAUTH,
-			"it left during the handshake (it refused our proof: wrong secret or cluster?)");
+			"it left during the handshake (it refused our proof: wrong secret or cluster?)",
+			0);
+	} else if (res == 0 && c->state == C_HANDSHAKE && c->tls && !c->tls_up) {
+		hs_fail(c, KEEL_EAUTH,
+			"peer closed the connection during the TLS handshake (its TLS refused us, "
+			"or its handshake slots are full)",
+			0);
 	} else if (res == 0 && c->state == C_HANDSHAKE) {
-		/* An honest server closes a handshake only to refuse us. */
+		/* A server of this version says why it refuses (REFUSE, handled
+		 * in on_frame); a bare close comes from an older one, or from
+		 * one whose REFUSE could not be sent. */
 		char err[KEEL_ERRMSG_LEN];
 		keel_errmsg_set(err, KEEL_EAUTH,
-				"peer closed the connection during the handshake (it refused us: "
-				"wrong cluster or secret, or not in its peers table?)");
-		hs_fail(c, KEEL_EAUTH, err);
+				"peer closed the connection during the handshake without saying why "
+				"(wrong cluster or secret, not in its peers table, or its handshake "
+				"slots are full)");
+		hs_fail(c, KEEL_EAUTH, err, 0);
 	} else if (res == 0) {
 		conn_close(c, -ECONNRESET, "peer closed the connection");
 	} else if (res == -ENOBUFS || res > 0) {
@@ -680,10 +991,18 @@ static void tx_consume(struct tconn *c, size_t done)
 	}
 }
 
+/* TLS: ciphertext not yet sent. The frames it came from were released
+ * when encrypted, so this counts against sendq in their place. */
+static size_t tls_queued(const struct tconn *c)
+{
+	return c->tls ? keel_tls_pending_out(c->tls) + (c->tls_out_len - c->tls_out_off) : 0;
+}
+
 /* After KEEL_EFULL: tell the layer above once there is room again. */
 static void maybe_writable(struct tconn *c)
 {
-	if (c->state != C_CLOSING && c->want_writable && c->tx_bytes <= c->t->sendq / 2) {
+	if (c->state != C_CLOSING && c->want_writable &&
+	    c->tx_bytes + tls_queued(c) <= c->t->sendq / 2) {
 		c->want_writable = false;
 		if (c->t->pub.handlers->on_writable)
 			c->t->pub.handlers->on_writable(&c->t->pub, &c->pub);
@@ -701,9 +1020,14 @@ static void send_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
 		conn_close(c, res, "send");
 		return;
 	}
-	tx_consume(c, (size_t)res);
-	if (c->txq)
+	if (c->tls) {
+		c->tls_out_off += (size_t)res;
 		conn_flush(c);
+	} else {
+		tx_consume(c, (size_t)res);
+		if (c->txq)
+			conn_flush(c);
+	}
 	maybe_writable(c);
 }
 
@@ -731,8 +1055,86 @@ static void build_msg(struct tconn *c)
  * message's latency), then whatever did not fit through one reactor
  * sendmsg, which completes when the socket drains. Only one send is ever
  * in flight per connection, so frames leave in order. */
+/* TLS: encrypts the queued frames (once the TLS handshake is done: until
+ * then only its own records go out), then sends the ciphertext as the
+ * plain path sends frames: straight to the socket, the rest through one
+ * reactor sendmsg from c->tls_out. */
+static void tls_flush(struct tconn *c)
+{
+	char err[KEEL_ERRMSG_LEN];
+	if (c->tls_up) {
+		/* Small frames are gathered into one SSL_write of up to a record
+		 * (16 KiB): one record per 64-byte frame cost a record header,
+		 * a MAC and a cipher call each. Larger frames go alone. */
+		uint8_t *st = c->t->stage;
+		size_t k = 0;
+		while (c->txq) {
+			struct tbuf *b = c->txq;
+			size_t len = KEEL_WIRE_HDR_LEN + (size_t)b->pub.len;
+			int rc = 0;
+			if (k && k + len > TCP_TLS_STAGE) {
+				rc = keel_tls_write(c->tls, st, k, err);
+				k = 0;
+			}
+			if (rc == 0 && len <= TCP_TLS_STAGE) {
+				memcpy(st + k, b->frame, len);
+				k += len;
+			} else if (rc == 0) {
+				rc = keel_tls_write(c->tls, b->frame, len, err);
+			}
+			if (rc < 0) {
+				conn_close(c, KEEL_EPROTO, err);
+				return;
+			}
+			c->txq = b->next;
+			if (!c->txq)
+				c->txq_tail = NULL;
+			tbuf_release(c, b);
+		}
+		if (k && keel_tls_write(c->tls, st, k, err) < 0) {
+			conn_close(c, KEEL_EPROTO, err);
+			return;
+		}
+	}
+	if (!c->tls_out && !(c->tls_out = malloc(TCP_TLS_OUT))) {
+		conn_close(c, -ENOMEM, "TLS output buffer");
+		return;
+	}
+	for (;;) {
+		if (c->tls_out_off == c->tls_out_len) {
+			c->tls_out_off = 0;
+			c->tls_out_len = keel_tls_take_out(c->tls, c->tls_out, TCP_TLS_OUT);
+			if (!c->tls_out_len)
+				return;
+		}
+		ssize_t w = send(c->fd, c->tls_out + c->tls_out_off, c->tls_out_len - c->tls_out_off,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+			conn_close(c, -errno, "send");
+			return;
+		}
+		if (w <= 0)
+			break;
+		c->tls_out_off += (size_t)w;
+		if (c->tls_out_off < c->tls_out_len)
+			break; /* the socket is full */
+	}
+	c->iov[0].iov_base = c->tls_out + c->tls_out_off;
+	c->iov[0].iov_len = c->tls_out_len - c->tls_out_off;
+	memset(&c->msg, 0, sizeof(c->msg));
+	c->msg.msg_iov = c->iov;
+	c->msg.msg_iovlen = 1;
+	keel_io_sendmsg(c->t->shard, &c->send_op, c->fd, &c->msg);
+	c->send_inflight = true;
+	c->inflight++;
+}
+
 static void conn_flush(struct tconn *c)
 {
+	if (c->tls && !c->send_inflight && c->state != C_CONNECTING && c->state != C_CLOSING) {
+		tls_flush(c);
+		return;
+	}
 	if (c->send_inflight || !c->txq || c->state == C_CONNECTING || c->state == C_CLOSING)
 		return;
 	build_msg(c);
@@ -802,6 +1204,105 @@ static void accept_arm(struct tcp_transport *t)
 	t->accept_armed = true;
 }
 
+/* The oldest unauthenticated connection from the address k. */
+static struct tconn *oldest_from(struct tcp_transport *t, const struct addr_key *k)
+{
+	struct tconn *o = NULL;
+	for (struct tconn *c = t->conns; c; c = c->next)
+		if (c->unauth && addr_key_eq(&c->ak, k) && (!o || c->born_ns < o->born_ns))
+			o = c;
+	return o;
+}
+
+/* Closes a pending connection to make room for a newer one. */
+static void evict(struct tconn *c, const char *for_whom)
+{
+	struct tcp_transport *t = c->t;
+	t->st.evicted++;
+	send_refuse(c, KEEL_REFUSE_EVICTED);
+	keel_warn_limited("tcp: evicted %s from the pending-handshake table (%u pending) to admit %s",
+			  c->name, t->unauth, for_whom);
+	conn_close(c, KEEL_EBUSY, NULL);
+}
+
+/* A connection turned away at accept: told why, closed, counted. */
+static void refuse_fd(struct tcp_transport *t, int fd, const char *who, uint32_t reason,
+		      unsigned from)
+{
+	/* Logged before the close, which is what the client sees last. */
+	if (reason == KEEL_REFUSE_ADDR_BUSY) {
+		t->st.refused_addr++;
+		keel_warn_limited("tcp: refused %s: %u unauthenticated connections from that address "
+				  "already (limit %u per address)",
+				  who, from, TCP_ADDR_PENDING_MAX);
+	} else {
+		t->st.refused_full++;
+		keel_warn_limited("tcp: refused %s: %u connections in the handshake (limit %u), "
+				  "none to evict",
+				  who, t->unauth, TCP_MAX_UNAUTH);
+	}
+	if (!t->tls) { /* a TLS client would read a plain frame as garbage */
+		uint8_t f[KEEL_WIRE_HDR_LEN + KEEL_WIRE_REFUSE_LEN];
+		keel_wire_encode_refuse(f, 0, reason);
+		ssize_t w = send(fd, f, sizeof(f), MSG_NOSIGNAL | MSG_DONTWAIT);
+		(void)w;
+	}
+	close(fd);
+}
+
+/*
+ * Admission: may an accepted connection from k hold a pending-handshake
+ * slot? Unauthenticated connections cost memory and a timer until their
+ * deadline, so they are capped per shard (TCP_MAX_UNAUTH) and per source
+ * address. The rules, and why:
+ *  - an address holds at most TCP_ADDR_PENDING_MAX pending slots: one
+ *    address cannot fill the table (the flood of issue 18 came from one);
+ *    past that its new connections are refused at accept, cheaply;
+ *  - an address a configured peer uses (resolved from the peers table, or
+ *    learned from an authenticated connection) is never refused: past its
+ *    own, larger cap its oldest pending connection is evicted instead. A
+ *    stranger on a peer's host can then delay that peer by at most a
+ *    handshake round trip (its fresh connection is the newest, and a
+ *    real handshake finishes in one RTT), never keep it out;
+ *  - when the table is full, a peer's connection evicts the oldest pending
+ *    connection of the address holding the most slots (strangers' first);
+ *    a stranger's evicts only from an address holding more slots than it
+ *    would, else it is refused. Many addresses flooding at once thus share
+ *    the table, and a peer always gets a slot.
+ * Peers on loopback all share 127.0.0.1; the tests flood from 127.0.0.2.
+ * IPv6 addresses count one by one (a /64 per attacker would be tighter).
+ * Returns true when the connection may be created.
+ */
+static bool admit(struct tcp_transport *t, int fd, const struct addr_key *k, const char *who)
+{
+	bool peer = is_peer_addr(t, k);
+	struct pend_addr *mine = pend_find(t, k);
+	unsigned from = mine ? mine->n : 0;
+	if (from >= (peer ? TCP_PEER_ADDR_PENDING_MAX : TCP_ADDR_PENDING_MAX)) {
+		if (!peer) {
+			refuse_fd(t, fd, who, KEEL_REFUSE_ADDR_BUSY, from);
+			return false;
+		}
+		evict(oldest_from(t, k), who);
+		return true;
+	}
+	if (t->unauth < TCP_MAX_UNAUTH)
+		return true;
+	struct pend_addr *v = NULL;
+	for (unsigned i = 0; i < t->npend; i++) {
+		struct pend_addr *p = &t->pend[i];
+		/* strangers before peers; among equals the most slots */
+		if (!v || (v->peer && !p->peer) || (v->peer == p->peer && p->n > v->n))
+			v = p;
+	}
+	if (v && (peer ? true : (!v->peer && v->n > from + 1))) {
+		evict(oldest_from(t, &v->k), who);
+		return true;
+	}
+	refuse_fd(t, fd, who, KEEL_REFUSE_FULL, from);
+	return false;
+}
+
 static void accept_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
 {
 	struct tcp_transport *t = container_of(op, struct tcp_transport, accept_op);
@@ -817,33 +1318,43 @@ static void accept_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
 		socklen_t salen = sizeof(sa);
 		memset(&sa, 0, sizeof(sa));
 		getpeername(fd, (struct sockaddr *)&sa, &salen);
-		if (t->unauth >= TCP_MAX_UNAUTH) {
-			char a[64];
-			sa_name(&sa, a, sizeof(a));
-			keel_warn("tcp: refused %s: %u connections still in the handshake", a,
-				  t->unauth);
-			close(fd);
-		} else {
+		struct addr_key k;
+		addr_key_of(&sa, &k);
+		char who[64];
+		sa_name(&sa, who, sizeof(who));
+		/* the pressure this connection meets, before it counts itself */
+		struct pend_addr *pa = pend_find(t, &k);
+		unsigned cap = is_peer_addr(t, &k) ? TCP_PEER_ADDR_PENDING_MAX : TCP_ADDR_PENDING_MAX;
+		bool busy = t->unauth >= TCP_MAX_UNAUTH / 2 || (pa && pa->n >= cap / 2);
+		uint64_t deadline_ns = busy ? t->preauth_busy_ns : t->hs_timeout_ns;
+		if (admit(t, fd, &k, who)) {
 			struct tconn *c = conn_new(t, fd, true);
 			if (!c) {
 				close(fd);
 			} else {
-				t->unauth++;
-				c->unauth = true;
+				t->st.accepted++;
+				c->ak = k;
+				c->born_ns = keel_now_ns();
+				unauth_set(c);
 				c->sa = sa;
 				c->salen = salen;
 				c->state = C_HANDSHAKE;
 				conn_name(c);
+				if (t->tls && !(c->tls = keel_tls_new(t->tls, true))) {
+					conn_close(c, -ENOMEM, "TLS session");
+					return;
+				}
 				set_sockopts(fd, t->peer_timeout_ms);
 				keel_hs_server_start(&c->hs, t->secret, t->secret_len,
 						     t->pub.cluster_id, t->pub.self.node,
 						     t->pub.self.shard);
-				keel_timer_arm(t->shard, &c->hs_timer, t->hs_timeout_ns);
+				keel_timer_arm(t->shard, &c->hs_timer, deadline_ns);
 				recv_arm(c);
 			}
 		}
 	} else if (res != -ECANCELED && !t->closing) {
-		keel_warn("tcp: accept on shard %u: %s", t->pub.self.shard, keel_strerror(res));
+		keel_warn_limited("tcp: accept on shard %u: %s", t->pub.self.shard,
+				  keel_strerror(res));
 	}
 	if (!t->accept_armed && !t->closing)
 		accept_arm(t);
@@ -861,7 +1372,16 @@ static void connect_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
 	}
 	c->state = C_HANDSHAKE;
 	recv_arm(c);
-	conn_flush(c); /* the HELLO queued by tcp_connect */
+	if (c->tls) {
+		char err[KEEL_ERRMSG_LEN];
+		int rc = keel_tls_handshake(c->tls, err); /* the ClientHello */
+		if (rc < 0) {
+			hs_fail(c, rc, err, 0);
+			return;
+		}
+	}
+	conn_flush(c); /* the HELLO queued by tcp_connect (TLS: the ClientHello; the
+			* HELLO follows once TLS is up) */
 }
 
 static int resolve(const char *host, uint16_t port, struct sockaddr_storage *sa,
@@ -914,6 +1434,11 @@ static int tcp_connect(struct keel_transport *pub, struct keel_addr peer, struct
 	c->state = C_CONNECTING;
 	c->report_down = true; /* every connection connect() returns ends with on_conn_down */
 	conn_name(c);
+	if (t->tls && !(c->tls = keel_tls_new(t->tls, false))) {
+		c->report_down = false;
+		conn_destroy(c);
+		return -ENOMEM;
+	}
 	uint8_t hello[KEEL_HS_HELLO_LEN];
 	keel_hs_client_start(&c->hs, t->secret, t->secret_len, pub->cluster_id, pub->self.node,
 			     pub->self.shard, peer.node, peer.shard, hello);
@@ -973,7 +1498,8 @@ static int tcp_alloc(struct keel_conn *pc, uint32_t len, struct keel_send_buf **
 		return KEEL_ECLOSED;
 	if (len > t->pub.max_frame)
 		return KEEL_ETOOBIG;
-	if (c->tx_bytes > 0 && c->tx_bytes + len > t->sendq) {
+	size_t queued = c->tx_bytes + tls_queued(c);
+	if (queued > 0 && queued + len > t->sendq) {
 		c->want_writable = true;
 		return KEEL_EFULL;
 	}
@@ -1024,7 +1550,7 @@ static int tcp_send_copy(struct keel_conn *pc, uint16_t type, const void *data, 
 {
 	struct tconn *c = (struct tconn *)pc;
 	struct tcp_transport *t = c->t;
-	if (c->state != C_UP || c->txq || c->send_inflight || c->direct_pass == t->pass ||
+	if (c->tls || c->state != C_UP || c->txq || c->send_inflight || c->direct_pass == t->pass ||
 	    len > t->pub.max_frame) {
 		struct keel_send_buf *b;
 		int rc = tcp_alloc(pc, len, &b);
@@ -1101,10 +1627,54 @@ static void tcp_close_conn(struct keel_conn *pc)
 	conn_close((struct tconn *)pc, 0, NULL);
 }
 
+/* ---- admission counters ---------------------------------------------- */
+
+static void tcp_get_stats(const struct keel_transport *pub, struct keel_transport_stats *out)
+{
+	const struct tcp_transport *t = (const struct tcp_transport *)pub;
+	*out = t->st;
+	out->pending = t->unauth;
+}
+
+/* Every second: the summaries of rate-limited lines whose flood stopped
+ * (this shard thread's, keel_log_flush_suppressed); every 10 s, when the
+ * counters moved, one line with what the last 10 s cost. */
+static void stats_tick(struct keel_timer *tm)
+{
+	struct tcp_transport *t = tm->arg;
+	keel_log_flush_suppressed();
+	if (++t->stats_ticks >= TCP_STATS_REPORT_TICKS) {
+		t->stats_ticks = 0;
+		struct keel_transport_stats *a = &t->st, *b = &t->st_reported;
+		uint64_t bad = (a->refused_addr - b->refused_addr) + (a->refused_full - b->refused_full) +
+			       (a->evicted - b->evicted) + (a->hs_timed_out - b->hs_timed_out) +
+			       (a->hs_failed - b->hs_failed);
+		if (bad)
+			keel_warn("tcp: admission on shard %u in the last %u s: %" PRIu64
+				  " accepted, %" PRIu64 " authenticated, refused %" PRIu64
+				  " (address cap) + %" PRIu64 " (table full), %" PRIu64
+				  " evicted, %" PRIu64 " timed out, %" PRIu64
+				  " failed; %u pending now; totals: %" PRIu64 " refused, %" PRIu64
+				  " timed out",
+				  t->pub.self.shard, TCP_STATS_REPORT_TICKS,
+				  a->accepted - b->accepted, a->authenticated - b->authenticated,
+				  a->refused_addr - b->refused_addr, a->refused_full - b->refused_full,
+				  a->evicted - b->evicted, a->hs_timed_out - b->hs_timed_out,
+				  a->hs_failed - b->hs_failed, t->unauth,
+				  a->refused_addr + a->refused_full, a->hs_timed_out);
+		*b = *a;
+	}
+	keel_timer_arm(t->shard, &t->stats_timer, TCP_STATS_TICK_NS);
+}
+
 /* ---- open, close ------------------------------------------------------ */
 
 static void tcp_free(struct tcp_transport *t)
 {
+	keel_timer_cancel(t->shard, &t->stats_timer);
+	keel_tls_ctx_free(t->tls);
+	free(t->plain);
+	free(t->stage);
 	if (t->poller_id >= 0)
 		keel_shard_remove_poller(t->shard, t->poller_id);
 	if (t->lfd >= 0)
@@ -1151,6 +1721,8 @@ static int tcp_open(const struct keel_transport_config *cfg, struct keel_transpo
 	t->sendq = cfg->sendq_bytes ? cfg->sendq_bytes : KEEL_TRANSPORT_SENDQ_DEFAULT;
 	t->hs_timeout_ns = (uint64_t)(cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms : 5000) *
 			   1000000u;
+	t->preauth_busy_ns = cfg->handshake_timeout_ms ? t->hs_timeout_ns
+						       : (uint64_t)TCP_PREAUTH_BUSY_MS * 1000000u;
 	t->peer_timeout_ms = cfg->peer_timeout_ms ? cfg->peer_timeout_ms : 30000;
 	snprintf(t->listen_host, sizeof(t->listen_host), "%s",
 		 cfg->listen_host ? cfg->listen_host : "127.0.0.1");
@@ -1167,12 +1739,30 @@ static int tcp_open(const struct keel_transport_config *cfg, struct keel_transpo
 	if (cfg->npeers)
 		memcpy(t->peers, cfg->peers, cfg->npeers * sizeof(*t->peers));
 	t->npeers = cfg->npeers;
-	int rc = keel_shard_add_poller(t->shard, tcp_poller, t);
+	int rc = keel_tls_ctx_new(cfg->node, &t->tls, errmsg);
+	if (rc < 0) {
+		tcp_free(t);
+		return rc;
+	}
+	if (t->tls) {
+		if (!(t->plain = malloc(TCP_TLS_PLAIN)) || !(t->stage = malloc(TCP_TLS_STAGE))) {
+			tcp_free(t);
+			return -ENOMEM;
+		}
+		if (cfg->self.shard == 0)
+			keel_info("tcp: TLS 1.3, mutual certificate authentication, on the peer port "
+				  "(the keel handshake runs inside it): %s; %s",
+				  keel_tls_ctx_describe(t->tls), keel_tls_ktls_status());
+	}
+	peer_addrs_resolve(t);
+	keel_timer_init(&t->stats_timer, stats_tick, t);
+	rc = keel_shard_add_poller(t->shard, tcp_poller, t);
 	if (rc < 0) {
 		tcp_free(t);
 		return keel_errmsg_set(errmsg, rc, "tcp: adding the shard poller");
 	}
 	t->poller_id = rc;
+	keel_timer_arm(t->shard, &t->stats_timer, TCP_STATS_TICK_NS);
 	*out = &t->pub;
 	return 0;
 }
@@ -1181,6 +1771,7 @@ static void tcp_close(struct keel_transport *pub)
 {
 	struct tcp_transport *t = (struct tcp_transport *)pub;
 	t->closing = true; /* no handler runs from here on */
+	keel_timer_cancel(t->shard, &t->stats_timer);
 	if (t->lfd >= 0) {
 		shutdown(t->lfd, SHUT_RDWR);
 		if (t->accept_armed)
@@ -1220,4 +1811,5 @@ const struct keel_transport_ops keel_transport_tcp_ops = {
 	.poll = tcp_poll,
 	.close_conn = tcp_close_conn,
 	.close = tcp_close,
+	.get_stats = tcp_get_stats,
 };

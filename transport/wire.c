@@ -71,3 +71,42 @@ int keel_wire_encode(void *out, size_t cap, const struct keel_wire_hdr *h,
 		memcpy((uint8_t *)out + KEEL_WIRE_HDR_LEN, payload, h->len);
 	return (int)(KEEL_WIRE_HDR_LEN + h->len);
 }
+
+const char *keel_wire_refuse_text(uint32_t reason)
+{
+	switch (reason) {
+	case KEEL_REFUSE_ADDR_BUSY:
+		return "too many unauthenticated connections from our address (admission limit)";
+	case KEEL_REFUSE_FULL:
+		return "its pending-handshake table is full (admission limit)";
+	case KEEL_REFUSE_EVICTED:
+		return "evicted from its pending-handshake table to make room (admission)";
+	case KEEL_REFUSE_TIMEOUT:
+		return "our handshake took longer than its deadline";
+	case KEEL_REFUSE_HELLO:
+		return "it refused our HELLO (wrong cluster id, protocol version, or a replayed nonce)";
+	case KEEL_REFUSE_NOT_PEER:
+		return "our node id is not in its peers table";
+	case KEEL_REFUSE_PROOF:
+		return "our proof of the cluster secret is wrong (different secret)";
+	case KEEL_REFUSE_PROTO:
+		return "a handshake protocol error";
+	}
+	return "unknown reason";
+}
+
+int keel_wire_decode_refuse(const void *p, size_t len, uint32_t *reason)
+{
+	if (len != KEEL_WIRE_REFUSE_LEN)
+		return KEEL_EPROTO;
+	*reason = keel_get_le32(p);
+	return 0;
+}
+
+void keel_wire_encode_refuse(void *out, uint32_t seq, uint32_t reason)
+{
+	struct keel_wire_hdr h = {.version = KEEL_TRANSPORT_PROTO_VERSION,
+				  .kind = KEEL_WIRE_REFUSE, .len = KEEL_WIRE_REFUSE_LEN, .seq = seq};
+	keel_wire_encode_hdr(out, &h);
+	keel_put_le32((uint8_t *)out + KEEL_WIRE_HDR_LEN, reason);
+}

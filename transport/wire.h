@@ -30,8 +30,34 @@ enum keel_wire_kind {
 	KEEL_WIRE_WELCOME = 2, /* handshake: server → client */
 	KEEL_WIRE_AUTH = 3,    /* handshake: client → server */
 	KEEL_WIRE_DATA = 4,    /* a message of the layer above */
-	KEEL_WIRE_KIND_MAX = 4,
+	KEEL_WIRE_REFUSE = 5,  /* handshake: server → client, then it closes */
+	KEEL_WIRE_KIND_MAX = 5,
 };
+
+/* REFUSE: why a server turns a connection away before authenticating it,
+ * so the dialler logs the real cause instead of guessing from a bare close.
+ * Payload: the reason as a u32, little-endian (KEEL_WIRE_REFUSE_LEN bytes);
+ * an unknown reason is reported as a number. It says nothing a client
+ * could not learn by trying: no secret, no peer table. */
+#define KEEL_WIRE_REFUSE_LEN 4
+enum keel_wire_refuse {
+	KEEL_REFUSE_ADDR_BUSY = 1,  /* too many unauthenticated connections from its address */
+	KEEL_REFUSE_FULL = 2,       /* the pending-handshake table is full */
+	KEEL_REFUSE_EVICTED = 3,    /* made room for a newer connection */
+	KEEL_REFUSE_TIMEOUT = 4,    /* the handshake took longer than the deadline */
+	KEEL_REFUSE_HELLO = 5,      /* HELLO refused: cluster, version, replay or malformed */
+	KEEL_REFUSE_NOT_PEER = 6,   /* its node id is not in the server's peers table */
+	KEEL_REFUSE_PROOF = 7,      /* its AUTH did not prove the cluster secret */
+	KEEL_REFUSE_PROTO = 8,      /* a frame the handshake does not allow */
+};
+/* Decodes a REFUSE payload (len bytes at p): 0 and *reason, or KEEL_EPROTO
+ * when len is not KEEL_WIRE_REFUSE_LEN. Fuzzed (tests/fuzz/fuzz_wire.c). */
+int keel_wire_decode_refuse(const void *p, size_t len, uint32_t *reason);
+/* Writes a whole REFUSE frame (KEEL_WIRE_HDR_LEN + KEEL_WIRE_REFUSE_LEN
+ * bytes) with sequence number seq into out. */
+void keel_wire_encode_refuse(void *out, uint32_t seq, uint32_t reason);
+/* Text for a reason; "unknown reason" for any other value. */
+const char *keel_wire_refuse_text(uint32_t reason);
 
 struct keel_wire_hdr {
 	uint8_t version;

@@ -22,8 +22,15 @@
  * cost as a ratio to io_uring (issue 15's target: RTT p50 with
  * epoll <= 1.2x io_uring). --reactor io_uring|epoll runs one of them.
  *
+ * TLS (issue 18): then keel tcp over TLS 1.3 ([tls] with certificates that
+ * `openssl req` makes for the run) against keel tcp without TLS, both on
+ * io_uring, rounds alternating; the ratio is the cost of TLS (user-space
+ * TLS: this machine's kernel has no kTLS). --no-tls skips it; without the
+ * openssl command the lines say peer_value null with the reason.
+ *
  * usage: bench-transport [--quick] [--transport NAME] [--rounds N] [--poll]
  *                        [--size 64|1024|65000] [--reactor io_uring|epoll|both]
+ *                        [--no-tls]
  * --size runs the ping-pong of that size only (no one-way), for profiling.
  */
 #include <errno.h>
@@ -69,6 +76,7 @@ struct figures {
 };
 
 static char dir[64];
+static bool use_tls; /* load_config writes a [tls] section (certificates in dir) */
 
 /* Backends this bench knows how to set up with the generic [node] config
  * written below. A backend that needs more (dpdk: EAL arguments, devices,
@@ -102,12 +110,15 @@ static int write_file(const char *name, const char *text, mode_t mode)
 static int load_config(unsigned node, const char *transport, unsigned base,
 		       struct keel_node_config *cfg)
 {
-	char text[512], name[32], err[KEEL_ERRMSG_LEN];
-	snprintf(text, sizeof(text),
-		 "[node]\nid = %u\ncluster = 99\nlisten = 127.0.0.1:%u\nshards = 1\n"
-		 "transport = %s\nsecret_file = secret\n"
-		 "[peers]\n1 = 127.0.0.1:%u\n2 = 127.0.0.1:%u\n",
-		 node, base + node * 10, transport, base + 10, base + 20);
+	char text[640], name[32], err[KEEL_ERRMSG_LEN];
+	int n = snprintf(text, sizeof(text),
+			 "[node]\nid = %u\ncluster = 99\nlisten = 127.0.0.1:%u\nshards = 1\n"
+			 "transport = %s\nsecret_file = secret\n"
+			 "[peers]\n1 = 127.0.0.1:%u\n2 = 127.0.0.1:%u\n",
+			 node, base + node * 10, transport, base + 10, base + 20);
+	if (use_tls)
+		snprintf(text + n, sizeof(text) - (size_t)n,
+			 "[tls]\ncert = n%u.crt\nkey = n%u.key\nca = ca.crt\n", node, node);
 	/* one file per node and port base: the servers of both reactors are
 	 * forked at once and must not read each other's file */
 	snprintf(name, sizeof(name), "n%u-%s-%u.ini", node, transport, base);
@@ -539,7 +550,107 @@ static void json_line(const char *backend, const char *cs, const char *unit, dou
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: bench-transport [--quick] [--transport NAME] [--rounds N] [--poll]\n"
-		   "                       [--size 64|1024|65000] [--reactor io_uring|epoll|both]\n");
+		   "                       [--size 64|1024|65000] [--reactor io_uring|epoll|both]\n"
+		   "                       [--no-tls]\n");
+}
+
+/* A CA and a certificate per node (1 and 2) in dir, made with the openssl
+ * command; false (and why in *why) when that fails. */
+static bool make_certs(const char **why)
+{
+	if (system("command -v openssl >/dev/null 2>&1") != 0) {
+		*why = "the openssl command is not installed";
+		return false;
+	}
+	char cmd[1400];
+	snprintf(cmd, sizeof(cmd),
+		 "cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+		 "-keyout ca.key -out ca.crt -days 2 -subj /CN=bench-ca >/dev/null 2>&1 && "
+		 "for n in 1 2; do openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+		 "-keyout n$n.key -out n$n.csr -subj /CN=node$n >/dev/null 2>&1 && "
+		 "openssl x509 -req -in n$n.csr -CA ca.crt -CAkey ca.key -CAcreateserial "
+		 "-out n$n.crt -days 2 >/dev/null 2>&1 || exit 1; done && chmod 600 *.key",
+		 dir);
+	if (system(cmd) != 0) {
+		*why = "openssl req failed to make the certificates";
+		return false;
+	}
+	return true;
+}
+
+/* keel tcp over TLS against keel tcp without it, on io_uring, rounds
+ * alternating; the peer of every line is keel's own plain TCP. */
+static int tls_pass(struct opts *o, unsigned base)
+{
+	const char *why = NULL;
+	bool have = make_certs(&why);
+	int status = 0;
+	o->reactor = o->reactors[KEEL_REACTOR_IO_URING] ? KEEL_REACTOR_IO_URING : KEEL_REACTOR_EPOLL;
+	static struct figures tr[64], pr[64];
+	unsigned nt = 0, np = 0;
+	pid_t srv[2] = {0};
+	if (have) {
+		fflush(stdout);
+		for (int k = 0; k < 2; k++) {
+			use_tls = k == 1;
+			srv[k] = fork();
+			if (srv[k] == 0)
+				_exit(run_server("tcp", base + 100 * (unsigned)k, o));
+		}
+		use_tls = false;
+		usleep(300000);
+		for (unsigned r = 0; r < o->rounds; r++) {
+			use_tls = false;
+			if (run_client("tcp", base, o, &pr[np]) == 0)
+				np++;
+			else
+				status = 1;
+			use_tls = true;
+			if (run_client("tcp", base + 100, o, &tr[nt]) == 0)
+				nt++;
+			else
+				status = 1;
+		}
+		use_tls = false;
+		for (int k = 0; k < 2; k++) {
+			kill(srv[k], SIGTERM);
+			waitpid(srv[k], NULL, 0);
+		}
+	}
+	printf("\ntcp over TLS 1.3 (user-space TLS, mutual certificates) against tcp without "
+	       "TLS, %s reactor:\n", keel_reactor_name(o->reactor));
+	if (!have)
+		printf("  skipped: %s\n", why);
+	printf("\n%-6s %-22s %12s %12s %8s\n", "tls", "figure", "tcp+tls", "tcp", "ratio");
+	const char *peer = "keel tcp without TLS";
+	for (int i = 0; i < NSIZES; i++) {
+		if (!(o->size_mask & (1u << i)))
+			continue;
+		for (int k = 0; k < 2; k++) {
+			size_t off = (k ? offsetof(struct figures, p99) : offsetof(struct figures, p50)) +
+				     (size_t)i * sizeof(double);
+			double tv = nt ? med(tr, nt, off) : -1, pv = np ? med(pr, np, off) : -1;
+			char label[32], cs[64];
+			snprintf(label, sizeof(label), "rtt %s %s (us)", k ? "p99" : "p50", size_names[i]);
+			if (nt && np)
+				printf("%-6s %-22s %12.1f %12.1f %8.2f\n", "", label, tv / 1000, pv / 1000,
+				       pv > 0 ? tv / pv : 0);
+			snprintf(cs, sizeof(cs), "tls_vs_plain_rtt_%s_%s_ns", k ? "p99" : "p50",
+				 size_names[i]);
+			json_line("tcp", cs, "ns", tv > 0 ? tv : 0, peer, nt && np ? pv : -1, "lower",
+				  0, have ? "a TLS or plain round failed" : why);
+		}
+	}
+	if (o->oneway_msgs) {
+		size_t off = offsetof(struct figures, oneway);
+		double tv = nt ? med(tr, nt, off) : -1, pv = np ? med(pr, np, off) : -1;
+		if (nt && np)
+			printf("%-6s %-22s %12.0f %12.0f %8.2f\n", "", "one-way 64B (msg/s)", tv, pv,
+			       pv > 0 ? tv / pv : 0);
+		json_line("tcp", "tls_vs_plain_oneway_64B_msgs_per_s", "msg/s", tv > 0 ? tv : 0, peer,
+			  nt && np ? pv : -1, "higher", 0, have ? "a TLS or plain round failed" : why);
+	}
+	return status;
 }
 
 int main(int argc, char **argv)
@@ -547,6 +658,7 @@ int main(int argc, char **argv)
 	struct opts o = {.rounds = 3, .samples = 1000000, .pp_secs = 4, .oneway_msgs = 1000000,
 			 .sockperf_secs = 4, .size_mask = (1u << NSIZES) - 1,
 			 .reactors = {[KEEL_REACTOR_IO_URING] = true, [KEEL_REACTOR_EPOLL] = true}};
+	bool no_tls = false;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--quick")) {
 			o.quick = true;
@@ -585,6 +697,8 @@ int main(int argc, char **argv)
 				usage(stderr);
 				return 2;
 			}
+		} else if (!strcmp(argv[i], "--no-tls")) {
+			no_tls = true;
 		} else if (!strcmp(argv[i], "--help")) {
 			usage(stdout);
 			return 0;
@@ -782,6 +896,8 @@ int main(int argc, char **argv)
 			}
 		}
 	}
+	if (!no_tls && (!o.only || !strcmp(o.only, "tcp")) && tls_pass(&o, base + 300) != 0)
+		status = 1;
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	if (system(cmd) != 0)

@@ -101,14 +101,47 @@ void keel_vlog(enum keel_log_level level, const char *fmt, va_list ap);
 /* Rate limiting for lines a peer or a client can make repeat: at most
  * `burst` lines per second pass through one struct keel_log_limit (zero it
  * to start); the rest are counted, and the first line let through after
- * them ends with "(N similar lines suppressed)". */
+ * them ends with "(N similar lines suppressed)".
+ *
+ * keel_log_every / keel_warn_limited / keel_info_limited do the same per
+ * call site (and per thread: a static _Thread_local limiter each, so shard
+ * threads never share one), KEEL_LOG_SITE_BURST lines per second. A
+ * call-site limiter that suppressed lines is also remembered by its thread,
+ * so that keel_log_flush_suppressed (called by a thread's periodic work:
+ * the TCP transport calls it every second) reports a flood that stopped
+ * as `N similar lines suppressed in the last S s: "FORMAT"`: without it the
+ * count would wait for the next occurrence, perhaps forever. */
 struct keel_log_limit {
 	uint64_t window_start;
 	uint32_t count;
 	uint32_t suppressed;
+	/* call-site limiters only (keel_log_site): */
+	const char *key;             /* the format string, static */
+	int level;
+	bool listed;                 /* in this thread's list of suppressors */
+	struct keel_log_limit *next;
 };
 void keel_log_limited(struct keel_log_limit *l, unsigned burst, enum keel_log_level level,
 		      const char *fmt, ...) KEEL_PRINTF(4, 5);
+/* l must have static (or thread) storage duration and fmt be a literal:
+ * the thread's list keeps pointers to both. Use the macros below. */
+void keel_log_site(struct keel_log_limit *l, enum keel_log_level level, const char *fmt, ...)
+	KEEL_PRINTF(3, 4);
+/* Reports and clears this thread's call-site limiters whose window has
+ * ended with lines suppressed; returns how many summary lines it wrote.
+ * Cheap when nothing was suppressed (one thread-local load). */
+unsigned keel_log_flush_suppressed(void);
+#define KEEL_LOG_SITE_BURST 5
+/* Lines per second per call site (default KEEL_LOG_SITE_BURST), for tests
+ * that check every line of a fast sequence of bad inputs. */
+void keel_log_set_site_burst(unsigned burst);
+#define keel_log_every(lvl, ...)                                              \
+	do {                                                                  \
+		static _Thread_local struct keel_log_limit keel_site_lim_;    \
+		keel_log_site(&keel_site_lim_, (lvl), __VA_ARGS__);           \
+	} while (0)
+#define keel_warn_limited(...) keel_log_every(KEEL_LOG_WARN, __VA_ARGS__)
+#define keel_info_limited(...) keel_log_every(KEEL_LOG_INFO, __VA_ARGS__)
 
 #define KEEL_LOG_ENABLED(lvl) ((lvl) >= keel_log_get_level())
 #define keel_debug(...)                                                       \

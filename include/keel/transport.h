@@ -214,7 +214,8 @@ struct keel_transport_config {
 	size_t secret_len;
 	uint32_t max_frame;              /* 0: KEEL_TRANSPORT_MAX_FRAME_DEFAULT */
 	uint32_t sendq_bytes;            /* 0: KEEL_TRANSPORT_SENDQ_DEFAULT */
-	uint32_t handshake_timeout_ms;   /* 0: 5000 */
+	uint32_t handshake_timeout_ms;   /* 0: 5000 (TCP: 1000 for an inbound
+					  * connection admitted under pressure) */
 	const struct keel_transport_handlers *handlers;
 	void *user;                      /* initial t->user */
 	struct keel_shard *shard;        /* reactor (KEEL_TRANSPORT_REACTOR backends) */
@@ -227,6 +228,21 @@ struct keel_transport_config {
 	 * (on_conn_down with -ETIMEDOUT). 0: 30000. TCP: TCP_USER_TIMEOUT,
 	 * with keepalive probes from a third of it on. */
 	uint32_t peer_timeout_ms;
+};
+
+/* Admission counters of one endpoint (one shard), since it opened: what
+ * unauthenticated connections cost it. The TCP backend also logs them every
+ * 10 s while they change. */
+struct keel_transport_stats {
+	uint64_t accepted;      /* inbound connections accepted */
+	uint64_t refused_addr;  /* refused at accept: its address's pending cap */
+	uint64_t refused_full;  /* refused at accept: the pending table full */
+	uint64_t evicted;       /* pending connections closed to make room */
+	uint64_t hs_timed_out;  /* inbound handshakes past the deadline */
+	uint64_t hs_failed;     /* inbound handshakes refused (HELLO, not a peer,
+				 * proof, protocol) or abandoned by the client */
+	uint64_t authenticated; /* inbound handshakes that succeeded */
+	uint32_t pending;       /* unauthenticated connections now */
 };
 
 /* A backend. One static const instance per backend, listed in the registry
@@ -277,6 +293,9 @@ struct keel_transport_ops {
 	 * keel_transport_send; lets a backend hand the caller's bytes to the
 	 * kernel or the NIC without first copying them into a send buffer. */
 	int (*send_copy)(struct keel_conn *c, uint16_t type, const void *data, uint32_t len);
+	/* Optional (NULL: KEEL_ENOTSUP from keel_transport_get_stats): this
+	 * endpoint's admission counters. Same thread as every other call. */
+	void (*get_stats)(const struct keel_transport *t, struct keel_transport_stats *out);
 };
 
 /* ---- The registry: the backends this build has. */
@@ -292,6 +311,9 @@ void keel_transport_registry_print(FILE *f);
 const char *keel_transport_caps_str(uint32_t caps, char *buf, size_t len);
 
 /* ---- Thin wrappers over the ops, so callers read naturally. */
+
+/* Fills *out; KEEL_ENOTSUP for a backend without admission counters. */
+int keel_transport_get_stats(const struct keel_transport *t, struct keel_transport_stats *out);
 
 /* Opens the backend called name (see keel_transport_find). */
 int keel_transport_open(const char *name, const struct keel_transport_config *cfg,

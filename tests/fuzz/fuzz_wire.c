@@ -69,6 +69,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					(void)keel_hs_client_on_welcome(&cli, pl, h.len, out, err);
 				else if (h.kind == KEEL_WIRE_AUTH)
 					(void)keel_hs_server_on_auth(&srv, pl, h.len, err);
+				else if (h.kind == KEEL_WIRE_REFUSE) {
+					uint32_t why;
+					if (keel_wire_decode_refuse(pl, h.len, &why) == 0 &&
+					    !keel_wire_refuse_text(why)[0])
+						abort();
+				}
 				memmove(acc, acc + rc, have - (size_t)rc);
 				have -= (size_t)rc;
 			}

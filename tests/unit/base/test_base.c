@@ -206,3 +206,119 @@ Test(base, json_writer_reports_misuse_and_short_buffers)
 	cr_expect_str_eq(mem, "{\"p\":\"q\\\"x\"}\n");
 	free(mem);
 }
+
+/* ---- rate-limited logging (issue 18) ------------------------------------ */
+
+#include <unistd.h>
+
+/* Runs fn with stderr sent to a temporary file; returns what it wrote
+ * (malloc'd, NUL-terminated). */
+static char *capture_stderr(void (*fn)(void))
+{
+	FILE *tmp = tmpfile();
+	cr_assert(tmp);
+	int saved = dup(STDERR_FILENO);
+	cr_assert(saved >= 0);
+	cr_assert(dup2(fileno(tmp), STDERR_FILENO) >= 0);
+	fn();
+	cr_assert(dup2(saved, STDERR_FILENO) >= 0);
+	close(saved);
+	long len = (long)lseek(fileno(tmp), 0, SEEK_END);
+	char *out = calloc(1, (size_t)len + 1);
+	cr_assert(out);
+	cr_assert(pread(fileno(tmp), out, (size_t)len, 0) == len);
+	fclose(tmp);
+	return out;
+}
+
+static unsigned count_of(const char *hay, const char *needle)
+{
+	unsigned n = 0;
+	for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle))
+		n++;
+	return n;
+}
+
+static void flood_one_site(void)
+{
+	keel_log_set_level(KEEL_LOG_INFO);
+	for (int i = 0; i < 1000; i++)
+		keel_warn_limited("test: refused 127.0.0.2:%d: too many", i);
+	/* The window is still open: nothing to report yet. */
+	cr_expect_eq(keel_log_flush_suppressed(), 0);
+	usleep(1100 * 1000);
+	cr_expect_eq(keel_log_flush_suppressed(), 1);
+	/* Reported once: a second flush has nothing to say. */
+	cr_expect_eq(keel_log_flush_suppressed(), 0);
+	keel_warn_limited("test: refused 127.0.0.2:%d: too many", 5000);
+}
+
+Test(base, log_site_limits_a_flood_and_reports_what_it_suppressed)
+{
+	char *out = capture_stderr(flood_one_site);
+	/* The first KEEL_LOG_SITE_BURST lines of the second pass, then the
+	 * summary of the other 995, then (a new window) the next line, alone:
+	 * the count was reported already. */
+	cr_expect_eq(count_of(out, "test: refused 127.0.0.2:"), KEEL_LOG_SITE_BURST + 1 + 1,
+		     "%s", out);
+	cr_expect(strstr(out, "test: refused 127.0.0.2:4: too many"), "%s", out);
+	cr_expect(!strstr(out, "test: refused 127.0.0.2:5: too many"), "%s", out);
+	cr_expect(strstr(out, "995 similar lines suppressed in the last 1."), "%s", out);
+	cr_expect(strstr(out, "\"test: refused 127.0.0.2:%d: too many\""), "%s", out);
+	cr_expect(strstr(out, "127.0.0.2:5000: too many\n"), "%s", out);
+	cr_expect_eq(count_of(out, "\n"), KEEL_LOG_SITE_BURST + 2, "%s", out);
+	free(out);
+}
+
+static void two_sites(void)
+{
+	keel_log_set_level(KEEL_LOG_INFO);
+	for (int i = 0; i < 50; i++) {
+		keel_warn_limited("test: site A %d", i);
+		keel_info_limited("test: site B %d", i);
+	}
+}
+
+Test(base, log_sites_are_limited_independently)
+{
+	char *out = capture_stderr(two_sites);
+	cr_expect_eq(count_of(out, "test: site A"), KEEL_LOG_SITE_BURST, "%s", out);
+	cr_expect_eq(count_of(out, "test: site B"), KEEL_LOG_SITE_BURST, "%s", out);
+	free(out);
+}
+
+static struct keel_log_limit shared_lim;
+static void limited_struct(void)
+{
+	keel_log_set_level(KEEL_LOG_INFO);
+	for (int i = 0; i < 20; i++)
+		keel_log_limited(&shared_lim, 3, KEEL_LOG_WARN, "test: struct %d", i);
+	usleep(1100 * 1000);
+	keel_log_limited(&shared_lim, 3, KEEL_LOG_WARN, "test: struct %d", 99);
+	/* keel_log_limited's limiters are not call-site ones: never listed. */
+	cr_expect_eq(keel_log_flush_suppressed(), 0);
+}
+
+Test(base, log_limited_appends_the_suppressed_count_to_the_next_line)
+{
+	char *out = capture_stderr(limited_struct);
+	cr_expect_eq(count_of(out, "test: struct"), 4, "%s", out);
+	cr_expect(strstr(out, "test: struct 99 (17 similar lines suppressed)\n"), "%s", out);
+	free(out);
+}
+
+static void below_level(void)
+{
+	keel_log_set_level(KEEL_LOG_ERROR);
+	for (int i = 0; i < 50; i++)
+		keel_warn_limited("test: hidden %d", i);
+	cr_expect_eq(keel_log_flush_suppressed(), 0);
+	keel_log_set_level(KEEL_LOG_INFO);
+}
+
+Test(base, log_site_below_the_level_counts_nothing)
+{
+	char *out = capture_stderr(below_level);
+	cr_expect_eq(out[0], 0, "%s", out);
+	free(out);
+}

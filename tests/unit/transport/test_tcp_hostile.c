@@ -22,6 +22,7 @@
  * when the raw side sees the close, because the endpoint updates them on
  * its thread before it closes. */
 #include <criterion/criterion.h>
+#include <limits.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -142,6 +143,8 @@ static void setup(void)
 	memset(&E, 0, sizeof(E));
 	E.saved_stderr = E.logfd = E.rawlfd = -1;
 	keel_log_set_level(KEEL_LOG_WARN);
+	/* Every case checks its own log line: none may be rate-limited. */
+	keel_log_set_site_burst(UINT_MAX);
 	snprintf(E.dir, sizeof(E.dir), "/tmp/keel-tcp-hostile-XXXXXX");
 	cr_assert(mkdtemp(E.dir));
 	char p[128];
@@ -1052,5 +1055,145 @@ Test(tcp_hostile, outbound_up)
 		send_all(s.fd, o.b, o.n);
 		expect_refused(s.fd, 0, &before, 1, 1, false, up_why(k), what);
 		good_server(what);
+	}
+}
+
+/* ---- admission (issue 18): strangers' connections before the handshake --- */
+
+/* A connection to the endpoint from the source address src (127.0.0.0/8
+ * is all loopback on Linux), sending nothing. */
+static int dial_from(const char *src)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in s = {.sin_family = AF_INET};
+	cr_assert_eq(inet_pton(AF_INET, src, &s.sin_addr), 1);
+	cr_assert_eq(bind(fd, (struct sockaddr *)&s, sizeof(s)), 0, "bind %s: %s", src,
+		     strerror(errno));
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)E.port),
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0, "%s", strerror(errno));
+	return fd;
+}
+
+/* The endpoint sent REFUSE with `reason`, then closed fd. */
+static void expect_refuse(int fd, uint32_t reason, const char *what)
+{
+	struct keel_wire_hdr h;
+	uint8_t p[64];
+	cr_assert(read_frame(fd, &h, p, sizeof(p)), "%s: no REFUSE frame", what);
+	uint32_t got = 0;
+	cr_assert(h.kind == KEEL_WIRE_REFUSE && keel_wire_decode_refuse(p, h.len, &got) == 0,
+		  "%s: kind %u len %u instead of a REFUSE", what, h.kind, h.len);
+	cr_assert_eq(got, reason, "%s: REFUSE reason %u (%s), expected %u (%s)", what, got,
+		     keel_wire_refuse_text(got), reason, keel_wire_refuse_text(reason));
+	cr_assert_eq(closed_by_peer(fd), CLOSED, "%s: not closed after the REFUSE", what);
+}
+
+/* fd is still open and the endpoint has said nothing on it. */
+static void expect_pending(int fd, const char *what)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	cr_assert_eq(poll(&p, 1, 0), 0, "%s: the endpoint answered or closed it", what);
+}
+
+Test(tcp_hostile, one_address_cannot_hold_more_than_its_share_of_handshakes)
+{
+	keeper_open();
+	int fd[8];
+	for (int i = 0; i < 8; i++)
+		fd[i] = dial_from("127.0.0.2");
+	int extra = dial_from("127.0.0.2");
+	expect_refuse(extra, KEEL_REFUSE_ADDR_BUSY, "the 9th connection from 127.0.0.2");
+	close(extra);
+	for (int i = 0; i < 8; i++)
+		expect_pending(fd[i], "one of the first 8 from 127.0.0.2");
+	const char *log = log_since();
+	cr_assert(line_with(log, "refused 127.0.0.2:", "8 unauthenticated connections from that address"),
+		  "no log line for the refused connection; the log said:\n%s", log);
+	/* Another address, and a peer's, are not affected. */
+	int other = dial_from("127.0.0.3");
+	good_client("8 pending connections from 127.0.0.2");
+	expect_pending(other, "a connection from 127.0.0.3");
+	close(other);
+	for (int i = 0; i < 8; i++)
+		close(fd[i]);
+	keeper_check();
+}
+
+Test(tcp_hostile, a_full_table_makes_room_for_a_peer_and_shares_among_strangers)
+{
+	keeper_open();
+	/* 16 stranger addresses x 8: the whole pending table (128). */
+	enum { NADDR = 16, PER = 8 };
+	int fd[NADDR][PER];
+	char a[32];
+	for (int k = 0; k < NADDR; k++)
+		for (int i = 0; i < PER; i++) {
+			snprintf(a, sizeof(a), "127.0.1.%d", 10 + k);
+			fd[k][i] = dial_from(a);
+		}
+	/* A connection from a peer's address (127.0.0.1: the peers table)
+	 * evicts the oldest connection of the address holding the most. */
+	good_client("a full pending table");
+	expect_refuse(fd[0][0], KEEL_REFUSE_EVICTED, "the oldest stranger's connection");
+	fd[0][0] = -1;
+	/* 127 pending: a stranger from a new address gets the free slot... */
+	int n1 = dial_from("127.0.1.40");
+	/* ...and with the table full, one from another new address takes the
+	 * oldest slot of an address holding the most (8 > its 0 + 1)... */
+	int n2 = dial_from("127.0.1.41");
+	expect_refuse(fd[1][0], KEEL_REFUSE_EVICTED, "the oldest of an address with 8");
+	fd[1][0] = -1;
+	/* ...while an address at its cap is refused. */
+	snprintf(a, sizeof(a), "127.0.1.%d", 10 + 2);
+	int capped = dial_from(a);
+	expect_refuse(capped, KEEL_REFUSE_ADDR_BUSY, "a 9th connection from a full address");
+	close(capped);
+	expect_pending(n1, "the stranger admitted into the free slot");
+	expect_pending(n2, "the stranger admitted by eviction");
+	const char *log = log_since();
+	cr_assert(line_with(log, "evicted unauthenticated 127.0.1.10:", "to admit 127.0.0.1:"),
+		  "no log line for the eviction; the log said:\n%s", log);
+	close(n1);
+	close(n2);
+	for (int k = 0; k < NADDR; k++)
+		for (int i = 0; i < PER; i++)
+			if (fd[k][i] >= 0)
+				close(fd[k][i]);
+	keeper_check();
+}
+
+Test(tcp_hostile, a_refused_dial_names_the_real_cause)
+{
+	/* The endpoint dials node 3 (the raw server), which refuses with each
+	 * reason in turn: the endpoint's log line names it. */
+	static const struct {
+		uint32_t reason;
+		const char *text;
+	} cases[] = {
+		{KEEL_REFUSE_ADDR_BUSY, "too many unauthenticated connections from our address"},
+		{KEEL_REFUSE_FULL, "pending-handshake table is full"},
+		{KEEL_REFUSE_TIMEOUT, "longer than its deadline"},
+		{KEEL_REFUSE_NOT_PEER, "not in its peers table"},
+		{999, "unknown reason (reason 999)"},
+	};
+	for (size_t i = 0; i < KEEL_ARRAY_LEN(cases); i++) {
+		struct raw_srv s;
+		memset(&s, 0, sizeof(s));
+		srv_accept(&s);
+		uint8_t f[KEEL_WIRE_HDR_LEN + KEEL_WIRE_REFUSE_LEN];
+		keel_wire_encode_refuse(f, 0, cases[i].reason);
+		send_all(s.fd, f, sizeof(f));
+		cr_assert_eq(closed_by_peer(s.fd), CLOSED, "case %zu: the dial stayed open", i);
+		close(s.fd);
+		char *log = NULL;
+		for (int w = 0; w < 200; w++) {
+			log = log_since();
+			if (line_with(log, "node 3 refused the handshake", cases[i].text))
+				break;
+			usleep(10000);
+			log = NULL;
+		}
+		cr_assert(log, "case %zu: no log line naming '%s'", i, cases[i].text);
 	}
 }
