@@ -49,7 +49,7 @@ void px_handle_prepare(struct keel_paxos *p, const struct keel_paxos_msg *m)
 	/* A follower that hears from a live leader does not help depose it:
 	 * a server back from a partition would otherwise interrupt a working
 	 * leader at every timeout. Refusing a promise is always safe. */
-	if (m->ballot > p->promised && p->role == KEEL_PAXOS_FOLLOWER &&
+	if (m->ballot > p->promised && !m->force && p->role == KEEL_PAXOS_FOLLOWER &&
 	    p->leader != KEEL_PAXOS_NONE && p->leader != m->from &&
 	    p->elapsed < p->cfg.election_tick)
 		return;

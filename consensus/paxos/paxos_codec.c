@@ -2,7 +2,7 @@
  * paxos_codec.c — binary encoding of Multi-Paxos messages for the transport.
  *
  * Layout, little-endian:
- *   u8 magic 'P', u8 version 1, u8 type, u8 flags (1 reject),
+ *   u8 magic 'P', u8 version 1, u8 type, u8 flags (1 reject, 2 force),
  *   u64 from, to, ballot, promised, index, last, commit, base, ctx,
  *   snap_index, u32 n_values, u32 snap_len,
  *   values: u64 slot, u64 ballot, u32 type, u32 len, u32 flags (1 chosen),
@@ -22,6 +22,7 @@
 #define FIXED (4 + 10 * 8 + 2 * 4)
 #define VALUE_HDR 28
 #define F_REJECT 1
+#define F_FORCE 2
 #define F_CHOSEN 1
 
 size_t keel_paxos_msg_encoded_size(const struct keel_paxos_msg *m)
@@ -43,7 +44,7 @@ int keel_paxos_msg_encode(const struct keel_paxos_msg *m, uint8_t *buf, size_t c
 	p[0] = MAGIC;
 	p[1] = VERSION;
 	p[2] = (uint8_t)m->type;
-	p[3] = m->reject ? F_REJECT : 0;
+	p[3] = (uint8_t)((m->reject ? F_REJECT : 0) | (m->force ? F_FORCE : 0));
 	p += 4;
 	uint64_t f[10] = {m->from,   m->to,     m->ballot, m->promised, m->index,
 			  m->last,   m->commit, m->base,   m->ctx,      m->snap_index};
@@ -113,9 +114,10 @@ int keel_paxos_msg_decode(const uint8_t *buf, size_t len, struct keel_paxos_msg 
 {
 	memset(out, 0, sizeof(*out));
 	if (len < FIXED || buf[0] != MAGIC || buf[1] != VERSION || buf[2] < 1 ||
-	    buf[2] > KEEL_PAXOS_MSG_TYPE_MAX || (buf[3] & ~F_REJECT))
+	    buf[2] > KEEL_PAXOS_MSG_TYPE_MAX || (buf[3] & ~(F_REJECT | F_FORCE)))
 		return KEEL_EPROTO;
-	struct keel_paxos_msg m = {.type = buf[2], .reject = buf[3] & F_REJECT};
+	struct keel_paxos_msg m = {.type = buf[2], .reject = buf[3] & F_REJECT,
+				   .force = buf[3] & F_FORCE};
 	const uint8_t *p = buf + 4;
 	uint64_t *f[10] = {&m.from, &m.to,     &m.ballot, &m.promised, &m.index,
 			   &m.last, &m.commit, &m.base,   &m.ctx,      &m.snap_index};

@@ -337,14 +337,14 @@ void keel_paxos_tick(struct keel_paxos *p)
 	/* The failure detector: no word from a leader (or no phase 1 that
 	 * finished) within the randomized timeout. */
 	if (++p->elapsed >= p->timeout)
-		px_campaign(p);
+		px_campaign(p, false);
 }
 
 int keel_paxos_campaign(struct keel_paxos *p)
 {
 	if (p->role == KEEL_PAXOS_LEADER)
 		return KEEL_EBUSY;
-	px_campaign(p);
+	px_campaign(p, true);
 	return 0;
 }
 

@@ -119,7 +119,7 @@ struct keel_paxos_value px_value_of(uint64_t s, const struct pslot *sl);
 int px_msg_own(struct keel_paxos_msg *out, const struct keel_paxos_msg *m);
 
 /* paxos_proposer.c */
-void px_campaign(struct keel_paxos *p);
+void px_campaign(struct keel_paxos *p, bool force);
 void px_become_follower(struct keel_paxos *p, uint64_t ballot);
 void px_saw_ballot(struct keel_paxos *p, uint64_t b);
 void px_handle_promise(struct keel_paxos *p, const struct keel_paxos_msg *m);

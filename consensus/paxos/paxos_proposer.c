@@ -165,7 +165,7 @@ static void become_leader(struct keel_paxos *p)
 	p->read_round = true;
 }
 
-void px_campaign(struct keel_paxos *p)
+void px_campaign(struct keel_paxos *p, bool force)
 {
 	if (p->role == KEEL_PAXOS_LEADER)
 		px_reads_drop(p);
@@ -173,8 +173,14 @@ void px_campaign(struct keel_paxos *p)
 	uint64_t round = p->max_round;
 	if (keel_paxos_ballot_round(p->promised) > round)
 		round = keel_paxos_ballot_round(p->promised);
-	p->max_round = round + 1;
-	p->ballot = keel_paxos_ballot(round + 1, p->id);
+	/* Rounds are dealt out among the voters (round mod n = the voter's
+	 * index), so one round names one proposer: the epoch the host
+	 * reports identifies a leadership, as a Raft term does. */
+	round++;
+	while (round % p->cfg.n_voters != p->self_idx)
+		round++;
+	p->max_round = round;
+	p->ballot = keel_paxos_ballot(round, p->id);
 	p->promised = p->ballot; /* our own promise, persisted before PREPARE leaves */
 	p->role = KEEL_PAXOS_CANDIDATE;
 	p->leader = KEEL_PAXOS_NONE;
@@ -201,7 +207,7 @@ void px_campaign(struct keel_paxos *p)
 			continue;
 		px_send(p, &(struct keel_paxos_msg){.type = KEEL_PAXOS_MSG_PREPARE,
 						    .to = p->cfg.voters[i], .ballot = p->ballot,
-						    .index = p->p1_from});
+						    .index = p->p1_from, .force = force});
 	}
 	if (popcount(p->promises) >= p->quorum)
 		become_leader(p);

@@ -11,7 +11,9 @@
  * that becomes the distinguished proposer (the leader, PMS §3) by running
  * phase 1 once for every slot from its first unchosen one, then phase 2
  * per slot. A ballot is (round, node id), packed as round << 16 | node, so
- * two proposers never use the same ballot and a higher round always wins.
+ * two proposers never use the same ballot and a higher round always wins;
+ * rounds are also dealt out among the voters (round mod n = the voter's
+ * index), so one round names one proposer.
  *
  * A new leader takes, for every open slot reported by a quorum's promises,
  * the value accepted at the highest ballot and proposes it again in its own
@@ -190,6 +192,7 @@ struct keel_paxos_msg {
 	uint64_t base;
 	uint64_t ctx;
 	bool reject;
+	bool force; /* PREPARE from keel_paxos_campaign: promised even in a lease */
 	const struct keel_paxos_value *values;
 	size_t n_values;
 	uint64_t snap_index;
@@ -258,7 +261,9 @@ void keel_paxos_destroy(struct keel_paxos *p);
 
 /* One logical clock tick: failure detector, heartbeats, retransmission. */
 void keel_paxos_tick(struct keel_paxos *p);
-/* Starts phase 1 now. KEEL_EBUSY when already leading. */
+/* Starts phase 1 now (an operator's or a test's nudge): its PREPAREs are
+ * forced, promised also by followers that still hear from a leader, as
+ * Raft's TIMEOUT_NOW votes are. KEEL_EBUSY when already leading. */
 int keel_paxos_campaign(struct keel_paxos *p);
 /* Feeds a peer's message. Messages to another id are dropped (0); an
  * inconsistent one is dropped with KEEL_EPROTO. */
