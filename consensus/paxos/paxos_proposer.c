@@ -55,6 +55,8 @@ void px_become_follower(struct keel_paxos *p, uint64_t ballot)
 	}
 	p->ballot = ballot;
 	p->leader = ballot ? keel_paxos_ballot_node(ballot) : KEEL_PAXOS_NONE;
+	if (ballot)
+		p->attempts = 0; /* a leader is back: no more backoff */
 	px_reset_timeout(p);
 }
 
