@@ -46,12 +46,15 @@ void px_handle_prepare(struct keel_paxos *p, const struct keel_paxos_msg *m)
 		reject(p, KEEL_PAXOS_MSG_PROMISE, m);
 		return;
 	}
-	/* A follower that hears from a live leader does not help depose it:
-	 * a server back from a partition would otherwise interrupt a working
-	 * leader at every timeout. Refusing a promise is always safe. */
-	if (m->ballot > p->promised && !m->force && p->role == KEEL_PAXOS_FOLLOWER &&
-	    p->leader != KEEL_PAXOS_NONE && p->leader != m->from &&
-	    p->elapsed < p->cfg.election_tick)
+	/* A follower that hears from a live leader, and that leader itself,
+	 * do not help depose it: a server back from a partition (or whose
+	 * failure detector fired spuriously) would otherwise interrupt a
+	 * working leader. Refusing a promise is always safe; a leader that
+	 * lost its quorum steps down within T and then promises. */
+	if (m->ballot > p->promised && !m->force &&
+	    (p->role == KEEL_PAXOS_LEADER ||
+	     (p->role == KEEL_PAXOS_FOLLOWER && p->leader != KEEL_PAXOS_NONE &&
+	      p->leader != m->from && p->elapsed < p->cfg.election_tick)))
 		return;
 	if (m->ballot > p->promised) {
 		p->promised = m->ballot;

@@ -37,6 +37,10 @@
 #define MAX_QUEUED_MSGS 4096
 #define LOG_BURST 5
 #define JOURNAL_HDR 8 /* u64 slot before the value */
+/* The hard state's vote field of a Paxos WAL (Raft keeps a node id there):
+ * a directory written by the other engine is refused by name, not
+ * misread as a journal. "PAXOSWAL". */
+#define PAXOS_WAL_MARK 0x4c4157534f584150ull
 
 struct pin {
 	struct pin *next;
@@ -312,12 +316,11 @@ static void maybe_snapshot(struct keel_phost *h)
 
 /* ---- the ready loop ----------------------------------------------------------- */
 
+/* Messages before ticks: ticks that piled up behind a slow fdatasync must
+ * not fire a follower's failure detector ahead of the heartbeats that came
+ * in meanwhile. */
 static void drain_inputs(struct keel_phost *h)
 {
-	while (h->queued_ticks) {
-		h->queued_ticks--;
-		keel_paxos_tick(h->p);
-	}
 	while (h->in_head) {
 		struct pin *in = h->in_head;
 		h->in_head = in->next;
@@ -332,6 +335,10 @@ static void drain_inputs(struct keel_phost *h)
 					 (unsigned long long)in->m.from, keel_strerror(rc));
 		keel_paxos_msg_free(&in->m);
 		free(in);
+	}
+	while (h->queued_ticks) {
+		h->queued_ticks--;
+		keel_paxos_tick(h->p);
 	}
 	struct gprop *g;
 	while ((g = gprop_pop(&h->queued))) {
@@ -478,7 +485,7 @@ static void ready_start(struct keel_phost *h)
 	int rc;
 	/* PMS §2.3: the promise is durable before anything depends on it */
 	if (rd->promised_changed && rd->promised != h->saved_promised) {
-		struct keel_wal_hard_state hs = {.term = rd->promised};
+		struct keel_wal_hard_state hs = {.term = rd->promised, .vote = PAXOS_WAL_MARK};
 		rc = keel_wal_save_hard_state(h->w, &hs);
 		if (rc < 0) {
 			host_fail(h, rc, keel_wal_errmsg(h->w));
@@ -576,8 +583,18 @@ static int px_propose(struct keel_rlog *l, const void *data, size_t len, keel_rl
 	if (!g)
 		return -ENOMEM;
 	g->term = value_hash(KEEL_PAXOS_VALUE_NORMAL, data, len);
-	gprop_push(&h->queued, g);
-	host_pump(h);
+	if (!h->busy && !h->pumping) {
+		/* straight to the core: a refusal is returned, cb never runs */
+		int rc = keel_paxos_propose(h->p, g->data, len, &g->index, NULL);
+		if (rc < 0) {
+			free(g);
+			return rc;
+		}
+		gprop_push(&h->pending, g);
+		host_pump(h);
+		return 0;
+	}
+	gprop_push(&h->queued, g); /* proposed by the next drain_inputs */
 	return 0;
 }
 
@@ -781,6 +798,29 @@ static int open_core(struct keel_phost *h, char *errmsg)
 	struct keel_wal_hard_state hs;
 	keel_wal_hard_state(h->w, &hs);
 	h->saved_promised = hs.term;
+	if (hs.vote != PAXOS_WAL_MARK && (hs.term || hs.vote || keel_wal_last_index(h->w)))
+		return keel_errmsg_set(errmsg, KEEL_ECONFIG,
+				       "paxos: %s holds another engine's log (a Raft WAL?): a group "
+				       "keeps the protocol it was created with ([log] protocol)",
+				       h->dir);
+	if (!keel_wal_last_index(h->w) && !keel_wal_first_index(h->w)) {
+		/* A new journal: mark it Paxos's and write a first record (slot
+		 * 0, which recovery skips) now, so that creating the first
+		 * segment (zero-filled, fdatasync'd) happens at open and not in
+		 * the first proposal's write, where it stalls the shard for
+		 * every group on it. Raft's founding entry does the same. */
+		struct keel_wal_hard_state mark = {.vote = PAXOS_WAL_MARK};
+		struct keel_paxos_value start = {.slot = 0, .type = KEEL_PAXOS_VALUE_NOOP};
+		rc = keel_wal_save_hard_state(h->w, &mark);
+		if (rc == 0)
+			rc = journal_append(h, &start, 1, NULL);
+		if (rc == 0)
+			rc = keel_wal_flush(h->w);
+		if (rc < 0)
+			return keel_errmsg_set(errmsg, rc, "paxos: starting the journal in %s: %s", h->dir,
+					       keel_wal_errmsg(h->w));
+		hs = mark;
+	}
 
 	uint8_t *snap_buf = NULL;
 	size_t snap_len = 0;

@@ -48,8 +48,12 @@ static void merge_free(struct keel_paxos *p)
 void px_become_follower(struct keel_paxos *p, uint64_t ballot)
 {
 	if (p->role != KEEL_PAXOS_FOLLOWER) {
-		if (p->role == KEEL_PAXOS_LEADER)
+		if (p->role == KEEL_PAXOS_LEADER) {
+			keel_debug("paxos %llu: leader at ballot %llx steps down (promised %llx, follows %llx)",
+				   (unsigned long long)p->id, (unsigned long long)p->ballot,
+				   (unsigned long long)p->promised, (unsigned long long)ballot);
 			px_reads_drop(p);
+		}
 		merge_free(p);
 		p->role = KEEL_PAXOS_FOLLOWER;
 	}
@@ -167,6 +171,31 @@ static void become_leader(struct keel_paxos *p)
 	p->read_round = true;
 }
 
+/* A quorum but us promised: our own acceptor promises too, unless it
+ * promised a higher ballot meanwhile, and its state joins the merge. The
+ * promise is persisted (hard state, first in the next batch) before any
+ * ACCEPT of this ballot leaves. */
+static void try_lead(struct keel_paxos *p)
+{
+	if (p->promised > p->ballot) {
+		px_become_follower(p, 0);
+		return;
+	}
+	p->promised = p->ballot;
+	p->promises |= 1u << p->self_idx;
+	for (uint64_t s = p->p1_from; s <= p->last; s++) {
+		struct pslot *sl = px_slot(p, s);
+		if (sl && sl->has && (sl->accepted || sl->chosen)) {
+			struct keel_paxos_value v = px_value_of(s, sl);
+			if (merge_value(p, &v) < 0) {
+				px_become_follower(p, 0);
+				return;
+			}
+		}
+	}
+	become_leader(p);
+}
+
 void px_campaign(struct keel_paxos *p, bool force)
 {
 	if (p->role == KEEL_PAXOS_LEADER)
@@ -183,25 +212,24 @@ void px_campaign(struct keel_paxos *p, bool force)
 		round++;
 	p->max_round = round;
 	p->ballot = keel_paxos_ballot(round, p->id);
-	p->promised = p->ballot; /* our own promise, persisted before PREPARE leaves */
+	keel_debug("paxos %llu: phase 1 at ballot %llx from slot %llu%s (elapsed %u of %u)",
+		   (unsigned long long)p->id, (unsigned long long)p->ballot,
+		   (unsigned long long)p->commit + 1, force ? ", forced" : "", p->elapsed, p->timeout);
 	p->role = KEEL_PAXOS_CANDIDATE;
 	p->leader = KEEL_PAXOS_NONE;
 	p->attempts++;
 	px_reset_timeout(p);
 	p->p1_from = p->commit + 1;
 	p->max_base = p->base;
-	p->promises = 1u << p->self_idx;
-	/* our own acceptor's state counts as one promise */
-	for (uint64_t s = p->p1_from; s <= p->last; s++) {
-		struct pslot *sl = px_slot(p, s);
-		if (sl && sl->has && (sl->accepted || sl->chosen)) {
-			struct keel_paxos_value v = px_value_of(s, sl);
-			merge_value(p, &v);
-		}
-	}
+	/* Our own acceptor promises last (try_lead): a candidate the others
+	 * ignore (they hear from a live leader) has then promised nothing,
+	 * and the leader's next ACCEPT is not refused here. Raising our own
+	 * promise first would depose a working leader every time a follower
+	 * timed out spuriously (what Raft's pre-vote prevents). */
+	p->promises = 0;
 #ifdef KEEL_PAXOS_BUG_SKIP_PHASE1
 	/* planted: leads at once with only its own acceptor's knowledge */
-	become_leader(p);
+	try_lead(p);
 	return;
 #endif
 	for (uint32_t i = 0; i < p->cfg.n_voters; i++) {
@@ -211,8 +239,8 @@ void px_campaign(struct keel_paxos *p, bool force)
 						    .to = p->cfg.voters[i], .ballot = p->ballot,
 						    .index = p->p1_from, .force = force});
 	}
-	if (popcount(p->promises) >= p->quorum)
-		become_leader(p);
+	if (popcount(p->promises) + 1 >= p->quorum)
+		try_lead(p);
 }
 
 void px_handle_promise(struct keel_paxos *p, const struct keel_paxos_msg *m)
@@ -232,8 +260,8 @@ void px_handle_promise(struct keel_paxos *p, const struct keel_paxos_msg *m)
 		if (merge_value(p, &m->values[i]) < 0)
 			return; /* out of memory: this promise does not count */
 	p->promises |= 1u << idx;
-	if (popcount(p->promises) >= p->quorum)
-		become_leader(p);
+	if (popcount(p->promises) + 1 >= p->quorum)
+		try_lead(p);
 }
 
 /* ---- phase 2 ------------------------------------------------------------------ */
