@@ -56,7 +56,10 @@ struct pslot *px_slot(const struct keel_paxos *p, uint64_t s)
 
 struct pslot *px_slot_ensure(struct keel_paxos *p, uint64_t s)
 {
-	if (s <= p->base)
+	/* A slot far past our last is a peer's bad (or hostile) number, not
+	 * a window to allocate: refused, which is always safe (not accepted,
+	 * not learned; a lagging server catches up in order or by snapshot). */
+	if (s <= p->base || (s > p->last && s - p->last > PX_MAX_AHEAD))
 		return NULL;
 	if (s > p->last) {
 		size_t need = (size_t)(s - p->base);
@@ -132,16 +135,15 @@ void px_compact(struct keel_paxos *p, uint64_t upto)
 {
 	if (upto <= p->base)
 		return;
-	uint64_t keep_from = upto + 1;
 	size_t drop = (size_t)((upto < p->last ? upto : p->last) - p->base);
 	for (size_t i = 0; i < drop; i++)
 		free(p->slots[i].data);
 	size_t left = (size_t)(p->last - p->base) - drop;
-	memmove(p->slots, p->slots + drop, left * sizeof(*p->slots));
+	if (left)
+		memmove(p->slots, p->slots + drop, left * sizeof(*p->slots));
 	p->base = upto;
 	if (p->last < upto)
 		p->last = upto;
-	(void)keep_from;
 	/* unstable entries of dropped slots are skipped at ready() */
 	size_t j = 0;
 	for (size_t i = 0; i < p->n_unst; i++)

@@ -14,6 +14,10 @@
 
 #include "keel/paxos.h"
 
+/* How far past the last slot held (the slot window) or past the merge's
+ * first slot (phase 1) a peer's slot number may point. */
+#define PX_MAX_AHEAD 65536u
+
 /* One slot as this server knows it. */
 struct pslot {
 	uint64_t ballot;   /* accepted here at (0: nothing) or, learned, its ballot */
@@ -69,7 +73,8 @@ struct keel_paxos {
 	/* candidate */
 	uint32_t promises;
 	uint64_t p1_from, max_base;
-	struct pmerge *merge;
+	struct pmerge *merge; /* slots merge_from .. merge_from + n_merge - 1 */
+	uint64_t merge_from;
 	size_t n_merge;
 
 	/* leader */

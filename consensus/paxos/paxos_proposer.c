@@ -66,9 +66,27 @@ void px_become_follower(struct keel_paxos *p, uint64_t ballot)
 
 static int merge_value(struct keel_paxos *p, const struct keel_paxos_value *v)
 {
-	if (v->slot < p->p1_from)
+	/* Slots at or below a promiser's compaction point are chosen and come
+	 * from its snapshot: the merge starts above them, and moves up when a
+	 * promise raises max_base. */
+	uint64_t from = p->max_base + 1 > p->p1_from ? p->max_base + 1 : p->p1_from;
+	if (p->merge_from < from) {
+		size_t drop = from - p->merge_from < p->n_merge ? (size_t)(from - p->merge_from)
+								   : p->n_merge;
+		for (size_t i = 0; i < drop; i++)
+			free(p->merge[i].data);
+		if (p->n_merge > drop)
+			memmove(p->merge, p->merge + drop, (p->n_merge - drop) * sizeof(*p->merge));
+		p->n_merge -= drop;
+		p->merge_from = from;
+	}
+	if (v->slot < from)
 		return 0;
-	size_t i = (size_t)(v->slot - p->p1_from);
+	/* A promise may not name a slot this far ahead: it does not count
+	 * (ignoring the value would be unsafe, refusing the promise is not). */
+	if (v->slot - from >= PX_MAX_AHEAD)
+		return KEEL_EPROTO;
+	size_t i = (size_t)(v->slot - p->merge_from);
 	if (i >= p->n_merge) {
 		size_t n = i + 1;
 		struct pmerge *m = realloc(p->merge, n * sizeof(*m));
@@ -128,20 +146,27 @@ static void become_leader(struct keel_paxos *p)
 	p->attempts = 0;
 	memset(p->ack_seq, 0, sizeof(p->ack_seq));
 	uint64_t top = p->last;
-	if (p->p1_from + p->n_merge - 1 > top && p->n_merge)
-		top = p->p1_from + p->n_merge - 1;
+	if (p->n_merge && p->merge_from + p->n_merge - 1 > top)
+		top = p->merge_from + p->n_merge - 1;
 	if (p->max_base > top)
 		top = p->max_base;
 	if (p->commit > top)
 		top = p->commit;
 	p->next_slot = top + 1;
 	p->flush_from = p->next_slot;
-	for (uint64_t s = p->p1_from; s <= top; s++) {
+	for (uint64_t s = p->commit + 1 > p->p1_from ? p->commit + 1 : p->p1_from; s <= top; s++) {
 		struct pslot *sl = px_slot(p, s);
 		if (s <= p->commit || (sl && sl->chosen))
 			continue;
-		size_t i = (size_t)(s - p->p1_from);
-		struct pmerge *m = i < p->n_merge ? &p->merge[i] : NULL;
+		/* Chosen by a quorum that compacted it; learned from its
+		 * snapshot (the acceptor sent it with its promise). */
+		if (s <= p->max_base) {
+			s = p->max_base;
+			continue;
+		}
+		struct pmerge *m = s >= p->merge_from && s - p->merge_from < p->n_merge
+					   ? &p->merge[s - p->merge_from]
+					   : NULL;
 		if (m && m->chosen) {
 			/* chosen: learned, nothing to propose */
 			sl = px_slot_ensure(p, s);
@@ -149,10 +174,6 @@ static void become_leader(struct keel_paxos *p)
 				sl->chosen = true;
 			continue;
 		}
-		/* Chosen by a quorum that compacted it; learned from its
-		 * snapshot (the acceptor sent it with its promise). */
-		if (s <= p->max_base)
-			continue;
 #ifdef KEEL_PAXOS_BUG_NO_REPROPOSE
 		/* planted: the accepted value is dropped, the slot gets a no-op */
 		m = NULL;
@@ -221,6 +242,7 @@ void px_campaign(struct keel_paxos *p, bool force)
 	px_reset_timeout(p);
 	p->p1_from = p->commit + 1;
 	p->max_base = p->base;
+	p->merge_from = p->p1_from;
 	/* Our own acceptor promises last (try_lead): a candidate the others
 	 * ignore (they hear from a live leader) has then promised nothing,
 	 * and the leader's next ACCEPT is not refused here. Raising our own

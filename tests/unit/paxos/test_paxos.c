@@ -450,3 +450,26 @@ Test(paxos, a_silent_leader_is_replaced_by_the_failure_detector)
 	cr_assert_eq(keel_paxos_ballot_round(st.ballot) % N, (uint64_t)(l - 1),
 		     "rounds are dealt out by voter index");
 }
+
+Test(paxos, a_peers_slot_far_past_the_window_is_refused_not_allocated)
+{
+	/* found by fuzz-paxos-msg: a LEARN at slot 2^40 made the core try to
+	 * allocate a window of 2^40 slots */
+	struct keel_paxos_value v = {.slot = 1ull << 40, .len = 1, .data = (const uint8_t *)"x",
+				     .chosen = true};
+	struct keel_paxos_msg m = {.type = KEEL_PAXOS_MSG_LEARN, .from = 2, .to = 1,
+				   .values = &v, .n_values = 1};
+	cr_assert_eq(keel_paxos_step(P[1], &m), 0);
+	cr_assert_null(keel_paxos_value_at(P[1], v.slot));
+	m.type = KEEL_PAXOS_MSG_ACCEPT;
+	m.ballot = keel_paxos_ballot(1, 2);
+	cr_assert_eq(keel_paxos_step(P[1], &m), 0);
+	cr_assert_null(keel_paxos_value_at(P[1], v.slot));
+	/* and the core still works */
+	keel_paxos_campaign(P[1]);
+	settle();
+	cr_assert_eq(leader_of(), 1);
+	propose(1, "ok");
+	settle();
+	cr_assert_eq(A[1].n, 1);
+}
