@@ -66,7 +66,7 @@ void px_handle_prepare(struct keel_paxos *p, const struct keel_paxos_msg *m)
 	struct keel_paxos_value *v = px_scratch(p, 1);
 	for (uint64_t s = from; s <= p->last && v; s++) {
 		struct pslot *sl = px_slot(p, s);
-		if (!sl->has || !(sl->accepted || sl->chosen))
+		if (!sl || !sl->has || !(sl->accepted || sl->chosen))
 			continue;
 		v = px_scratch(p, n + 1);
 		if (v)

@@ -359,9 +359,14 @@ static bool msg_valid(const struct keel_paxos *p, const struct keel_paxos_msg *m
 		return false;
 	if (m->snap_len && !m->snap)
 		return false;
+	/* Slot numbers never come near 2^62: a larger one is a bad peer, and
+	 * refusing it keeps every slot + 1 in the core from wrapping. */
+	if (m->index > PX_MAX_SLOT || m->last > PX_MAX_SLOT || m->commit > PX_MAX_SLOT ||
+	    m->base > PX_MAX_SLOT || m->snap_index > PX_MAX_SLOT)
+		return false;
 	for (size_t i = 0; i < m->n_values; i++) {
 		const struct keel_paxos_value *v = &m->values[i];
-		if (v->slot == 0 || (v->len && !v->data) ||
+		if (v->slot == 0 || v->slot > PX_MAX_SLOT || (v->len && !v->data) ||
 		    (v->type != KEEL_PAXOS_VALUE_NORMAL && v->type != KEEL_PAXOS_VALUE_NOOP))
 			return false;
 	}

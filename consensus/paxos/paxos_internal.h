@@ -17,6 +17,8 @@
 /* How far past the last slot held (the slot window) or past the merge's
  * first slot (phase 1) a peer's slot number may point. */
 #define PX_MAX_AHEAD 65536u
+/* The largest slot number a message may carry. */
+#define PX_MAX_SLOT (1ull << 62)
 
 /* One slot as this server knows it. */
 struct pslot {
