@@ -809,9 +809,12 @@ static int open_core(struct keel_phost *h, char *errmsg)
 		 * segment (zero-filled, fdatasync'd) happens at open and not in
 		 * the first proposal's write, where it stalls the shard for
 		 * every group on it. Raft's founding entry does the same. */
-		struct keel_wal_hard_state mark = {.vote = PAXOS_WAL_MARK};
+		/* An empty journal is also what a compaction that kept nothing
+		 * leaves behind: its promise stays (forgetting it would break
+		 * every promise this acceptor made). */
+		struct keel_wal_hard_state mark = {.term = hs.term, .vote = PAXOS_WAL_MARK};
 		struct keel_paxos_value start = {.slot = 0, .type = KEEL_PAXOS_VALUE_NOOP};
-		rc = keel_wal_save_hard_state(h->w, &mark);
+		rc = hs.vote == PAXOS_WAL_MARK ? 0 : keel_wal_save_hard_state(h->w, &mark);
 		if (rc == 0)
 			rc = journal_append(h, &start, 1, NULL);
 		if (rc == 0)
