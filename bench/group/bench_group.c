@@ -21,7 +21,11 @@
  *
  *   bench-group [--quick] [--dir DIR] [--groups N[,N...]] [--shards S]
  *               [--count N] [--seconds S] [--window W]
- *               [--reactor io_uring|epoll|both] */
+ *               [--reactor io_uring|epoll|both] [--protocol raft|paxos|both]
+ *
+ * --protocol picks the engine ([log] protocol, default raft); both runs
+ * Multi-Paxos right after Raft at each group count, on one reactor, and
+ * ends with Paxos / Raft ratios (target: within 10%, issue 14). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
@@ -95,6 +99,9 @@ static void on_leader(void *arg, uint32_t leader, uint64_t epoch, bool self)
 
 /* The reactor of this pass; its WALs follow it as a node's would. */
 static enum keel_reactor_kind reactor = KEEL_REACTOR_IO_URING;
+/* The engine of this pass ([log] protocol); --protocol both runs Paxos
+ * after Raft at each group count and prints Paxos / Raft ratios. */
+static const char *protocol = "raft";
 
 static int init(void *arg, struct keel_node *node, struct keel_endpoint *ep, char *errmsg)
 {
@@ -106,8 +113,9 @@ static int init(void *arg, struct keel_node *node, struct keel_endpoint *ep, cha
 		struct bgroup *g = &n->g[i];
 		g->n = n;
 		g->id = i;
-		snprintf(g->dir, sizeof(g->dir), "%s/n%u/g%u", dir, n->id, i);
+		snprintf(g->dir, sizeof(g->dir), "%s/%s/n%u/g%u", dir, protocol, n->id, i);
 		struct keel_rlog_config lc = {
+			.protocol = protocol,
 			.ep = ep, .group = i, .dir = g->dir, .wal = &wc, .tick_ms = 50,
 			.seed = n->id * 1000 + i,
 			.wal_engine = reactor == KEEL_REACTOR_EPOLL ? KEEL_WAL_ENGINE_THREAD
@@ -410,7 +418,7 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: bench-group [--quick] [--dir DIR] [--groups N[,N...]] [--shards S]\n"
 		   "                   [--count N] [--seconds S] [--window W]\n"
-		   "                   [--reactor io_uring|epoll|both]\n"
+		   "                   [--reactor io_uring|epoll|both] [--protocol raft|paxos|both]\n"
 		   "  default: --groups 1,8,32 --shards 2 --count 2000 --seconds 3 --window 64\n"
 		   "  --quick: --groups 1,8 --count 200 --seconds 0.5\n");
 }
@@ -442,6 +450,12 @@ int main(int argc, char **argv)
 			seconds = strtod(v, NULL), i++;
 		} else if (v && !strcmp(a, "--window")) {
 			window = (unsigned)strtoul(v, NULL, 10), i++;
+		} else if (v && !strcmp(a, "--protocol")) {
+			if (strcmp(v, "raft") && strcmp(v, "paxos") && strcmp(v, "both")) {
+				usage(stderr);
+				return 2;
+			}
+			protocol = v, i++;
 		} else if (v && !strcmp(a, "--reactor")) {
 			enum keel_reactor_kind k;
 			i++;
@@ -458,6 +472,14 @@ int main(int argc, char **argv)
 			usage(stderr);
 			return 2;
 		}
+	}
+	/* Raft against Paxos on one reactor (io_uring unless --reactor epoll
+	 * alone): the engines, not the reactors, are compared. */
+	bool both = !strcmp(protocol, "both");
+	if (both) {
+		protocol = "raft";
+		if (passes[KEEL_REACTOR_IO_URING])
+			passes[KEEL_REACTOR_EPOLL] = false;
 	}
 	if (quick) {
 		count = 200;
@@ -499,7 +521,8 @@ int main(int argc, char **argv)
 	uint64_t wal_p99;
 	uint64_t wal_p50 = wal_append_p50(count, &wal_p99);
 	double pass_p50[3] = {0}, pass_p99[3] = {0};
-	struct figure pass_f[3][8];
+	struct figure pass_f[3][8], px_f[8];
+	double px_p50 = 0, px_p99 = 0;
 	/* Each group count on io_uring then on epoll, before the next count:
 	 * the machine's drift weighs on both reactors alike. */
 	for (unsigned i = 0; i < ng; i++) {
@@ -510,6 +533,14 @@ int main(int argc, char **argv)
 			if (measure(gs[i], count, seconds, window, &pass_f[rk][i],
 				    i == 0 ? &pass_p50[rk] : NULL, i == 0 ? &pass_p99[rk] : NULL) < 0)
 				goto out;
+			if (both) {
+				protocol = "paxos";
+				int m = measure(gs[i], count, seconds, window, &px_f[i],
+						i == 0 ? &px_p50 : NULL, i == 0 ? &px_p99 : NULL);
+				protocol = "raft";
+				if (m < 0)
+					goto out;
+			}
 		}
 	}
 	for (int rk = KEEL_REACTOR_IO_URING; rk <= KEEL_REACTOR_EPOLL; rk++) {
@@ -520,8 +551,8 @@ int main(int argc, char **argv)
 		struct figure *f = pass_f[rk];
 		double lat_p50 = pass_p50[rk], lat_p99 = pass_p99[rk];
 		printf("bench-group: 3 nodes in one process, %u shards each, TCP on 127.0.0.1, WALs in %s, "
-		       "%d-byte entries, %u proposals in flight in all, %s reactor\n",
-		       shards, parent, PAYLOAD, window, keel_reactor_name(reactor));
+		       "%d-byte entries, %u proposals in flight in all, %s reactor, %s\n",
+		       shards, parent, PAYLOAD, window, keel_reactor_name(reactor), protocol);
 		printf("%-46s %12s\n", "figure", "value");
 		printf("%-46s %10.1f us\n", "commit latency p50 (1 group, 1 in flight)", lat_p50);
 		printf("%-46s %10.1f us\n", "commit latency p99 (1 group, 1 in flight)", lat_p99);
@@ -574,6 +605,44 @@ int main(int argc, char **argv)
 			       "\"unit\":\"1/s\",\"keel\":%.0f,\"peer\":\"keel on io_uring\","
 			       "\"peer_value\":%.0f,\"ratio\":%.3f,\"better\":\"higher\"}\n",
 			       gs[i], window, fe, fu, fu > 0 ? fe / fu : 0);
+		}
+	}
+	if (both) {
+		/* Paxos is "keel", Raft the peer: the issue's target is Paxos
+		 * within 10% of Raft on the same cluster, disk and network. */
+		int rk = passes[KEEL_REACTOR_IO_URING] ? KEEL_REACTOR_IO_URING : KEEL_REACTOR_EPOLL;
+		double r50 = pass_p50[rk], r99 = pass_p99[rk];
+		printf("%-46s %10s %10s %7s\n", "paxos vs raft", "paxos", "raft", "ratio");
+		printf("%-46s %10.1f %10.1f %7.2f\n", "commit latency p50 (us, 1 in flight)", px_p50, r50,
+		       r50 > 0 ? px_p50 / r50 : 0);
+		printf("%-46s %10.1f %10.1f %7.2f\n", "commit latency p99 (us, 1 in flight)", px_p99, r99,
+		       r99 > 0 ? px_p99 / r99 : 0);
+		printf("{\"bench\":\"group\",\"case\":\"paxos_vs_raft_commit_p50_us\",\"unit\":\"us\","
+		       "\"keel\":%.1f,\"peer\":\"keel on raft\",\"peer_value\":%.1f,\"ratio\":%.3f,"
+		       "\"better\":\"lower\",\"target\":1.10,\"meets\":%s}\n",
+		       px_p50, r50, r50 > 0 ? px_p50 / r50 : 0,
+		       r50 > 0 && px_p50 / r50 <= 1.1 ? "true" : "false");
+		for (unsigned i = 0; i < ng; i++) {
+			const struct figure *r = &pass_f[rk][i], *x = &px_f[i];
+			char name[64];
+			snprintf(name, sizeof(name), "%u group%s: commits/s", gs[i], gs[i] > 1 ? "s" : "");
+			printf("%-46s %10.0f %10.0f %7.2f\n", name, x->per_s, r->per_s,
+			       r->per_s > 0 ? x->per_s / r->per_s : 0);
+			snprintf(name, sizeof(name), "%u group%s: p50 / p99 (us)", gs[i], gs[i] > 1 ? "s" : "");
+			printf("%-46s %5.0f/%-5.0f %5.0f/%-5.0f %7.2f\n", name, x->p50, x->p99, r->p50,
+			       r->p99, r->p50 > 0 ? x->p50 / r->p50 : 0);
+			printf("{\"bench\":\"group\",\"case\":\"paxos_vs_raft_commits_per_s_g%u_w%u\","
+			       "\"unit\":\"1/s\",\"keel\":%.0f,\"peer\":\"keel on raft\","
+			       "\"peer_value\":%.0f,\"ratio\":%.3f,\"better\":\"higher\",\"target\":0.90,"
+			       "\"meets\":%s}\n",
+			       gs[i], window, x->per_s, r->per_s, r->per_s > 0 ? x->per_s / r->per_s : 0,
+			       r->per_s > 0 && x->per_s / r->per_s >= 0.9 ? "true" : "false");
+			printf("{\"bench\":\"group\",\"case\":\"paxos_vs_raft_load_p99_us_g%u_w%u\","
+			       "\"unit\":\"us\",\"keel\":%.0f,\"peer\":\"keel on raft\","
+			       "\"peer_value\":%.0f,\"ratio\":%.3f,\"better\":\"lower\",\"target\":1.10,"
+			       "\"meets\":%s}\n",
+			       gs[i], window, x->p99, r->p99, r->p99 > 0 ? x->p99 / r->p99 : 0,
+			       r->p99 > 0 && x->p99 / r->p99 <= 1.1 ? "true" : "false");
 		}
 	}
 	rc = 0;

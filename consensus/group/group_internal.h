@@ -45,6 +45,8 @@ struct keel_rlog {
 };
 
 extern const struct rlog_engine rlog_raft_engine;
+/* consensus/paxos/paxos_host.c */
+extern const struct rlog_engine rlog_paxos_engine;
 
 /* ---- request queues (group_queue.c) -------------------------------------
  * A proposal is queued (not yet given to the engine), then pending (in the

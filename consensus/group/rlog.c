@@ -94,9 +94,10 @@ uint32_t keel_rlog_group(const struct keel_rlog *l)
 
 static const struct rlog_engine *const engines[] = {
 	&rlog_raft_engine,
+	&rlog_paxos_engine,
 };
 
-static const char *const names[] = {"raft", NULL};
+static const char *const names[] = {"raft", "paxos", NULL};
 
 const char *const *keel_rlog_protocols(void)
 {
@@ -138,7 +139,7 @@ int keel_rlog_open(const struct keel_rlog_config *cfg, struct keel_rlog **out, c
 	if (cfg->snap_io)
 		cfg->snap_io->ops->destroy(cfg->snap_io);
 	return keel_errmsg_set(errmsg, KEEL_ECONFIG,
-			       "[log] protocol = %s: this build has only raft", p);
+			       "[log] protocol = %s: unknown (raft, paxos)", p);
 }
 
 void keel_rlog_close(struct keel_rlog *l)

@@ -86,9 +86,7 @@ int keel_rlog_settings_load(const struct keel_node_config *nc, struct keel_rlog_
 			for (const char *const *p = keel_rlog_protocols(); *p; p++)
 				known |= !strcmp(*p, v);
 			if (!known)
-				return bad(errmsg, nc, e,
-					   !strcmp(v, "paxos") ? "this build has no Multi-Paxos engine yet"
-							       : "unknown protocol (raft)");
+				return bad(errmsg, nc, e, "unknown protocol (raft, paxos)");
 			snprintf(s->protocol, sizeof(s->protocol), "%s", v);
 		} else if (!strcmp(k, "groups")) {
 			u = &s->groups, max = 1u << 20;

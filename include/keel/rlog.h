@@ -1,7 +1,7 @@
 /*
  * keel/rlog.h — the replicated log: the one interface services (kv, lock)
  * and the CLI see of consensus. A log is one consensus group on one shard:
- * an engine (Raft today, Multi-Paxos later; chosen by `[log] protocol`)
+ * an engine (Raft or Multi-Paxos, chosen by `[log] protocol`)
  * with its WAL, its snapshot store, the shard's endpoint (keel/node.h) and
  * the service's state machine. Nothing here names an engine's types.
  *
@@ -86,7 +86,7 @@ struct keel_rlog_sm {
 };
 
 struct keel_rlog_config {
-	const char *protocol;          /* "raft"; NULL: "raft" */
+	const char *protocol;          /* "raft" or "paxos"; NULL: "raft" */
 	struct keel_endpoint *ep;      /* this shard's endpoint (borrowed) */
 	uint32_t group;                /* the group id in every frame */
 	const char *dir;               /* the group's directory: WAL, snap/; created */
@@ -114,7 +114,7 @@ struct keel_rlog_config {
 	struct keel_rlog_sm sm;
 };
 
-/* The engines this build has: "raft" (and "paxos" once it lands). */
+/* The engines this build has: "raft", "paxos". */
 const char *const *keel_rlog_protocols(void);
 
 /* Opens the group's WAL and snapshot, recovers, joins the endpoint and
@@ -195,7 +195,7 @@ struct keel_rlog_status {
 	uint32_t self;
 	enum keel_rlog_role role;
 	uint32_t leader;       /* 0: none known */
-	uint64_t epoch;        /* Raft: term; Paxos: ballot round */
+	uint64_t epoch;        /* Raft: term; Paxos: ballot round (one proposer per round) */
 	uint64_t commit;       /* highest index known committed */
 	uint64_t applied;      /* highest index applied here */
 	uint64_t last_index;   /* last index in this node's log */

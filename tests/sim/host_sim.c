@@ -54,6 +54,8 @@
  *                                     violation (for planted bugs)
  *   host-sim --determinism --seeds A:B  each seed twice: the same trace
  *   --nodes 3|5 (default: by seed), --chaos-ms N (default 3000)
+ *   --protocol raft|paxos             the engine (default raft; paxos_sim.md
+ *                                     in docs/design/paxos.md lists its runs)
  * Exit: 0 every seed passed (or, with --expect-violation, a violation was
  * found); 1 a violation or a liveness failure (or none found when one was
  * expected); 2 bad usage or setup failure.
@@ -153,6 +155,7 @@ static struct world W;
 static int verbose;
 static struct keel_node_config node_cfg[MAXN + 1];
 static unsigned chaos_ms = 3000;
+static const char *protocol = "raft"; /* --protocol: the engine under test */
 
 static void trace(const char *fmt, ...) KEEL_PRINTF(1, 2);
 static void trace(const char *fmt, ...)
@@ -481,7 +484,7 @@ static int open_replica(struct simnode *n, unsigned gi)
 	r->last = r->last_cmd = 0;
 	r->chain = 0;
 	struct keel_rlog_config c = {
-		.protocol = "raft",
+		.protocol = protocol,
 		.ep = n->ep,
 		.group = 7 + gi * 1000003u, /* not 0, and far apart: the envelope's group id */
 		.dir = dir,
@@ -884,7 +887,7 @@ static void make_configs(void)
 static int usage(void)
 {
 	fprintf(stderr, "usage: host-sim [--seeds A:B] [--nodes 3|5] [--chaos-ms N] "
-			"[--expect-violation] [--determinism] [-v]\n");
+			"[--protocol raft|paxos] [--expect-violation] [--determinism] [-v]\n");
 	return 2;
 }
 
@@ -906,6 +909,8 @@ int main(int argc, char **argv)
 			chaos_ms = (unsigned)atoi(argv[++i]);
 			if (!chaos_ms)
 				return usage();
+		} else if (!strcmp(argv[i], "--protocol") && i + 1 < argc) {
+			protocol = argv[++i];
 		} else if (!strcmp(argv[i], "--expect-violation")) {
 			expect = true;
 		} else if (!strcmp(argv[i], "--determinism")) {
