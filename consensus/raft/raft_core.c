@@ -89,6 +89,25 @@ static void drop_queued_appends(struct keel_raft *r)
 	r->n_out = j;
 }
 
+/* The log just lost its entries after `last` (truncated by a new leader,
+ * or replaced by a snapshot): acknowledgements still queued for them would
+ * tell their leader we hold entries we no longer have and never made
+ * durable, and it could count us towards committing them. Drop them; the
+ * leader learns where we are from the next exchange. */
+void raft_drop_acks_above(struct keel_raft *r, uint64_t last)
+{
+	size_t j = 0;
+	for (size_t i = 0; i < r->n_out; i++) {
+		const struct keel_raft_msg *m = &r->out[i];
+		if (m->type == KEEL_RAFT_MSG_APPEND_RESP && !m->reject && m->index > last)
+			continue;
+		r->out[j] = r->out[i];
+		r->aux[j] = r->aux[i];
+		j++;
+	}
+	r->n_out = j;
+}
+
 /* ---- roles ----------------------------------------------------------- */
 
 static void reset_votes(struct keel_raft *r)
