@@ -328,6 +328,7 @@ struct late {
 	size_t len;
 };
 #define OLD_RING 256
+#define OLD_ANS 64
 struct old_msg {
 	int from, to;
 	uint8_t *buf;
@@ -374,6 +375,10 @@ static struct sim {
 	uint64_t late_seq;
 	struct old_msg old[OLD_RING];
 	uint64_t n_old;
+	/* Old answers (vote grants, append acknowledgements), kept longer:
+	 * replayed to a server when it next campaigns or leads. */
+	struct old_msg old_ans[MAXN + 1][OLD_ANS];
+	uint64_t n_old_ans[MAXN + 1]; /* by receiver */
 	uint64_t same_time_steps;
 	/* Invariant state. */
 	uint64_t *leader_of; /* by term */
@@ -573,7 +578,7 @@ static void fsm_apply(struct node *n, const struct keel_raft_entry *e, uint64_t 
 {
 	note_committed(n, e, "applied", cur_term);
 	if (e->index != n->fsm.applied + 1)
-		violate("n%llu applied index %llu after %llu (gap or repeat)",
+		violate("apply order: n%llu applied index %llu after %llu (gap or repeat)",
 			(unsigned long long)n->id, (unsigned long long)e->index,
 			(unsigned long long)n->fsm.applied);
 	n->fsm.applied = e->index;
@@ -607,7 +612,7 @@ static void fsm_apply(struct node *n, const struct keel_raft_entry *e, uint64_t 
 		 * off at once, so that it goes on believing it leads (with a
 		 * fresh lease) while the others elect a new leader and write. */
 		if (S.lease_clients && now_ns < S.end_faults_at && n->rejoin_at == UINT64_MAX &&
-		    n->isolate_at == UINT64_MAX && S.isolate_pct && coin(20))
+		    n->isolate_at == UINT64_MAX && S.isolate_pct && coin(40))
 			n->isolate_at = now_ns;
 	}
 }
@@ -786,8 +791,30 @@ static void node_send(struct node *n, const struct keel_raft_msg *m)
 		free(o->buf);
 		*o = (struct old_msg){ .from = (int)n->id, .to = to, .buf = dup_bytes(bytes, len),
 				       .len = len };
+		if ((m->type == KEEL_RAFT_MSG_VOTE_RESP || m->type == KEEL_RAFT_MSG_APPEND_RESP) &&
+		    !m->reject) {
+			o = &S.old_ans[to][S.n_old_ans[to]++ % OLD_ANS];
+			free(o->buf);
+			*o = (struct old_msg){ .from = (int)n->id, .to = to,
+					       .buf = dup_bytes(bytes, len), .len = len };
+		}
 	}
-	bool late = S.late_ppm && rnd() % 1000000 < S.late_ppm;
+	if (m->type == KEEL_RAFT_MSG_TIMEOUT_NOW && S.lease_clients && n->rejoin_at == UINT64_MAX &&
+	    n->isolate_at == UINT64_MAX && now_ns < S.end_faults_at && coin(90)) {
+		/* The nemesis aimed at leases and transfers: the transfer's
+		 * TIMEOUT_NOW gets through, then the old leader is cut off at
+		 * once, still a leader in its own eyes while the transferee
+		 * wins an election that ignored its lease (§3.10, §6.4.1). */
+		late_add(to, bytes, len, now_ns + rnd_in(MS / 10, MS));
+		n->isolate_at = now_ns;
+		trace("n%llu sent TIMEOUT_NOW to n%d: cut it off", (unsigned long long)n->id, to);
+		goto out;
+	}
+	/* Answers are late five times as often: a grant or an acknowledgement
+	 * of an old term arriving in a new one is what tests term checks. */
+	bool answer = m->type == KEEL_RAFT_MSG_VOTE_RESP || m->type == KEEL_RAFT_MSG_APPEND_RESP ||
+		      m->type == KEEL_RAFT_MSG_PREVOTE_RESP;
+	bool late = S.late_ppm && rnd() % 1000000 < S.late_ppm * (answer ? 5 : 1);
 	if (late) {
 		/* Held somewhere on the way: arrives up to several election
 		 * timeouts later, whatever partition has come up meanwhile. */
@@ -860,6 +887,20 @@ static uint64_t late_next(void)
 		if (S.late[i].at < t)
 			t = S.late[i].at;
 	return t;
+}
+
+/* A server starts campaigning or leading: old answers addressed to it, of
+ * earlier terms, arrive in the middle of it (reordering across terms). */
+static void replay_answers(int who)
+{
+	uint64_t have = S.n_old_ans[who] < OLD_ANS ? S.n_old_ans[who] : OLD_ANS;
+	if (!have || !S.replay_max || !coin(60))
+		return;
+	for (unsigned k = (unsigned)rnd_in(1, 4); k; k--) {
+		const struct old_msg *o = &S.old_ans[who][rnd() % have];
+		late_add(o->to, o->buf, o->len, now_ns + rnd_in(0, 20 * MS));
+		S.replayed++;
+	}
 }
 
 /* A server restarts: some old messages, to its previous life and from it,
@@ -1151,6 +1192,8 @@ static void node_check(struct node *n)
 	keel_raft_status(n->r, &st);
 	check_election_safety(n, &st);
 	if (st.role != n->last_role || st.term != n->last_term) {
+		if (st.role == KEEL_RAFT_CANDIDATE || st.role == KEEL_RAFT_LEADER)
+			replay_answers((int)n->id);
 		if (st.role != KEEL_RAFT_LEADER)
 			trace("n%llu %s term %llu (vote %llu, last %llu)", (unsigned long long)n->id,
 			      keel_raft_role_name(st.role), (unsigned long long)st.term,
@@ -1193,6 +1236,44 @@ static void node_check(struct node *n)
 }
 
 /* ---- faults */
+
+/* The nemesis aimed at joint consensus (§4.3): right after the leader
+ * proposes C_old,new, split the cluster so that the leader's side holds a
+ * majority of C_new but not of C_old (when such a split exists). Only the
+ * joint rule (both majorities) keeps that side from committing, or from
+ * electing a leader, on its own; the other side may hold a majority of
+ * C_old that never saw the change. */
+static void joint_split(int l, const struct keel_raft_conf *old, const struct keel_raft_conf *neu)
+{
+	bool side[MAXN + 1] = { false };
+	side[l] = true;
+	uint32_t in_new = keel_raft_conf_is_voter(neu, (uint64_t)l);
+	for (uint32_t k = 0; k < neu->n_voters && in_new < neu->n_voters / 2 + 1; k++) {
+		int id = (int)neu->voters[k];
+		if (!side[id]) {
+			side[id] = true;
+			in_new++;
+		}
+	}
+	uint32_t in_old = 0;
+	for (uint32_t k = 0; k < old->n_voters; k++)
+		in_old += side[old->voters[k]];
+	if (in_new < neu->n_voters / 2 + 1 || in_old >= old->n_voters / 2 + 1)
+		return; /* no such split for this change */
+	keel_sim_net_heal(S.net);
+	char desc[64] = "";
+	for (int a = 1; a <= S.n; a++) {
+		if (side[a]) {
+			size_t len = strlen(desc);
+			snprintf(desc + len, sizeof(desc) - len, " n%d", a);
+		}
+		for (int b = a + 1; b <= S.n; b++)
+			if (side[a] != side[b])
+				keel_sim_net_partition(S.net, (uint32_t)a, (uint32_t)b, true);
+	}
+	S.partitions++;
+	trace("joint split: C_new majority without C_old's on one side:%s", desc);
+}
 
 static int random_up_node(void)
 {
@@ -1259,6 +1340,12 @@ static int count_down(void)
 static void fault(void)
 {
 	int kind = (int)(rnd() % 100);
+	/* Aimed seeds draw more of what they aim at: leadership transfers
+	 * where clients chase leases, joint changes where membership moves. */
+	if (S.lease_clients && coin(40))
+		kind = 62 + (int)(rnd() % 10);
+	else if (S.membership && coin(15))
+		kind = 72 + (int)(rnd() % 7);
 	if (kind < 15) { /* symmetric partition into two sides */
 		keel_sim_net_heal(S.net);
 		uint64_t side = rnd();
@@ -1330,10 +1417,14 @@ static void fault(void)
 				snprintf(desc + len, sizeof(desc) - len, " n%llu",
 					 (unsigned long long)target.voters[k]);
 			}
+			struct keel_raft_status old;
+			keel_raft_status(S.nodes[l].r, &old);
 			int rc = keel_raft_propose_conf_joint(S.nodes[l].r, &target, NULL, NULL);
 			S.conf_changes += rc == 0;
 			trace("joint conf change at n%d: voters%s, %u learners: %s", l, desc,
 			      target.n_learners, rc ? keel_strerror(rc) : "proposed");
+			if (rc == 0 && coin(75))
+				joint_split(l, &old.conf, &target);
 			node_drive(&S.nodes[l]);
 		}
 	} else if (kind < 88) {
@@ -1686,6 +1777,9 @@ static void sim_free(void)
 	free(S.late);
 	for (int i = 0; i < OLD_RING; i++)
 		free(S.old[i].buf);
+	for (int i = 0; i <= MAXN; i++)
+		for (int k = 0; k < OLD_ANS; k++)
+			free(S.old_ans[i][k].buf);
 	for (int i = 1; i <= MAXN; i++)
 		free(S.nodes[i].votes);
 	memset(&S, 0, sizeof(S));
@@ -1714,7 +1808,7 @@ static bool run_seed(uint64_t seed, const struct opts *o)
 	S.small_batches = coin(60);
 	S.pre_vote = coin(60);
 	S.check_quorum = coin(80);
-	S.lease_reads = coin(25);
+	S.lease_reads = coin(40);
 	S.isolate_pct = coin(80) ? (unsigned)rnd_in(20, 70) : 0;
 	/* The nemesis of late and replayed messages, in most seeds. The
 	 * election timeout is 10-20 ticks of 10ms: late means up to 2-8 of
@@ -1723,7 +1817,7 @@ static bool run_seed(uint64_t seed, const struct opts *o)
 	S.late_max_ns = rnd_in(2, 8) * 10 * TICK;
 	S.late_only = coin(50);
 	S.replay_max = coin(70) ? (unsigned)rnd_in(1, 12) : 0;
-	S.lease_clients = coin(50);
+	S.lease_clients = coin(S.lease_reads ? 80 : 40);
 	S.membership = coin(70);
 	trace("seed %llu: %d servers, faults until %.0fms, end at %.0fms; pre-vote %d, "
 	      "check-quorum %d, lease reads %d, small batches %d, leader nemesis %u%%, "
