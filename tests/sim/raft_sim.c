@@ -3,7 +3,7 @@
  * core (keel/raft.h) on the sim transport (transport/sim.h) and a simulated
  * disk, driven by one seed.
  *
- * Each seed builds a cluster of 3 or 5 servers in this process. Every
+ * Each seed builds a cluster of 3, 5 or 7 servers in this process. Every
  * server is the application loop of raft.h's header comment: its ready
  * batches are persisted to a simulated disk whose fsync takes virtual time,
  * messages go out only once the batch is durable, committed entries are
@@ -16,19 +16,53 @@
  * One PRNG (from the seed) drives: the network's fault model (delay with a
  * long tail, loss, duplication, reordering), symmetric and one-way
  * partitions, crashes and restarts, leadership transfers, membership
- * changes (remove a voter, add it back as a learner, promote it),
- * snapshots with log compaction, and clients issuing get/put/cas.
+ * changes (remove a voter, add it back as a learner, promote it, joint
+ * changes to a random configuration; in 70% of the seeds), snapshots with
+ * log compaction, and clients issuing get/put/cas. On top of that, the
+ * nemesis:
+ *   late messages   in most seeds a share of the messages (answers five
+ *                   times as often) is also, or only, delivered 1 tick to
+ *                   8 election timeouts later, past any partition, so a
+ *                   message of an old term lands in a new one;
+ *   replays         after a restart, old messages to and from the server
+ *                   arrive again; when a server campaigns or leads, old
+ *                   grants and acknowledgements addressed to it do;
+ *   leader cut-offs a new leader, a leader that just advanced its commit
+ *                   index or completed a write, and a transfer's old leader
+ *                   right after its TIMEOUT_NOW are isolated (they go on
+ *                   believing they lead, with a lease);
+ *   joint splits    right after C_old,new is proposed, the leader's side
+ *                   gets a majority of C_new but not of C_old;
+ *   lease clients   in about half the seeds clients send to any server that
+ *                   believes it leads, with 15-80 ms deadlines and retries;
+ *                   lease reads are on in 40% of the seeds.
  *
- * After every step the simulator checks:
+ * Checks (each violation names its check; --check matches that name):
  *   election safety      at most one leader per term (§3.6.3);
+ *   vote ledger          one vote per server per term, in a ledger kept
+ *                        outside the servers (it survives their restarts),
+ *                        fed by every durable hard state and granted vote;
+ *   durability           a message leaves only once what it promises is on
+ *                        the simulated disk: its term, a granted vote, the
+ *                        entries an acknowledgement names (§3.8);
+ *   restart              a restarted core has the disk's term and vote;
  *   log matching         two logs with an entry of the same index and term
  *                        agree on every entry up to it (checked every few
  *                        steps, it costs a walk of the logs);
  *   leader completeness  a leader's log holds every committed entry;
  *   state machine safety no two servers commit or apply different entries
- *                        at one index, and a committed entry never changes.
- * At the end every client history goes through the linearizability
- * checker (tests/lib/linearizability.h), key by key.
+ *                        at one index, and a committed entry never changes;
+ *   apply order          a server applies every index once, in order;
+ *   linearizability      at the end every client history goes through the
+ *                        checker (tests/lib/linearizability.h), key by key;
+ *   liveness             (pre-vote seeds) every client operation finished
+ *                        1.5 s after the faults stopped;
+ *   convergence          after the calm and up to 3 s more, every member's
+ *                        applied state is the leader's committed state
+ *                        (seeds with pre-vote or check-quorum);
+ *   watchdog             a ready loop that does not settle in 1,000
+ *                        batches, 100,000 steps without virtual time
+ *                        moving, or the step budget used up.
  *
  * Usage (exit codes below):
  *   raft-sim                          seeds 1..KEEL_SIM_SEEDS (default 100)
@@ -38,7 +72,10 @@
  *                                     seed finds a violation
  *   raft-sim --determinism --seeds A:B  each seed twice: same traces, and
  *                                     consecutive seeds differ
- *   --nodes 3|5 (default: by seed), --steps N (per seed), -v (trace)
+ *   --nodes 3|5|7 (default: by seed), --steps N (per seed), -v (trace)
+ *   --check NAME (with --expect-violation): only that check's finding
+ *                                     counts (the mutation suite)
+ *   KEEL_SIM_KEEP_GOING=1             every seed even after a violation
  * Exit: 0 all seeds passed (or, with --expect-violation, a violation was
  * found); 1 a violation (or, with --expect-violation, none was found);
  * 2 bad usage or setup failure. A violation prints the seed, what broke,
