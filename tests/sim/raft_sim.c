@@ -1331,16 +1331,23 @@ static int find_leader(void)
 	return leader_cache;
 }
 
+/* The status of server i if it is up. */
+static bool up_status(int i, struct keel_raft_status *st)
+{
+	if (!S.nodes[i].up)
+		return false;
+	keel_raft_status(S.nodes[i].r, st);
+	return true;
+}
+
 static int find_leader_now(void)
 {
 	int best = 0;
 	uint64_t term = 0;
 	for (int i = 1; i <= S.n; i++) {
-		struct node *n = &S.nodes[i];
-		if (!n->up)
-			continue;
 		struct keel_raft_status st;
-		keel_raft_status(n->r, &st);
+		if (!up_status(i, &st))
+			continue;
 		if (st.role == KEEL_RAFT_LEADER && st.term >= term) {
 			best = i;
 			term = st.term;
@@ -1505,12 +1512,8 @@ static int pick_node(void)
 		 * at a deposed leader needs to happen. */
 		int ls[MAXN], k = 0;
 		for (int i = 1; i <= S.n; i++) {
-			struct node *n = &S.nodes[i];
-			if (!n->up)
-				continue;
 			struct keel_raft_status st;
-			keel_raft_status(n->r, &st);
-			if (st.role == KEEL_RAFT_LEADER)
+			if (up_status(i, &st) && st.role == KEEL_RAFT_LEADER)
 				ls[k++] = i;
 		}
 		if (k)
