@@ -109,6 +109,12 @@ static int at(const struct gprop *p, uint64_t index, uint64_t term)
 	 * another leader's entry took the index; ours is gone. */
 	if (p->index != index)
 		return 1;
+#ifdef KEEL_MUTANT_GROUP_COMPLETE_ANY_TERM
+	/* MUTANT: "the index is what we were told": a proposal completes
+	 * when anything is applied at its index. */
+	(void)term;
+	return 0;
+#endif
 	return p->term == term ? 0 : KEEL_ESTALE;
 }
 

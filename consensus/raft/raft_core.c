@@ -89,6 +89,25 @@ static void drop_queued_appends(struct keel_raft *r)
 	r->n_out = j;
 }
 
+/* The log just lost its entries after `last` (truncated by a new leader,
+ * or replaced by a snapshot): acknowledgements still queued for them would
+ * tell their leader we hold entries we no longer have and never made
+ * durable, and it could count us towards committing them. Drop them; the
+ * leader learns where we are from the next exchange. */
+void raft_drop_acks_above(struct keel_raft *r, uint64_t last)
+{
+	size_t j = 0;
+	for (size_t i = 0; i < r->n_out; i++) {
+		const struct keel_raft_msg *m = &r->out[i];
+		if (m->type == KEEL_RAFT_MSG_APPEND_RESP && !m->reject && m->index > last)
+			continue;
+		r->out[j] = r->out[i];
+		r->aux[j] = r->aux[i];
+		j++;
+	}
+	r->n_out = j;
+}
+
 /* ---- roles ----------------------------------------------------------- */
 
 static void reset_votes(struct keel_raft *r)
@@ -103,6 +122,11 @@ void raft_become_follower(struct keel_raft *r, uint64_t term, uint64_t leader)
 		r->term = term;
 		r->vote = KEEL_RAFT_NONE;
 	}
+#ifdef KEEL_MUTANT_RAFT_FOLLOWER_CLEARS_VOTE
+	/* MUTANT: stepping down clears the vote even within the term (a
+	 * candidate that lost may then vote again in its own term). */
+	r->vote = KEEL_RAFT_NONE;
+#endif
 	r->role = KEEL_RAFT_FOLLOWER;
 	r->leader = leader;
 	r->transferee = KEEL_RAFT_NONE;
@@ -170,7 +194,10 @@ static int restore(struct keel_raft *r, const struct keel_raft_boot *b, char *er
 {
 	int rc;
 	r->term = b->hard_state.term;
+#ifndef KEEL_MUTANT_RAFT_BOOT_FORGETS_VOTE
+	/* MUTANT (when defined): the vote is not restored at boot. */
 	r->vote = b->hard_state.vote;
+#endif
 	if (b->snapshot) {
 		const struct keel_raft_snapshot *s = b->snapshot;
 		rc = raft_snapshot_store(r, &s->meta, s->data, s->len);
@@ -448,7 +475,23 @@ int keel_raft_step(struct keel_raft *r, const struct keel_raft_msg *m)
 		} else {
 			raft_become_follower(r, m->term, KEEL_RAFT_NONE);
 		}
-	} else if (m->term < r->term) {
+	} else if (m->term < r->term
+#ifdef KEEL_MUTANT_RAFT_STALE_APPEND
+		   /* MUTANT: an append of an older term is taken like a current
+		    * one ("the log matching check will refuse what is wrong"). */
+		   && t != KEEL_RAFT_MSG_APPEND
+#endif
+#ifdef KEEL_MUTANT_RAFT_STALE_ACK
+		   /* MUTANT: append responses of older terms still update the
+		    * leader's match index ("an ack is an ack"). */
+		   && t != KEEL_RAFT_MSG_APPEND_RESP
+#endif
+#ifdef KEEL_MUTANT_RAFT_STALE_VOTE_RESP
+		   /* MUTANT (with raft_handle_vote_resp's): vote responses are
+		    * not checked for their term. */
+		   && t != KEEL_RAFT_MSG_VOTE_RESP
+#endif
+	) {
 		if ((r->cfg.check_quorum || r->cfg.pre_vote) &&
 		    (t == KEEL_RAFT_MSG_APPEND || t == KEEL_RAFT_MSG_HEARTBEAT)) {
 			/* A stale leader, maybe cut off while we moved on
@@ -601,11 +644,26 @@ void keel_raft_ready(struct keel_raft *r, struct keel_raft_ready *rd)
 		}
 	}
 	rd->hard_state = hard_state(r);
+#ifdef KEEL_MUTANT_RAFT_VOTE_NOT_PERSISTED
+	/* MUTANT: "the vote only changes with the term": a vote cast in a
+	 * term already on disk is not written. */
+	rd->hard_state_changed = rd->hard_state.term != r->prev_hs.term ||
+				 rd->hard_state.commit != r->prev_hs.commit;
+#else
 	rd->hard_state_changed = memcmp(&rd->hard_state, &r->prev_hs, sizeof(rd->hard_state)) != 0;
+#endif
 	uint64_t a = apply_from(r);
 	if (r->commit > a && a >= r->base) {
 		rd->committed = &r->ents[a - r->base];
 		rd->n_committed = r->commit - a;
+#ifdef KEEL_MUTANT_RAFT_APPLY_FROM_COMMIT
+		/* MUTANT: a batch of several committed entries hands out only
+		 * the newest ("the state machine catches up from there"). */
+		if (rd->n_committed > 1) {
+			rd->committed += rd->n_committed - 1;
+			rd->n_committed = 1;
+		}
+#endif
 	}
 	if (r->pending_install)
 		rd->snapshot = &r->snap;
@@ -625,8 +683,12 @@ void keel_raft_advance(struct keel_raft *r, const struct keel_raft_ready *rd)
 	if (rd->snapshot) {
 		if (r->stabled < rd->snapshot->meta.index)
 			r->stabled = rd->snapshot->meta.index;
+#ifndef KEEL_MUTANT_RAFT_SNAPSHOT_APPLIED_STUCK
+		/* MUTANT (when defined): an installed snapshot does not move
+		 * the applied index; entries after it are never handed out. */
 		if (r->applied < rd->snapshot->meta.index)
 			r->applied = rd->snapshot->meta.index;
+#endif
 		r->pending_install = false;
 	}
 	if (rd->n_committed)
@@ -634,7 +696,11 @@ void keel_raft_advance(struct keel_raft *r, const struct keel_raft_ready *rd)
 	if (rd->hard_state_changed)
 		r->prev_hs = rd->hard_state;
 	r->prev_role = rd->role;
+#ifndef KEEL_MUTANT_RAFT_READY_NEVER_SETTLES
+	/* MUTANT (when defined): the leader reported is not remembered, so
+	 * has_ready() stays true while a leader is known. */
 	r->prev_leader = rd->leader;
+#endif
 	r->n_out = 0;
 	r->n_reads = 0;
 	if (r->role == KEEL_RAFT_LEADER) {

@@ -31,6 +31,10 @@ static bool majority(const struct keel_raft *r, const uint64_t *ids, uint32_t n)
 	const struct keel_raft_conf *c = &r->conf;
 	if (count_in(c->voters, c->n_voters, ids, n) < raft_quorum(c->n_voters))
 		return false;
+#ifdef KEEL_MUTANT_RAFT_JOINT_VOTE_NEW_ONLY
+	/* MUTANT: an election in a joint configuration needs only C_new. */
+	return true;
+#endif
 	return !c->n_outgoing ||
 	       count_in(c->outgoing, c->n_outgoing, ids, n) >= raft_quorum(c->n_outgoing);
 }
@@ -152,8 +156,14 @@ void raft_handle_vote_resp(struct keel_raft *r, const struct keel_raft_msg *m)
 		if (!m->reject && m->term != r->term + 1)
 			return;
 	} else {
+#ifdef KEEL_MUTANT_RAFT_STALE_VOTE_RESP
+		/* MUTANT: a grant of any term counts ("it is our election"). */
+		if (r->role != KEEL_RAFT_CANDIDATE)
+			return;
+#else
 		if (r->role != KEEL_RAFT_CANDIDATE || m->term != r->term)
 			return;
+#endif
 	}
 	if (m->reject)
 		record(r->rejected, &r->n_rejected, m->from);

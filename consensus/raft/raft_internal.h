@@ -134,6 +134,7 @@ struct keel_raft {
 
 /* raft_core.c */
 struct keel_raft_msg *raft_send(struct keel_raft *r, uint32_t type, uint64_t to);
+void raft_drop_acks_above(struct keel_raft *r, uint64_t last);
 void raft_become_follower(struct keel_raft *r, uint64_t term, uint64_t leader);
 void raft_become_pre_candidate(struct keel_raft *r);
 void raft_become_candidate(struct keel_raft *r);

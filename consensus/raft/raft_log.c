@@ -85,6 +85,7 @@ void raft_log_truncate(struct keel_raft *r, uint64_t from)
 	r->n_ents = from - r->base - 1;
 	if (r->stabled >= from)
 		r->stabled = from - 1;
+	raft_drop_acks_above(r, from - 1);
 }
 
 /* Discards entries up to and including `upto` (§5.1). */
@@ -113,6 +114,7 @@ void raft_log_reset(struct keel_raft *r, uint64_t index, uint64_t term)
 	r->n_ents = 0;
 	r->base = index;
 	r->base_term = term;
+	raft_drop_acks_above(r, index);
 }
 
 void raft_log_free(struct keel_raft *r)

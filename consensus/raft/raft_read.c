@@ -65,9 +65,25 @@ static uint64_t seq_of(struct keel_raft *r, uint64_t id)
 
 static bool lease_valid(struct keel_raft *r)
 {
+#ifdef KEEL_MUTANT_RAFT_LEASE_AFTER_TRANSFER
+	/* MUTANT: the lease survives a leadership transfer (TIMEOUT_NOW
+	 * lets the transferee win while our lease runs). */
+	if (r->cfg.read_mode != KEEL_RAFT_READ_LEASE || !r->committed_in_term)
+		return false;
+#else
+#ifdef KEEL_MUTANT_RAFT_LEASE_BEFORE_TERM_COMMIT
+	/* MUTANT: "a quorum acknowledged us, so we lead": the lease serves
+	 * before an entry of the term is committed, at a commit index that
+	 * may not yet cover every committed entry (§6.4 step 1). */
+	if (r->cfg.read_mode != KEEL_RAFT_READ_LEASE || r->lease_disabled ||
+	    r->transferee != KEEL_RAFT_NONE)
+		return false;
+#else
 	if (r->cfg.read_mode != KEEL_RAFT_READ_LEASE || r->lease_disabled ||
 	    r->transferee != KEEL_RAFT_NONE || !r->committed_in_term)
 		return false;
+#endif
+#endif
 	uint64_t t1 = raft_quorum_value(r, tick_of);
 	if (!t1)
 		return false;
@@ -88,6 +104,10 @@ static int leader_read(struct keel_raft *r, uint64_t from, uint64_t ctx)
 	/* PLANTED BUG: answer without confirming leadership. */
 	return release(r, from, ctx, r->commit);
 #endif
+#ifdef KEEL_MUTANT_RAFT_LEASE_BEFORE_TERM_COMMIT
+	if (lease_valid(r))
+		return release(r, from, ctx, r->commit);
+#endif
 	if (r->committed_in_term && (sole_voter(r) || lease_valid(r)))
 		return release(r, from, ctx, r->commit);
 	if (r->n_preads == r->cap_preads) {
@@ -103,7 +123,13 @@ static int leader_read(struct keel_raft *r, uint64_t from, uint64_t ctx)
 	p->from = from;
 	p->index = r->commit;
 	p->seq = 0;
+#ifdef KEEL_MUTANT_RAFT_READ_BEFORE_TERM_COMMIT
+	/* MUTANT: a new leader confirms reads at its commit index before an
+	 * entry of its term is committed (§6.4 step 1 skipped). */
+	if (true) {
+#else
 	if (r->committed_in_term) {
+#endif
 		p->seq = r->read_seq + 1;
 		r->read_round = true;
 	}

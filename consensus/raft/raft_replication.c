@@ -107,7 +107,11 @@ static int send_append(struct keel_raft *r, struct progress *p, bool allow_empty
 	uint64_t prev = p->next - 1, prev_term;
 	if (!raft_term_at(r, prev, &prev_term)) {
 		/* §5.3: the entries it needs were compacted away. */
+#ifndef KEEL_MUTANT_RAFT_SNAPSHOT_NEVER_SENT
+		/* MUTANT (when defined): nothing is sent; "the heartbeat
+		 * resends what is missing" — it never does. */
 		raft_send_snapshot(r, p);
+#endif
 		return 0;
 	}
 	uint64_t last = raft_last_index(r), n = 0, bytes = 0;
@@ -167,7 +171,13 @@ static void send_heartbeat(struct keel_raft *r, struct progress *p)
 		return;
 	/* Never tell a follower of a commit beyond what it is known to
 	 * hold: its log past match may still differ from ours. */
+#ifdef KEEL_MUTANT_RAFT_HEARTBEAT_FULL_COMMIT
+	/* MUTANT: the heartbeat tells every follower the leader's commit
+	 * index, whatever the follower is known to hold. */
+	m->commit = r->commit;
+#else
 	m->commit = p->match < r->commit ? p->match : r->commit;
+#endif
 	m->ctx = r->read_seq;
 	m->lease_tick = r->ticks;
 }
@@ -204,6 +214,11 @@ static uint64_t majority_value(struct keel_raft *r, const uint64_t *ids, uint32_
 uint64_t raft_quorum_value(struct keel_raft *r, raft_voter_value_fn fn)
 {
 	uint64_t a = majority_value(r, r->conf.voters, r->conf.n_voters, fn);
+#ifdef KEEL_MUTANT_RAFT_JOINT_QUORUM_NEW_ONLY
+	/* MUTANT: commitment, reads and leases in a joint configuration
+	 * count only C_new. */
+	return a;
+#endif
 	if (r->conf.n_outgoing) {
 		uint64_t b = majority_value(r, r->conf.outgoing, r->conf.n_outgoing, fn);
 		if (b < a)

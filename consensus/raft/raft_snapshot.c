@@ -130,7 +130,13 @@ static void install(struct keel_raft *r, uint64_t from)
 		reply_append(r, from, r->commit);
 		return;
 	}
+#ifdef KEEL_MUTANT_RAFT_SNAPSHOT_KEEPS_LOG
+	/* MUTANT: the log past the snapshot is kept whenever it reaches the
+	 * snapshot's index, whatever the term there. */
+	if (raft_term_at(r, idx, &t)) {
+#else
 	if (raft_term_at(r, idx, &t) && t == r->rcv_term) {
+#endif
 		/* Our log already holds it: keep the entries after it. */
 		raft_commit_to(r, idx);
 		reply_append(r, from, idx);

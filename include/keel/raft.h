@@ -92,6 +92,10 @@ extern "C" {
  *  KEEL_RAFT_BUG_READ_NO_QUORUM  ReadIndex answers at once without the
  *      heartbeat round that confirms leadership (§6.4 step 3; a deposed
  *      leader serves stale reads: linearizability breaks).
+ * More of the same kind, KEEL_MUTANT_RAFT_* (stale terms, vote
+ * persistence, leases, joint consensus, snapshots, commit bounds, apply
+ * order), are the mutation suite's: tests/mutants/README.md lists them and
+ * the simulator check that must catch each.
  */
 
 enum keel_raft_role {

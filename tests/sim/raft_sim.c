@@ -3,7 +3,7 @@
  * core (keel/raft.h) on the sim transport (transport/sim.h) and a simulated
  * disk, driven by one seed.
  *
- * Each seed builds a cluster of 3 or 5 servers in this process. Every
+ * Each seed builds a cluster of 3, 5 or 7 servers in this process. Every
  * server is the application loop of raft.h's header comment: its ready
  * batches are persisted to a simulated disk whose fsync takes virtual time,
  * messages go out only once the batch is durable, committed entries are
@@ -16,19 +16,53 @@
  * One PRNG (from the seed) drives: the network's fault model (delay with a
  * long tail, loss, duplication, reordering), symmetric and one-way
  * partitions, crashes and restarts, leadership transfers, membership
- * changes (remove a voter, add it back as a learner, promote it),
- * snapshots with log compaction, and clients issuing get/put/cas.
+ * changes (remove a voter, add it back as a learner, promote it, joint
+ * changes to a random configuration; in 70% of the seeds), snapshots with
+ * log compaction, and clients issuing get/put/cas. On top of that, the
+ * nemesis:
+ *   late messages   in most seeds a share of the messages (answers five
+ *                   times as often) is also, or only, delivered 1 tick to
+ *                   8 election timeouts later, past any partition, so a
+ *                   message of an old term lands in a new one;
+ *   replays         after a restart, old messages to and from the server
+ *                   arrive again; when a server campaigns or leads, old
+ *                   grants and acknowledgements addressed to it do;
+ *   leader cut-offs a new leader, a leader that just advanced its commit
+ *                   index or completed a write, and a transfer's old leader
+ *                   right after its TIMEOUT_NOW are isolated (they go on
+ *                   believing they lead, with a lease);
+ *   joint splits    right after C_old,new is proposed, the leader's side
+ *                   gets a majority of C_new but not of C_old;
+ *   lease clients   in about half the seeds clients send to any server that
+ *                   believes it leads, with 15-80 ms deadlines and retries;
+ *                   lease reads are on in 40% of the seeds.
  *
- * After every step the simulator checks:
+ * Checks (each violation names its check; --check matches that name):
  *   election safety      at most one leader per term (§3.6.3);
+ *   vote ledger          one vote per server per term, in a ledger kept
+ *                        outside the servers (it survives their restarts),
+ *                        fed by every durable hard state and granted vote;
+ *   durability           a message leaves only once what it promises is on
+ *                        the simulated disk: its term, a granted vote, the
+ *                        entries an acknowledgement names (§3.8);
+ *   restart              a restarted core has the disk's term and vote;
  *   log matching         two logs with an entry of the same index and term
  *                        agree on every entry up to it (checked every few
  *                        steps, it costs a walk of the logs);
  *   leader completeness  a leader's log holds every committed entry;
  *   state machine safety no two servers commit or apply different entries
- *                        at one index, and a committed entry never changes.
- * At the end every client history goes through the linearizability
- * checker (tests/lib/linearizability.h), key by key.
+ *                        at one index, and a committed entry never changes;
+ *   apply order          a server applies every index once, in order;
+ *   linearizability      at the end every client history goes through the
+ *                        checker (tests/lib/linearizability.h), key by key;
+ *   liveness             (pre-vote seeds) every client operation finished
+ *                        1.5 s after the faults stopped;
+ *   convergence          after the calm and up to 3 s more, every member's
+ *                        applied state is the leader's committed state
+ *                        (seeds with pre-vote or check-quorum);
+ *   watchdog             a ready loop that does not settle in 1,000
+ *                        batches, 100,000 steps without virtual time
+ *                        moving, or the step budget used up.
  *
  * Usage (exit codes below):
  *   raft-sim                          seeds 1..KEEL_SIM_SEEDS (default 100)
@@ -38,7 +72,10 @@
  *                                     seed finds a violation
  *   raft-sim --determinism --seeds A:B  each seed twice: same traces, and
  *                                     consecutive seeds differ
- *   --nodes 3|5 (default: by seed), --steps N (per seed), -v (trace)
+ *   --nodes 3|5|7 (default: by seed), --steps N (per seed), -v (trace)
+ *   --check NAME (with --expect-violation): only that check's finding
+ *                                     counts (the mutation suite)
+ *   KEEL_SIM_KEEP_GOING=1             every seed even after a violation
  * Exit: 0 all seeds passed (or, with --expect-violation, a violation was
  * found); 1 a violation (or, with --expect-violation, none was found);
  * 2 bad usage or setup failure. A violation prints the seed, what broke,
@@ -55,7 +92,7 @@
 #include "linearizability.h"
 #include "transport/sim.h"
 
-#define MAXN 5
+#define MAXN 7
 #define NKEYS 3
 #define NCLIENTS 4
 #define MS 1000000ull
@@ -307,6 +344,32 @@ struct node {
 	enum keel_raft_role last_role;
 	uint64_t last_term;
 	uint64_t checked_commit; /* committed entries compared up to here */
+	/* The vote ledger, kept outside the server so a restart cannot lose
+	 * it: votes[t] = whom this server voted for in term t (0: nobody
+	 * yet). Fed by its status and by every vote it grants on the wire. */
+	uint64_t *votes;
+	size_t n_votes;
+	bool started_once;
+};
+
+/* The late-message nemesis: copies of messages taken off the wire and
+ * delivered up to several election timeouts later, past partitions, and
+ * old messages replayed to and from a server after it restarts. They enter
+ * the receiver's inbox directly (decoded from the bytes that were sent), as
+ * a message that sat in a queue somewhere would. */
+struct late {
+	uint64_t at;
+	uint64_t seq; /* ties: the order they were taken */
+	int to;
+	uint8_t *buf;
+	size_t len;
+};
+#define OLD_RING 256
+#define OLD_ANS 64
+struct old_msg {
+	int from, to;
+	uint8_t *buf;
+	size_t len;
 };
 
 struct client {
@@ -337,6 +400,23 @@ static struct sim {
 	bool pre_vote, check_quorum, lease_reads;
 	uint64_t read_ctx_seq;
 	uint64_t next_value;
+	/* Nemesis knobs of this seed. */
+	uint32_t late_ppm;      /* share of messages also delivered late */
+	uint64_t late_max_ns;   /* how late: up to several election timeouts */
+	bool late_only;         /* the late copy is the only one, half the time */
+	unsigned replay_max;    /* old messages replayed around a restart */
+	bool lease_clients;     /* clients aim at any server that thinks it leads */
+	bool membership;        /* conf changes in this seed */
+	struct late *late;
+	size_t n_late, cap_late;
+	uint64_t late_seq;
+	struct old_msg old[OLD_RING];
+	uint64_t n_old;
+	/* Old answers (vote grants, append acknowledgements), kept longer:
+	 * replayed to a server when it next campaigns or leads. */
+	struct old_msg old_ans[MAXN + 1][OLD_ANS];
+	uint64_t n_old_ans[MAXN + 1]; /* by receiver */
+	uint64_t same_time_steps;
 	/* Invariant state. */
 	uint64_t *leader_of; /* by term */
 	size_t n_leader_of;
@@ -350,7 +430,7 @@ static struct sim {
 	uint64_t max_commit;
 	/* Statistics. */
 	uint64_t ops_done, ops_pending, crashes, partitions, transfers, conf_changes,
-		snapshots, leaders, elections_terms;
+		snapshots, leaders, elections_terms, late_sent, late_delivered, replayed;
 } S;
 
 static int node_index(uint64_t id)
@@ -535,7 +615,7 @@ static void fsm_apply(struct node *n, const struct keel_raft_entry *e, uint64_t 
 {
 	note_committed(n, e, "applied", cur_term);
 	if (e->index != n->fsm.applied + 1)
-		violate("n%llu applied index %llu after %llu (gap or repeat)",
+		violate("apply order: n%llu applied index %llu after %llu (gap or repeat)",
 			(unsigned long long)n->id, (unsigned long long)e->index,
 			(unsigned long long)n->fsm.applied);
 	n->fsm.applied = e->index;
@@ -563,8 +643,15 @@ static void fsm_apply(struct node *n, const struct keel_raft_entry *e, uint64_t 
 		f->last[c.client].ok = ok;
 	}
 	struct client *cl = &S.clients[c.client];
-	if (cl->busy && cl->submitted && cl->node == (int)n->id && cl->seq == c.seq)
+	if (cl->busy && cl->submitted && cl->node == (int)n->id && cl->seq == c.seq) {
 		client_reply(cl, 0, ok);
+		/* A write just completed here: now and then cut this leader
+		 * off at once, so that it goes on believing it leads (with a
+		 * fresh lease) while the others elect a new leader and write. */
+		if (S.lease_clients && now_ns < S.end_faults_at && n->rejoin_at == UINT64_MAX &&
+		    n->isolate_at == UINT64_MAX && S.isolate_pct && coin(40))
+			n->isolate_at = now_ns;
+	}
 }
 
 static void fsm_serve_reads(struct node *n)
@@ -619,38 +706,181 @@ static void fsm_restore(struct node *n, const struct keel_raft_snapshot_meta *m,
 
 /* ---- messages */
 
+static uint8_t *dup_bytes(const void *p, size_t len)
+{
+	uint8_t *b = malloc(len ? len : 1);
+	if (!b)
+		abort();
+	memcpy(b, p, len);
+	return b;
+}
+
+/* The vote ledger (outside the servers, so it survives their restarts):
+ * one vote per server per term (§3.4), whatever the server remembers. */
+static void ledger_vote(struct node *n, uint64_t term, uint64_t cand, const char *how)
+{
+	if (term >= n->n_votes) {
+		size_t nc = n->n_votes ? n->n_votes : 64;
+		while (nc <= term)
+			nc *= 2;
+		n->votes = realloc(n->votes, nc * sizeof(*n->votes));
+		if (!n->votes)
+			abort();
+		memset(n->votes + n->n_votes, 0, (nc - n->n_votes) * sizeof(*n->votes));
+		n->n_votes = nc;
+	}
+	uint64_t *v = &n->votes[term];
+	if (*v == 0)
+		*v = cand;
+	else if (*v != cand)
+		violate("vote ledger: n%llu voted for n%llu in term %llu, and now %s n%llu",
+			(unsigned long long)n->id, (unsigned long long)*v,
+			(unsigned long long)term, how, (unsigned long long)cand);
+}
+
+static uint64_t disk_term_at(const struct disk *d, uint64_t index, bool *found)
+{
+	*found = true;
+	if (d->has_snap && index == d->snap.index)
+		return d->snap.term;
+	if (d->n && index >= d->ents[0].index && index <= d->ents[d->n - 1].index)
+		return d->ents[index - d->ents[0].index].term;
+	if (d->has_snap && index < d->snap.index)
+		return 0; /* compacted: covered by the snapshot */
+	*found = false;
+	return 0;
+}
+
+/* A message about to leave: what it promises must already be on the
+ * simulated disk (§3.8). A granted vote, and the term of any answer, must
+ * be in the durable hard state; an append acknowledgement's entries must be
+ * in the durable log (or under the durable snapshot). */
+static void check_durable_before_send(struct node *n, const struct keel_raft_msg *m)
+{
+	const struct disk *d = &n->disk;
+	bool resp = m->type == KEEL_RAFT_MSG_VOTE_RESP || m->type == KEEL_RAFT_MSG_APPEND_RESP ||
+		    m->type == KEEL_RAFT_MSG_HEARTBEAT_RESP || m->type == KEEL_RAFT_MSG_SNAPSHOT_RESP;
+	if (resp && d->hs.term < m->term) {
+		violate("durability: n%llu sends %s of term %llu to n%llu, its disk holds term %llu",
+			(unsigned long long)n->id, keel_raft_msg_type_name(m->type),
+			(unsigned long long)m->term, (unsigned long long)m->to,
+			(unsigned long long)d->hs.term);
+		return;
+	}
+	if (m->type == KEEL_RAFT_MSG_VOTE_RESP && !m->reject) {
+		ledger_vote(n, m->term, m->to, "grants a vote to");
+		if (d->hs.term == m->term && d->hs.vote != m->to)
+			violate("durability: n%llu grants its vote of term %llu to n%llu before it is "
+				"on disk (disk: term %llu vote %llu)",
+				(unsigned long long)n->id, (unsigned long long)m->term,
+				(unsigned long long)m->to, (unsigned long long)d->hs.term,
+				(unsigned long long)d->hs.vote);
+	}
+	if (m->type == KEEL_RAFT_MSG_APPEND_RESP && !m->reject && m->index) {
+		bool found;
+		uint64_t dt = disk_term_at(d, m->index, &found);
+		uint64_t ct = 0;
+		const struct keel_raft_entry *e = keel_raft_entry_at(n->r, m->index);
+		if (e)
+			ct = e->term;
+		if (!found || (e && dt && dt != ct))
+			violate("durability: n%llu acknowledges index %llu to n%llu before it is on disk "
+				"(disk: %zu entries up to %llu, snapshot %llu)",
+				(unsigned long long)n->id, (unsigned long long)m->index,
+				(unsigned long long)m->to, d->n,
+				(unsigned long long)(d->n ? d->ents[d->n - 1].index : 0),
+				(unsigned long long)(d->has_snap ? d->snap.index : 0));
+	}
+}
+
+static void late_add(int to, const uint8_t *buf, size_t len, uint64_t at)
+{
+	if (S.n_late == S.cap_late) {
+		S.cap_late = S.cap_late ? S.cap_late * 2 : 64;
+		S.late = realloc(S.late, S.cap_late * sizeof(*S.late));
+		if (!S.late)
+			abort();
+	}
+	S.late[S.n_late++] = (struct late){ .at = at, .seq = ++S.late_seq, .to = to,
+					    .buf = dup_bytes(buf, len), .len = len };
+}
+
 static void node_send(struct node *n, const struct keel_raft_msg *m)
 {
+	check_durable_before_send(n, m);
 	int to = node_index(m->to);
-	if (!to || !n->conn[to])
-		return; /* no connection (yet): lost, Raft retries */
-	size_t len = keel_raft_msg_encoded_size(m);
-	struct keel_send_buf *b;
-	if (keel_transport_alloc(n->conn[to], (uint32_t)len, &b) < 0)
+	if (!to)
 		return;
-	int rc = keel_raft_msg_encode(m, b->data, b->cap);
+	size_t len = keel_raft_msg_encoded_size(m);
+	uint8_t stack[512], *bytes = len <= sizeof(stack) ? stack : malloc(len);
+	if (!bytes)
+		abort();
+	int rc = keel_raft_msg_encode(m, bytes, len);
 	if (rc < 0) {
 		violate("codec: encode of %s failed: %s", keel_raft_msg_type_name(m->type),
 			keel_strerror(rc));
-		keel_transport_discard(n->conn[to], b);
-		return;
+		goto out;
 	}
-	b->len = (uint32_t)rc;
+	len = (size_t)rc;
+	/* Every message is remembered for replays after a restart. */
+	if (S.replay_max) {
+		struct old_msg *o = &S.old[S.n_old++ % OLD_RING];
+		free(o->buf);
+		*o = (struct old_msg){ .from = (int)n->id, .to = to, .buf = dup_bytes(bytes, len),
+				       .len = len };
+		if ((m->type == KEEL_RAFT_MSG_VOTE_RESP || m->type == KEEL_RAFT_MSG_APPEND_RESP) &&
+		    !m->reject) {
+			o = &S.old_ans[to][S.n_old_ans[to]++ % OLD_ANS];
+			free(o->buf);
+			*o = (struct old_msg){ .from = (int)n->id, .to = to,
+					       .buf = dup_bytes(bytes, len), .len = len };
+		}
+	}
+	if (m->type == KEEL_RAFT_MSG_TIMEOUT_NOW && S.lease_clients && n->rejoin_at == UINT64_MAX &&
+	    n->isolate_at == UINT64_MAX && now_ns < S.end_faults_at && coin(90)) {
+		/* The nemesis aimed at leases and transfers: the transfer's
+		 * TIMEOUT_NOW gets through, then the old leader is cut off at
+		 * once, still a leader in its own eyes while the transferee
+		 * wins an election that ignored its lease (§3.10, §6.4.1). */
+		late_add(to, bytes, len, now_ns + rnd_in(MS / 10, MS));
+		n->isolate_at = now_ns;
+		trace("n%llu sent TIMEOUT_NOW to n%d: cut it off", (unsigned long long)n->id, to);
+		goto out;
+	}
+	/* Answers are late five times as often: a grant or an acknowledgement
+	 * of an old term arriving in a new one is what tests term checks. */
+	bool answer = m->type == KEEL_RAFT_MSG_VOTE_RESP || m->type == KEEL_RAFT_MSG_APPEND_RESP ||
+		      m->type == KEEL_RAFT_MSG_PREVOTE_RESP;
+	bool late = S.late_ppm && rnd() % 1000000 < S.late_ppm * (answer ? 5 : 1);
+	if (late) {
+		/* Held somewhere on the way: arrives up to several election
+		 * timeouts later, whatever partition has come up meanwhile. */
+		late_add(to, bytes, len, now_ns + rnd_in(TICK, S.late_max_ns));
+		S.late_sent++;
+		if (S.late_only && coin(50))
+			goto out; /* and the prompt copy is lost */
+	}
+	if (!n->conn[to])
+		goto out; /* no connection (yet): lost, Raft retries */
+	struct keel_send_buf *b;
+	if (keel_transport_alloc(n->conn[to], (uint32_t)len, &b) < 0)
+		goto out;
+	memcpy(b->data, bytes, len);
+	b->len = (uint32_t)len;
 	b->type = MSG_RAFT;
 	keel_transport_send_buf(n->conn[to], b);
+out:
+	if (bytes != stack)
+		free(bytes);
 }
 
-static void on_recv(struct keel_transport *t, struct keel_conn *c, const struct keel_msg *m)
+static void inbox_push(struct node *n, const uint8_t *data, size_t len, uint32_t from)
 {
-	struct node *n = t->user;
-	(void)c;
-	if (m->type != MSG_RAFT)
-		return;
 	struct keel_raft_msg msg;
-	int rc = keel_raft_msg_decode(m->data, m->len, &msg);
+	int rc = keel_raft_msg_decode(data, len, &msg);
 	if (rc < 0) {
 		violate("codec: n%llu could not decode a message from n%u: %s",
-			(unsigned long long)n->id, m->from.node, keel_strerror(rc));
+			(unsigned long long)n->id, from, keel_strerror(rc));
 		return;
 	}
 	if (n->nin == 4096) { /* a server that cannot keep up sheds load */
@@ -664,6 +894,78 @@ static void on_recv(struct keel_transport *t, struct keel_conn *c, const struct 
 			abort();
 	}
 	n->inbox[n->nin++] = msg;
+}
+
+/* Delivers the late messages that are due to servers that are up (one
+ * that is down loses them, as it would lose anything sent to it). */
+static void late_deliver(void)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < S.n_late; i++) {
+		struct late *l = &S.late[i];
+		if (l->at > now_ns) {
+			S.late[k++] = *l;
+			continue;
+		}
+		struct node *n = &S.nodes[l->to];
+		if (n->up && !violated) {
+			inbox_push(n, l->buf, l->len, 0);
+			S.late_delivered++;
+		}
+		free(l->buf);
+	}
+	S.n_late = k;
+}
+
+static uint64_t late_next(void)
+{
+	uint64_t t = UINT64_MAX;
+	for (size_t i = 0; i < S.n_late; i++)
+		if (S.late[i].at < t)
+			t = S.late[i].at;
+	return t;
+}
+
+/* A server starts campaigning or leading: old answers addressed to it, of
+ * earlier terms, arrive in the middle of it (reordering across terms). */
+static void replay_answers(int who)
+{
+	uint64_t have = S.n_old_ans[who] < OLD_ANS ? S.n_old_ans[who] : OLD_ANS;
+	if (!have || !S.replay_max || !coin(60))
+		return;
+	for (unsigned k = (unsigned)rnd_in(1, 4); k; k--) {
+		const struct old_msg *o = &S.old_ans[who][rnd() % have];
+		late_add(o->to, o->buf, o->len, now_ns + rnd_in(0, 20 * MS));
+		S.replayed++;
+	}
+}
+
+/* A server restarts: some old messages, to its previous life and from it,
+ * arrive again (duplicates that sat in queues, retransmissions). */
+static void replay_old(int who)
+{
+	uint64_t have = S.n_old < OLD_RING ? S.n_old : OLD_RING;
+	if (!have || !S.replay_max)
+		return;
+	unsigned k = (unsigned)rnd_in(0, S.replay_max);
+	for (unsigned i = 0; i < k * 4 && k; i++) {
+		const struct old_msg *o = &S.old[rnd() % have];
+		if (o->to != who && o->from != who)
+			continue;
+		late_add(o->to, o->buf, o->len, now_ns + rnd_in(0, 300 * MS));
+		S.replayed++;
+		if (!--k)
+			break;
+	}
+}
+
+static void on_recv(struct keel_transport *t, struct keel_conn *c, const struct keel_msg *m)
+{
+	struct node *n = t->user;
+	(void)c;
+	if (m->type != MSG_RAFT)
+		return;
+	inbox_push(n, m->data, m->len, m->from.node);
 }
 
 static void on_conn_down(struct keel_transport *t, struct keel_conn *c, int reason)
@@ -739,6 +1041,18 @@ static void node_start(struct node *n)
 			(unsigned long long)n->id, keel_strerror(rc), err);
 		return;
 	}
+	/* After a restart the core starts from what the disk holds: the
+	 * same term and vote (a vote forgotten here is a second vote later). */
+	if (n->disk.hs.term) {
+		struct keel_raft_status rst;
+		keel_raft_status(n->r, &rst);
+		if (rst.term != n->disk.hs.term || rst.vote != n->disk.hs.vote)
+			violate("restart: n%llu came back with term %llu vote %llu, its disk holds "
+				"term %llu vote %llu",
+				(unsigned long long)n->id, (unsigned long long)rst.term,
+				(unsigned long long)rst.vote, (unsigned long long)n->disk.hs.term,
+				(unsigned long long)n->disk.hs.vote);
+	}
 	struct keel_transport_config tc = {
 		.cluster_id = 1,
 		.self = { (uint32_t)n->id, 0 },
@@ -764,6 +1078,9 @@ static void node_start(struct node *n)
 	n->checked_commit = 0;
 	n->last_role = KEEL_RAFT_FOLLOWER;
 	n->snap_every = rnd_in(5, 40);
+	if (n->started_once)
+		replay_old((int)n->id);
+	n->started_once = true;
 	trace("n%llu start (hs term %llu vote %llu commit %llu, %zu entries, snapshot %llu)",
 	      (unsigned long long)n->id, (unsigned long long)n->disk.hs.term,
 	      (unsigned long long)n->disk.hs.vote, (unsigned long long)n->disk.hs.commit,
@@ -805,8 +1122,13 @@ static void node_finish_ready(struct node *n)
 	}
 	for (size_t i = 0; i < rd->n_entries; i++)
 		disk_append(d, &rd->entries[i]);
-	if (rd->hard_state_changed)
+	if (rd->hard_state_changed) {
 		d->hs = rd->hard_state;
+		/* A vote is cast once it is durable (or sent, node_send):
+		 * one only in memory, lost in a crash, bound nobody. */
+		if (d->hs.vote)
+			ledger_vote(n, d->hs.term, d->hs.vote, "persists a vote for");
+	}
 	if (synced)
 		d->fsyncs++;
 	for (size_t i = 0; i < rd->n_msgs; i++)
@@ -847,9 +1169,26 @@ static void node_finish_ready(struct node *n)
 	}
 }
 
+/* The watchdog's bound: a ready loop that has not settled after this many
+ * batches without waiting on the disk is stuck (a core that always has
+ * something ready would otherwise spin forever). A healthy one settles in a
+ * handful. */
+#define READY_ROUNDS_MAX 1000
+
 static void node_drive(struct node *n)
 {
+	unsigned rounds = 0;
 	while (n->up && !n->waiting && !violated) {
+		if (++rounds > READY_ROUNDS_MAX) {
+			struct keel_raft_status wst;
+			keel_raft_status(n->r, &wst);
+			violate("watchdog: n%llu's ready loop did not settle in %u batches (%s term "
+				"%llu commit %llu last %llu)",
+				(unsigned long long)n->id, READY_ROUNDS_MAX,
+				keel_raft_role_name(wst.role), (unsigned long long)wst.term,
+				(unsigned long long)wst.commit, (unsigned long long)wst.last_index);
+			return;
+		}
 		while (n->missed_ticks) {
 			n->missed_ticks--;
 			keel_raft_tick(n->r);
@@ -890,6 +1229,8 @@ static void node_check(struct node *n)
 	keel_raft_status(n->r, &st);
 	check_election_safety(n, &st);
 	if (st.role != n->last_role || st.term != n->last_term) {
+		if (st.role == KEEL_RAFT_CANDIDATE || st.role == KEEL_RAFT_LEADER)
+			replay_answers((int)n->id);
 		if (st.role != KEEL_RAFT_LEADER)
 			trace("n%llu %s term %llu (vote %llu, last %llu)", (unsigned long long)n->id,
 			      keel_raft_role_name(st.role), (unsigned long long)st.term,
@@ -933,6 +1274,44 @@ static void node_check(struct node *n)
 
 /* ---- faults */
 
+/* The nemesis aimed at joint consensus (§4.3): right after the leader
+ * proposes C_old,new, split the cluster so that the leader's side holds a
+ * majority of C_new but not of C_old (when such a split exists). Only the
+ * joint rule (both majorities) keeps that side from committing, or from
+ * electing a leader, on its own; the other side may hold a majority of
+ * C_old that never saw the change. */
+static void joint_split(int l, const struct keel_raft_conf *old, const struct keel_raft_conf *neu)
+{
+	bool side[MAXN + 1] = { false };
+	side[l] = true;
+	uint32_t in_new = keel_raft_conf_is_voter(neu, (uint64_t)l);
+	for (uint32_t k = 0; k < neu->n_voters && in_new < neu->n_voters / 2 + 1; k++) {
+		int id = (int)neu->voters[k];
+		if (!side[id]) {
+			side[id] = true;
+			in_new++;
+		}
+	}
+	uint32_t in_old = 0;
+	for (uint32_t k = 0; k < old->n_voters; k++)
+		in_old += side[old->voters[k]];
+	if (in_new < neu->n_voters / 2 + 1 || in_old >= old->n_voters / 2 + 1)
+		return; /* no such split for this change */
+	keel_sim_net_heal(S.net);
+	char desc[64] = "";
+	for (int a = 1; a <= S.n; a++) {
+		if (side[a]) {
+			size_t len = strlen(desc);
+			snprintf(desc + len, sizeof(desc) - len, " n%d", a);
+		}
+		for (int b = a + 1; b <= S.n; b++)
+			if (side[a] != side[b])
+				keel_sim_net_partition(S.net, (uint32_t)a, (uint32_t)b, true);
+	}
+	S.partitions++;
+	trace("joint split: C_new majority without C_old's on one side:%s", desc);
+}
+
 static int random_up_node(void)
 {
 	int ups[MAXN], k = 0;
@@ -952,16 +1331,23 @@ static int find_leader(void)
 	return leader_cache;
 }
 
+/* The status of server i if it is up. */
+static bool up_status(int i, struct keel_raft_status *st)
+{
+	if (!S.nodes[i].up)
+		return false;
+	keel_raft_status(S.nodes[i].r, st);
+	return true;
+}
+
 static int find_leader_now(void)
 {
 	int best = 0;
 	uint64_t term = 0;
 	for (int i = 1; i <= S.n; i++) {
-		struct node *n = &S.nodes[i];
-		if (!n->up)
-			continue;
 		struct keel_raft_status st;
-		keel_raft_status(n->r, &st);
+		if (!up_status(i, &st))
+			continue;
 		if (st.role == KEEL_RAFT_LEADER && st.term >= term) {
 			best = i;
 			term = st.term;
@@ -998,6 +1384,12 @@ static int count_down(void)
 static void fault(void)
 {
 	int kind = (int)(rnd() % 100);
+	/* Aimed seeds draw more of what they aim at: leadership transfers
+	 * where clients chase leases, joint changes where membership moves. */
+	if (S.lease_clients && coin(40))
+		kind = 62 + (int)(rnd() % 10);
+	else if (S.membership && coin(15))
+		kind = 72 + (int)(rnd() % 7);
 	if (kind < 15) { /* symmetric partition into two sides */
 		keel_sim_net_heal(S.net);
 		uint64_t side = rnd();
@@ -1037,6 +1429,12 @@ static void fault(void)
 			uint64_t to = rnd_in(1, (uint64_t)S.n);
 			int rc = keel_raft_transfer_leadership(S.nodes[l].r, to);
 			S.transfers += rc == 0;
+			/* Cut the old leader off once the transfer is under way: it
+			 * stays a leader in its own eyes while the transferee wins
+			 * an election that ignored its lease. */
+			if (rc == 0 && S.lease_clients && S.nodes[l].rejoin_at == UINT64_MAX &&
+			    S.nodes[l].isolate_at == UINT64_MAX && coin(50))
+				S.nodes[l].isolate_at = now_ns + rnd_in(0, 3 * MS);
 			trace("transfer leadership n%d -> n%llu: %s", l, (unsigned long long)to,
 			      rc ? keel_strerror(rc) : "started");
 			node_drive(&S.nodes[l]);
@@ -1044,9 +1442,9 @@ static void fault(void)
 	} else if (kind < 79) {
 		/* Joint consensus (§4.3) to a random configuration. */
 		int l = find_leader();
-		if (l && !S.nodes[l].waiting) {
+		if (l && !S.nodes[l].waiting && S.membership) {
 			struct keel_raft_conf target = { 0 };
-			uint32_t min_voters = S.n == 3 ? 2 : 3;
+			uint32_t min_voters = S.n == 3 ? 2 : S.n == 5 ? 3 : 4;
 			while (target.n_voters < min_voters) {
 				memset(&target, 0, sizeof(target));
 				for (int i = 1; i <= S.n; i++) {
@@ -1063,21 +1461,27 @@ static void fault(void)
 				snprintf(desc + len, sizeof(desc) - len, " n%llu",
 					 (unsigned long long)target.voters[k]);
 			}
+			struct keel_raft_status old;
+			keel_raft_status(S.nodes[l].r, &old);
 			int rc = keel_raft_propose_conf_joint(S.nodes[l].r, &target, NULL, NULL);
 			S.conf_changes += rc == 0;
 			trace("joint conf change at n%d: voters%s, %u learners: %s", l, desc,
 			      target.n_learners, rc ? keel_strerror(rc) : "proposed");
+			if (rc == 0 && coin(75))
+				joint_split(l, &old.conf, &target);
 			node_drive(&S.nodes[l]);
 		}
 	} else if (kind < 88) {
 		int l = find_leader();
-		if (l && !S.nodes[l].waiting) {
+		if (l && !S.nodes[l].waiting && S.membership) {
 			struct keel_raft_status st;
 			keel_raft_status(S.nodes[l].r, &st);
 			uint64_t who = rnd_in(1, (uint64_t)S.n);
 			enum keel_raft_conf_op op;
 			if (keel_raft_conf_is_voter(&st.conf, who))
-				op = st.conf.n_voters > (S.n == 3 ? 2u : 3u) ? KEEL_RAFT_CONF_REMOVE : 0;
+				op = st.conf.n_voters > (S.n == 3 ? 2u : S.n == 5 ? 3u : 4u)
+					     ? KEEL_RAFT_CONF_REMOVE
+					     : 0;
 			else if (keel_raft_conf_is_learner(&st.conf, who))
 				op = KEEL_RAFT_CONF_ADD_VOTER;
 			else
@@ -1102,6 +1506,19 @@ static void fault(void)
 
 static int pick_node(void)
 {
+	if (S.lease_clients && coin(85)) {
+		/* Any server that believes it leads, stale or not: what a
+		 * client with an old leader hint does, and what a lease read
+		 * at a deposed leader needs to happen. */
+		int ls[MAXN], k = 0;
+		for (int i = 1; i <= S.n; i++) {
+			struct keel_raft_status st;
+			if (up_status(i, &st) && st.role == KEEL_RAFT_LEADER)
+				ls[k++] = i;
+		}
+		if (k)
+			return ls[rnd() % (uint64_t)k];
+	}
 	int l = find_leader();
 	if (l && coin(80))
 		return l;
@@ -1133,7 +1550,9 @@ static void client_submit(struct client *c)
 		return;
 	}
 	c->submitted = true;
-	c->deadline = now_ns + rnd_in(200 * MS, 500 * MS);
+	/* Lease-aimed clients give up soon and retry elsewhere. */
+	c->deadline = now_ns + (S.lease_clients ? rnd_in(15 * MS, 80 * MS)
+						: rnd_in(200 * MS, 500 * MS));
 	c->next_at = c->deadline;
 	node_drive(n);
 }
@@ -1177,6 +1596,9 @@ static void client_act(struct client *c)
 static uint64_t next_event_time(void)
 {
 	uint64_t t = keel_sim_net_next_event(S.net);
+	uint64_t lt = late_next();
+	if (lt < t)
+		t = lt;
 	if (S.next_fault < t && S.next_fault < S.end_faults_at)
 		t = S.next_fault;
 	for (int i = 1; i <= S.n; i++) {
@@ -1211,11 +1633,20 @@ static void step(void)
 	uint64_t t = next_event_time();
 	if (t == UINT64_MAX || t > S.end_at)
 		t = S.end_at;
-	if (t > now_ns)
+	if (t > now_ns) {
 		now_ns = t;
+		S.same_time_steps = 0;
+	} else if (++S.same_time_steps > 100000) {
+		/* Virtual time stands still: something re-arms itself at
+		 * once, forever (the watchdog, at the level of the cluster). */
+		violate("watchdog: %llu steps without virtual time advancing at %.3fms",
+			(unsigned long long)S.same_time_steps, (double)now_ns / 1e6);
+		return;
+	}
 	keel_sim_net_advance_to(S.net, now_ns);
 	S.steps++;
 	leader_cache = -1;
+	late_deliver();
 
 	if (now_ns >= S.next_fault && now_ns < S.end_faults_at) {
 		fault();
@@ -1288,11 +1719,76 @@ static void step(void)
 		check_log_matching();
 }
 
+/* 3, 5 and 7 servers, a third of the seeds each. */
+static int default_nodes(uint64_t seed)
+{
+	return seed % 3 == 0 ? 5 : seed % 3 == 1 ? 3 : 7;
+}
+
+/* Has the cluster converged? A leader of the highest term, and every
+ * member of its configuration up, applied exactly what it committed, into
+ * the same state as the leader's. Returns the server that lags, or 0. */
+static int lagging(int *leader_out)
+{
+	int l = find_leader_now();
+	*leader_out = l;
+	if (!l)
+		return -1;
+	struct keel_raft_status ls;
+	keel_raft_status(S.nodes[l].r, &ls);
+	const struct fsm *lf = &S.nodes[l].fsm;
+	if (lf->applied != ls.commit || S.nodes[l].waiting)
+		return l;
+	for (int i = 1; i <= S.n; i++) {
+		struct node *n = &S.nodes[i];
+		if (i == l || !(keel_raft_conf_is_voter(&ls.conf, (uint64_t)i) ||
+				keel_raft_conf_is_learner(&ls.conf, (uint64_t)i)))
+			continue;
+		if (!n->up || n->fsm.applied != lf->applied ||
+		    memcmp(n->fsm.kv, lf->kv, sizeof(lf->kv)) ||
+		    memcmp(n->fsm.last, lf->last, sizeof(lf->last)))
+			return i;
+	}
+	return 0;
+}
+
+/* The end state (after healing and the calm): every member's applied state
+ * is the leader's committed state. A quiet period of up to 3 s more lets
+ * the last heartbeats carry the commit index; a member still behind then
+ * is stuck (a follower that never catches up is not seen by any safety
+ * check). Without pre-vote and check-quorum a removed server may disrupt
+ * elections for as long as it likes (§4.2.3), so those seeds are exempt. */
+static void check_convergence(void)
+{
+	uint64_t until = now_ns + 3000 * MS;
+	S.end_at = until; /* step() runs the clock up to end_at */
+	int l = 0, who;
+	while ((who = lagging(&l)) != 0 && now_ns < until && !violated && S.steps < S.max_steps)
+		step();
+	if (violated || who == 0 || !(S.pre_vote || S.check_quorum))
+		return;
+	if (who < 0) {
+		violate("convergence: no leader %.0fms after the faults stopped",
+			(double)(now_ns - S.end_faults_at) / 1e6);
+		return;
+	}
+	struct keel_raft_status ls;
+	keel_raft_status(S.nodes[l].r, &ls);
+	struct node *n = &S.nodes[who];
+	violate("convergence: leader n%d (term %llu) committed %llu and applied %llu, but n%d %s "
+		"applied %llu%s",
+		l, (unsigned long long)ls.term, (unsigned long long)ls.commit,
+		(unsigned long long)S.nodes[l].fsm.applied, who, n->up ? "has" : "is down, has",
+		(unsigned long long)n->fsm.applied,
+		n->fsm.applied == S.nodes[l].fsm.applied ? " (in a different state)" : "");
+}
+
 struct opts {
 	uint64_t from, to;
 	int nodes; /* 0: by seed */
 	uint64_t steps;
 	bool expect_violation;
+	const char *check; /* --check: the violation must be of this check */
 	bool single;
 	bool determinism; /* run each seed twice, compare the traces */
 };
@@ -1316,6 +1812,16 @@ static void sim_free(void)
 	keel_lin_history_free(&S.hist);
 	free(S.leader_of);
 	free(S.committed);
+	for (size_t i = 0; i < S.n_late; i++)
+		free(S.late[i].buf);
+	free(S.late);
+	for (int i = 0; i < OLD_RING; i++)
+		free(S.old[i].buf);
+	for (int i = 0; i <= MAXN; i++)
+		for (int k = 0; k < OLD_ANS; k++)
+			free(S.old_ans[i][k].buf);
+	for (int i = 1; i <= MAXN; i++)
+		free(S.nodes[i].votes);
 	memset(&S, 0, sizeof(S));
 }
 
@@ -1330,7 +1836,7 @@ static bool run_seed(uint64_t seed, const struct opts *o)
 	violated = false;
 	violation[0] = '\0';
 	S.seed = seed;
-	S.n = o->nodes ? o->nodes : (seed % 3 == 0 ? 5 : 3);
+	S.n = o->nodes ? o->nodes : default_nodes(seed);
 	S.max_steps = o->steps;
 	S.end_faults_at = rnd_in(2000, 5000) * MS;
 	S.end_at = S.end_faults_at + 1500 * MS;
@@ -1342,13 +1848,25 @@ static bool run_seed(uint64_t seed, const struct opts *o)
 	S.small_batches = coin(60);
 	S.pre_vote = coin(60);
 	S.check_quorum = coin(80);
-	S.lease_reads = coin(25);
+	S.lease_reads = coin(40);
 	S.isolate_pct = coin(80) ? (unsigned)rnd_in(20, 70) : 0;
+	/* The nemesis of late and replayed messages, in most seeds. The
+	 * election timeout is 10-20 ticks of 10ms: late means up to 2-8 of
+	 * them, so a message of an old term often lands in a new one. */
+	S.late_ppm = coin(75) ? (uint32_t)rnd_in(2000, 40000) : 0;
+	S.late_max_ns = rnd_in(2, 8) * 10 * TICK;
+	S.late_only = coin(50);
+	S.replay_max = coin(70) ? (unsigned)rnd_in(1, 12) : 0;
+	S.lease_clients = coin(S.lease_reads ? 80 : 40);
+	S.membership = coin(70);
 	trace("seed %llu: %d servers, faults until %.0fms, end at %.0fms; pre-vote %d, "
-	      "check-quorum %d, lease reads %d, small batches %d, leader nemesis %u%%",
+	      "check-quorum %d, lease reads %d, small batches %d, leader nemesis %u%%, "
+	      "late %u ppm up to %.0fms%s, replay %u, lease clients %d, membership %d",
 	      (unsigned long long)seed, S.n, (double)S.end_faults_at / 1e6,
 	      (double)S.end_at / 1e6, S.pre_vote, S.check_quorum, S.lease_reads, S.small_batches,
-	      S.isolate_pct);
+	      S.isolate_pct, S.late_ppm, (double)S.late_max_ns / 1e6,
+	      S.late_only ? " (sometimes the only copy)" : "", S.replay_max, S.lease_clients,
+	      S.membership);
 	for (int i = 1; i <= S.n; i++) {
 		S.nodes[i].id = (uint64_t)i;
 		S.nodes[i].isolate_at = S.nodes[i].rejoin_at = UINT64_MAX;
@@ -1360,8 +1878,13 @@ static bool run_seed(uint64_t seed, const struct opts *o)
 	}
 	while (!violated && now_ns < S.end_at && S.steps < S.max_steps)
 		step();
+	if (!violated && S.steps >= S.max_steps)
+		violate("watchdog: %llu steps at %.0fms of %.0fms virtual: the run does not settle",
+			(unsigned long long)S.steps, (double)now_ns / 1e6, (double)S.end_at / 1e6);
 	if (!violated)
 		check_log_matching();
+	if (!violated)
+		check_convergence();
 	for (int c = 0; c < NCLIENTS; c++)
 		S.ops_pending += S.clients[c].busy;
 	/* Liveness: after the faults stop, with every server up and the
@@ -1396,7 +1919,8 @@ static bool run_seed(uint64_t seed, const struct opts *o)
 		fprintf(stderr,
 			"seed %llu: %s; %d servers, %llu steps, %.0fms virtual; ops %llu done, "
 			"%llu pending; leaders %llu; crashes %llu, partitions %llu, transfers %llu, "
-			"conf changes %llu, snapshots %llu; net: %llu delivered, %llu dropped, "
+			"conf changes %llu, snapshots %llu; late %llu sent, %llu delivered, %llu "
+			"replayed; net: %llu delivered, %llu dropped, "
 			"%llu dup, %llu reordered, %llu cut; trace %016llx/%016llx\n",
 			(unsigned long long)seed, violated ? "VIOLATION" : "ok", S.n,
 			(unsigned long long)S.steps, (double)now_ns / 1e6,
@@ -1404,7 +1928,8 @@ static bool run_seed(uint64_t seed, const struct opts *o)
 			(unsigned long long)S.leaders, (unsigned long long)S.crashes,
 			(unsigned long long)S.partitions, (unsigned long long)S.transfers,
 			(unsigned long long)S.conf_changes, (unsigned long long)S.snapshots,
-			(unsigned long long)ns.delivered, (unsigned long long)ns.dropped,
+			(unsigned long long)S.late_sent, (unsigned long long)S.late_delivered,
+			(unsigned long long)S.replayed, (unsigned long long)ns.delivered, (unsigned long long)ns.dropped,
 			(unsigned long long)ns.duplicated, (unsigned long long)ns.reordered,
 			(unsigned long long)ns.partitioned, (unsigned long long)net_hash,
 			(unsigned long long)trace_hash);
@@ -1444,7 +1969,9 @@ static bool run_seed(uint64_t seed, const struct opts *o)
 		if (!o->expect_violation || o->single)
 			trace_dump();
 		fprintf(stderr, "replay: KEEL_SIM_SEED=%llu %s%s\n", (unsigned long long)seed,
-			"build/tests/sim/raft-sim", S.n != (seed % 3 == 0 ? 5 : 3) ? " --nodes N" : "");
+			"build/tests/sim/raft-sim", "");
+		if (S.n != default_nodes(seed))
+			fprintf(stderr, "  (with --nodes %d)\n", S.n);
 	}
 	keel_lin_report_free(&rep);
 	last_hash[0] = net_hash;
@@ -1457,8 +1984,8 @@ static bool run_seed(uint64_t seed, const struct opts *o)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: raft-sim [--seeds A:B] [--nodes 3|5] [--steps N] "
-			"[--expect-violation] [-v]\n"
+	fprintf(stderr, "usage: raft-sim [--seeds A:B] [--nodes 3|5|7] [--steps N] "
+			"[--expect-violation [--check NAME]] [-v]\n"
 			"  env KEEL_SIM_SEED=N replays one seed; KEEL_SIM_SEEDS=N runs seeds 1..N\n");
 }
 
@@ -1486,7 +2013,7 @@ int main(int argc, char **argv)
 			}
 		} else if (!strcmp(argv[i], "--nodes") && i + 1 < argc) {
 			o.nodes = atoi(argv[++i]);
-			if (o.nodes != 3 && o.nodes != 5) {
+			if (o.nodes != 3 && o.nodes != 5 && o.nodes != 7) {
 				usage();
 				return 2;
 			}
@@ -1494,6 +2021,8 @@ int main(int argc, char **argv)
 			o.steps = strtoull(argv[++i], NULL, 10);
 		} else if (!strcmp(argv[i], "--expect-violation")) {
 			o.expect_violation = true;
+		} else if (!strcmp(argv[i], "--check") && i + 1 < argc) {
+			o.check = argv[++i];
 		} else if (!strcmp(argv[i], "--determinism")) {
 			o.determinism = true;
 		} else if (!strcmp(argv[i], "-v")) {
@@ -1515,7 +2044,7 @@ int main(int argc, char **argv)
 		}
 	}
 	keel_log_set_level(KEEL_LOG_WARN);
-	uint64_t passed = 0, failed = 0, first_bad = 0, prev_hash = 0;
+	uint64_t passed = 0, failed = 0, first_bad = 0, prev_hash = 0, other = 0;
 	/* KEEL_SIM_KEEP_GOING=1: run every seed even after a failure (to
 	 * measure how often a planted bug is found). */
 	bool keep_going = getenv("KEEL_SIM_KEEP_GOING") != NULL;
@@ -1545,6 +2074,10 @@ int main(int argc, char **argv)
 		}
 		if (ok) {
 			passed++;
+		} else if (o.check && strncmp(violation, o.check, strlen(o.check)) != 0) {
+			/* Found, but by another check than the one this
+			 * mutant is meant for: not the catch we test for. */
+			other++;
 		} else {
 			if (!failed)
 				first_bad = s;
@@ -1553,13 +2086,18 @@ int main(int argc, char **argv)
 				break; /* one failing seed is enough to act on */
 		}
 	}
+	if (o.check)
+		printf("raft-sim: check '%s': caught in %llu seeds, other checks in %llu, clean %llu\n",
+		       o.check, (unsigned long long)failed, (unsigned long long)other,
+		       (unsigned long long)passed);
 	if (o.expect_violation) {
 		if (failed) {
 			printf("raft-sim: planted bug FOUND at seed %llu (after %llu clean seeds)\n",
 			       (unsigned long long)first_bad, (unsigned long long)passed);
 			return 0;
 		}
-		printf("raft-sim: planted bug NOT found in seeds %llu..%llu\n",
+		printf("raft-sim: planted bug NOT found%s%s in seeds %llu..%llu\n",
+		       o.check ? " by check " : "", o.check ? o.check : "",
 		       (unsigned long long)o.from, (unsigned long long)(o.to - 1));
 		return 1;
 	}

@@ -1,9 +1,11 @@
 /*
  * Log replication (§3.5), the commit rule (§3.6.2), batching, pipelining
- * and flow control, as scenario scripts (raft_script.h).
+ * and flow control, as scenario scripts (raft_script.h)
+ * and, where one batch must be looked into, on the core directly.
  */
 #include <criterion/criterion.h>
 
+#include "keel/raft.h"
 #include "raft_script.h"
 
 Test(raft_replication, proposals_commit_and_apply_in_order)
@@ -188,4 +190,60 @@ Test(raft_replication, no_commit_of_old_term_by_counting)
 		"# once the term-4 no-op reaches a majority, both commit\n"
 		"expect 1 commit=4\n"
 		"expect-sm 3 xx\n");
+}
+
+/* Found by tests/sim/raft_sim.c's durability check (seed 333): a follower
+ * steps appends of leader 2 (term 2) and then, before its next ready, one of
+ * leader 1 (term 3) that truncates what leader 2 sent. The acknowledgement
+ * to leader 2 of the truncated entries must not leave: they were never
+ * persisted and are gone, and leader 2 would count them towards a commit. */
+Test(raft_replication, acks_of_truncated_entries_are_not_sent)
+{
+	struct keel_raft_config cfg = {
+		.id = 3,
+		.initial = { .n_voters = 3, .voters = { 1, 2, 3 } },
+		.election_tick = 10,
+		.heartbeat_tick = 1,
+		.seed = 7,
+	};
+	struct keel_raft *r;
+	cr_assert_eq(keel_raft_create(&cfg, NULL, &r, NULL), 0);
+	struct keel_raft_ready rd;
+	keel_raft_ready(r, &rd); /* the bootstrap entry */
+	keel_raft_advance(r, &rd);
+
+	const struct keel_raft_entry old[2] = {
+		{ .term = 2, .index = 2, .len = 1, .data = (const uint8_t *)"a" },
+		{ .term = 2, .index = 3, .len = 1, .data = (const uint8_t *)"b" },
+	};
+	struct keel_raft_msg a2 = { .type = KEEL_RAFT_MSG_APPEND, .from = 2, .to = 3,
+				    .term = 2, .index = 1, .log_term = 1, .commit = 1,
+				    .entries = old, .n_entries = 2 };
+	cr_assert_eq(keel_raft_step(r, &a2), 0);
+	const struct keel_raft_entry neu = { .term = 3, .index = 2, .len = 1,
+					     .data = (const uint8_t *)"x" };
+	struct keel_raft_msg a1 = { .type = KEEL_RAFT_MSG_APPEND, .from = 1, .to = 3,
+				    .term = 3, .index = 1, .log_term = 1, .commit = 1,
+				    .entries = &neu, .n_entries = 1 };
+	cr_assert_eq(keel_raft_step(r, &a1), 0);
+
+	cr_assert(keel_raft_has_ready(r));
+	keel_raft_ready(r, &rd);
+	cr_assert_eq(rd.n_entries, 1, "only leader 1's entry is left to persist");
+	cr_assert_eq(rd.entries[0].term, 3);
+	bool ack1 = false;
+	for (size_t i = 0; i < rd.n_msgs; i++) {
+		const struct keel_raft_msg *m = &rd.msgs[i];
+		if (m->type != KEEL_RAFT_MSG_APPEND_RESP || m->reject)
+			continue;
+		cr_assert(m->index <= 2, "an acknowledgement of index %llu to n%llu (term %llu) "
+			  "names an entry the log no longer holds",
+			  (unsigned long long)m->index, (unsigned long long)m->to,
+			  (unsigned long long)m->term);
+		if (m->to == 1 && m->index == 2)
+			ack1 = true;
+	}
+	cr_assert(ack1, "leader 1 is told its entry is held");
+	keel_raft_advance(r, &rd);
+	keel_raft_destroy(r);
 }
