@@ -343,7 +343,8 @@ int keel_endpoint_open(const struct keel_endpoint_config *cfg, struct keel_endpo
 	}
 	rc = keel_transport_listen(ep->t);
 	if (rc < 0) {
-		keel_errmsg_set(errmsg, rc, "node: listen: %s", ep->t->errmsg);
+		/* The transport's message already ends with the reason. */
+		keel_errmsg_set(errmsg, 0, "node: listen: %s", ep->t->errmsg);
 		keel_transport_close(ep->t);
 		free(ep);
 		return rc;

@@ -1483,7 +1483,9 @@ static int tcp_listen(struct keel_transport *pub)
 	}
 	t->lfd = fd;
 	accept_arm(t);
-	keel_info("tcp: shard %u listening on %s:%u", pub->self.shard, t->listen_host, port);
+	/* Debug only: another shard's bind may still fail, and the node says
+	 * "listening" once every shard's has succeeded. */
+	keel_debug("tcp: shard %u listening on %s:%u", pub->self.shard, t->listen_host, port);
 	return 0;
 }
 

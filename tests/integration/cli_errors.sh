@@ -256,5 +256,27 @@ rm -rf 'q"x'
 check "mr run --json error is valid JSON" 1 out '{"ok":false,"job":"wordcount","output":"q\"y"' -- \
   "$KEEL" mr run wordcount --input 'no"such' --output 'q"y' --json --quiet
 
+# ---- a listen port already taken ------------------------------------------
+# The reason once, and no "listening on" from a shard whose bind worked
+# while shard 0's failed.
+bport=$((30000 + ($$ % 2000) * 2))
+printf '[node]\nid = 1\ncluster = 42\nlisten = 127.0.0.1:%s\nshards = 2\nsecret_file = secret\n[peers]\n1 = 127.0.0.1:%s\n2 = 127.0.0.1:%s\n[log]\ngroups = 1\ndir = busy-data\n' \
+  "$bport" "$bport" "$((bport + 100))" > busy.ini
+python3 -c 'import socket,sys,time
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(); print("up", flush=True); time.sleep(30)' "$bport" > holder.out &
+holder=$!
+for _ in $(seq 100); do grep -q up holder.out && break; sleep 0.05; done
+check "node: listen port taken" 1 err "tcp: listening on 127.0.0.1:$bport: Address already in use" -- \
+  "$KEEL" node --config busy.ini
+n=$((n + 1))
+if [ "$(grep -o 'Address already in use' err | wc -l)" -eq 1 ] && ! grep -q 'listening on 127.0.0.1:'"$((bport + 1))" err; then
+  echo "ok: node: the reason once, no shard says it listens"
+else
+  failed=$((failed + 1))
+  echo "FAIL: node: port taken: $(cat err)"
+fi
+kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
+
 echo "$((n - failed)) of $n checks passed"
 [ "$failed" -eq 0 ]

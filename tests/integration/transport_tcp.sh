@@ -53,7 +53,7 @@ start_node1() {
   node1=$!
   pids+=("$node1")
   for _ in $(seq 100); do
-    [ "$(grep -c 'listening on' "$dir/n1.log")" -ge "$1" ] && return 0
+    [ "$(grep -c 'node 1 listening on' "$dir/n1.log")" -ge "$1" ] && return 0
     kill -0 "$node1" 2>/dev/null || fail "node 1 exited at start"
     sleep 0.1
   done
@@ -65,7 +65,7 @@ wait_log() {
   fail "no '$2' in $1"
 }
 
-start_node1 2
+start_node1 1
 
 # 1. order and integrity
 t0=$(date +%s.%N)
@@ -132,7 +132,7 @@ ok "node 1 killed mid-stream: sender reports the broken connection (exit $rc)"
 sender=$!
 pids+=("$sender")
 sleep 1
-start_node1 4
+start_node1 2
 wait "$sender" || fail "sender did not complete after node 1 came back (exit $?)"
 grep -q "redialling with backoff" "$dir/retry.log" || fail "no redial logged"
 grep -q "verified order and checksums" "$dir/retry.out" || fail "no verification after reconnect"
