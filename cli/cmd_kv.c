@@ -42,14 +42,10 @@ static const char *const epilog =
 	"Exit status: 0 done, 1 not found or the comparison failed, 2 usage,\n"
 	"3 the cluster unreachable or an error (a timed-out write may have been applied).";
 
-static void print_bytes_json(const void *p, size_t n)
-{
-	keel_json_str(stdout, p, n);
-}
-
 struct range_out {
 	bool json;
 	int n;
+	struct keel_json *j; /* the array being written, with json */
 };
 
 static int range_row(void *arg, const void *key, size_t key_len, const void *value,
@@ -57,11 +53,11 @@ static int range_row(void *arg, const void *key, size_t key_len, const void *val
 {
 	struct range_out *o = arg;
 	if (o->json) {
-		fputs(o->n ? ",{\"key\":" : "{\"key\":", stdout);
-		print_bytes_json(key, key_len);
-		fputs(",\"value\":", stdout);
-		print_bytes_json(value, value_len);
-		printf(",\"mod_rev\":%llu}", (unsigned long long)mod_rev);
+		keel_json_open_obj(o->j, NULL);
+		keel_json_put_strn(o->j, "key", key, key_len);
+		keel_json_put_strn(o->j, "value", value, value_len);
+		keel_json_put_u64(o->j, "mod_rev", mod_rev);
+		keel_json_close(o->j);
 	} else {
 		fwrite(key, 1, key_len, stdout);
 		fputc('\t', stdout);
@@ -98,14 +94,18 @@ static int kv_watch(const struct keel_cmd_spec *spec, const struct kvopts *o, in
 			continue;
 		seen++;
 		if (o->json) {
-			printf("{\"type\":\"%s\",\"key\":", ev.deleted ? "delete" : "put");
-			print_bytes_json(ev.key, ev.key_len);
-			if (!ev.deleted) {
-				fputs(",\"value\":", stdout);
-				print_bytes_json(ev.value, ev.value_len);
-			}
-			printf(",\"rev\":%llu,\"group\":%u,\"node\":%u}\n", (unsigned long long)ev.rev,
-			       ev.group, ev.node);
+			struct keel_json j;
+			keel_json_init_file(&j, stdout);
+			keel_json_open_obj(&j, NULL);
+			keel_json_put_str(&j, "type", ev.deleted ? "delete" : "put");
+			keel_json_put_strn(&j, "key", ev.key, ev.key_len);
+			if (!ev.deleted)
+				keel_json_put_strn(&j, "value", ev.value, ev.value_len);
+			keel_json_put_u64(&j, "rev", ev.rev);
+			keel_json_put_u64(&j, "group", ev.group);
+			keel_json_put_u64(&j, "node", ev.node);
+			keel_json_close(&j);
+			keel_json_finish(&j, true);
 		} else {
 			printf("%s ", ev.deleted ? "DELETE" : "PUT");
 			fwrite(ev.key, 1, ev.key_len, stdout);
@@ -198,15 +198,19 @@ int keel_cmd_kv(int argc, char **argv)
 		rc = keel_client_get(c, key, klen, o.serializable, &v, &vlen, &res);
 		if (rc == 0) {
 			if (o.json) {
-				fputs("{\"key\":", stdout);
-				print_bytes_json(key, klen);
-				fputs(",\"value\":", stdout);
-				print_bytes_json(v, vlen);
-				printf(",\"rev\":%llu,\"mod_rev\":%llu,\"create_rev\":%llu,\"version\":%llu,"
-				       "\"group\":%u,\"node\":%u}\n",
-				       (unsigned long long)res.rev, (unsigned long long)res.mod_rev,
-				       (unsigned long long)res.create_rev, (unsigned long long)res.version,
-				       res.group, res.node);
+				struct keel_json j;
+				keel_json_init_file(&j, stdout);
+				keel_json_open_obj(&j, NULL);
+				keel_json_put_strn(&j, "key", key, klen);
+				keel_json_put_strn(&j, "value", v, vlen);
+				keel_json_put_u64(&j, "rev", res.rev);
+				keel_json_put_u64(&j, "mod_rev", res.mod_rev);
+				keel_json_put_u64(&j, "create_rev", res.create_rev);
+				keel_json_put_u64(&j, "version", res.version);
+				keel_json_put_u64(&j, "group", res.group);
+				keel_json_put_u64(&j, "node", res.node);
+				keel_json_close(&j);
+				keel_json_finish(&j, true);
 			} else {
 				fwrite(v, 1, vlen, stdout);
 				fputc('\n', stdout);
@@ -214,29 +218,49 @@ int keel_cmd_kv(int argc, char **argv)
 			keel_client_free_value(v);
 		}
 	} else {
-		struct range_out ro = {.json = o.json};
-		if (o.json)
-			fputs("[", stdout);
+		struct keel_json j;
+		struct range_out ro = {.json = o.json, .j = &j};
+		if (o.json) {
+			keel_json_init_file(&j, stdout);
+			keel_json_open_arr(&j, NULL);
+		}
 		rc = keel_client_range(c, key, klen, o.limit, o.serializable, range_row, &ro);
-		if (o.json)
-			fputs("]\n", stdout);
+		if (o.json) {
+			keel_json_close(&j);
+			keel_json_finish(&j, true);
+		}
 		if (rc >= 0)
 			rc = 0;
 	}
 	if (rc == 0 && strcmp(op, "get") && strcmp(op, "range")) {
-		if (o.json)
-			printf("{\"op\":\"%s\",\"ok\":true,\"rev\":%llu,\"mod_rev\":%llu,\"group\":%u,"
-			       "\"node\":%u,\"duplicate\":%s}\n",
-			       op, (unsigned long long)res.rev, (unsigned long long)res.mod_rev, res.group,
-			       res.node, res.flags & KEEL_CLIENT_DUPLICATE ? "true" : "false");
-		else
+		if (o.json) {
+			struct keel_json j;
+			keel_json_init_file(&j, stdout);
+			keel_json_open_obj(&j, NULL);
+			keel_json_put_str(&j, "op", op);
+			keel_json_put_bool(&j, "ok", true);
+			keel_json_put_u64(&j, "rev", res.rev);
+			keel_json_put_u64(&j, "mod_rev", res.mod_rev);
+			keel_json_put_u64(&j, "group", res.group);
+			keel_json_put_u64(&j, "node", res.node);
+			keel_json_put_bool(&j, "duplicate", res.flags & KEEL_CLIENT_DUPLICATE);
+			keel_json_close(&j);
+			keel_json_finish(&j, true);
+		} else
 			printf("OK rev=%llu\n", (unsigned long long)res.rev);
 	} else if (rc == KEEL_ENOTFOUND || rc == KEEL_ESTALE) {
 		exit_code = EXIT_NOTFOUND;
-		if (o.json)
-			printf("{\"op\":\"%s\",\"ok\":false,\"error\":\"%s\"}\n", op,
-			       rc == KEEL_ENOTFOUND ? "not found" : "comparison failed");
-		else
+		if (o.json) {
+			struct keel_json j;
+			keel_json_init_file(&j, stdout);
+			keel_json_open_obj(&j, NULL);
+			keel_json_put_str(&j, "op", op);
+			keel_json_put_bool(&j, "ok", false);
+			keel_json_put_str(&j, "error",
+					  rc == KEEL_ENOTFOUND ? "not found" : "comparison failed");
+			keel_json_close(&j);
+			keel_json_finish(&j, true);
+		} else
 			fprintf(stderr, "keel kv %s: %s\n", op, keel_client_errmsg(c));
 	} else if (rc < 0) {
 		exit_code = EXIT_CLUSTER;

@@ -74,17 +74,23 @@ static const char *const epilog =
 struct status_out {
 	bool json;
 	int n;
+	struct keel_json *j; /* the rows array being written, with json */
 };
 
 static void status_row(void *arg, bool waiter, uint64_t session, uint64_t v, uint8_t mode)
 {
 	struct status_out *o = arg;
 	const char *m = mode == KEEL_LOCK_SHARED ? "shared" : "exclusive";
-	if (o->json)
-		printf("%s{\"%s\":true,\"session\":\"%016llx\",\"%s\":%llu,\"mode\":\"%s\"}",
-		       o->n ? "," : "", waiter ? "waiter" : "holder", (unsigned long long)session,
-		       waiter ? "deadline_ms" : "token", (unsigned long long)v, m);
-	else
+	if (o->json) {
+		char sid[17];
+		snprintf(sid, sizeof(sid), "%016llx", (unsigned long long)session);
+		keel_json_open_obj(o->j, NULL);
+		keel_json_put_bool(o->j, waiter ? "waiter" : "holder", true);
+		keel_json_put_str(o->j, "session", sid);
+		keel_json_put_u64(o->j, waiter ? "deadline_ms" : "token", v);
+		keel_json_put_str(o->j, "mode", m);
+		keel_json_close(o->j);
+	} else
 		printf("%s\tsession=%016llx\t%s=%llu\t%s\n", waiter ? "waiter" : "holder",
 		       (unsigned long long)session, waiter ? "deadline_ms" : "token",
 		       (unsigned long long)v, m);
@@ -222,22 +228,29 @@ int keel_cmd_lock(int argc, char **argv)
 	}
 	if (!acquire && !elect) {
 		struct keel_lock_state ls;
-		struct status_out so = {.json = o.json};
-		if (o.json)
-			printf("{\"name\":");
+		struct keel_json j;
+		struct status_out so = {.json = o.json, .j = &j};
 		if (o.json) {
-			keel_json_str(stdout, name, strlen(name));
-			printf(",\"rows\":[");
+			keel_json_init_file(&j, stdout);
+			keel_json_open_obj(&j, NULL);
+			keel_json_put_str(&j, "name", name);
+			keel_json_open_arr(&j, "rows");
 		}
 		rc = keel_lock_inspect(lc, name, strlen(name), &ls, status_row, &so);
-		if (rc == 0 && o.json)
-			printf("],\"mode\":\"%s\",\"group\":%u,\"delay_left_ms\":%u}\n",
-			       ls.mode == KEEL_LOCK_SHARED ? "shared" : ls.mode ? "exclusive" : "free",
-			       ls.group, ls.delay_left_ms);
-		else if (rc == 0 && !so.n)
+		if (o.json) {
+			keel_json_close(&j);
+			if (rc == 0) {
+				keel_json_put_str(&j, "mode", ls.mode == KEEL_LOCK_SHARED ? "shared"
+							      : ls.mode		 ? "exclusive"
+										 : "free");
+				keel_json_put_u64(&j, "group", ls.group);
+				keel_json_put_u64(&j, "delay_left_ms", ls.delay_left_ms);
+			}
+			keel_json_close(&j);
+			keel_json_finish(&j, true);
+		} else if (rc == 0 && !so.n) {
 			printf("%s: free (group %u)\n", name, ls.group);
-		else if (o.json)
-			printf("]}\n");
+		}
 		if (rc < 0)
 			fprintf(stderr, "keel lock status: %s\n", keel_lock_client_errmsg(lc));
 		keel_lock_client_abandon(lc); /* no session was opened */

@@ -51,6 +51,15 @@ kv put >/dev/null 2>&1; [ $? = 2 ] || fail "a usage error must exit 2"
 json=$(kv get fresh --json) || fail "get --json"
 echo "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["value"]=="one" and d["version"]==1' ||
   fail "get --json: $json"
+# --json through the one writer (issue 18): quotes, a backslash, a tab and
+# a byte that is not UTF-8 in the key and the value; every output parses.
+hk=$(printf 'q"k\\\t\377') hv=$(printf 'v"\\\001')
+kv put "$hk" "$hv" --json | python3 -c 'import json,sys; assert json.load(sys.stdin)["ok"]' ||
+  fail "put --json of a hostile key is not valid JSON"
+kv get "$hk" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["value"].startswith("v\"\\")' ||
+  fail "get --json of a hostile key is not valid JSON"
+kv range 'q"' --json | python3 -c 'import json,sys; assert len(json.load(sys.stdin)) == 1' ||
+  fail "range --json of a hostile key is not valid JSON"
 ok "put, get, cas, del and their exit codes (0, 1 not found or cas failed, 2 usage)"
 
 # ---- 2. kill the leader, three times ------------------------------------------
