@@ -22,6 +22,15 @@
  * than KEEL_CPORT_MAX_QUEUED bytes of answers queued) is closed; at most
  * max_conns connections are kept (new ones beyond are closed at once).
  * The node serves on in every case.
+ *
+ * Admission (issue 18): at most max_pending connections may be waiting for
+ * their HELLO at once. When that many wait, a newcomer from an address
+ * holding fewer of them than the address holding the most evicts that
+ * address's oldest waiting connection; otherwise the newcomer is refused.
+ * So a flood from one address (which never says HELLO: it has no token)
+ * holds at most the waiting slots no one else wants, and a client from
+ * any other address is always let in; a client that says HELLO leaves the
+ * waiting set at once and counts only against max_conns.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -61,6 +70,8 @@ struct cconn {
 	int fd;
 	bool hello, closing, recv_armed, sending;
 	unsigned inflight;       /* requests out on other shards (or this one) */
+	struct sockaddr_storage addr; /* the client's address (port ignored) */
+	uint64_t born;           /* accept order: the oldest is evicted first */
 	struct keel_io_op recv_op, send_op;
 	struct keel_timer hello_timer;
 	uint8_t *rbuf;
@@ -85,7 +96,12 @@ struct keel_client_port {
 	bool accept_armed;
 	struct cconn *conns;
 	unsigned nconns;
+	unsigned npending;         /* open, not closing, no HELLO yet */
+	uint64_t accepts;          /* cconn.born */
 	struct keel_log_limit lim;
+	/* admission's own lines, so a flood's refusals (thousands a second)
+	 * neither hide an eviction nor the other reasons */
+	struct keel_log_limit lim_refuse, lim_evict;
 	struct keel_client_port_stats st;
 	struct cport_lock *lock;   /* client_port_lock.c */
 };
@@ -140,6 +156,8 @@ static void conn_close(struct cconn *c, const char *why)
 	if (c->closing)
 		return;
 	c->closing = true;
+	if (!c->hello)
+		c->p->npending--;
 	if (why)
 		keel_log_limited(&c->p->lim, LOG_BURST, KEEL_LOG_WARN, "client port: %s: %s", c->peer,
 				 why);
@@ -954,6 +972,7 @@ static void handle(struct cconn *c, const struct keel_proto_msg *m)
 			return;
 		}
 		c->hello = true;
+		p->npending--;
 		keel_clock_cancel(p->clock, &c->hello_timer);
 		struct keel_proto_msg a = {.type = KEEL_PROTO_HELLO_OK, .id = m->id, .node = p->self,
 					   .groups = p->groups};
@@ -1118,6 +1137,64 @@ static void recv_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
 	}
 }
 
+/* The same host (the port does not count). */
+static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return false;
+	if (a->ss_family == AF_INET)
+		return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+		       ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+	if (a->ss_family == AF_INET6)
+		return !memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+			       &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr));
+	return false;
+}
+
+static bool pending(const struct cconn *c) { return !c->hello && !c->closing; }
+
+static unsigned pending_from(const struct keel_client_port *p, const struct sockaddr_storage *a)
+{
+	unsigned n = 0;
+	for (const struct cconn *c = p->conns; c; c = c->next)
+		n += pending(c) && same_addr(&c->addr, a);
+	return n;
+}
+
+/* Every waiting slot is taken and a connection from `a` arrives: evicts
+ * the oldest waiting connection of the address holding the most, if that
+ * is more than `a` would hold with the newcomer. Returns whether a slot
+ * was freed. Runs only under pressure (max_pending connections waiting),
+ * over at most max_conns connections. */
+static bool evict_for(struct keel_client_port *p, const struct sockaddr_storage *a)
+{
+	unsigned mine = pending_from(p, a), most = 0;
+	const struct cconn *heavy = NULL;
+	for (const struct cconn *c = p->conns; c; c = c->next) {
+		if (!pending(c))
+			continue;
+		unsigned n = pending_from(p, &c->addr);
+		if (n > most) {
+			most = n;
+			heavy = c;
+		}
+	}
+	if (!heavy || most <= mine + 1)
+		return false;
+	struct cconn *victim = NULL;
+	for (struct cconn *c = p->conns; c; c = c->next)
+		if (pending(c) && same_addr(&c->addr, &heavy->addr) &&
+		    (!victim || c->born < victim->born))
+			victim = c;
+	p->st.evicted++;
+	keel_log_limited(&p->lim_evict, LOG_BURST, KEEL_LOG_WARN,
+			 "client port: %s: closed: evicted, its address held the most (%u) of the "
+			 "%u connections without HELLO",
+			 victim->peer, most, p->npending);
+	conn_close(victim, NULL);
+	return true;
+}
+
 static void hello_late(struct keel_timer *t)
 {
 	struct cconn *c = t->arg;
@@ -1133,9 +1210,20 @@ static void accept_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
 		p->accept_armed = false;
 	if (res >= 0) {
 		int fd = res;
-		if (p->stopping || p->nconns >= p->cfg.max_conns) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
+			memset(&ss, 0, sizeof(ss));
+		bool full_pending = !p->stopping && p->npending >= p->cfg.max_pending &&
+				    !evict_for(p, &ss);
+		if (p->stopping || p->nconns >= p->cfg.max_conns || full_pending) {
 			p->st.refused++;
-			if (!p->stopping)
+			if (full_pending)
+				keel_log_limited(&p->lim_refuse, LOG_BURST, KEEL_LOG_WARN,
+						 "client port: %u connections wait for their HELLO, "
+						 "most from the new one's address: it is refused",
+						 p->npending);
+			else if (!p->stopping)
 				keel_log_limited(&p->lim, LOG_BURST, KEEL_LOG_WARN,
 						 "client port: %u connections open: a new one refused",
 						 p->nconns);
@@ -1149,10 +1237,10 @@ static void accept_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
 				c->fd = fd;
 				int one = 1;
 				setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-				struct sockaddr_storage ss;
-				socklen_t sl = sizeof(ss);
 				char h[48] = "?", s[8] = "?";
-				if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+				c->addr = ss;
+				c->born = ++p->accepts;
+				if (ss.ss_family)
 					getnameinfo((struct sockaddr *)&ss, sl, h, sizeof(h), s, sizeof(s),
 						    NI_NUMERICHOST | NI_NUMERICSERV);
 				snprintf(c->peer, sizeof(c->peer), "%s:%s", h, s);
@@ -1166,6 +1254,7 @@ static void accept_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
 					p->conns->prev = c;
 				p->conns = c;
 				p->nconns++;
+				p->npending++;
 				p->st.accepted++;
 				c->recv_armed = true;
 				keel_io_recv_multi(p->sh, &c->recv_op, fd);
@@ -1214,7 +1303,7 @@ int keel_client_port_start(const struct keel_client_port_config *cfg, struct kee
 	int one = 1;
 	if (fd >= 0)
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 256) < 0) {
+	if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
 		int e = -errno;
 		if (fd >= 0)
 			close(fd);
@@ -1233,6 +1322,8 @@ int keel_client_port_start(const struct keel_client_port_config *cfg, struct kee
 		p->cfg.max_conns = 1024;
 	if (!p->cfg.hello_timeout_ms)
 		p->cfg.hello_timeout_ms = 5000;
+	if (!p->cfg.max_pending)
+		p->cfg.max_pending = 128;
 	p->sh = sh;
 	p->clock = keel_endpoint_clock(ep);
 	p->nshards = keel_endpoint_nshards(ep);

@@ -148,9 +148,11 @@ struct keel_client_port_config {
 	size_t token_len;
 	uint32_t max_conns;        /* 0: 1024 */
 	uint32_t hello_timeout_ms; /* 0: 5000 */
+	uint32_t max_pending;      /* connections waiting for HELLO at once; 0: 128 */
 };
 struct keel_client_port_stats {
 	uint64_t accepted, refused, auth_failed, hello_timeouts, bad_frames, slow_closed;
+	uint64_t evicted;          /* waiting for HELLO, closed to admit another address */
 	uint64_t requests;
 };
 int keel_client_port_start(const struct keel_client_port_config *cfg, struct keel_endpoint *ep,

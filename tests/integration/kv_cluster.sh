@@ -10,7 +10,9 @@
 #      catches up (its own serializable reads show every key);
 #   3. a wrong token is refused (exit 3, the node says why) and a client
 #      that sends garbage is closed with a reason while the node serves on.
-# usage: kv_cluster.sh KEEL_BINARY
+#   4. with FLOOD_PEER: 1,300 connections that never say HELLO from
+#      127.0.0.2 on node 1's client port do not keep a client out.
+# usage: kv_cluster.sh KEEL_BINARY [FLOOD_PEER]
 set -uo pipefail
 KEEL=$1
 dir=$(mktemp -d /tmp/keel-kv-cluster.XXXXXX)
@@ -130,4 +132,33 @@ sleep 0.3
 grep -q "client port: .*closed: not a keel client frame" "$cdir"/n1.log ||
   fail "garbage was not logged with a reason"
 ok "wrong token refused (exit 3), garbage closed with a reason, the node serves on"
+
+# ---- 4. a flood of connections that never say HELLO (issue 18) ---------------
+# flood_peer holds 1,300 idle and half-open connections from 127.0.0.2 on
+# node 1's client port (more than its max_conns, 1024), re-opening each one
+# the port closes. A client from 127.0.0.1 must still be served by node 1
+# at once: it evicts a waiting connection of the flooding address.
+FLOOD=${2:-}
+if [ -z "$FLOOD" ]; then
+  echo "skip: no flood_peer binary given (second argument): flood part not run"
+elif ! "$FLOOD" 127.0.0.2 1 0.01 0 9 >/dev/null 2>&1; then
+  echo "skip: cannot bind 127.0.0.2 here: flood part not run"
+else
+  "$FLOOD" 127.0.0.2 1300 8 50 "$port" >"$dir/flood.out" 2>&1 &
+  fpid=$!
+  sleep 2
+  ep1=127.0.0.1:$port
+  for i in 1 2 3 4 5; do
+    t0=$(now)
+    v=$("$KEEL" kv --endpoints "$ep1" --token-file "$cdir/client-token" --timeout 3000 \
+        get k1 2>"$dir/err") || fail "get $i through node 1 under the flood: $(cat "$dir/err")"
+    [ "$v" = "${want[k1]}" ] || fail "get $i under the flood answered '$v'"
+    echo "  get $i through node 1 under the flood: $(since "$t0") s"
+    sleep 0.5
+  done
+  wait "$fpid"
+  grep -q "client port: .*closed: evicted" "$cdir"/n1.log ||
+    fail "no eviction of a waiting flood connection was logged"
+  ok "1,300 connections without HELLO from 127.0.0.2: node 1 served 5 gets from 127.0.0.1 ($(cat "$dir/flood.out"))"
+fi
 echo "kv_cluster: all ok"
