@@ -382,6 +382,47 @@ static int shard_setup(struct keel_shard *s, char *em)
 	return 0;
 }
 
+static bool has_outgoing(struct keel_shard *s)
+{
+	for (unsigned to = 0; to < s->n; to++)
+		if (keel_shard_pending(s, to))
+			return true;
+	return false;
+}
+
+/* Messages published before the stop still run, on their target and
+ * before any shard's fini: a request's answer between shards is delivered
+ * (and freed by its protocol) instead of being left in a ring or an
+ * overflow queue. New posts fail with KEEL_ESTOPPED by now, as in
+ * shard_fini; only the replies of keel_shard_calls run here still go out.
+ * Every shard loops until no shard has a message in or out: rt->draining
+ * counts the shards that have; a shard counts itself in when it sees an
+ * incoming message *before* running it, so its sender's count can only
+ * drop after it is in, and the count never reads 0 while a message
+ * (or the reply it will produce) is still on its way. */
+static void drain_after_stop(struct keel_shard *s)
+{
+	struct keel_runtime *rt = s->rt;
+	bool in = true; /* counted in rt->draining (it starts at n) */
+	for (;;) {
+		bool busy = keel_msgs_incoming(s) || has_outgoing(s);
+		if (busy && !in) {
+			atomic_fetch_add(&rt->draining, 1);
+			in = true;
+		}
+		keel_msgs_drain(s);
+		keel_shard_flush(s);
+		busy = keel_msgs_incoming(s) || has_outgoing(s);
+		if (!busy && in) {
+			atomic_fetch_sub(&rt->draining, 1);
+			in = false;
+		}
+		if (!in && atomic_load(&rt->draining) == 0)
+			return;
+		sched_yield();
+	}
+}
+
 static void *shard_main(void *p)
 {
 	struct keel_shard *s = p;
@@ -406,6 +447,7 @@ static void *shard_main(void *p)
 		if (s->rops->quiesce)
 			s->rops->quiesce(s);
 		gate_arrive(&rt->g_loop);
+		drain_after_stop(s);
 		if (rt->fini)
 			rt->fini(s, rt->arg);
 	}
@@ -428,6 +470,7 @@ int keel_runtime_start(struct keel_runtime *rt, void (*shard_init)(struct keel_s
 	gate_init(&rt->g_setup, rt->n);
 	gate_init(&rt->g_init, rt->n);
 	gate_init(&rt->g_loop, rt->n);
+	atomic_store(&rt->draining, rt->n);
 	/* Shard threads leave SIGINT/SIGTERM to the process's other threads,
 	 * so a signal never interrupts a loop mid-iteration. */
 	sigset_t block, old;

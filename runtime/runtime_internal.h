@@ -147,6 +147,7 @@ struct keel_runtime {
 	void (*fini)(struct keel_shard *, void *);
 	void *arg;
 	struct keel_gate g_setup, g_init, g_loop;
+	atomic_uint draining;     /* shards still running messages after the stop */
 	pthread_mutex_t err_mu;
 	int run_err;
 	char errmsg[KEEL_ERRMSG_LEN];

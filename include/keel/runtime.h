@@ -397,7 +397,9 @@ void keel_clock_set(struct keel_clock *c, uint64_t t);
  * owns what it points to is the caller's protocol. Returns 0, -EINVAL for a
  * bad shard id, KEEL_ESTOPPED once the runtime stops, -EPERM when called
  * off from's thread, or -ENOMEM if the overflow queue could not grow. Messages are published at the end of the
- * current loop phase (batched); keel_shard_flush publishes now. */
+ * current loop phase (batched); keel_shard_flush publishes now. A message
+ * posted before the stop still runs: after every shard has left its loop
+ * and before any shard_fini (and a keel_shard_call's reply too). */
 int keel_shard_post(struct keel_shard *from, unsigned to,
 		    void (*fn)(struct keel_shard *on, void *arg), void *arg);
 /* As Seastar's submit_to: runs result = fn(on = shard to, arg) on shard to,

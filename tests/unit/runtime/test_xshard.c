@@ -120,6 +120,69 @@ Test(xshard, post_order_kept_through_a_full_ring, .timeout = 60)
 	keel_runtime_destroy(O.rt);
 }
 
+/* Messages posted before the stop run before any shard_fini, overflow
+ * included (a 4-slot ring), and so do the replies of calls among them:
+ * a request's answer between shards is never left in a ring. */
+#define NLATE 5000
+struct late {
+	struct keel_runtime *rt;
+	atomic_uint ran, replied, at_fini;
+};
+static struct late L;
+
+static void late_take(struct keel_shard *on, void *arg)
+{
+	(void)on;
+	(void)arg;
+	atomic_fetch_add(&L.ran, 1);
+}
+
+static void *late_call(struct keel_shard *on, void *arg)
+{
+	(void)on;
+	return arg;
+}
+
+static void late_reply(struct keel_shard *from, void *result, void *arg)
+{
+	(void)from;
+	(void)result;
+	(void)arg;
+	atomic_fetch_add(&L.replied, 1);
+}
+
+static void late_init(struct keel_shard *s, void *arg)
+{
+	(void)arg;
+	if (keel_shard_id(s) != 0)
+		return;
+	for (unsigned i = 0; i < NLATE; i++) {
+		cr_expect_eq(keel_shard_post(s, 1, late_take, NULL), 0);
+		cr_expect_eq(keel_shard_call(s, 1, late_call, late_reply, NULL), 0);
+	}
+	/* nothing is published yet: the loop never runs a phase */
+	keel_runtime_stop(L.rt);
+}
+
+static void late_fini(struct keel_shard *s, void *arg)
+{
+	(void)s;
+	(void)arg;
+	atomic_fetch_add(&L.at_fini, atomic_load(&L.ran) == NLATE &&
+					     atomic_load(&L.replied) == NLATE);
+}
+
+Test(xshard, messages_posted_before_the_stop_run_before_fini, .timeout = 60)
+{
+	memset(&L, 0, sizeof(L));
+	L.rt = rt_make(2, KEEL_IDLE_SLEEP, 4);
+	cr_assert_eq(keel_runtime_run(L.rt, late_init, late_fini, NULL), 0);
+	cr_expect_eq(atomic_load(&L.ran), NLATE);
+	cr_expect_eq(atomic_load(&L.replied), NLATE);
+	cr_expect_eq(atomic_load(&L.at_fini), 2, "a shard_fini ran before every message had");
+	keel_runtime_destroy(L.rt);
+}
+
 static void never(struct keel_shard *on, void *arg) { abort(); }
 
 Test(xshard, bad_target_is_einval_and_stopped_is_estopped, .timeout = 30)
