@@ -162,13 +162,14 @@ int keel_cmd_member(int argc, char **argv)
 	if (rc)
 		return rc;
 	rc = keel_client_member(c, o.op, o.node, member_row, &o);
-	if (rc < 0)
-		fprintf(stderr, "keel member %s: %s\n", ops, keel_client_errmsg(c));
-	else if (o.failed)
+	if (o.failed)
 		fprintf(stderr,
 			"keel member %s: %u of %u groups done, %u failed (%s)%s\n", ops, o.done,
 			o.done + o.failed, o.failed, keel_client_errmsg(c),
-			o.op == KEEL_CLIENT_MEMBER_LIST ? "" : "; run it again to resume");
+			o.op == KEEL_CLIENT_MEMBER_LIST || o.unsupported == o.failed
+				? "" : "; run it again to resume");
+	else if (rc < 0)
+		fprintf(stderr, "keel member %s: %s\n", ops, keel_client_errmsg(c));
 	keel_client_close(c);
 	return rc < 0 || o.failed ? KEEL_CLI_UNREACHABLE : 0;
 }

@@ -1624,7 +1624,7 @@ int keel_client_member(struct keel_client *c, enum keel_client_member_op op, uin
 					       "add or remove, a node id above 0");
 	if (!c->groups)
 		return fail(c, KEEL_EUNAVAIL, "member: the cluster reported no groups");
-	int failed = 0, asked = 0;
+	int failed = 0, unreachable = 0;
 	char first_err[KEEL_ERRMSG_LEN] = "";
 	for (uint32_t g = 0; g < c->groups; g++) {
 		struct keel_client_member_row row = {.group = g, .message = ""};
@@ -1643,10 +1643,10 @@ int keel_client_member(struct keel_client *c, enum keel_client_member_op op, uin
 			int rc = call(c, g, true, &m, &a, &k, &used);
 			if (rc < 0) {
 				row.status = rc;
+				unreachable += rc == KEEL_EUNAVAIL;
 				snprintf(msg, sizeof(msg), "%s", c->err);
 				break;
 			}
-			asked++;
 			row.status = a.type == KEEL_PROTO_RESULT ? a.status : KEEL_EPROTO;
 			row.leader = k->node;
 			if (row.status == 0)
@@ -1678,7 +1678,7 @@ int keel_client_member(struct keel_client *c, enum keel_client_member_op op, uin
 	if (failed)
 		snprintf(c->err, sizeof(c->err), "%d of %u groups failed; first: %s", failed,
 			 c->groups, first_err);
-	if (!asked && failed)
+	if (unreachable == (int)c->groups)
 		return KEEL_EUNAVAIL;
 	return failed;
 }

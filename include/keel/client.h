@@ -130,7 +130,8 @@ int keel_client_status(struct keel_client *c,
  * the same call again. A group busy with another change is retried until
  * the call's deadline (timeout_ms per group). KEEL_ENOTSUP: the engine has
  * no reconfiguration (Paxos). Returns the number of groups that failed (0:
- * all done), or a negative code when no group could be asked. */
+ * all done), or KEEL_EUNAVAIL when no group's leader could be reached (fn
+ * has the rows either way). */
 enum keel_client_member_op {
 	KEEL_CLIENT_MEMBER_LIST = 1,
 	KEEL_CLIENT_MEMBER_ADD = 2,

@@ -6,9 +6,10 @@
 #   2. `keel member remove 3`: every group done, list shows voters 1,2 and
 #      node 3 in none; writes still commit; running it again is a no-op
 #      ("already done" in every group: a re-run resumes);
-#   3. `keel member add 3`: back to 3 voters in every group, and node 3
-#      catches up: its own serializable reads show the keys written while
-#      it was out;
+#   3. `keel member add 3` while node 3 is stopped: every group fails
+#      (exit 3, "run it again to resume"); node 3 continued, the same
+#      command resumes: back to 3 voters in every group, and node 3 catches
+#      up: its own serializable reads show the keys written while it was out;
 #   4. on a Paxos cluster (`--protocol paxos`): list works, `remove 3`
 #      exits 3 and says the engine has no reconfiguration.
 # usage: member.sh KEEL_BINARY
@@ -84,8 +85,21 @@ out=$(member remove 3 2>&1) || fail "member remove 3 again: $out"
 ok "remove again: already done in every group (a re-run resumes)"
 
 # ---- 3. add 3 back -------------------------------------------------------------
+# First with node 3 stopped (SIGSTOP): it cannot catch up, so no group can
+# promote it in time; every group is reported failed, exit 3. Then node 3
+# runs again and the same command resumes: a group whose change is still
+# catching up is waited for, one already done counts as done.
+pid3=$(cat "$cdir/n3.pid") || fail "no pid file for node 3"
+kill -STOP "$pid3" || fail "SIGSTOP node 3"
+member add 3 --timeout 1s >"$dir/out" 2>&1
+rc=$?
+kill -CONT "$pid3"
+[ $rc = 3 ] || fail "add 3 with node 3 stopped must exit 3, got $rc: $(cat "$dir/out")"
+[ "$(grep -c '^group .*: FAILED' "$dir/out")" = 4 ] || fail "add 3, node 3 stopped: want 4 failed groups: $(cat "$dir/out")"
+grep -q 'run it again to resume' "$dir/out" || fail "a failed add must say it resumes: $(cat "$dir/out")"
+ok "add 3 with node 3 stopped: exit 3, $(tail -n 1 "$dir/out" | cut -c1-100)..."
 out=$(member add 3 2>&1) || fail "member add 3: $out"
-[ "$(echo "$out" | grep -c ': add node 3: done')" = 4 ] || fail "member add 3 output: $out"
+[ "$(echo "$out" | grep -Ec ': add node 3: (already )?done')" = 4 ] || fail "member add 3 output: $out"
 v=$(voters) || fail "member list --json after add"
 [ "$v" = "$(every 1,2,3)" ] || fail "after add 3: want voters 1,2,3 everywhere, got '$v'"
 ok "member add 3: voters 1,2,3 in every group"
