@@ -19,6 +19,7 @@ int keel_cmd_config(int argc, char **argv);
 int keel_cmd_kv(int argc, char **argv);
 int keel_cmd_status(int argc, char **argv);
 int keel_cmd_lock(int argc, char **argv);
+int keel_cmd_member(int argc, char **argv);
 
 /* ---- client commands (cli/connect.c) ------------------------------------ */
 struct keel_client;

@@ -30,6 +30,7 @@ static const struct keel_cmd commands[] = {
 	{"cluster", keel_cmd_cluster, "run a local cluster on 127.0.0.1: up, status, down, restart"},
 	{"status", keel_cmd_status, "every group's leader, term, commit and applied index, per node"},
 	{"kv", keel_cmd_kv, "put, get, del, cas and range keys of a cluster's KV store"},
+	{"member", keel_cmd_member, "list, add or remove a node in every group of a cluster"},
 	{"lock", keel_cmd_lock, "hold a cluster lock while a command runs (fencing token in its env); status"},
 	{"send", keel_cmd_send, "send a verified message stream to a node (tests, demo)"},
 	{"mr", keel_cmd_mr, "run map-reduce jobs (wordcount, grep, index, sort, or a job .so)"},

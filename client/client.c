@@ -1594,3 +1594,91 @@ int keel_client_poll(struct keel_client *c, uint32_t timeout_ms)
 		}
 	}
 }
+
+/* ---- membership (keel_client_member) -------------------------------------- */
+
+static void member_row_of(const struct keel_proto_msg *a, struct keel_client_member_row *row)
+{
+	row->already = (a->flags & KEEL_PF_DUPLICATE) != 0;
+	row->changing = (a->flags & KEEL_PF_MORE) != 0;
+	row->index = a->index;
+	row->term = a->rev;
+	size_t pos = 0;
+	struct keel_proto_item it;
+	while (row->n_members < sizeof(row->members) / sizeof(row->members[0]) &&
+	       keel_proto_item_next(a, &pos, &it) == 1) {
+		if (it.key.len != 1 || !it.create_rev || it.create_rev > UINT32_MAX)
+			continue; /* not a member row this library knows */
+		row->members[row->n_members++] = (struct keel_client_member){
+			.node = (uint32_t)it.create_rev, .voter = it.key.p[0] == 'v',
+			.match = it.mod_rev, .active = it.version != 0};
+	}
+}
+
+int keel_client_member(struct keel_client *c, enum keel_client_member_op op, uint32_t node,
+		       void (*fn)(void *arg, const struct keel_client_member_row *row), void *arg)
+{
+	if (op < KEEL_CLIENT_MEMBER_LIST || op > KEEL_CLIENT_MEMBER_REMOVE ||
+	    (op != KEEL_CLIENT_MEMBER_LIST && !node))
+		return fail(c, KEEL_EBADINPUT, "member: an operation (list, add, remove) and, to "
+					       "add or remove, a node id above 0");
+	if (!c->groups)
+		return fail(c, KEEL_EUNAVAIL, "member: the cluster reported no groups");
+	int failed = 0, unreachable = 0;
+	char first_err[KEEL_ERRMSG_LEN] = "";
+	for (uint32_t g = 0; g < c->groups; g++) {
+		struct keel_client_member_row row = {.group = g, .message = ""};
+		char msg[KEEL_ERRMSG_LEN] = "";
+		uint64_t deadline = now_ms() + c->cfg.timeout_ms;
+		for (;;) {
+			struct keel_proto_msg m = {.type = KEEL_PROTO_MEMBER, .group = g,
+						   .mode = (uint8_t)op, .node = node};
+			keel_proto_set(&m, KEEL_PT_GROUP);
+			keel_proto_set(&m, KEEL_PT_MODE);
+			if (op != KEEL_CLIENT_MEMBER_LIST)
+				keel_proto_set(&m, KEEL_PT_NODE);
+			struct keel_proto_msg a;
+			struct conn *k = NULL;
+			size_t used = 0;
+			int rc = call(c, g, true, &m, &a, &k, &used);
+			if (rc < 0) {
+				row.status = rc;
+				unreachable += rc == KEEL_EUNAVAIL;
+				snprintf(msg, sizeof(msg), "%s", c->err);
+				break;
+			}
+			row.status = a.type == KEEL_PROTO_RESULT ? a.status : KEEL_EPROTO;
+			row.leader = k->node;
+			if (row.status == 0)
+				member_row_of(&a, &row);
+			else if (a.message.len)
+				snprintf(msg, sizeof(msg), "node %u: %.*s", k->node, (int)a.message.len,
+					 (const char *)a.message.p);
+			else
+				snprintf(msg, sizeof(msg), "node %u: %s", k->node,
+					 keel_strerror(row.status));
+			consume(k, used);
+			/* another change of the group (perhaps this one's earlier
+			 * try, still catching the node up) is in progress: wait */
+			if (row.status != KEEL_EBUSY || now_ms() + 100 >= deadline)
+				break;
+			struct timespec ts = {0, 100 * 1000000L};
+			nanosleep(&ts, NULL);
+		}
+		if (row.status < 0) {
+			failed++;
+			row.message = msg;
+			if (!first_err[0])
+				snprintf(first_err, sizeof(first_err), "group %u: %s", g, msg);
+		}
+		if (fn)
+			fn(arg, &row);
+	}
+	c->err[0] = '\0';
+	if (failed)
+		snprintf(c->err, sizeof(c->err), "%d of %u groups failed; first: %s", failed,
+			 c->groups, first_err);
+	if (unreachable == (int)c->groups)
+		return KEEL_EUNAVAIL;
+	return failed;
+}

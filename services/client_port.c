@@ -989,6 +989,9 @@ static void handle(struct cconn *c, const struct keel_proto_msg *m)
 	case KEEL_PROTO_STATUS:
 		start_status(c, m->id);
 		return;
+	case KEEL_PROTO_MEMBER:
+		cport_member_handle(c, m);
+		return;
 	case KEEL_PROTO_WATCH:
 		start_watch(c, m);
 		return;

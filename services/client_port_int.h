@@ -60,4 +60,8 @@ void cport_lock_handle(struct cconn *c, const struct keel_proto_msg *m);
 /* c is being freed: forget it as the home of any session. */
 void cport_lock_conn_gone(struct keel_client_port *p, struct cconn *c);
 
+/* ---- given by client_port_member.c ---- */
+/* A MEMBER request from c, after HELLO. */
+void cport_member_handle(struct cconn *c, const struct keel_proto_msg *m);
+
 #endif

@@ -372,6 +372,7 @@ const char *keel_proto_type_name(uint8_t type)
 	case KEEL_PROTO_UNWATCH: return "UNWATCH";
 	case KEEL_PROTO_STATUS: return "STATUS";
 	case KEEL_PROTO_PING: return "PING";
+	case KEEL_PROTO_MEMBER: return "MEMBER";
 	case KEEL_PROTO_HELLO_OK: return "HELLO_OK";
 	case KEEL_PROTO_RESULT: return "RESULT";
 	case KEEL_PROTO_EVENT: return "EVENT";

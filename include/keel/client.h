@@ -117,6 +117,50 @@ int keel_client_status(struct keel_client *c,
 		       void (*fn)(void *arg, const struct keel_client_group_status *st),
 		       void *arg);
 
+/* ---- membership ------------------------------------------------------------
+ * keel_client_member lists, adds or removes a node in every group's
+ * configuration, one group after the other, each at its leader (followed
+ * through KEEL_ENOTLEADER hints as writes are). fn gets one row per group:
+ * its status (0, or the error that group answered, with message), and for
+ * a list the group's members as its leader sees them. Add makes the node a
+ * voter by the engine's safe path (a learner first, promoted once it has
+ * the leader's commit index: the row comes when it votes). A group where
+ * there is nothing to do (add of a voter, remove of a non-member) is done,
+ * with `already` set, so a run that failed part-way is resumed by running
+ * the same call again. A group busy with another change is retried until
+ * the call's deadline (timeout_ms per group). KEEL_ENOTSUP: the engine has
+ * no reconfiguration (Paxos). Returns the number of groups that failed (0:
+ * all done), or KEEL_EUNAVAIL when no group's leader could be reached (fn
+ * has the rows either way). */
+enum keel_client_member_op {
+	KEEL_CLIENT_MEMBER_LIST = 1,
+	KEEL_CLIENT_MEMBER_ADD = 2,
+	KEEL_CLIENT_MEMBER_REMOVE = 3,
+};
+
+struct keel_client_member {
+	uint32_t node;
+	bool voter;          /* else a learner */
+	uint64_t match;      /* how far its log matches the leader's */
+	bool active;         /* answered the leader recently */
+};
+
+struct keel_client_member_row {
+	uint32_t group;
+	int status;          /* 0, or the group's error */
+	const char *message; /* why, with status (valid during fn); "" otherwise */
+	uint32_t leader;     /* the node that answered as the group's leader, 0: none */
+	bool already;        /* add/remove: nothing to do */
+	uint64_t index;      /* the change's index (list: the commit index) */
+	uint64_t term;       /* list */
+	bool changing;       /* list: a membership change is in progress */
+	uint32_t n_members;  /* list */
+	struct keel_client_member members[16];
+};
+
+int keel_client_member(struct keel_client *c, enum keel_client_member_op op, uint32_t node,
+		       void (*fn)(void *arg, const struct keel_client_member_row *row), void *arg);
+
 /* ---- pipelined calls ---------------------------------------------------------
  * Many requests in flight on each connection: a *_async call encodes the
  * request, queues it and returns at once (0, or KEEL_EFULL when

@@ -62,6 +62,14 @@ enum keel_proto_type {
 	KEEL_PROTO_UNWATCH = 8,  /* WATCH_ID */
 	KEEL_PROTO_STATUS = 9,   /* [GROUP] */
 	KEEL_PROTO_PING = 10,
+	/* a group's membership (keel member): MODE (enum keel_proto_member_op)
+	 * GROUP [NODE]; answered by the group's leader only. Its RESULT: STATUS
+	 * [LEADER] [INDEX: the change's, or the commit index] [FLAGS:
+	 * DUPLICATE (add of a voter / remove of a non-member: nothing to do),
+	 * MORE (list: a change is in progress)] [MESSAGE]; a list's also REV
+	 * (term) and an ITEM per member: KEY "v" (voter) or "l" (learner),
+	 * CREATE_REV the node, MOD_REV its match index, VERSION 1 if active */
+	KEEL_PROTO_MEMBER = 11,
 	/* the lock service (keel/lock_client.h); SESSION is CLIENT, names
 	 * are KEY, GROUP is the name's group (KEEPALIVE, OPEN, CLOSE: the
 	 * group to renew, open or close the session in) */
@@ -88,6 +96,12 @@ enum keel_proto_type {
 	 * ITEM per holder then waiter: KEY "h" or "w", VALUE the holder's
 	 * value, CREATE_REV the session, MOD_REV the token (holders) or the
 	 * wait deadline (waiters), VERSION the mode */
+};
+
+enum keel_proto_member_op {
+	KEEL_PROTO_MEMBER_LIST = 1,
+	KEEL_PROTO_MEMBER_ADD = 2,    /* as a voter: learner, catch-up, promotion */
+	KEEL_PROTO_MEMBER_REMOVE = 3,
 };
 
 enum keel_proto_tag {
