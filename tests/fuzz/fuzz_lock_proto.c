@@ -63,6 +63,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	}
 	m.n_items = 0; /* the lock requests carry none */
+	m.has[KEEL_PT_ITEM] = false;
 	roundtrip(&m);
 	uint32_t groups = 1 + (uint32_t)(m.id % 64);
 	struct keel_lock_cmd cmd;
