@@ -1133,8 +1133,16 @@ static void recv_complete(struct keel_io_op *op, int32_t res, uint32_t flags)
 	}
 	memcpy(c->rbuf + c->rlen, op->data, (size_t)res);
 	c->rlen += (size_t)res;
+	/* Held through parse: a refusal closes c, and with no receive armed
+	 * (the multishot ended) conn_close would free it under us. */
+	c->inflight++;
 	parse(c);
-	if (!c->closing && !c->recv_armed) {
+	c->inflight--;
+	if (c->closing) {
+		conn_free_if_done(c);
+		return;
+	}
+	if (!c->recv_armed) {
 		c->recv_armed = true;
 		keel_io_recv_multi(c->p->sh, &c->recv_op, c->fd);
 	}
