@@ -1793,6 +1793,11 @@ static void tcp_close(struct keel_transport *pub)
 		t->reap = NULL;
 		t->dirty = NULL;
 		tcp_free(t);
+	} else if (t->lfd < 0 && !t->conns) {
+		/* Never listening, no connection (an endpoint whose listen
+		 * failed at start): nothing can come back, and the poller may
+		 * never run again if the loop stops next, so free t now. */
+		tcp_free(t);
 	}
 	/* Otherwise the poller frees t once every operation has come back. */
 }
