@@ -132,6 +132,8 @@ struct run_opts {
 	const char *input_dir, *data_dir;
 	uint32_t max_quantity;
 	uint64_t split_kb;
+	/* a job .so */
+	const char *job_path, *job_arg, *output;
 };
 
 static void put_stats(struct keel_json *j, struct keel_df_ctx *c)
@@ -312,6 +314,47 @@ fail:
 	return 1;
 }
 
+static int run_user(struct run_opts *o, struct keel_df_ctx *c)
+{
+	char err[KEEL_ERRMSG_LEN];
+	struct keel_df_jobref ref;
+	if (keel_df_job_open(&ref, o->job_path, err)) {
+		fprintf(stderr, "keel df run: %s\n", err);
+		return 1;
+	}
+	FILE *out = stdout;
+	if (o->output && !(out = fopen(o->output, "w"))) {
+		fprintf(stderr, "keel df run: %s: %s\n", o->output, strerror(errno));
+		keel_df_job_close(&ref);
+		return 1;
+	}
+	double t0 = now_s();
+	int rc = ref.job->run(c, o->job_arg, out, err);
+	double secs = now_s() - t0;
+	if (o->prog.tty && !o->prog.quiet)
+		fprintf(stderr, "\r\033[K");
+	bool werr = out != stdout ? fclose(out) != 0 : fflush(out) != 0;
+	if (rc)
+		fprintf(stderr, "keel df run %s: %s\n", ref.job->name ? ref.job->name : o->job_path, err);
+	else if (werr)
+		fprintf(stderr, "keel df run: writing %s failed\n", o->output ? o->output : "stdout");
+	else if (o->json) {
+		struct keel_json j;
+		keel_json_init_file(&j, stdout);
+		keel_json_open_obj(&j, NULL);
+		keel_json_put_str(&j, "job", ref.job->name ? ref.job->name : o->job_path);
+		keel_json_put_str(&j, "output", o->output);
+		keel_json_put_double(&j, "seconds", secs, 3);
+		put_stats(&j, c);
+		keel_json_close(&j);
+		keel_json_finish(&j, true);
+	} else if (o->output) {
+		print_stats(c, secs);
+	}
+	keel_df_job_close(&ref);
+	return rc || werr ? 1 : 0;
+}
+
 static int cmd_run(int argc, char **argv)
 {
 	struct run_opts o = {.vertices = 100000, .degree = 8, .iterations = 10, .seed = 1,
@@ -340,6 +383,11 @@ static int cmd_run(int argc, char **argv)
 		{"max-quantity", 0, KEEL_OPT_U32, &o.max_quantity, 1, 1000000, "Q",
 		 "joingroup: WHERE l_quantity <= Q"},
 		{"split", 0, KEEL_OPT_U64, &o.split_kb, 1, 1u << 22, "KB", "joingroup: bytes of CSV per task"},
+		{"job", 'j', KEEL_OPT_STR, &o.job_path, .arg = "PATH.so",
+		 .help = "a user job (exports `const struct keel_df_job keel_df_job`)"},
+		{"arg", 'a', KEEL_OPT_STR, &o.job_arg, .arg = "TEXT", .help = "the user job's argument"},
+		{"output", 'o', KEEL_OPT_STR, &o.output, .arg = "FILE",
+		 .help = "where a user job writes its result", .def = "stdout"},
 		{0},
 	};
 	const struct keel_cmd_spec spec = {
@@ -352,10 +400,14 @@ static int cmd_run(int argc, char **argv)
 	int st = keel_opt_parse(&spec, argc, argv, &nargs);
 	if (st != KEEL_OPT_RUN)
 		return st;
-	if (!nargs)
-		return keel_opt_usage(&spec, "missing JOB (pagerank or joingroup)");
-	const char *job = argv[1];
-	if (strcmp(job, "pagerank") && strcmp(job, "joingroup"))
+	if (o.job_path && nargs)
+		return keel_opt_usage(&spec, "give the job once: '%s' or --job %s", argv[1], o.job_path);
+	if (!o.job_path && !nargs)
+		return keel_opt_usage(&spec, "missing JOB (pagerank, joingroup, or --job PATH.so)");
+	if (o.job_path && o.json && !o.output)
+		return keel_opt_usage(&spec, "--json with --job needs --output FILE for the job's result");
+	const char *job = o.job_path ? "user" : argv[1];
+	if (!o.job_path && strcmp(job, "pagerank") && strcmp(job, "joingroup"))
 		return keel_opt_usage(&spec, "unknown job '%s' (keel df jobs lists them)", job);
 	o.prog.tty = isatty(STDERR_FILENO) && !o.json;
 	char err[KEEL_ERRMSG_LEN];
@@ -367,7 +419,9 @@ static int cmd_run(int argc, char **argv)
 		fprintf(stderr, "keel df run: %s\n", err);
 		return 1;
 	}
-	int rc = !strcmp(job, "pagerank") ? run_pagerank(&o, c) : run_joingroup(&o, c);
+	int rc = o.job_path		     ? run_user(&o, c)
+		 : !strcmp(job, "pagerank") ? run_pagerank(&o, c)
+					     : run_joingroup(&o, c);
 	keel_df_ctx_free(c);
 	return rc;
 }

@@ -6,6 +6,7 @@
  *
  * Keys are big-endian u64 so that byte order is numeric order.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -373,4 +374,40 @@ int keel_df_jg_run(struct keel_df_ctx *ctx, const char *orders_csv, const char *
 	if (!g)
 		return keel_errmsg_set(errmsg, -ENOMEM, "joingroup: %s", keel_df_ctx_error(ctx));
 	return keel_df_collect(g, jg_collect, out, errmsg);
+}
+
+/* ---- jobs as shared objects ---------------------------------------------- */
+
+int keel_df_job_open(struct keel_df_jobref *ref, const char *path, char *errmsg)
+{
+	memset(ref, 0, sizeof *ref);
+	dlerror();
+	void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (!dl) {
+		const char *why = dlerror();
+		return keel_errmsg_set(errmsg, KEEL_EBADJOB, "df: cannot load job %s: %s", path,
+				       why ? why : "dlopen failed");
+	}
+	const struct keel_df_job *job = dlsym(dl, KEEL_DF_JOB_SYMBOL);
+	const char *bad = NULL;
+	if (!job)
+		bad = "does not export the symbol " KEEL_DF_JOB_SYMBOL;
+	else if (job->abi != KEEL_DF_ABI)
+		bad = "was built for another dataflow ABI (keel_df_job.abi != KEEL_DF_ABI)";
+	else if (!job->run)
+		bad = "has no run callback (keel_df_job.run is NULL)";
+	if (bad) {
+		dlclose(dl);
+		return keel_errmsg_set(errmsg, KEEL_EBADJOB, "df: job %s %s", path, bad);
+	}
+	ref->job = job;
+	ref->dl = dl;
+	return 0;
+}
+
+void keel_df_job_close(struct keel_df_jobref *ref)
+{
+	if (ref->dl)
+		dlclose(ref->dl);
+	memset(ref, 0, sizeof *ref);
 }

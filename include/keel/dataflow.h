@@ -39,6 +39,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "keel/base.h"
 
@@ -208,6 +209,34 @@ int keel_df_jg_generate(const char *dir, uint64_t orders, uint64_t seed, char *e
 int keel_df_jg_run(struct keel_df_ctx *ctx, const char *orders_csv, const char *lineitem_csv,
 		   uint32_t max_quantity, uint64_t split_size,
 		   struct keel_df_jg_row out[KEEL_DF_PRIORITIES], char *errmsg);
+
+/* ---- jobs as shared objects ---------------------------------------------- */
+
+/* Bumped when struct keel_df_job changes incompatibly; a loaded job whose
+ * abi differs is refused. */
+#define KEEL_DF_ABI 1
+/* The symbol a job shared object exports: `const struct keel_df_job
+ * keel_df_job = {...};` (examples/df_wordcount has one to copy). */
+#define KEEL_DF_JOB_SYMBOL "keel_df_job"
+
+/* A job is a driver: it builds datasets in ctx and runs actions. */
+struct keel_df_job {
+	uint32_t abi; /* KEEL_DF_ABI */
+	const char *name;
+	/* Required. arg is the job's argument (--arg, may be NULL); the job
+	 * writes its result to out. 0, or a negative code with errmsg set. */
+	int (*run)(struct keel_df_ctx *ctx, const char *arg, FILE *out, char *errmsg);
+};
+
+/* Owned by the caller from keel_df_job_open to keel_df_job_close. */
+struct keel_df_jobref {
+	const struct keel_df_job *job;
+	void *dl;
+};
+/* Loads a job shared object. KEEL_EBADJOB with errmsg naming the path and
+ * what is wrong: dlopen failed, no keel_df_job symbol, another ABI, no run. */
+int keel_df_job_open(struct keel_df_jobref *ref, const char *path, char *errmsg);
+void keel_df_job_close(struct keel_df_jobref *ref);
 
 #ifdef __cplusplus
 }

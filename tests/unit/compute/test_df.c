@@ -650,3 +650,51 @@ Test(df, misused_callbacks_fail_the_task)
 	cr_assert_eq(n, 100);
 	keel_df_ctx_free(c);
 }
+
+/* ---- jobs as shared objects --------------------------------------------- */
+
+Test(df, job_shared_object, .init = make_tmp, .fini = cleanup)
+{
+	char in[400], outp[400], err[KEEL_ERRMSG_LEN];
+	snprintf(in, sizeof in, "%s/words.txt", tmpbase);
+	snprintf(outp, sizeof outp, "%s/out.txt", tmpbase);
+	FILE *f = fopen(in, "w");
+	cr_assert_not_null(f);
+	uint64_t ref[10] = {0};
+	for (int i = 0; i < 3000; i++) {
+		int a = (i * 7) % 10, b = (i * i) % 10;
+		fprintf(f, "w%d  w%d\tw%d\n", a, b, a);
+		ref[a] += 2;
+		ref[b]++;
+	}
+	fclose(f);
+	struct keel_df_jobref job;
+	cr_assert_eq(keel_df_job_open(&job, KEEL_TEST_DF_JOB, err), 0, "%s", err);
+	struct keel_df_ctx *c = ctx_new(2, 3, 0);
+	FILE *out = fopen(outp, "w+");
+	cr_assert_not_null(out);
+	cr_assert_eq(job.job->run(c, in, out, err), 0, "%s", err);
+	rewind(out);
+	uint64_t got[10] = {0};
+	char word[32];
+	unsigned long long n;
+	int lines = 0;
+	while (fscanf(out, "w%31s\t%llu\n", word, &n) == 2) {
+		int w = atoi(word);
+		cr_assert(w >= 0 && w < 10);
+		got[w] += n;
+		lines++;
+	}
+	fclose(out);
+	cr_assert_eq(lines, 10);
+	for (int w = 0; w < 10; w++)
+		cr_assert_eq(got[w], ref[w], "w%d", w);
+	keel_df_ctx_free(c);
+	keel_df_job_close(&job);
+	/* Missing symbol, missing file: refused, naming the path and why. */
+	cr_assert_eq(keel_df_job_open(&job, KEEL_TEST_NOSYM_JOB, err), KEEL_EBADJOB);
+	cr_assert_not_null(strstr(err, "keel_df_job"), "%s", err);
+	cr_assert_not_null(strstr(err, KEEL_TEST_NOSYM_JOB), "%s", err);
+	cr_assert_eq(keel_df_job_open(&job, "/nonexistent/libx.so", err), KEEL_EBADJOB);
+	cr_assert_not_null(strstr(err, "/nonexistent/libx.so"), "%s", err);
+}
