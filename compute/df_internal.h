@@ -41,6 +41,11 @@ struct df_part {
 	uint8_t *buf;
 	size_t len, cap;
 	uint64_t n;
+	/* Seen while it was written: every key hashes to this partition (the
+	 * shuffles' partitioner) and keys never go down. A join can then read
+	 * it as it is instead of shuffling it (co-partitioning). */
+	bool unsorted_or_moved;
+	size_t last; /* offset of the last element */
 };
 
 struct keel_df {
@@ -69,6 +74,10 @@ struct keel_df {
 	/* persist */
 	bool persist;
 	struct df_part *mat; /* partitions, once computed */
+	/* Observed when computed: mat is hash-partitioned by key over its
+	 * partitions and key-sorted in each (see struct df_part). */
+	bool hash_sorted;
+	bool copart[2]; /* join: side read from the parent's partitions, no shuffle */
 	struct keel_df *next_all; /* the context's list */
 	uint32_t visit; /* graph walks: the walk that last saw it */
 };

@@ -55,6 +55,7 @@ struct keel_df_emit {
 	int tag;       /* join: 0/1 prefixed to the value; -1 none */
 	bool distinct; /* the pair is the key */
 	struct df_part *part;
+	uint32_t nparts;
 	uint64_t count;
 };
 
@@ -111,7 +112,8 @@ int keel_df_fail(struct keel_df_emit *e, int code, const char *fmt, ...)
 
 /* ---- persisted partitions ---------------------------------------------- */
 
-static int part_append(struct df_part *p, const void *k, size_t kl, const void *v, size_t vl)
+static int part_append(struct df_part *p, uint32_t part, uint32_t parts, const void *k,
+		       size_t kl, const void *v, size_t vl)
 {
 	size_t need = 8 + kl + vl;
 	if (p->len + need > p->cap) {
@@ -124,8 +126,19 @@ static int part_append(struct df_part *p, const void *k, size_t kl, const void *
 		p->buf = b;
 		p->cap = cap;
 	}
-	uint32_t l32[2] = {(uint32_t)kl, (uint32_t)vl};
-	memcpy(p->buf + p->len, l32, 8);
+	if (!p->unsorted_or_moved) {
+		if (mr_part_of(mr_hash(k, kl), parts) != part) {
+			p->unsorted_or_moved = true;
+		} else if (p->n) {
+			const uint8_t *lk = p->buf + p->last + 8;
+			if (mr_keycmp(lk, keel_get_le32(p->buf + p->last), k, kl) > 0)
+				p->unsorted_or_moved = true;
+		}
+	}
+	p->last = p->len;
+	/* The layout map-reduce's merge reads (mr_source_buf). */
+	keel_put_le32(p->buf + p->len, (uint32_t)kl);
+	keel_put_le32(p->buf + p->len + 4, (uint32_t)vl);
 	if (kl)
 		memcpy(p->buf + p->len + 8, k, kl);
 	if (vl)
@@ -139,8 +152,7 @@ static bool part_next(const struct df_part *p, size_t *pos, struct keel_df_rec *
 {
 	if (*pos >= p->len)
 		return false;
-	uint32_t l32[2];
-	memcpy(l32, p->buf + *pos, 8);
+	uint32_t l32[2] = {keel_get_le32(p->buf + *pos), keel_get_le32(p->buf + *pos + 4)};
 	r->key = p->buf + *pos + 8;
 	r->klen = l32[0];
 	r->val = p->buf + *pos + 8 + l32[0];
@@ -178,6 +190,7 @@ void df_free_shuffle(struct keel_df *d)
 			d->tables[side] = NULL;
 		}
 		d->shuffled[side] = false;
+		d->copart[side] = false;
 	}
 }
 
@@ -262,7 +275,7 @@ int keel_df_emit(struct keel_df_emit *e, const void *key, size_t klen, const voi
 		return 0;
 	}
 	case SINK_MAT:
-		if (part_append(e->part, key, klen, val, vlen))
+		if (part_append(e->part, t->part, e->nparts, key, klen, val, vlen))
 			return task_fail(t, -ENOMEM, "out of memory keeping a persisted partition");
 		return 0;
 	case SINK_COUNT:
@@ -352,8 +365,15 @@ static int feed_shuffle(struct keel_df *x, struct df_task *t, struct keel_df_emi
 	int sides = x->kind == DF_JOIN ? 2 : 1;
 	size_t nsrc = 0;
 	for (int side = 0; side < sides; side++)
-		for (uint32_t s = 0; s < c->shards; s++)
-			nsrc += 1 + x->tables[side][s].n_spills;
+		if (x->copart[side])
+			nsrc++;
+		else
+			for (uint32_t s = 0; s < c->shards; s++)
+				nsrc += 1 + x->tables[side][s].n_spills;
+	/* A co-partitioned side is read from its parent's partition p as it
+	 * is (key-sorted, untagged): its values are told apart from the
+	 * other side's by where they point. */
+	const uint8_t *co_lo[2] = {NULL, NULL}, *co_hi[2] = {NULL, NULL};
 	struct mr_source *src = calloc(nsrc ? nsrc : 1, sizeof *src);
 	uint8_t *kbuf = malloc(KEEL_MR_MAX_KEY);
 	uint8_t *acc = malloc(x->value_size ? x->value_size : 1);
@@ -367,6 +387,15 @@ static int feed_shuffle(struct keel_df *x, struct df_task *t, struct keel_df_emi
 		goto out;
 	}
 	for (int side = 0; side < sides && !rc; side++) {
+		if (x->copart[side]) {
+			const struct df_part *mp = &x->parent[side]->mat[p];
+			co_lo[side] = mp->buf;
+			co_hi[side] = mp->buf + mp->len;
+			if ((rc = mr_source_buf(&src[opened], mp->buf, mp->len)))
+				break;
+			opened++;
+			continue;
+		}
 		for (uint32_t s = 0; s < c->shards && !rc; s++) {
 			struct mr_table *tb = &x->tables[side][s];
 			size_t a = tb->part_start[p], b = tb->part_start[p + 1];
@@ -416,7 +445,11 @@ static int feed_shuffle(struct keel_df *x, struct df_task *t, struct keel_df_emi
 					rc = -ENOMEM;
 				break;
 			case DF_JOIN:
-				if (vl < 1)
+				if (co_lo[0] && v >= co_lo[0] && v <= co_hi[0])
+					rc = vec_put(&lb, &ll, &lc, v, vl) ? -ENOMEM : 0;
+				else if (co_lo[1] && v >= co_lo[1] && v <= co_hi[1])
+					rc = vec_put(&rb, &rl, &rc_, v, vl) ? -ENOMEM : 0;
+				else if (vl < 1)
 					rc = KEEL_ECORRUPT;
 				else if (v[0] == 0 ? vec_put(&lb, &ll, &lc, v + 1, vl - 1)
 						   : vec_put(&rb, &rl, &rc_, v + 1, vl - 1))
@@ -567,6 +600,7 @@ static void *worker_main(void *arg)
 			sink.distinct = st->wide->kind == DF_DISTINCT;
 		} else if (st->kind == SINK_MAT) {
 			sink.part = &st->parts[p];
+			sink.nparts = st->d->partitions;
 		}
 		run_task(st->d, &t, &sink);
 		count += sink.count;
@@ -690,8 +724,12 @@ static int materialise(struct keel_df *d, char *errmsg)
 		return rc;
 	}
 	d->mat = parts;
-	for (uint32_t i = 0; i < d->partitions; i++)
+	d->hash_sorted = true;
+	for (uint32_t i = 0; i < d->partitions; i++) {
 		d->ctx->stats.persisted_bytes += parts[i].len;
+		if (parts[i].unsorted_or_moved)
+			d->hash_sorted = false;
+	}
 	return 0;
 }
 
@@ -723,9 +761,29 @@ static int prepare(struct keel_df *d, char *errmsg, unsigned depth)
 		return 0;
 	int rc = 0;
 	if (df_is_wide(d->kind)) {
-		for (int side = 0; side < 2 && !rc; side++)
-			if (d->parent[side] && !d->shuffled[side])
-				rc = shuffle_into(d, side, errmsg, depth);
+		for (int side = 0; side < 2 && !rc; side++) {
+			struct keel_df *p = d->parent[side];
+			if (p && d->copart[side] && !p->mat) {
+				/* Its side was unpersisted since: shuffle it now. */
+				d->copart[side] = false;
+				d->shuffled[side] = false;
+			}
+			if (!p || d->shuffled[side])
+				continue;
+			/* A persisted join side already hash-partitioned the
+			 * same way and key-sorted (observed when it was
+			 * computed) is read in place: no shuffle. */
+			if (d->kind == DF_JOIN && p->persist && p->partitions == d->partitions) {
+				if ((rc = prepare(p, errmsg, depth + 1)))
+					break;
+				if (p->mat && p->hash_sorted) {
+					d->copart[side] = true;
+					d->shuffled[side] = true;
+					continue;
+				}
+			}
+			rc = shuffle_into(d, side, errmsg, depth);
+		}
 	} else if (d->parent[0]) {
 		rc = prepare(d->parent[0], errmsg, depth + 1);
 	}
