@@ -203,6 +203,12 @@ int keel_df_emit(struct keel_df_emit *e, const void *key, size_t klen, const voi
 	if (KEEL_UNLIKELY(t->err))
 		return t->err;
 	e->arrived++;
+	/* Empty keys and values may come as NULL: callbacks and memcpy get a
+	 * valid pointer either way. */
+	if (!key)
+		key = "";
+	if (!val)
+		val = "";
 	struct keel_df_rec r = {key, klen, val, vlen};
 	switch (e->sink) {
 	case SINK_OP: {
