@@ -28,12 +28,20 @@ struct keel_df_ctx *keel_df_ctx_new(const struct keel_df_config *cfg, char *errm
 	}
 	c->partitions = cfg && cfg->partitions ? cfg->partitions : 2 * c->shards;
 	c->mem_budget = cfg && cfg->mem_budget ? cfg->mem_budget : 64u << 20;
+	c->persist_budget = cfg ? cfg->persist_budget : 0;
+	c->shard_persisted = calloc(c->shards, sizeof *c->shard_persisted);
+	if (!c->shard_persisted) {
+		keel_errmsg_set(errmsg, -ENOMEM, "df: context");
+		free(c);
+		return NULL;
+	}
 	/* A private directory for the shuffles' spills: two contexts (or
 	 * processes) sharing a spill_dir never meet on a file name. */
 	const char *sd = cfg && cfg->spill_dir ? cfg->spill_dir : getenv("TMPDIR");
 	snprintf(c->spill_dir, sizeof c->spill_dir, "%s/keel-df.XXXXXX", sd && *sd ? sd : "/tmp");
 	if (!mkdtemp(c->spill_dir)) {
 		keel_errmsg_set(errmsg, -errno, "df: spill directory %s", c->spill_dir);
+		free(c->shard_persisted);
 		free(c);
 		return NULL;
 	}
@@ -57,6 +65,7 @@ void keel_df_ctx_free(struct keel_df_ctx *c)
 		free(d);
 	}
 	mr_rmtree(c->spill_dir);
+	free(c->shard_persisted);
 	free(c);
 }
 

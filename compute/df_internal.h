@@ -86,6 +86,8 @@ struct keel_df_ctx {
 	uint32_t shards;
 	uint32_t partitions;
 	uint64_t mem_budget;
+	uint64_t persist_budget;
+	_Atomic uint64_t *shard_persisted; /* bytes held per shard */
 	char spill_dir[512];
 	void (*on_stage)(void *arg, const struct keel_df_stage_info *st);
 	void *stage_arg;

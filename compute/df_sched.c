@@ -56,6 +56,7 @@ struct keel_df_emit {
 	bool distinct; /* the pair is the key */
 	struct df_part *part;
 	uint32_t nparts;
+	bool persisted; /* SINK_MAT of persist (not of collect): counts against the budget */
 	uint64_t count;
 };
 
@@ -170,9 +171,18 @@ static void parts_free(struct df_part *parts, uint32_t n)
 	free(parts);
 }
 
+/* Gives back what persisted partitions held against their shards'
+ * budgets (partition p lives on shard p mod S). */
+static void shard_release(struct keel_df_ctx *c, const struct df_part *parts, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		atomic_fetch_sub(&c->shard_persisted[i % c->shards], parts[i].len);
+}
+
 void df_free_mat(struct keel_df *d)
 {
 	if (d->mat) {
+		shard_release(d->ctx, d->mat, d->partitions);
 		for (uint32_t i = 0; i < d->partitions; i++)
 			d->ctx->stats.persisted_bytes -= d->mat[i].len;
 		parts_free(d->mat, d->partitions);
@@ -280,10 +290,27 @@ int keel_df_emit(struct keel_df_emit *e, const void *key, size_t klen, const voi
 			return task_fail(t, rc, e->table->errmsg);
 		return 0;
 	}
-	case SINK_MAT:
-		if (part_append(e->part, t->part, e->nparts, key, klen, val, vlen))
+	case SINK_MAT: {
+		struct keel_df_ctx *c = t->ctx;
+		if (e->persisted && c->persist_budget) {
+			uint64_t held = atomic_fetch_add(&c->shard_persisted[t->shard], 8 + klen + vlen);
+			if (held + 8 + klen + vlen > c->persist_budget) {
+				atomic_fetch_sub(&c->shard_persisted[t->shard], 8 + klen + vlen);
+				char m[200];
+				snprintf(m, sizeof m,
+					 "persisted partitions of shard %u exceed its budget of %llu bytes "
+					 "(persisted data does not spill to disk yet)",
+					 t->shard, (unsigned long long)c->persist_budget);
+				return task_fail(t, KEEL_ETOOBIG, m);
+			}
+		}
+		if (part_append(e->part, t->part, e->nparts, key, klen, val, vlen)) {
+			if (e->persisted && c->persist_budget)
+				atomic_fetch_sub(&c->shard_persisted[t->shard], 8 + klen + vlen);
 			return task_fail(t, -ENOMEM, "out of memory keeping a persisted partition");
+		}
 		return 0;
+	}
 	case SINK_COUNT:
 		e->count++;
 		return 0;
@@ -574,6 +601,7 @@ struct stage {
 	struct keel_df *wide;  /* SINK_TABLE: the shuffle's dataset */
 	int side;
 	struct df_part *parts; /* SINK_MAT */
+	bool persist;          /* SINK_MAT for persist (else for collect) */
 	uint32_t stage_no;
 	atomic_bool failed;
 	pthread_mutex_t mu;
@@ -607,6 +635,7 @@ static void *worker_main(void *arg)
 		} else if (st->kind == SINK_MAT) {
 			sink.part = &st->parts[p];
 			sink.nparts = st->d->partitions;
+			sink.persisted = st->persist;
 		}
 		run_task(st->d, &t, &sink);
 		count += sink.count;
@@ -723,9 +752,10 @@ static int materialise(struct keel_df *d, char *errmsg)
 	struct df_part *parts = calloc(d->partitions ? d->partitions : 1, sizeof *parts);
 	if (!parts)
 		return keel_errmsg_set(errmsg, -ENOMEM, "df: persisted partitions");
-	struct stage st = {.ctx = d->ctx, .d = d, .kind = SINK_MAT, .parts = parts};
+	struct stage st = {.ctx = d->ctx, .d = d, .kind = SINK_MAT, .parts = parts, .persist = true};
 	int rc = run_stage(&st, "persist", errmsg);
 	if (rc) {
+		shard_release(d->ctx, parts, d->partitions);
 		parts_free(parts, d->partitions);
 		return rc;
 	}

@@ -106,6 +106,10 @@ struct keel_df_config {
 	uint32_t partitions; /* default for sources and shuffles; 0: 2 x shards */
 	uint64_t mem_budget; /* per shard per shuffle, bytes, before spilling; 0: 64 MiB */
 	const char *spill_dir; /* 0: $TMPDIR or /tmp */
+	/* Per shard, bytes of persisted partitions it may hold; 0: no limit.
+	 * Past it the task fails naming the dataset's stage and partition
+	 * (persisted partitions do not spill to disk yet). */
+	uint64_t persist_budget;
 	/* Called on the driver's thread after each stage (progress). */
 	void (*on_stage)(void *arg, const struct keel_df_stage_info *st);
 	void *stage_arg;

@@ -752,3 +752,32 @@ Test(df, copartitioned_join)
 		keel_df_ctx_free(c);
 	}
 }
+
+/* A persisted dataset bigger than the per-shard budget fails naming the
+ * stage and partition; the budget is given back, and a smaller one fits. */
+Test(df, persist_over_budget_fails)
+{
+	char err[KEEL_ERRMSG_LEN];
+	struct keel_df_config cfg = {.shards = 2, .partitions = 4, .persist_budget = 16000};
+	struct keel_df_ctx *c = keel_df_ctx_new(&cfg, err);
+	cr_assert_not_null(c, "%s", err);
+	/* 16 bytes an element: 2,000 fit a shard's 16,000 bytes at most. */
+	struct keel_df *big = keel_df_persist(keel_df_range(c, 0, 10000, 0));
+	uint64_t n;
+	cr_assert_eq(keel_df_count(big, &n, err), KEEL_ETOOBIG, "%s", err);
+	cr_assert_not_null(strstr(err, "exceed its budget of 16000 bytes"), "%s", err);
+	cr_assert_not_null(strstr(err, "stage 1 partition"), "%s", err);
+	struct keel_df_stats st;
+	keel_df_ctx_stats(c, &st);
+	cr_assert_eq(st.persisted_bytes, 0);
+	struct keel_df *small = keel_df_persist(keel_df_range(c, 0, 1500, 0));
+	cr_assert_eq(keel_df_count(small, &n, err), 0, "%s", err);
+	cr_assert_eq(n, 1500);
+	keel_df_unpersist(small);
+	cr_assert_eq(keel_df_count(small, &n, err), 0, "%s", err);
+	/* Not persisted any more: no budget needed, all of it counted. */
+	keel_df_unpersist(big);
+	cr_assert_eq(keel_df_count(big, &n, err), 0, "%s", err);
+	cr_assert_eq(n, 10000);
+	keel_df_ctx_free(c);
+}
