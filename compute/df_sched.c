@@ -276,7 +276,7 @@ int keel_df_emit(struct keel_df_emit *e, const void *key, size_t klen, const voi
 				memcpy(t->vbuf + 4 + klen, val, vlen);
 			k = t->vbuf;
 			kl = need;
-			v = NULL;
+			v = "";
 			vl = 0;
 		} else if (e->tag >= 0) {
 			t->vbuf[0] = (uint8_t)e->tag;
