@@ -12,6 +12,7 @@ int keel_cmd_version(int argc, char **argv);
 int keel_cmd_topo(int argc, char **argv);
 int keel_cmd_shards(int argc, char **argv);
 int keel_cmd_mr(int argc, char **argv);
+int keel_cmd_df(int argc, char **argv);
 int keel_cmd_node(int argc, char **argv);
 int keel_cmd_cluster(int argc, char **argv);
 int keel_cmd_send(int argc, char **argv);

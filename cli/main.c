@@ -34,6 +34,7 @@ static const struct keel_cmd commands[] = {
 	{"lock", keel_cmd_lock, "hold a cluster lock while a command runs (fencing token in its env); status"},
 	{"send", keel_cmd_send, "send a verified message stream to a node (tests, demo)"},
 	{"mr", keel_cmd_mr, "run map-reduce jobs (wordcount, grep, index, sort, or a job .so)"},
+	{"df", keel_cmd_df, "run dataflow jobs (pagerank, joingroup): multi-stage, in memory"},
 };
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", "off"};
