@@ -66,6 +66,7 @@
 #define LOG_BURST 5
 
 enum { FWD_REQ = 1, FWD_RES = 2 };
+enum { AGAIN_WRITE, AGAIN_READ, AGAIN_SET_READ };
 
 /* ---- connections ---------------------------------------------------------- */
 
@@ -82,6 +83,7 @@ struct rconn {
 	bool authed, closing, recv_armed, sending, quitting;
 	int proto;                 /* 2 or 3 */
 	unsigned inflight;         /* rops out, and the hold through parse */
+	unsigned reads, writes;    /* key commands out, by kind (ordering) */
 	uint64_t id;               /* CLIENT ID */
 	uint64_t kv_client, seq;   /* the connection's writes */
 	char name[64];
@@ -350,7 +352,9 @@ struct rop {
 	uint64_t fwd_id;
 	struct keel_timer timer;   /* retry gap, or a forward's timeout */
 	bool timer_retry;
+	uint8_t again;             /* what a retry runs: AGAIN_* */
 	int kind, proto;
+	bool is_write;
 	uint32_t group;
 	uint64_t client, seq;      /* the next write's */
 	uint64_t deadline_ms;
@@ -392,10 +396,20 @@ static void op_deliver(struct keel_shard *on, void *arg)
 	o->slot->b = o->out;
 	o->out = (struct keel_resp_buf){0};
 	c->inflight--;
+	if (o->is_write)
+		c->writes--;
+	else
+		c->reads--;
 	slot_done(c, o->slot);
 	free(o->old);
 	free(o->cmd_enc);
 	free(o);
+	/* a command held back for ordering may go now */
+	if (!c->closing && c->rlen && (!c->reads || !c->writes)) {
+		c->inflight++;
+		parse(c);
+		c->inflight--;
+	}
 	conn_free_if_done(c);
 }
 
@@ -424,6 +438,8 @@ static void op_error(struct rop *o, int code)
 }
 
 static void op_step(struct rop *o);
+static void op_reread(struct rop *o);
+static void op_read_then(struct rop *o);
 static void op_written(struct rop *o, int status, const struct keel_kv_result *res);
 
 static void write_cb(void *arg, int status, const struct keel_kv_result *res)
@@ -513,7 +529,12 @@ static void retry_fire(struct keel_timer *t)
 	struct resp_shard *rs = rshard(o->on, o->node);
 	if (rs)
 		fwd_unlink(rs, o);
-	op_submit(o);
+	if (o->again == AGAIN_READ)
+		op_reread(o);
+	else if (o->again == AGAIN_SET_READ)
+		op_read_then(o);
+	else
+		op_submit(o);
 }
 
 /* Encodes the write o->cmd (with a new sequence) and submits it. */
@@ -539,26 +560,32 @@ static bool retryable(int status)
 	       status == KEEL_EFULL;
 }
 
-static void op_read_then(struct rop *o);
+
+/* A failure a retry may cure (no leader yet, a leader change, a lost
+ * forward): runs `again` after RETRY_GAP_MS, until the deadline. */
+static bool park(struct rop *o, int status, uint8_t again)
+{
+	if (!retryable(status) || mono_ms() >= o->deadline_ms)
+		return false;
+	struct resp_shard *rs = rshard(o->on, o->node);
+	if (!rs)
+		return false;
+	/* parked on the shard's list too, so a stop frees it */
+	o->fwd_id = 0;
+	o->fwd_next = rs->fwd_pending;
+	rs->fwd_pending = o;
+	o->timer_retry = true;
+	o->again = again;
+	keel_timer_init(&o->timer, retry_fire, o);
+	keel_clock_arm(keel_endpoint_clock(rs->ep), &o->timer, (uint64_t)RETRY_GAP_MS * 1000000u);
+	return true;
+}
 
 static void op_written(struct rop *o, int status, const struct keel_kv_result *res)
 {
 	if (status < 0) {
-		if (retryable(status) && mono_ms() < o->deadline_ms) {
-			struct resp_shard *rs = rshard(o->on, o->node);
-			if (rs) {
-				/* parked on the shard's list too, so a stop frees it */
-				o->fwd_id = 0;
-				o->fwd_next = rs->fwd_pending;
-				rs->fwd_pending = o;
-				o->timer_retry = true;
-				keel_timer_init(&o->timer, retry_fire, o);
-				keel_clock_arm(keel_endpoint_clock(rs->ep), &o->timer,
-					       (uint64_t)RETRY_GAP_MS * 1000000u);
-				return;
-			}
-		}
-		op_error(o, status);
+		if (!park(o, status, AGAIN_WRITE))
+			op_error(o, status);
 		return;
 	}
 	if (res->status == KEEL_KV_STALE_SEQ) {
@@ -612,7 +639,8 @@ static void set_after_read(void *arg, int status, const struct keel_kv *kv)
 {
 	struct rop *o = arg;
 	if (status < 0) {
-		op_error(o, status);
+		if (!park(o, status, AGAIN_SET_READ))
+			op_error(o, status);
 		return;
 	}
 	struct keel_kv_kv cur;
@@ -649,7 +677,7 @@ static void op_read_then(struct rop *o)
 {
 	struct keel_services *s = services_on(o);
 	int rc = s ? keel_kv_read(s, o->group, true, set_after_read, o) : KEEL_EUNAVAIL;
-	if (rc < 0)
+	if (rc < 0 && !park(o, rc, AGAIN_SET_READ))
 		op_error(o, rc);
 }
 
@@ -657,7 +685,8 @@ static void read_cb(void *arg, int status, const struct keel_kv *kv)
 {
 	struct rop *o = arg;
 	if (status < 0) {
-		op_error(o, status);
+		if (!park(o, status, AGAIN_READ))
+			op_error(o, status);
 		return;
 	}
 	struct keel_kv_kv cur;
@@ -691,6 +720,14 @@ static void read_cb(void *arg, int status, const struct keel_kv *kv)
 		break;
 	}
 	op_finish(o);
+}
+
+static void op_reread(struct rop *o)
+{
+	struct keel_services *s = services_on(o);
+	int rc = s ? keel_kv_read(s, o->group, true, read_cb, o) : KEEL_EUNAVAIL;
+	if (rc < 0 && !park(o, rc, AGAIN_READ))
+		op_error(o, rc);
 }
 
 /* The next write of a DEL or MSET, or the answer when all are done. */
@@ -735,8 +772,8 @@ static void op_run(struct keel_shard *on, void *arg)
 	case OP_STRLEN:
 	case OP_EXISTS:
 	case OP_MGET:
-		rc = keel_kv_read(s, o->group, true, read_cb, o);
-		break;
+		op_reread(o);
+		return;
 	case OP_SET:
 		if (o->xx || o->get) {
 			op_read_then(o);
@@ -1354,6 +1391,11 @@ static void key_command(struct rconn *c, const struct keel_resp_parser *ps, stru
 	o->xx = xx;
 	o->get = get;
 	o->client = c->kv_client;
+	o->is_write = kind == OP_SET || kind == OP_DEL || kind == OP_MSET;
+	if (o->is_write)
+		c->writes++;
+	else
+		c->reads++;
 	/* each write takes its own sequence: reserve the most it may use
 	 * (one per key, one per CAS try) so pipelined commands never share */
 	o->seq = c->seq;
@@ -1362,6 +1404,10 @@ static void key_command(struct rconn *c, const struct keel_resp_parser *ps, stru
 	p->st.commands++;
 	if (keel_shard_post(p->sh, group % p->nshards, op_run, o) < 0) {
 		c->inflight--;
+		if (o->is_write)
+			c->writes--;
+		else
+			c->reads--;
 		free(o);
 		conn_close(c, "closed: the node is stopping");
 	}
@@ -1481,6 +1527,22 @@ static void command(struct rconn *c, const struct keel_resp_parser *ps)
 
 /* ---- receiving ------------------------------------------------------------------ */
 
+/* Per-connection order (what Redis gives a pipeline): a read must see the
+ * connection's earlier writes and not its later ones, and a write must
+ * not slip under an earlier read. Commands of one kind run concurrently
+ * (a pipeline of SETs is one log batch); a key command of the other kind
+ * waits until those in flight are answered. */
+static bool must_wait(const struct rconn *c, const struct keel_resp_parser *ps)
+{
+	const uint8_t *a = ps->argv[0];
+	size_t n = ps->argl[0];
+	bool w = arg_is(a, n, "SET") || arg_is(a, n, "GETSET") || arg_is(a, n, "DEL") ||
+		 arg_is(a, n, "UNLINK") || arg_is(a, n, "MSET");
+	bool r = arg_is(a, n, "GET") || arg_is(a, n, "MGET") || arg_is(a, n, "EXISTS") ||
+		 arg_is(a, n, "STRLEN") || arg_is(a, n, "DBSIZE") || arg_is(a, n, "INFO");
+	return (w && c->reads) || (r && c->writes);
+}
+
 static void parse(struct rconn *c)
 {
 	size_t pos = 0;
@@ -1505,6 +1567,8 @@ static void parse(struct rconn *c)
 			}
 			break;
 		}
+		if (c->parser.argc && must_wait(c, &c->parser))
+			break; /* parsed again once the other kind is answered */
 		if (c->parser.argc) {
 			/* INFO's section is read as a C string: terminate it in a
 			 * copy, since the argument is not */

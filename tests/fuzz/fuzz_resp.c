@@ -3,11 +3,14 @@
  * then again fed in two pieces (cut at its first byte), which must give
  * no command the whole does not: parsing is the same however the bytes
  * arrive. "Incomplete" must ask for more bytes than there are. Replies
- * are built from every argument (ASan checks each byte read). */
+ * are built from every argument (ASan checks each byte read). The input
+ * also goes to the decoder of forwarded writes (keel_resp_fwd_decode), and
+ * a request's command to the KV command decoder, as a leader does. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "keel/kv.h"
 #include "keel/resp.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -69,5 +72,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		free(copy);
 	}
 	(void)h;
+	/* the same bytes as a forwarded write between nodes (keel/resp.h) */
+	struct keel_resp_fwd f;
+	if (keel_resp_fwd_decode(data, size, &f) == 0 && f.kind == 1) {
+		struct keel_kv_cmd c;
+		(void)keel_kv_cmd_decode(f.cmd, f.cmd_len, &c);
+	} else if (keel_resp_fwd_decode(data, size, &f) == 0 && f.kind != 2) {
+		abort();
+	}
 	return 0;
 }

@@ -16,7 +16,11 @@
 #      logged reason, and the node serves on;
 #   4. kill -9: a hiredis client SETs distinct keys on all three nodes,
 #      reconnecting, while node 1 is SIGKILLed and restarted; afterwards
-#      every acknowledged key reads back.
+#      every acknowledged key reads back;
+#   5. AUTH: a [resp] section without password_file or `auth = none` is
+#      refused at start with the reason; node 3 restarted with a password
+#      answers NOAUTH before AUTH, WRONGPASS to a wrong one, and serves
+#      after AUTH or HELLO 3 AUTH.
 # usage: resp.sh KEEL_BINARY RESP_HIREDIS
 set -uo pipefail
 KEEL=$1
@@ -150,11 +154,11 @@ grep -q "resp port: .*without reading" "$cdir/n1.log" || fail "no log line for t
 ok "garbage and a flood ($r) closed with a logged reason; node 1 serves on"
 
 # ---- 4. kill -9 while a client writes ------------------------------------------------------
-"$HIREDIS" acks "$(cat "$cdir/resp")" 9 "$dir/acked" 2>"$dir/acks.err" &
+"$HIREDIS" acks "$(cat "$cdir/resp")" 6 "$dir/acked" 2>"$dir/acks.err" &
 cpid=$!
-sleep 2
+sleep 1.5
 kill -9 "$(cat "$cdir/n1.pid")"
-sleep 3
+sleep 2
 "$KEEL" cluster restart --node 1 --dir "$cdir" >/dev/null 2>&1 || fail "restart node 1"
 wait $cpid || fail "the writing client failed: $(cat "$dir/acks.err")"
 na=$(wc -l <"$dir/acked")
@@ -163,3 +167,24 @@ sed 's/^/EXISTS /' "$dir/acked" | redis-cli -p "${ports[1]}" >"$dir/exists.out"
 missing=$(grep -vc '^1$' "$dir/exists.out")
 [ "$missing" = 0 ] || fail "$missing of $na acknowledged keys are missing after the kill"
 ok "kill -9 of node 1 during writes: all $na acknowledged keys read back ($(cat "$dir/acks.err" | sed 's/resp-hiredis: //'))"
+
+# ---- 5. AUTH --------------------------------------------------------------------------------
+grep -v '^auth = none' "$cdir/n3.ini" >"$cdir/bad.ini"
+out=$(timeout 10 "$KEEL" node --config "$cdir/bad.ini" 2>&1); rc=$?
+[ $rc != 0 ] && echo "$out" | grep -q "needs password_file" ||
+  fail "a [resp] section without a password must be refused (rc $rc): $out"
+kill -9 "$(cat "$cdir/n3.pid")"
+printf 's3cret-pw\n' >"$cdir/resp-password"
+chmod 600 "$cdir/resp-password"
+sed -i 's/^auth = none$/password_file = resp-password/' "$cdir/n3.ini"
+"$KEEL" cluster restart --node 3 --dir "$cdir" >/dev/null 2>&1 || fail "restart node 3 with a password"
+p3=${ports[2]}
+for _ in $(seq 100); do redis-cli -p "$p3" ping >/dev/null 2>&1 && break; sleep 0.1; done
+[ "$(redis-cli -p "$p3" get k0)" = "NOAUTH Authentication required." ] || fail "no NOAUTH before AUTH"
+[ "$(redis-cli -p "$p3" --user default --pass wrong --no-auth-warning get k0 2>&1 | tail -1)" != v0 ] ||
+  fail "a wrong password was let in"
+r=$(printf 'AUTH wrong\r\nGET k0\r\nAUTH s3cret-pw\r\nGET k0\r\n' | redis-cli -p "$p3")
+[ "$r" = $'WRONGPASS invalid username-password pair or user is disabled.\n\nNOAUTH Authentication required.\n\nOK\nv0' ] ||
+  fail "AUTH: $r"
+[ "$(REDISCLI_AUTH=s3cret-pw redis-cli -3 -p "$p3" get k1)" = v1 ] || fail "HELLO 3 AUTH (redis-cli -3 with a password)"
+ok "AUTH: refused config without a password; NOAUTH, WRONGPASS, then AUTH and HELLO 3 AUTH serve"
