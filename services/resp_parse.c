@@ -71,7 +71,7 @@ static int reserve_args(struct keel_resp_parser *p, uint32_t n)
 
 /* A decimal as Redis's string2ll takes it: optional '-', digits, no
  * leading zeros (but "0"), no sign on zero, within int64. */
-static bool parse_ll(const uint8_t *s, size_t n, long long *out)
+bool keel_resp_ll(const uint8_t *s, size_t n, long long *out)
 {
 	if (n == 0 || n > 20)
 		return false;
@@ -253,7 +253,7 @@ static int header(struct keel_resp_parser *p, const uint8_t *buf, size_t len, si
 	size_t s = *pos + 1, n = (size_t)(e - buf) - s;
 	if (n > p->lim.max_inline)
 		return perr(p, toolong);
-	if (!parse_ll(buf + s, n, v))
+	if (!keel_resp_ll(buf + s, n, v))
 		return perr(p, invalid);
 	*pos = (size_t)(e - buf) + 2;
 	return 1;

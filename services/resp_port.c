@@ -340,7 +340,7 @@ static void start_send(struct rconn *c)
 
 /* ---- key commands on the group's shard ------------------------------------- */
 
-enum op_kind { OP_GET, OP_SET, OP_DEL, OP_EXISTS, OP_MGET, OP_MSET, OP_STRLEN };
+enum op_kind { OP_GET, OP_SET, OP_DEL, OP_EXISTS, OP_MGET, OP_MSET, OP_STRLEN, OP_INCR, OP_APPEND };
 
 struct rop {
 	struct rconn *c;           /* shard 0's; never dereferenced elsewhere */
@@ -365,6 +365,7 @@ struct rop {
 	uint64_t old_rev;
 	uint8_t *old;
 	size_t old_len;
+	int64_t delta;             /* INCR, INCRBY, DECR, DECRBY */
 	/* MSET, DEL: the key being written (index into argv) */
 	uint32_t step;
 	int64_t count;
@@ -619,6 +620,20 @@ static void op_written(struct rop *o, int status, const struct keel_kv_result *r
 		}
 		op_finish(o);
 		return;
+	case OP_INCR:
+	case OP_APPEND:
+		if (res->status == KEEL_KV_CAS_FAILED) {
+			if (++o->tries >= CAS_TRIES) {
+				keel_resp_error(&o->out, "ERR keel: the key changes too fast, try again");
+				op_finish(o);
+				return;
+			}
+			op_read_then(o);
+			return;
+		}
+		keel_resp_int(&o->out, o->count);
+		op_finish(o);
+		return;
 	case OP_DEL:
 		o->count += res->status == KEEL_KV_OK;
 		o->step++;
@@ -649,6 +664,55 @@ static void set_after_read(void *arg, int status, const struct keel_kv *kv)
 	o->old = NULL;
 	o->old_present = present;
 	o->old_rev = present ? cur.mod_rev : 0;
+	if (o->kind == OP_INCR || o->kind == OP_APPEND) {
+		/* the new value from the one read, written only if the key
+		 * has not moved since (CAS on its mod revision): atomic */
+		char t[32];
+		const uint8_t *add = (const uint8_t *)t;
+		size_t base = 0, addl;
+		if (o->kind == OP_INCR) {
+			long long v = 0;
+			if (present && !keel_resp_ll(cur.value, cur.value_len, &v)) {
+				keel_resp_error(&o->out, "ERR value is not an integer or out of range");
+				op_finish(o);
+				return;
+			}
+			if ((o->delta > 0 && v > INT64_MAX - o->delta) ||
+			    (o->delta < 0 && v < INT64_MIN - o->delta)) {
+				keel_resp_error(&o->out, "ERR increment or decrement would overflow");
+				op_finish(o);
+				return;
+			}
+			o->count = v + o->delta;
+			addl = (size_t)snprintf(t, sizeof(t), "%lld", (long long)o->count);
+		} else {
+			base = present ? cur.value_len : 0;
+			add = o->argv[2];
+			addl = o->argl[2];
+			if (base + addl > KEEL_KV_MAX_VALUE) {
+				keel_resp_errorf(&o->out, "ERR keel: value of %zu bytes is over the limit of %u",
+						 base + addl, KEEL_KV_MAX_VALUE);
+				op_finish(o);
+				return;
+			}
+			o->count = (int64_t)(base + addl);
+		}
+		o->old = malloc(base + addl + 1);
+		if (!o->old) {
+			op_error(o, -ENOMEM);
+			return;
+		}
+		if (base)
+			memcpy(o->old, cur.value, base);
+		memcpy(o->old + base, add, addl);
+		o->old_len = base + addl;
+		o->cmd = (struct keel_kv_cmd){.op = KEEL_KV_CAS, .key = o->argv[1],
+					      .key_len = (uint32_t)o->argl[1], .value = o->old,
+					      .value_len = (uint32_t)o->old_len,
+					      .cmp = KEEL_KV_CMP_MOD_REV, .rev = o->old_rev};
+		op_write(o);
+		return;
+	}
 	if (present && o->get) {
 		o->old = malloc(cur.value_len ? cur.value_len : 1);
 		if (!o->old) {
@@ -784,6 +848,10 @@ static void op_run(struct keel_shard *on, void *arg)
 					      .value = o->argv[2], .value_len = (uint32_t)o->argl[2],
 					      .cmp = o->nx ? KEEL_KV_CMP_ABSENT : 0};
 		op_write(o);
+		return;
+	case OP_INCR:
+	case OP_APPEND:
+		op_read_then(o);
 		return;
 	case OP_DEL:
 		o->step = 1;
@@ -1265,6 +1333,7 @@ static void key_command(struct rconn *c, const struct keel_resp_parser *ps, stru
 	uint32_t argc = ps->argc;
 	uint32_t first = 1, stride = 1;
 	bool nx = false, xx = false, get = false;
+	int64_t delta = 0;
 	uint32_t use = argc; /* the arguments the op keeps */
 	switch (kind) {
 	case OP_GET:
@@ -1272,6 +1341,32 @@ static void key_command(struct rconn *c, const struct keel_resp_parser *ps, stru
 		if (argc != 2)
 			goto arity;
 		break;
+	case OP_APPEND:
+		if (argc != 3)
+			goto arity;
+		break;
+	case OP_INCR: {
+		bool by = arg_is(ps->argv[0], ps->argl[0], "INCRBY") ||
+			  arg_is(ps->argv[0], ps->argl[0], "DECRBY");
+		bool down = arg_is(ps->argv[0], ps->argl[0], "DECR") ||
+			    arg_is(ps->argv[0], ps->argl[0], "DECRBY");
+		if (argc != (by ? 3u : 2u))
+			goto arity;
+		long long d = 1;
+		if (by && !keel_resp_ll(ps->argv[2], ps->argl[2], &d)) {
+			keel_resp_error(&slot->b, "ERR value is not an integer or out of range");
+			reply_now(c, slot);
+			return;
+		}
+		if (down && d == INT64_MIN) {
+			keel_resp_error(&slot->b, "ERR decrement would overflow");
+			reply_now(c, slot);
+			return;
+		}
+		delta = down ? -d : d;
+		use = 2;
+		break;
+	}
 	case OP_DEL:
 	case OP_EXISTS:
 	case OP_MGET:
@@ -1334,7 +1429,10 @@ static void key_command(struct rconn *c, const struct keel_resp_parser *ps, stru
 		break;
 	}
 	/* the keys: argv[1] alone, or every (MSET: every other) argument */
-	uint32_t kend = kind == OP_SET || kind == OP_GET || kind == OP_STRLEN ? 2 : argc;
+	uint32_t kend = kind == OP_SET || kind == OP_GET || kind == OP_STRLEN || kind == OP_INCR ||
+				kind == OP_APPEND
+			? 2
+			: argc;
 	uint32_t group = keel_resp_group_of(ps->argv[first], ps->argl[first], p->groups);
 	for (uint32_t i = first + stride; i < kend; i += stride) {
 		if (keel_resp_group_of(ps->argv[i], ps->argl[i], p->groups) != group) {
@@ -1350,7 +1448,7 @@ static void key_command(struct rconn *c, const struct keel_resp_parser *ps, stru
 			return;
 		}
 	}
-	if (kind == OP_SET || kind == OP_MSET) {
+	if (kind == OP_SET || kind == OP_MSET || kind == OP_APPEND) {
 		for (uint32_t i = 2; i < use; i += stride) {
 			if (ps->argl[i] > KEEL_KV_MAX_VALUE) {
 				keel_resp_errorf(&slot->b,
@@ -1391,7 +1489,9 @@ static void key_command(struct rconn *c, const struct keel_resp_parser *ps, stru
 	o->xx = xx;
 	o->get = get;
 	o->client = c->kv_client;
-	o->is_write = kind == OP_SET || kind == OP_DEL || kind == OP_MSET;
+	o->delta = delta;
+	o->is_write = kind == OP_SET || kind == OP_DEL || kind == OP_MSET || kind == OP_INCR ||
+		      kind == OP_APPEND;
 	if (o->is_write)
 		c->writes++;
 	else
@@ -1399,7 +1499,7 @@ static void key_command(struct rconn *c, const struct keel_resp_parser *ps, stru
 	/* each write takes its own sequence: reserve the most it may use
 	 * (one per key, one per CAS try) so pipelined commands never share */
 	o->seq = c->seq;
-	c->seq += (kind == OP_SET ? CAS_TRIES + 1 : argc) + 1;
+	c->seq += (kind == OP_SET || kind == OP_INCR || kind == OP_APPEND ? CAS_TRIES + 1 : argc) + 1;
 	c->inflight++;
 	p->st.commands++;
 	if (keel_shard_post(p->sh, group % p->nshards, op_run, o) < 0) {
@@ -1518,6 +1618,12 @@ static void command(struct rconn *c, const struct keel_resp_parser *ps)
 	} else if (IS("STRLEN")) {
 		key_command(c, ps, slot, OP_STRLEN);
 		return;
+	} else if (IS("INCR") || IS("DECR") || IS("INCRBY") || IS("DECRBY")) {
+		key_command(c, ps, slot, OP_INCR);
+		return;
+	} else if (IS("APPEND")) {
+		key_command(c, ps, slot, OP_APPEND);
+		return;
 	} else {
 		unknown_command(b, ps);
 	}
@@ -1537,7 +1643,9 @@ static bool must_wait(const struct rconn *c, const struct keel_resp_parser *ps)
 	const uint8_t *a = ps->argv[0];
 	size_t n = ps->argl[0];
 	bool w = arg_is(a, n, "SET") || arg_is(a, n, "GETSET") || arg_is(a, n, "DEL") ||
-		 arg_is(a, n, "UNLINK") || arg_is(a, n, "MSET");
+		 arg_is(a, n, "UNLINK") || arg_is(a, n, "MSET") || arg_is(a, n, "INCR") ||
+		 arg_is(a, n, "DECR") || arg_is(a, n, "INCRBY") || arg_is(a, n, "DECRBY") ||
+		 arg_is(a, n, "APPEND");
 	bool r = arg_is(a, n, "GET") || arg_is(a, n, "MGET") || arg_is(a, n, "EXISTS") ||
 		 arg_is(a, n, "STRLEN") || arg_is(a, n, "DBSIZE") || arg_is(a, n, "INFO");
 	return (w && c->reads) || (r && c->writes);

@@ -69,6 +69,10 @@ void keel_resp_parser_free(struct keel_resp_parser *p);
  * -ENOMEM. */
 int keel_resp_parse(struct keel_resp_parser *p, const uint8_t *buf, size_t len);
 
+/* A decimal as Redis reads one (string2ll): optional '-', digits, no
+ * leading zero, no "-0", within int64. */
+bool keel_resp_ll(const uint8_t *s, size_t n, long long *out);
+
 /* ---- replies ------------------------------------------------------------ */
 
 struct keel_resp_buf {

@@ -11,7 +11,8 @@
 #   2. `redis-cli -p PORT set k v` / `get k` on every node (a write on a
 #      node that does not lead the key's group is forwarded to the leader),
 #      what keel answers differently from a standalone Redis (SELECT 1,
-#      CROSSSLOT across groups, SET with an expiry), DBSIZE and INFO;
+#      CROSSSLOT across groups, SET with an expiry), concurrent INCR from
+#      three nodes losing nothing, DBSIZE and INFO;
 #   3. garbage and a client that floods without reading are closed with a
 #      logged reason, and the node serves on;
 #   4. kill -9: a hiredis client SETs distinct keys on all three nodes,
@@ -103,6 +104,13 @@ done
 r=$(redis-cli -p "${ports[0]}" set lk tok NX PX 30000)
 case $r in "ERR keel: SET with an expiry"*) ;; *) fail "SET PX: $r";; esac
 ok "SELECT 1, CROSSSLOT (a, $cross), SET PX answered as documented"
+# INCR is a read and a compare-and-set on the key's revision: four clients
+# on three nodes, 50 each, must lose no increment
+ipids=()
+for i in 0 1 2 0; do redis-cli -p "${ports[$i]}" -r 50 incr ctr >/dev/null & ipids+=($!); done
+wait "${ipids[@]}" # not a bare wait: redis-server runs in the background too
+[ "$(redis-cli -p "${ports[1]}" get ctr)" = 200 ] || fail "concurrent INCR: $(redis-cli -p "${ports[1]}" get ctr), want 200"
+ok "4 x 50 concurrent INCR on three nodes: 200"
 n=
 for _ in $(seq 50); do
   n=$(redis-cli -p "${ports[2]}" dbsize)
