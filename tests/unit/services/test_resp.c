@@ -8,6 +8,7 @@
 
 #include "keel/base.h"
 #include "keel/resp.h"
+#include "keel/services.h"
 
 static int parse_str(struct keel_resp_parser *p, const char *s)
 {
@@ -205,4 +206,58 @@ Test(resp, replies_parse_back)
 	cr_assert(!memcmp(p.argv[1], "\0\1", 2));
 	keel_resp_parser_free(&p);
 	keel_resp_buf_free(&b);
+}
+
+Test(resp, integers_as_redis_reads_them)
+{
+	long long v;
+	cr_assert(keel_resp_ll((const uint8_t *)"0", 1, &v) && v == 0);
+	cr_assert(keel_resp_ll((const uint8_t *)"-42", 3, &v) && v == -42);
+	cr_assert(keel_resp_ll((const uint8_t *)"9223372036854775807", 19, &v) && v == INT64_MAX);
+	cr_assert(keel_resp_ll((const uint8_t *)"-9223372036854775808", 20, &v) && v == INT64_MIN);
+	const char *bad[] = {"", "-", "01", "-0", "+1", " 1", "1 ", "9223372036854775808",
+			     "-9223372036854775809", "1x", "0x10"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		cr_assert(!keel_resp_ll((const uint8_t *)bad[i], strlen(bad[i]), &v), "'%s'", bad[i]);
+}
+
+Test(resp, hash_tags_choose_the_group)
+{
+	/* Redis Cluster's rule: the first {...} with something inside */
+	uint32_t g = keel_resp_group_of((const uint8_t *)"user1", 5, 64);
+	cr_assert_eq(keel_resp_group_of((const uint8_t *)"{user1}.a", 9, 64), g);
+	cr_assert_eq(keel_resp_group_of((const uint8_t *)"x{user1}y{z}", 12, 64), g);
+	/* "{}" is no tag: the whole key counts */
+	cr_assert_eq(keel_resp_group_of((const uint8_t *)"{}a", 3, 64),
+		     keel_service_group_of("{}a", 3, 64));
+	cr_assert_eq(keel_resp_group_of((const uint8_t *)"a{b", 3, 64),
+		     keel_service_group_of("a{b", 3, 64));
+}
+
+Test(resp, forwarded_write_frames)
+{
+	struct keel_resp_fwd f;
+	uint8_t req[12] = {1, 7, 0, 0, 0, 0, 0, 0, 0, 0xaa, 0xbb, 0xcc};
+	cr_assert_eq(keel_resp_fwd_decode(req, sizeof(req), &f), 0);
+	cr_assert_eq(f.kind, 1);
+	cr_assert_eq(f.id, 7);
+	cr_assert_eq(f.cmd_len, 3);
+	cr_assert_eq(f.cmd, req + 9);
+	cr_assert_eq(keel_resp_fwd_decode(req, 9, &f), KEEL_EPROTO); /* no command */
+	uint8_t res[30] = {2};
+	keel_put_le64(res + 1, 9);
+	keel_put_le32(res + 9, (uint32_t)KEEL_ENOTLEADER);
+	res[13] = 2;
+	keel_put_le64(res + 14, 100);
+	keel_put_le64(res + 22, 99);
+	cr_assert_eq(keel_resp_fwd_decode(res, sizeof(res), &f), 0);
+	cr_assert_eq(f.status, KEEL_ENOTLEADER);
+	cr_assert_eq(f.kv_status, 2);
+	cr_assert_eq(f.rev, 100);
+	cr_assert_eq(f.mod_rev, 99);
+	cr_assert_eq(keel_resp_fwd_decode(res, 29, &f), KEEL_EPROTO);
+	keel_put_le32(res + 9, 5); /* a status is 0 or negative */
+	cr_assert_eq(keel_resp_fwd_decode(res, sizeof(res), &f), KEEL_EPROTO);
+	res[0] = 3;
+	cr_assert_eq(keel_resp_fwd_decode(res, sizeof(res), &f), KEEL_EPROTO);
 }
