@@ -196,3 +196,10 @@ r=$(printf 'AUTH wrong\r\nGET k0\r\nAUTH s3cret-pw\r\nGET k0\r\n' | redis-cli -p
   fail "AUTH: $r"
 [ "$(REDISCLI_AUTH=s3cret-pw redis-cli -3 -p "$p3" get k1)" = v1 ] || fail "HELLO 3 AUTH (redis-cli -3 with a password)"
 ok "AUTH: refused config without a password; NOAUTH, WRONGPASS, then AUTH and HELLO 3 AUTH serve"
+
+# ---- the nodes stop cleanly, without a sanitizer report ----------------------------------
+"$KEEL" cluster down --dir "$cdir" >/dev/null 2>&1 || fail "cluster down"
+if grep -l -E 'AddressSanitizer|LeakSanitizer|runtime error:' "$cdir"/n*.log >/dev/null 2>&1; then
+  fail "a sanitizer report in a node's log: $(grep -h -A12 -E 'AddressSanitizer|LeakSanitizer|runtime error:' "$cdir"/n*.log | head -60)"
+fi
+ok "cluster down; no sanitizer report in the nodes' logs"
