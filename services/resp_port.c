@@ -81,6 +81,7 @@ struct rconn {
 	struct rconn *next, *prev;
 	int fd;
 	bool authed, closing, recv_armed, sending, quitting;
+	bool local_reads;          /* READONLY: serializable reads of this node's replicas */
 	int proto;                 /* 2 or 3 */
 	unsigned inflight;         /* rops out, and the hold through parse */
 	unsigned reads, writes;    /* key commands out, by kind (ordering) */
@@ -354,7 +355,7 @@ struct rop {
 	bool timer_retry;
 	uint8_t again;             /* what a retry runs: AGAIN_* */
 	int kind, proto;
-	bool is_write;
+	bool is_write, local;
 	uint32_t group;
 	uint64_t client, seq;      /* the next write's */
 	uint64_t deadline_ms;
@@ -789,7 +790,7 @@ static void read_cb(void *arg, int status, const struct keel_kv *kv)
 static void op_reread(struct rop *o)
 {
 	struct keel_services *s = services_on(o);
-	int rc = s ? keel_kv_read(s, o->group, true, read_cb, o) : KEEL_EUNAVAIL;
+	int rc = s ? keel_kv_read(s, o->group, !o->local, read_cb, o) : KEEL_EUNAVAIL;
 	if (rc < 0 && !park(o, rc, AGAIN_READ))
 		op_error(o, rc);
 }
@@ -1490,6 +1491,7 @@ static void key_command(struct rconn *c, const struct keel_resp_parser *ps, stru
 	o->get = get;
 	o->client = c->kv_client;
 	o->delta = delta;
+	o->local = c->local_reads;
 	o->is_write = kind == OP_SET || kind == OP_DEL || kind == OP_MSET || kind == OP_INCR ||
 		      kind == OP_APPEND;
 	if (o->is_write)
@@ -1575,6 +1577,16 @@ static void command(struct rconn *c, const struct keel_resp_parser *ps)
 			keel_resp_error(b, "ERR DB index is out of range");
 		else
 			keel_resp_simple(b, "OK");
+	} else if (IS("READONLY") || IS("READWRITE")) {
+		/* Redis Cluster's words for reads from a replica: here, reads of
+		 * this node's replica without a read barrier (serializable, may
+		 * be stale); READWRITE goes back to linearizable reads */
+		if (argc != 1) {
+			wrong_args(b, a0, n0);
+		} else {
+			c->local_reads = IS("READONLY");
+			keel_resp_simple(b, "OK");
+		}
 	} else if (IS("CLIENT")) {
 		cmd_client(c, ps, b);
 	} else if (IS("COMMAND")) {

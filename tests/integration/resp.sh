@@ -12,7 +12,7 @@
 #      node that does not lead the key's group is forwarded to the leader),
 #      what keel answers differently from a standalone Redis (SELECT 1,
 #      CROSSSLOT across groups, SET with an expiry), concurrent INCR from
-#      three nodes losing nothing, DBSIZE and INFO;
+#      three nodes losing nothing, READONLY's local reads, DBSIZE and INFO;
 #   3. garbage and a client that floods without reading are closed with a
 #      logged reason, and the node serves on;
 #   4. kill -9: a hiredis client SETs distinct keys on all three nodes,
@@ -111,6 +111,9 @@ for i in 0 1 2 0; do redis-cli -p "${ports[$i]}" -r 50 incr ctr >/dev/null & ipi
 wait "${ipids[@]}" # not a bare wait: redis-server runs in the background too
 [ "$(redis-cli -p "${ports[1]}" get ctr)" = 200 ] || fail "concurrent INCR: $(redis-cli -p "${ports[1]}" get ctr), want 200"
 ok "4 x 50 concurrent INCR on three nodes: 200"
+r=$(printf 'READONLY\nGET k0\nREADWRITE\nGET k0\n' | redis-cli -p "${ports[2]}")
+[ "$r" = $'OK\nv0\nOK\nv0' ] || fail "READONLY/READWRITE: $r"
+ok "READONLY (local reads) and READWRITE (linearizable again)"
 n=
 for _ in $(seq 50); do
   n=$(redis-cli -p "${ports[2]}" dbsize)
