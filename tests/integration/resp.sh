@@ -165,7 +165,7 @@ grep -q "resp port: .*without reading" "$cdir/n1.log" || fail "no log line for t
 ok "garbage and a flood ($r) closed with a logged reason; node 1 serves on"
 
 # ---- 4. kill -9 while a client writes ------------------------------------------------------
-"$HIREDIS" acks "$(cat "$cdir/resp")" 6 "$dir/acked" 2>"$dir/acks.err" &
+"$HIREDIS" acks "$(cat "$cdir/resp")" 5 "$dir/acked" 2>"$dir/acks.err" &
 cpid=$!
 sleep 1.5
 kill -9 "$(cat "$cdir/n1.pid")"
