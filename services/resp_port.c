@@ -341,7 +341,7 @@ static void start_send(struct rconn *c)
 
 /* ---- key commands on the group's shard ------------------------------------- */
 
-enum op_kind { OP_GET, OP_SET, OP_DEL, OP_EXISTS, OP_MGET, OP_MSET, OP_STRLEN, OP_INCR, OP_APPEND };
+enum op_kind { OP_GET, OP_SET, OP_DEL, OP_EXISTS, OP_MGET, OP_MSET, OP_STRLEN, OP_INCR, OP_APPEND, OP_TYPE };
 
 struct rop {
 	struct rconn *c;           /* shard 0's; never dereferenced elsewhere */
@@ -762,6 +762,11 @@ static void read_cb(void *arg, int status, const struct keel_kv *kv)
 		else
 			keel_resp_null(&o->out, o->proto);
 		break;
+	case OP_TYPE:
+		/* every keel value is a string */
+		keel_resp_simple(&o->out, keel_kv_get(kv, o->argv[1], o->argl[1], &cur) == 0 ? "string"
+											   : "none");
+		break;
 	case OP_STRLEN:
 		keel_resp_int(&o->out, keel_kv_get(kv, o->argv[1], o->argl[1], &cur) == 0
 					       ? (int64_t)cur.value_len
@@ -835,6 +840,7 @@ static void op_run(struct keel_shard *on, void *arg)
 	switch (o->kind) {
 	case OP_GET:
 	case OP_STRLEN:
+	case OP_TYPE:
 	case OP_EXISTS:
 	case OP_MGET:
 		op_reread(o);
@@ -1339,6 +1345,7 @@ static void key_command(struct rconn *c, const struct keel_resp_parser *ps, stru
 	switch (kind) {
 	case OP_GET:
 	case OP_STRLEN:
+	case OP_TYPE:
 		if (argc != 2)
 			goto arity;
 		break;
@@ -1430,7 +1437,8 @@ static void key_command(struct rconn *c, const struct keel_resp_parser *ps, stru
 		break;
 	}
 	/* the keys: argv[1] alone, or every (MSET: every other) argument */
-	uint32_t kend = kind == OP_SET || kind == OP_GET || kind == OP_STRLEN || kind == OP_INCR ||
+	uint32_t kend = kind == OP_SET || kind == OP_GET || kind == OP_STRLEN || kind == OP_TYPE ||
+				kind == OP_INCR ||
 				kind == OP_APPEND
 			? 2
 			: argc;
@@ -1633,6 +1641,14 @@ static void command(struct rconn *c, const struct keel_resp_parser *ps)
 	} else if (IS("INCR") || IS("DECR") || IS("INCRBY") || IS("DECRBY")) {
 		key_command(c, ps, slot, OP_INCR);
 		return;
+	} else if (IS("TYPE")) {
+		key_command(c, ps, slot, OP_TYPE);
+		return;
+	} else if (IS("FLUSHDB") || IS("FLUSHALL")) {
+		/* deleting every key of every group is not one replicated
+		 * command here, and one typo away on a shared cluster */
+		keel_resp_errorf(b, "ERR keel: %s is refused: not enabled on this cluster",
+				 IS("FLUSHDB") ? "FLUSHDB" : "FLUSHALL");
 	} else if (IS("APPEND")) {
 		key_command(c, ps, slot, OP_APPEND);
 		return;
@@ -1659,7 +1675,8 @@ static bool must_wait(const struct rconn *c, const struct keel_resp_parser *ps)
 		 arg_is(a, n, "DECR") || arg_is(a, n, "INCRBY") || arg_is(a, n, "DECRBY") ||
 		 arg_is(a, n, "APPEND");
 	bool r = arg_is(a, n, "GET") || arg_is(a, n, "MGET") || arg_is(a, n, "EXISTS") ||
-		 arg_is(a, n, "STRLEN") || arg_is(a, n, "DBSIZE") || arg_is(a, n, "INFO");
+		 arg_is(a, n, "STRLEN") || arg_is(a, n, "DBSIZE") || arg_is(a, n, "INFO") ||
+		 arg_is(a, n, "TYPE");
 	return (w && c->reads) || (r && c->writes);
 }
 
