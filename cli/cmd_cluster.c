@@ -5,7 +5,8 @@
  *                   [--protocol P] [--dir DIR]
  *     writes DIR/nI.ini for every node (ports free on 127.0.0.1, a fresh
  *     cluster secret in DIR/secret and client token in DIR/client-token,
- *     mode 0600; the client ports in DIR/endpoints), starts `keel node` for
+ *     mode 0600; the client ports in DIR/endpoints, the Redis-protocol
+ *     ports, open without AUTH on loopback, in DIR/resp), starts `keel node` for
  *     each (own session: it outlives this command; log in DIR/nI.log, PID
  *     in DIR/nI.pid, status in DIR/nI.status), waits until every group has
  *     a leader that every node agrees on, and prints the endpoints. DIR
@@ -377,8 +378,8 @@ static int cluster_up(int argc, char **argv)
 		snprintf(dir, sizeof(dir), "%s", abs);
 		free(abs);
 	}
-	/* per node: S peer ports then one client port */
-	unsigned per = shards + 1;
+	/* per node: S peer ports, one client port, one RESP (Redis) port */
+	unsigned per = shards + 2;
 	unsigned base = find_ports(nodes * per);
 	if (!base) {
 		fprintf(stderr, "keel cluster up: no run of %u free ports on 127.0.0.1\n", nodes * per);
@@ -420,8 +421,8 @@ static int cluster_up(int argc, char **argv)
 		return 1;
 	}
 	uint64_t cluster_id = 1 + (keel_get_le64(rnd) >> 12);
-	char endpoints[1024] = "";
-	size_t ek = 0;
+	char endpoints[1024] = "", resp_eps[1024] = "";
+	size_t ek = 0, rk = 0;
 	for (unsigned n = 1; n <= nodes; n++) {
 		char *ini = NULL;
 		size_t len = 0;
@@ -446,6 +447,10 @@ static int cluster_up(int argc, char **argv)
 			   "segment_size = 8M\n",
 			protocol, groups, n);
 		fprintf(f, "[client]\nlisten = 127.0.0.1:%u\ntoken_file = client-token\n", mine + shards);
+		/* a laptop cluster on loopback: the Redis port lets redis-cli in
+		 * without AUTH (a node's own config needs a password_file or
+		 * this line written out; docs/design/resp.md) */
+		fprintf(f, "[resp]\nlisten = 127.0.0.1:%u\nauth = none\n", mine + shards + 1);
 		fclose(f);
 		snprintf(path, sizeof(path), "%s/n%u.ini", dir, n);
 		int rc = write_file(path, ini, 0600);
@@ -456,7 +461,13 @@ static int cluster_up(int argc, char **argv)
 		}
 		ek += (size_t)snprintf(endpoints + ek, sizeof(endpoints) - ek, "%s127.0.0.1:%u",
 				       n > 1 ? "," : "", mine + shards);
+		rk += (size_t)snprintf(resp_eps + rk, sizeof(resp_eps) - rk, "%s127.0.0.1:%u",
+				       n > 1 ? "," : "", mine + shards + 1);
 	}
+	snprintf(path, sizeof(path), "%s/resp", dir);
+	char resp_line[1100];
+	snprintf(resp_line, sizeof(resp_line), "%s\n", resp_eps);
+	write_file(path, resp_line, 0644);
 	snprintf(path, sizeof(path), "%s/endpoints", dir);
 	char ep_line[1100];
 	snprintf(ep_line, sizeof(ep_line), "%s\n", endpoints);
@@ -493,6 +504,7 @@ static int cluster_up(int argc, char **argv)
 	       protocol, dir);
 	printf("endpoints: %s\n", endpoints);
 	printf("export KEEL_ENDPOINTS=%s\n", endpoints);
+	printf("export KEEL_RESP=%s\n", resp_eps);
 	return 0;
 }
 

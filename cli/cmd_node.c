@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/node_resp.h"
 #include "cli/stream.h"
 #include "keel/config.h"
 #include "keel/node.h"
@@ -100,6 +101,7 @@ struct app {
 	uint8_t token[KEEL_PROTO_MAX_TOKEN];
 	size_t token_len;
 	uint32_t max_conns;
+	struct node_resp resp;   /* [resp]: the Redis protocol listener */
 	const char *status_path;
 	uint64_t status_ms;
 	atomic_int failed;
@@ -411,12 +413,27 @@ static int services_start(struct app *a, struct nshard *ns, struct keel_node *no
 		g->rec_last = st.last_index;
 		g->rec_snapshot = st.snapshot_index;
 	}
-	if (keel_endpoint_shard(ep) != 0)
-		return 0;
+	if (keel_endpoint_shard(ep) != 0) {
+		rc = node_resp_start(&a->resp, node, ep, a->ngroups, err);
+		if (rc < 0) {
+			for (unsigned i = 0; i < ns->ngroups; i++)
+				ns->groups[i]->log = NULL;
+			keel_services_stop(ns->svc);
+			ns->svc = NULL;
+		}
+		return rc;
+	}
 	struct keel_client_port_config pc = {.node = node, .listen = a->client_listen,
 					     .groups = a->ngroups, .token = a->token,
 					     .token_len = a->token_len, .max_conns = a->max_conns};
 	rc = keel_client_port_start(&pc, ep, &ns->port, err);
+	if (rc >= 0) {
+		rc = node_resp_start(&a->resp, node, ep, a->ngroups, err);
+		if (rc < 0) {
+			keel_client_port_stop(ns->port);
+			ns->port = NULL;
+		}
+	}
 	if (rc < 0) {
 		for (unsigned i = 0; i < ns->ngroups; i++)
 			ns->groups[i]->log = NULL;
@@ -539,6 +556,8 @@ static void shard_stop(void *arg, struct keel_node *node, struct keel_endpoint *
 		keel_client_port_stop(ns->port);
 		ns->port = NULL;
 	}
+	if (ns->svc)
+		node_resp_stop(&a->resp, ep);
 	for (unsigned i = 0; i < ns->ngroups; i++) {
 		struct ngroup *g = ns->groups[i];
 		if (!g->log)
@@ -614,7 +633,8 @@ int keel_cmd_node(int argc, char **argv)
 	int ret = 1;
 	if (keel_node_config_load(path, &a->cfg, err) < 0 ||
 	    keel_node_config_validate(&a->cfg, err) < 0 ||
-	    keel_rlog_settings_load(&a->cfg, &a->log, err) < 0 || load_client(a, err) < 0) {
+	    keel_rlog_settings_load(&a->cfg, &a->log, err) < 0 || load_client(a, err) < 0 ||
+	    node_resp_load(&a->cfg, &a->resp, err) < 0) {
 		fprintf(stderr, "keel node: %s\n", err);
 		keel_node_config_free(&a->cfg);
 		free(a);

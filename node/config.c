@@ -65,6 +65,7 @@ static const struct section_rule sections[] = {
 	{"kv", NULL, NULL},        /* services/kv */
 	{"lock", NULL, NULL},      /* services/lock */
 	{"client", "listen token_file max_conns", NULL}, /* services/client_port.c, cli/cmd_node.c */
+	{"resp", "listen password_file auth max_conns", NULL}, /* services/resp_port.c, cli/node_resp.c */
 	{"http", NULL, NULL},      /* node/: health and metrics */
 	{"tls", "cert key ca", NULL}, /* transport/tls.c: certificates */
 };

@@ -211,6 +211,7 @@ enum keel_endpoint_slot {
 	KEEL_SLOT_MR = 4,     /* compute/mr */
 	KEEL_SLOT_DF = 5,     /* compute/df */
 	KEEL_SLOT_APP = 6,    /* the program that runs the node (cli/) */
+	KEEL_SLOT_RESP = 7,   /* services/resp_port.c: forwarded writes */
 	KEEL_SLOT_COUNT = 8,
 };
 void *keel_endpoint_slot(const struct keel_endpoint *ep, enum keel_endpoint_slot slot);
