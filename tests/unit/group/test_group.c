@@ -5,7 +5,8 @@
  * restart from the WALs keeps term, vote and log. With snapshots on, a node
  * that was down catches up through InstallSnapshot and restarts from its
  * snapshot file. A fourth endpoint that speaks garbage is dropped with log
- * lines while the others keep working. */
+ * lines while the others keep working. A snapshot whose write hangs does
+ * not stop the group (Raft and Paxos). */
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
@@ -51,6 +52,7 @@ struct node {
 	bool snap;             /* snapshots on (every 5 entries, 1 kept) */
 	bool gated;            /* its snapshot store is the gated one below */
 	uint64_t seg_size;     /* WAL segment size; 0: 256 KiB */
+	const char *protocol;  /* NULL: raft */
 	atomic_int restored;   /* restore() calls */
 	atomic_int open_rc;
 	atomic_ullong restored_index;
@@ -306,7 +308,7 @@ static int init(void *arg, struct keel_node *node, struct keel_endpoint *ep, cha
 		}
 	}
 	struct keel_rlog_config lc = {
-		.ep = ep, .group = 0, .dir = dir0, .wal = &wc,
+		.protocol = n->protocol, .ep = ep, .group = 0, .dir = dir0, .wal = &wc,
 		.tick_ms = TICK_MS, .seed = n->id * 7919,
 		.snapshot_every = n->snap ? 5 : 0,
 		.snapshot_keep = 1,
@@ -781,10 +783,11 @@ static bool has_snapshot_file(struct node *n)
 /* No stalls (issue 12): a snapshot's file is written and fsynced by the
  * snapshot writer's thread, never the shard's, so a group whose snapshot
  * write hangs (the gate holds its fdatasync) still commits; the WAL keeps
- * its segments until the snapshot is durable and drops them after; a
- * write that fails is retried with the next snapshot; a restart restores
- * the file the writer made. Three nodes, 16 KiB segments, 600 entries. */
-Test(group, snapshot_written_off_the_shard)
+ * its segments until the snapshot is durable and drops them after (Raft:
+ * compaction; Paxos: the journal's checkpoint); a write that fails is
+ * retried with the next snapshot; a restart restores the file the writer
+ * made. Three nodes, 16 KiB segments, 600 entries. */
+static void snapshot_off_the_shard(const char *protocol)
 {
 	const unsigned all[] = {1, 2, 3};
 	atomic_store(&gate.on_shard, 0);
@@ -794,6 +797,7 @@ Test(group, snapshot_written_off_the_shard)
 		load(&nodes[i], i);
 		nodes[i].snap = nodes[i].gated = true;
 		nodes[i].seg_size = 16 * 1024;
+		nodes[i].protocol = protocol;
 		start(&nodes[i]);
 	}
 	unsigned lead = wait_leader(all, 3);
@@ -861,6 +865,16 @@ Test(group, snapshot_written_off_the_shard)
 		stop(&nodes[i]);
 		keel_node_config_free(&nodes[i].cfg);
 	}
+}
+
+Test(group, snapshot_written_off_the_shard)
+{
+	snapshot_off_the_shard("raft");
+}
+
+Test(group, paxos_snapshot_written_off_the_shard)
+{
+	snapshot_off_the_shard("paxos");
 }
 
 /* A damaged snapshot file stops the open with KEEL_ECORRUPT (never a
