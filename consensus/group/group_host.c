@@ -293,7 +293,7 @@ static int install_snapshot(struct keel_group *g, const struct keel_raft_snapsho
  * or the new file and that WAL. */
 static void maybe_snapshot(struct keel_group *g)
 {
-	if (!g->snap_every || g->snap_job || g->applied < g->snap_index + g->snap_every)
+	if (g->snap_job || !snap_due(g->applied, g->snap_index, g->snap_every, g->snap_phase))
 		return;
 	void *data = NULL;
 	size_t len = 0;
@@ -939,6 +939,7 @@ static int raft_open(const struct keel_rlog_config *cfg, struct keel_rlog **out,
 	g->req_timeout = cfg->request_timeout_ticks ? cfg->request_timeout_ticks : 50;
 	g->snap_every = cfg->sm.snapshot && cfg->sm.restore ? cfg->snapshot_every : 0;
 	g->snap_keep = cfg->snapshot_keep ? cfg->snapshot_keep : 64;
+	g->snap_phase = snap_phase(g->id, cfg->group, g->snap_every);
 	/* One append message must fit a frame with room for its header. */
 	uint32_t frame = keel_endpoint_max_payload(cfg->ep);
 	g->max_entry = frame / 2 < (1u << 20) ? frame / 2 : (1u << 20);

@@ -138,6 +138,21 @@ int keel_group_snapshot_encode_header(const struct keel_raft_snapshot *s, uint8_
  * (keel_wal_io.background: the real files) and a group on a shard: the
  * simulations' disk sees every call in order on the caller's thread, so
  * there the hosts save inline, deterministically. */
+/* Whether a snapshot is due: applied crossed a multiple of every, shifted
+ * by this node's phase (snap_phase). Every node snapshots a group at the
+ * same rate, but each at its own offset in [0, every/4]: without it all
+ * nodes (and, under an even load, all groups) copy their state in the same
+ * second, and a leader and its followers stall together (docs/perf/kv.md).
+ * Deterministic (node id and group), so the simulations stay so. */
+static inline uint32_t snap_phase(uint64_t node, uint32_t group, uint32_t every)
+{
+	return every >= 4 ? (uint32_t)(keel_mix64(node << 32 | group) % (every / 4 + 1)) : 0;
+}
+static inline bool snap_due(uint64_t applied, uint64_t last, uint32_t every, uint32_t phase)
+{
+	return every && (applied + phase) / every > (last + phase) / every;
+}
+
 struct snapjob;
 typedef void snapjob_done_fn(void *arg, uint64_t index, int rc, const char *errmsg);
 bool snapwriter_usable(const struct snapstore *st, struct keel_shard *shard);
@@ -230,7 +245,7 @@ struct keel_group {
 	/* snapshots */
 	struct snapstore snap;
 	uint64_t snap_index; /* latest snapshot taken (0: none) */
-	uint32_t snap_every, snap_keep;
+	uint32_t snap_every, snap_keep, snap_phase;
 	bool snap_async;            /* files go to the snapshot writer */
 	struct keel_shard *shard;   /* where its answers come (snap_async) */
 	struct snapjob *snap_job;   /* the write in flight, or NULL */

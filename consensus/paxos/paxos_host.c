@@ -88,7 +88,7 @@ struct keel_phost {
 
 	struct snapstore snap;
 	uint64_t snap_index;
-	uint32_t snap_every, snap_keep;
+	uint32_t snap_every, snap_keep, snap_phase;
 	bool snap_async;          /* files go to the snapshot writer */
 	struct keel_shard *shard; /* where its answers come (snap_async) */
 	struct snapjob *snap_job; /* the write in flight, or NULL */
@@ -333,7 +333,7 @@ static void snap_written(void *arg, uint64_t index, int rc, const char *errmsg)
  * the checkpoint finds the old snapshot and the whole journal. */
 static void maybe_snapshot(struct keel_phost *h)
 {
-	if (!h->snap_every || h->snap_job || h->applied < h->snap_index + h->snap_every)
+	if (h->snap_job || !snap_due(h->applied, h->snap_index, h->snap_every, h->snap_phase))
 		return;
 	void *data = NULL;
 	size_t len = 0;
@@ -984,6 +984,7 @@ static int px_open(const struct keel_rlog_config *cfg, struct keel_rlog **out, c
 	h->req_timeout = cfg->request_timeout_ticks ? cfg->request_timeout_ticks : 50;
 	h->snap_every = cfg->sm.snapshot && cfg->sm.restore ? cfg->snapshot_every : 0;
 	h->snap_keep = cfg->snapshot_keep ? cfg->snapshot_keep : 64;
+	h->snap_phase = snap_phase(h->id, cfg->group, h->snap_every);
 	uint32_t frame = keel_endpoint_max_payload(cfg->ep);
 	h->max_entry = frame / 2 < (1u << 20) ? frame / 2 : (1u << 20);
 	keel_timer_init(&h->tick, on_tick, h);
