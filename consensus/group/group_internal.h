@@ -143,11 +143,9 @@ int keel_group_snapshot_encode_header(const struct keel_raft_snapshot *s, uint8_
  * same rate, but each at its own offset in [0, every/4]: without it all
  * nodes (and, under an even load, all groups) copy their state in the same
  * second, and a leader and its followers stall together (docs/perf/kv.md).
- * Deterministic (node id and group), so the simulations stay so. */
-static inline uint32_t snap_phase(uint64_t node, uint32_t group, uint32_t every)
-{
-	return every >= 4 ? (uint32_t)(keel_mix64(node << 32 | group) % (every / 4 + 1)) : 0;
-}
+ * Deterministic (node id and group), so the simulations stay so.
+ * KEEL_SNAPSHOT_STAGGER=0 turns it off (0 for everyone), to benchmark. */
+uint32_t snap_phase(uint64_t node, uint32_t group, uint32_t every);
 static inline bool snap_due(uint64_t applied, uint64_t last, uint32_t every, uint32_t phase)
 {
 	return every && (applied + phase) / every > (last + phase) / every;

@@ -110,6 +110,14 @@ int keel_group_snapshot_decode(const uint8_t *b, size_t size, struct keel_raft_s
 	return 0;
 }
 
+uint32_t snap_phase(uint64_t node, uint32_t group, uint32_t every)
+{
+	const char *v = getenv("KEEL_SNAPSHOT_STAGGER");
+	if (every < 4 || (v && !strcmp(v, "0")))
+		return 0;
+	return (uint32_t)(keel_mix64(node << 32 | group) % (every / 4 + 1));
+}
+
 #define SNAP_FILE "snapshot"
 #define SNAP_TMP "snapshot.tmp"
 
