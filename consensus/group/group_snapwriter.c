@@ -46,13 +46,19 @@ struct snapjob {
 	char errmsg[KEEL_ERRMSG_LEN];
 };
 
+/* A writer thread. Its own stop flag: a thread told to stop may still be
+ * waking up when the next group's reference starts a new one. */
+struct writer_thread {
+	pthread_t th;
+	bool stop; /* under w.mu */
+};
+
 static struct {
 	pthread_mutex_t mu;
 	pthread_cond_t work, done;
 	struct snapjob *head, *tail;
 	unsigned refs;
-	bool running, stop;
-	pthread_t th;
+	struct writer_thread *cur; /* running while refs > 0 */
 } w = {.mu = PTHREAD_MUTEX_INITIALIZER,
        .work = PTHREAD_COND_INITIALIZER,
        .done = PTHREAD_COND_INITIALIZER};
@@ -71,16 +77,17 @@ static void job_complete(struct keel_shard *on, void *arg)
 	keel_shard_free(j);
 }
 
-static void *writer_main(void *unused)
+static void *writer_main(void *arg)
 {
-	(void)unused;
+	struct writer_thread *t = arg;
 	pthread_setname_np(pthread_self(), "keel-snapw");
 	pthread_mutex_lock(&w.mu);
 	for (;;) {
-		while (!w.head && !w.stop)
+		while (!w.head && !t->stop)
 			pthread_cond_wait(&w.work, &w.mu);
-		if (!w.head)
-			break; /* stop, and nothing left */
+		if (t->stop)
+			break; /* the last reference went: the queue is empty (every
+				* group detached its job before letting go) */
 		struct snapjob *j = w.head;
 		w.head = j->next;
 		if (!w.head)
@@ -130,13 +137,15 @@ int snapwriter_ref(char *errmsg)
 {
 	int rc = 0;
 	pthread_mutex_lock(&w.mu);
-	if (!w.running) {
-		w.stop = false;
-		rc = -pthread_create(&w.th, NULL, writer_main, NULL);
-		if (rc)
+	if (!w.cur) {
+		struct writer_thread *t = calloc(1, sizeof(*t));
+		rc = t ? -pthread_create(&t->th, NULL, writer_main, t) : -ENOMEM;
+		if (rc) {
+			free(t);
 			keel_errmsg_set(errmsg, rc, "snapshot writer: starting its thread");
-		else
-			w.running = true;
+		} else {
+			w.cur = t;
+		}
 	}
 	if (!rc)
 		w.refs++;
@@ -147,16 +156,18 @@ int snapwriter_ref(char *errmsg)
 void snapwriter_unref(void)
 {
 	pthread_mutex_lock(&w.mu);
-	bool last = w.refs && --w.refs == 0 && w.running;
-	if (last) {
-		w.stop = true;
-		w.running = false;
-		pthread_cond_signal(&w.work);
+	struct writer_thread *t = NULL;
+	if (w.refs && --w.refs == 0) {
+		t = w.cur;
+		w.cur = NULL;
+		t->stop = true;
+		pthread_cond_broadcast(&w.work);
 	}
-	pthread_t th = w.th;
 	pthread_mutex_unlock(&w.mu);
-	if (last)
-		pthread_join(th, NULL);
+	if (t) {
+		pthread_join(t->th, NULL);
+		free(t);
+	}
 }
 
 int snapwriter_submit(struct snapstore *st, struct keel_shard *shard,
@@ -177,7 +188,7 @@ int snapwriter_submit(struct snapstore *st, struct keel_shard *shard,
 	else
 		w.head = j;
 	w.tail = j;
-	pthread_cond_signal(&w.work);
+	pthread_cond_broadcast(&w.work); /* a stopping thread may wait there too */
 	pthread_mutex_unlock(&w.mu);
 	*out = j;
 	return 0;
