@@ -29,7 +29,11 @@
  * run.
  *
  * usage: bench-kv --keel PATH [--quick] [--clients 1,64,256] [--seconds S]
- *                 [--sustain S] [--dir DIR]
+ *                 [--sustain S] [--dir DIR] [--series] [--keep]
+ * --series prints every second of the sustained run with its wall-clock
+ * start (UTC, as the nodes' log lines are stamped), to line a slow second
+ * up with what the nodes logged then (KEEL_LOG=debug); --keep leaves the
+ * work directory (the nodes' logs, n1.log ...) in place.
  * Without etcd installed (scripts/deps bench) its figures are null, with
  * the reason.
  */
@@ -558,7 +562,7 @@ static void json_line(const char *cse, const char *unit, double keel, double pee
 
 int main(int argc, char **argv)
 {
-	bool quick = false;
+	bool quick = false, series = false, keep = false;
 	const char *clients_arg = NULL, *dir_arg = NULL;
 	double seconds = 0, sustain = -1;
 	for (int i = 1; i < argc; i++) {
@@ -574,9 +578,13 @@ int main(int argc, char **argv)
 			sustain = atof(argv[++i]);
 		else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
 			dir_arg = argv[++i];
+		else if (!strcmp(argv[i], "--series"))
+			series = true;
+		else if (!strcmp(argv[i], "--keep"))
+			keep = true;
 		else {
 			fprintf(stderr, "usage: bench-kv --keel PATH [--quick] [--clients 1,64,256] "
-					"[--seconds S] [--sustain S] [--dir DIR]\n");
+					"[--seconds S] [--sustain S] [--dir DIR] [--series] [--keep]\n");
 			return 2;
 		}
 	}
@@ -659,12 +667,31 @@ int main(int argc, char **argv)
 	if (quick)
 		sc = counts[ncounts - 1];
 	uint64_t t0 = term_sum();
+	struct timespec wall0;
+	clock_gettime(CLOCK_REALTIME, &wall0);
+	uint64_t mono0 = now_ns();
 	struct result sr = load(SYS_KEEL_PIPE, OP_PUT, sc, sustain);
 	uint64_t t1 = term_sum();
 	unsigned nsec = (unsigned)sustain;
 	uint64_t secs[MAX_SECONDS];
 	for (unsigned s = 0; s < nsec; s++)
 		secs[s] = atomic_load(&per_second[s]);
+	if (series) {
+		/* second s began at t_begin + s on the monotonic clock; mapped to
+		 * the wall clock through the pair read just before the load */
+		int64_t wall_ns = (int64_t)wall0.tv_sec * 1000000000ll + wall0.tv_nsec +
+				  (int64_t)(t_begin - mono0);
+		for (unsigned s = 0; s < nsec; s++) {
+			int64_t t = wall_ns + (int64_t)s * 1000000000ll;
+			time_t ts = (time_t)(t / 1000000000ll);
+			struct tm tm;
+			gmtime_r(&ts, &tm);
+			char stamp[32];
+			strftime(stamp, sizeof(stamp), "%H:%M:%S", &tm);
+			printf("sustained second %3u from %s.%03lld UTC: %" PRIu64 " writes\n", s, stamp,
+			       (long long)(t % 1000000000ll / 1000000), secs[s]);
+		}
+	}
 	uint64_t worst = nsec ? secs[0] : 0;
 	for (unsigned s = 0; s < nsec; s++)
 		if (secs[s] < worst)
@@ -715,6 +742,9 @@ int main(int argc, char **argv)
 
 	etcd_stop();
 	run("'%s' cluster down --dir '%s/c' >/dev/null 2>&1", keel_bin, work);
-	run("rm -rf '%s'", work);
+	if (keep)
+		printf("bench-kv: kept %s (node logs in %s/c)\n", work, work);
+	else
+		run("rm -rf '%s'", work);
 	return 0;
 }

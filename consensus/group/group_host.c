@@ -187,18 +187,60 @@ static int wal_reset_to(struct keel_group *g, uint64_t index)
 	return rc;
 }
 
+/* Inline, on the shard: a leader's snapshot (it must be durable before the
+ * WAL is cut, right now), and every snapshot where there is no writer. */
 static int snap_save(struct keel_group *g, const struct keel_raft_snapshot *s, char *err)
 {
-	size_t size = keel_group_snapshot_encoded_size(s);
-	uint8_t *buf = size ? malloc(size) : NULL;
-	if (!buf)
-		return keel_errmsg_set(err, size ? -ENOMEM : KEEL_EBADINPUT,
-				       "snapshot: cannot encode %zu bytes", s->len);
-	int n = keel_group_snapshot_encode(s, buf, size);
-	int rc = n < 0 ? keel_errmsg_set(err, n, "snapshot: encoding")
-		       : snapstore_save(&g->snap, buf, (size_t)n, err);
-	free(buf);
-	return rc;
+	uint8_t hdr[KEEL_GROUP_SNAPSHOT_HDR_MAX];
+	int n = keel_group_snapshot_encode_header(s, hdr, sizeof(hdr));
+	if (n < 0)
+		return keel_errmsg_set(err, n, "snapshot: encoding %zu bytes", s->len);
+	return snapstore_save(&g->snap, hdr, (size_t)n, s->data, s->len, err);
+}
+
+/* The WAL drops what a durable snapshot covers. Only between batches (no
+ * append in flight: keel_wal_compact would wait for it). */
+static void compact_now(struct keel_group *g)
+{
+	uint64_t upto = g->compact_to;
+	g->compact_to = 0;
+	if (!upto || g->failed)
+		return;
+	int rc = keel_wal_compact(g->w, upto);
+	if (rc < 0)
+		keel_warn("raft: group %u: compacting the WAL to %llu: %s", g->cfg.group,
+			  (unsigned long long)upto, keel_wal_errmsg(g->w));
+}
+
+static void maybe_snapshot(struct keel_group *g);
+
+/* The snapshot writer's answer, on the shard (a runtime message). */
+static void snap_written(void *arg, uint64_t index, int rc, const char *errmsg)
+{
+	struct keel_group *g = arg;
+	g->snap_job = NULL;
+	if (rc < 0) {
+		keel_warn("raft: group %u: %s (the WAL keeps the log)", g->cfg.group, errmsg);
+		return;
+	}
+	g->st.snapshots_taken++;
+	keel_debug("raft: group %u: snapshot at index %llu durable", g->cfg.group,
+		   (unsigned long long)index);
+	g->compact_to = index;
+	if (!g->busy) { /* else at the end of the batch in flight */
+		compact_now(g);
+		maybe_snapshot(g); /* one skipped while this one was written */
+	}
+}
+
+/* A write in flight is waited for (and forgotten) before the store is
+ * written or closed by the shard itself. */
+static void snap_job_drop(struct keel_group *g)
+{
+	if (g->snap_job) {
+		snapjob_detach(g->snap_job);
+		g->snap_job = NULL;
+	}
 }
 
 /* §5.3: a snapshot from the leader replaces our state and our log. Saved
@@ -211,6 +253,8 @@ static int install_snapshot(struct keel_group *g, const struct keel_raft_snapsho
 		group_fail(g, KEEL_ENOTSUP, "a snapshot arrived, and the state machine cannot restore one");
 		return KEEL_ENOTSUP;
 	}
+	snap_job_drop(g); /* older than this one: the WAL is reset below anyway */
+	g->compact_to = 0;
 	int rc = snap_save(g, s, err);
 	if (rc < 0) {
 		group_fail(g, rc, err);
@@ -239,15 +283,21 @@ static int install_snapshot(struct keel_group *g, const struct keel_raft_snapsho
 }
 
 /* After advance (the core may be mutated again): every snapshot_every
- * applied entries, snapshot the state machine, save it, drop the WAL
- * segments it covers (§5.1). A failure is logged and retried later: the
- * log just stays longer. */
+ * applied entries, snapshot the state machine (its copy of its state, on
+ * the shard), give it to the core (which keeps a copy for followers), and
+ * have the file written: by the snapshot writer's thread when there is one
+ * (snap_written() then compacts the WAL, once the file is durable), else
+ * here. One write at a time; the next snapshot waits for it. A failure is
+ * logged and retried later: the log just stays longer. A crash at any
+ * point leaves the old snapshot file and a WAL not yet compacted past it,
+ * or the new file and that WAL. */
 static void maybe_snapshot(struct keel_group *g)
 {
-	if (!g->snap_every || g->applied < g->snap_index + g->snap_every)
+	if (g->snap_job || !snap_due(g->applied, g->snap_index, g->snap_every, g->snap_phase))
 		return;
 	void *data = NULL;
 	size_t len = 0;
+	uint64_t t0 = keel_now_ns();
 	int rc = g->cfg.sm.snapshot(g->cfg.sm.arg, &data, &len);
 	if (rc < 0) {
 		keel_warn("raft: group %u: the state machine's snapshot failed: %s", g->cfg.group,
@@ -256,8 +306,8 @@ static void maybe_snapshot(struct keel_group *g)
 		return;
 	}
 	rc = keel_raft_snapshot_taken(g->r, g->applied, data, len, g->snap_keep);
-	free(data);
 	if (rc < 0) {
+		free(data);
 		keel_warn("raft: group %u: snapshot at %llu: %s", g->cfg.group,
 			  (unsigned long long)g->applied, keel_strerror(rc));
 		g->snap_index = g->applied;
@@ -265,19 +315,21 @@ static void maybe_snapshot(struct keel_group *g)
 	}
 	const struct keel_raft_snapshot *s = keel_raft_snapshot_get(g->r);
 	char err[KEEL_ERRMSG_LEN];
-	rc = snap_save(g, s, err);
 	g->snap_index = s->meta.index;
-	if (rc < 0) {
-		keel_warn("raft: group %u: %s (the WAL keeps the log)", g->cfg.group, err);
+	keel_debug("raft: group %u: snapshot at index %llu, %zu bytes, copied in %llu us", g->cfg.group,
+		   (unsigned long long)s->meta.index, s->len,
+		   (unsigned long long)(keel_now_ns() - t0) / 1000);
+	if (g->snap_async) {
+		/* the writer takes data (the same bytes as the core's copy) */
+		rc = snapwriter_submit(&g->snap, g->shard, &s->meta, data, len, snap_written, g,
+				       &g->snap_job, err);
+		if (rc < 0)
+			keel_warn("raft: group %u: %s (the WAL keeps the log)", g->cfg.group, err);
 		return;
 	}
-	g->st.snapshots_taken++;
-	rc = keel_wal_compact(g->w, s->meta.index);
-	if (rc < 0)
-		keel_warn("raft: group %u: compacting the WAL to %llu: %s", g->cfg.group,
-			  (unsigned long long)s->meta.index, keel_wal_errmsg(g->w));
-	keel_debug("raft: group %u: snapshot at index %llu, %zu bytes", g->cfg.group,
-		   (unsigned long long)s->meta.index, s->len);
+	free(data);
+	rc = snap_save(g, s, err);
+	snap_written(g, s->meta.index, rc, err);
 }
 
 /* ---- the ready loop ----------------------------------------------------- */
@@ -314,6 +366,7 @@ static void ready_finish(struct keel_group *g)
 	note_role(g, rd);
 	keel_raft_advance(g->r, rd);
 	g->busy = false;
+	compact_now(g);
 	maybe_snapshot(g);
 	gread_complete(&g->reads, g->applied);
 	if (g->fail_reads) {
@@ -886,6 +939,7 @@ static int raft_open(const struct keel_rlog_config *cfg, struct keel_rlog **out,
 	g->req_timeout = cfg->request_timeout_ticks ? cfg->request_timeout_ticks : 50;
 	g->snap_every = cfg->sm.snapshot && cfg->sm.restore ? cfg->snapshot_every : 0;
 	g->snap_keep = cfg->snapshot_keep ? cfg->snapshot_keep : 64;
+	g->snap_phase = snap_phase(g->id, cfg->group, g->snap_every);
 	/* One append message must fit a frame with room for its header. */
 	uint32_t frame = keel_endpoint_max_payload(cfg->ep);
 	g->max_entry = frame / 2 < (1u << 20) ? frame / 2 : (1u << 20);
@@ -899,6 +953,16 @@ static int raft_open(const struct keel_rlog_config *cfg, struct keel_rlog **out,
 		if (rc < 0)
 			keel_errmsg_set(errmsg, rc, "raft: attaching the WAL to the shard: %s",
 					keel_strerror(rc));
+	}
+	if (rc == 0 && snapwriter_usable(&g->snap, keel_endpoint_reactor(cfg->ep))) {
+		char werr[KEEL_ERRMSG_LEN];
+		if (snapwriter_ref(werr) < 0) {
+			keel_warn("raft: group %u: %s: snapshots are written on the shard",
+				  cfg->group, werr);
+		} else {
+			g->snap_async = true;
+			g->shard = keel_endpoint_reactor(cfg->ep);
+		}
 	}
 	if (rc < 0) {
 		raft_close(&g->head);
@@ -921,6 +985,9 @@ static void raft_close(struct keel_rlog *l)
 		keel_wal_detach(g->wr);
 	if (g->w)
 		keel_wal_close(g->w); /* waits for a write in flight; wal_done sees closing */
+	snap_job_drop(g); /* waits for the snapshot writer to be done with g->snap */
+	if (g->snap_async)
+		snapwriter_unref();
 	if (g->snap.io)
 		g->snap.io->ops->destroy(g->snap.io);
 	gprop_fail_all(&g->queued, KEEL_ESTOPPED);

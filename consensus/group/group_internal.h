@@ -5,11 +5,14 @@
  *   group_queue.c   proposal and read queues with deadlines (engine-neutral)
  *   group_snapshot.c  the snapshot store on a struct keel_wal_io (atomic
  *                   save, load) and the Raft snapshot file codec
+ *   group_snapwriter.c  the helper thread that writes snapshot files off
+ *                   the shards (one per process, shared by both engines)
  *   group_host.c    the Raft engine: core + WAL + endpoint + state machine
  *   group_net.c     its messages on the endpoint ("raft" type, one group)
  *   group_member.c  its membership changes and leadership transfer
  *
- * Everything runs on the log's shard thread. */
+ * Everything runs on the log's shard thread, but the snapshot writer's
+ * thread, which touches only its jobs and their stores. */
 #ifndef KEEL_GROUP_INTERNAL_H
 #define KEEL_GROUP_INTERNAL_H
 
@@ -104,7 +107,10 @@ void gread_expire(struct gread **head, uint64_t now);
 struct snapstore {
 	struct keel_wal_io *io;
 };
-int snapstore_save(struct snapstore *s, const void *buf, size_t len, char *errmsg);
+/* Writes hdr then data (len may be 0) as the new snapshot file. Any thread
+ * the store's I/O allows (keel_wal_io.background), one at a time. */
+int snapstore_save(struct snapstore *s, const void *hdr, size_t hlen, const void *data,
+		   size_t len, char *errmsg);
 /* 1 with *buf (malloc'd, the caller frees) and *len, 0 when there is none,
  * or a negative code. */
 int snapstore_load(struct snapstore *s, uint8_t **buf, size_t *len, char *errmsg);
@@ -116,6 +122,49 @@ int snapstore_load(struct snapstore *s, uint8_t **buf, size_t *len, char *errmsg
  * tests/fuzz/fuzz_group_snapshot.c. */
 size_t keel_group_snapshot_encoded_size(const struct keel_raft_snapshot *s);
 int keel_group_snapshot_encode(const struct keel_raft_snapshot *s, uint8_t *buf, size_t cap);
+/* The file's header alone (the data follows it; the CRC covers both):
+ * returns its length, at most KEEL_GROUP_SNAPSHOT_HDR_MAX. */
+#define KEEL_GROUP_SNAPSHOT_HDR_MAX (8 + 4 + 4 + 8 + 8 + 4 + KEEL_RAFT_CONF_ENCODED_MAX + 8)
+int keel_group_snapshot_encode_header(const struct keel_raft_snapshot *s, uint8_t *buf,
+				      size_t cap);
+
+/* ---- the snapshot writer (group_snapwriter.c) ----------------------------
+ * One helper thread per process writes snapshot files (snapstore_save) for
+ * the groups of every shard, so that their write and fsyncs leave the
+ * shard's thread. A group holds a reference while open (the thread runs
+ * while anyone does), submits one job at a time, and hears of its end by
+ * done(arg, index, rc, errmsg) run on its shard through a runtime message.
+ * Only for a store whose I/O may run on another thread
+ * (keel_wal_io.background: the real files) and a group on a shard: the
+ * simulations' disk sees every call in order on the caller's thread, so
+ * there the hosts save inline, deterministically. */
+/* Whether a snapshot is due: applied crossed a multiple of every, shifted
+ * by this node's phase (snap_phase). Every node snapshots a group at the
+ * same rate, but each at its own offset in [0, every/4]: without it all
+ * nodes (and, under an even load, all groups) copy their state in the same
+ * second, and a leader and its followers stall together (docs/perf/kv.md).
+ * Deterministic (node id and group), so the simulations stay so.
+ * KEEL_SNAPSHOT_STAGGER=0 turns it off (0 for everyone), to benchmark. */
+uint32_t snap_phase(uint64_t node, uint32_t group, uint32_t every);
+static inline bool snap_due(uint64_t applied, uint64_t last, uint32_t every, uint32_t phase)
+{
+	return every && (applied + phase) / every > (last + phase) / every;
+}
+
+struct snapjob;
+typedef void snapjob_done_fn(void *arg, uint64_t index, int rc, const char *errmsg);
+bool snapwriter_usable(const struct snapstore *st, struct keel_shard *shard);
+int snapwriter_ref(char *errmsg);
+void snapwriter_unref(void);
+/* Queues the write of the snapshot (meta, data[len]). Takes data (malloc'd:
+ * the state machine's copy) whatever the outcome. 0 with *job, or a
+ * negative code (nothing queued). On shard's thread. */
+int snapwriter_submit(struct snapstore *st, struct keel_shard *shard,
+		      const struct keel_raft_snapshot_meta *meta, void *data, size_t len,
+		      snapjob_done_fn *done, void *arg, struct snapjob **job, char *errmsg);
+/* Waits for the job's file I/O to end; its done() will then never run and
+ * the job is no longer the caller's. On its shard, before done() ran. */
+void snapjob_detach(struct snapjob *job);
 int keel_group_snapshot_decode(const uint8_t *buf, size_t len, struct keel_raft_snapshot *s,
 			       const char **why);
 
@@ -193,8 +242,12 @@ struct keel_group {
 
 	/* snapshots */
 	struct snapstore snap;
-	uint64_t snap_index; /* latest snapshot saved (0: none) */
-	uint32_t snap_every, snap_keep;
+	uint64_t snap_index; /* latest snapshot taken (0: none) */
+	uint32_t snap_every, snap_keep, snap_phase;
+	bool snap_async;            /* files go to the snapshot writer */
+	struct keel_shard *shard;   /* where its answers come (snap_async) */
+	struct snapjob *snap_job;   /* the write in flight, or NULL */
+	uint64_t compact_to;        /* a durable snapshot the WAL has not dropped yet */
 
 	struct keel_log_limit lim;
 	struct keel_rlog_stats st;

@@ -4,8 +4,9 @@
  * snapshot.tmp, fdatasync'd, renamed over the old one, and the directory
  * fsync'd, so a crash leaves the old snapshot or the new one, never a mix.
  * All through a struct keel_wal_io, so the simulation runs it on the
- * fault-injecting disk. Synchronous: it blocks the shard for its fsyncs
- * (moving it off the hot path is the KV issue's work).
+ * fault-injecting disk. Synchronous: the group hosts call it from the
+ * snapshot writer's thread (group_snapwriter.c) when their I/O allows it,
+ * and on the shard otherwise (the simulations' disk, a leader's snapshot).
  *
  * Format, little-endian:
  *   "KEELSNP1"  u32 version (1)  u32 crc32c of everything after this field
@@ -40,14 +41,14 @@ size_t keel_group_snapshot_encoded_size(const struct keel_raft_snapshot *s)
 	return SNAP_FIXED + (size_t)clen + 8 + s->len;
 }
 
-int keel_group_snapshot_encode(const struct keel_raft_snapshot *s, uint8_t *buf, size_t cap)
+int keel_group_snapshot_encode_header(const struct keel_raft_snapshot *s, uint8_t *buf, size_t cap)
 {
 	uint8_t conf[KEEL_RAFT_CONF_ENCODED_MAX];
 	int clen = keel_raft_conf_encode(&s->meta.conf, conf, sizeof(conf));
 	if (clen < 0)
 		return clen;
 	size_t hlen = SNAP_FIXED + (size_t)clen + 8;
-	if (cap < hlen + s->len || hlen + s->len > INT32_MAX)
+	if (cap < hlen || hlen + s->len > INT32_MAX)
 		return KEEL_ETOOBIG;
 	memcpy(buf, SNAP_MAGIC, 8);
 	keel_put_le32(buf + 8, SNAP_VERSION);
@@ -56,10 +57,23 @@ int keel_group_snapshot_encode(const struct keel_raft_snapshot *s, uint8_t *buf,
 	keel_put_le32(buf + 32, (uint32_t)clen);
 	memcpy(buf + SNAP_FIXED, conf, (size_t)clen);
 	keel_put_le64(buf + SNAP_FIXED + clen, s->len);
+	uint32_t crc = keel_crc32c(0, buf + 16, hlen - 16);
+	if (s->len)
+		crc = keel_crc32c(crc, s->data, s->len);
+	keel_put_le32(buf + 12, crc);
+	return (int)hlen;
+}
+
+int keel_group_snapshot_encode(const struct keel_raft_snapshot *s, uint8_t *buf, size_t cap)
+{
+	int hlen = keel_group_snapshot_encode_header(s, buf, cap);
+	if (hlen < 0)
+		return hlen;
+	if (cap < (size_t)hlen + s->len)
+		return KEEL_ETOOBIG;
 	if (s->len)
 		memcpy(buf + hlen, s->data, s->len);
-	keel_put_le32(buf + 12, keel_crc32c(0, buf + 16, hlen + s->len - 16));
-	return (int)(hlen + s->len);
+	return (int)((size_t)hlen + s->len);
 }
 
 int keel_group_snapshot_decode(const uint8_t *b, size_t size, struct keel_raft_snapshot *s,
@@ -96,14 +110,23 @@ int keel_group_snapshot_decode(const uint8_t *b, size_t size, struct keel_raft_s
 	return 0;
 }
 
+uint32_t snap_phase(uint64_t node, uint32_t group, uint32_t every)
+{
+	const char *v = getenv("KEEL_SNAPSHOT_STAGGER");
+	if (every < 4 || (v && !strcmp(v, "0")))
+		return 0;
+	return (uint32_t)(keel_mix64(node << 32 | group) % (every / 4 + 1));
+}
+
 #define SNAP_FILE "snapshot"
 #define SNAP_TMP "snapshot.tmp"
 
-static int full_write(struct keel_wal_io *io, int fd, const uint8_t *buf, size_t len)
+static int full_write(struct keel_wal_io *io, int fd, const uint8_t *buf, size_t len,
+		      uint64_t off)
 {
 	size_t done = 0;
 	while (done < len) {
-		int64_t n = io->ops->pwrite(io, fd, buf + done, len - done, done);
+		int64_t n = io->ops->pwrite(io, fd, buf + done, len - done, off + done);
 		if (n < 0)
 			return (int)n;
 		if (n == 0)
@@ -113,7 +136,8 @@ static int full_write(struct keel_wal_io *io, int fd, const uint8_t *buf, size_t
 	return 0;
 }
 
-int snapstore_save(struct snapstore *st, const void *buf, size_t len, char *errmsg)
+int snapstore_save(struct snapstore *st, const void *hdr, size_t hlen, const void *data,
+		   size_t len, char *errmsg)
 {
 	struct keel_wal_io *io = st->io;
 	int flags = KEEL_WAL_IO_CREATE;
@@ -122,7 +146,9 @@ int snapstore_save(struct snapstore *st, const void *buf, size_t len, char *errm
 		return keel_errmsg_set(errmsg, fd, "snapshot: create %s", SNAP_TMP);
 	int rc = io->ops->ftruncate(io, fd, 0);
 	if (!rc)
-		rc = full_write(io, fd, buf, len);
+		rc = full_write(io, fd, hdr, hlen, 0);
+	if (!rc && len)
+		rc = full_write(io, fd, data, len, hlen);
 	if (!rc)
 		rc = io->ops->fdatasync(io, fd);
 	io->ops->close(io, fd);
@@ -132,7 +158,8 @@ int snapstore_save(struct snapstore *st, const void *buf, size_t len, char *errm
 		rc = io->ops->sync_dir(io);
 	if (rc) {
 		io->ops->unlink(io, SNAP_TMP);
-		return keel_errmsg_set(errmsg, rc, "snapshot: writing %s (%zu bytes)", SNAP_FILE, len);
+		return keel_errmsg_set(errmsg, rc, "snapshot: writing %s (%zu bytes)", SNAP_FILE,
+				       hlen + len);
 	}
 	return 0;
 }

@@ -88,7 +88,11 @@ struct keel_phost {
 
 	struct snapstore snap;
 	uint64_t snap_index;
-	uint32_t snap_every, snap_keep;
+	uint32_t snap_every, snap_keep, snap_phase;
+	bool snap_async;          /* files go to the snapshot writer */
+	struct keel_shard *shard; /* where its answers come (snap_async) */
+	struct snapjob *snap_job; /* the write in flight, or NULL */
+	uint64_t checkpoint_at;   /* a durable snapshot not checkpointed yet (0: none) */
 
 	struct keel_log_limit lim;
 	struct keel_rlog_stats st;
@@ -229,15 +233,21 @@ static int snap_save(struct keel_phost *h, uint64_t index, const void *data, siz
 		     char *err)
 {
 	struct keel_raft_snapshot s = {.meta = {.index = index}, .data = data, .len = len};
-	size_t size = keel_group_snapshot_encoded_size(&s);
-	uint8_t *buf = size ? malloc(size) : NULL;
-	if (!buf)
-		return keel_errmsg_set(err, -ENOMEM, "snapshot: cannot encode %zu bytes", len);
-	int n = keel_group_snapshot_encode(&s, buf, size);
-	int rc = n < 0 ? keel_errmsg_set(err, n, "snapshot: encoding")
-		       : snapstore_save(&h->snap, buf, (size_t)n, err);
-	free(buf);
-	return rc;
+	uint8_t hdr[KEEL_GROUP_SNAPSHOT_HDR_MAX];
+	int n = keel_group_snapshot_encode_header(&s, hdr, sizeof(hdr));
+	if (n < 0)
+		return keel_errmsg_set(err, n, "snapshot: encoding %zu bytes", len);
+	return snapstore_save(&h->snap, hdr, (size_t)n, data, len, err);
+}
+
+/* A write in flight is waited for (and forgotten) before the store is
+ * written or closed by the shard itself. */
+static void snap_job_drop(struct keel_phost *h)
+{
+	if (h->snap_job) {
+		snapjob_detach(h->snap_job);
+		h->snap_job = NULL;
+	}
 }
 
 static int install_snapshot(struct keel_phost *h, const struct keel_paxos_snapshot *s)
@@ -247,6 +257,8 @@ static int install_snapshot(struct keel_phost *h, const struct keel_paxos_snapsh
 		host_fail(h, KEEL_ENOTSUP, "a snapshot arrived, and the state machine cannot restore one");
 		return KEEL_ENOTSUP;
 	}
+	snap_job_drop(h); /* an older one of ours */
+	h->checkpoint_at = 0;
 	int rc = snap_save(h, s->index, s->data, s->len, err);
 	if (rc < 0) {
 		host_fail(h, rc, err);
@@ -267,13 +279,61 @@ static int install_snapshot(struct keel_phost *h, const struct keel_paxos_snapsh
 static int journal_append(struct keel_phost *h, const struct keel_paxos_value *v, size_t n,
 			  keel_wal_done_fn *cb);
 
-/* Every snapshot_every applied slots: snapshot the state machine, save it,
- * then checkpoint the journal (the live accepted values again at its end)
- * and drop everything before the checkpoint. Failures are logged and the
- * journal just stays longer. */
+/* After a snapshot at index is durable, between batches: the live accepted
+ * values after it again at the journal's end, and everything before them
+ * dropped. Still on the shard, and synchronous (one append and its
+ * fdatasync, then the unlinks): the journal is the shard's. */
+static void checkpoint_now(struct keel_phost *h)
+{
+	uint64_t index = h->checkpoint_at;
+	h->checkpoint_at = 0;
+	if (!index || h->failed)
+		return;
+	size_t n = 0;
+	const struct keel_paxos_value *v = keel_paxos_accepted_values(h->p, &n);
+	while (n && v->slot <= index) {
+		v++;
+		n--;
+	}
+	uint64_t first = keel_wal_last_index(h->w) + 1;
+	int rc = n ? journal_append(h, v, n, NULL) : 0;
+	if (rc == 0 && n)
+		rc = keel_wal_flush(h->w);
+	if (rc == 0)
+		rc = keel_wal_compact(h->w, first - 1);
+	if (rc < 0)
+		keel_warn("paxos: group %u: journal checkpoint after slot %llu: %s", h->cfg.group,
+			  (unsigned long long)index, keel_wal_errmsg(h->w));
+}
+
+static void maybe_snapshot(struct keel_phost *h);
+
+/* The snapshot writer's answer, on the shard (a runtime message). */
+static void snap_written(void *arg, uint64_t index, int rc, const char *errmsg)
+{
+	struct keel_phost *h = arg;
+	h->snap_job = NULL;
+	if (rc < 0) {
+		keel_warn("paxos: group %u: %s (the journal keeps everything)", h->cfg.group, errmsg);
+		return;
+	}
+	h->st.snapshots_taken++;
+	h->checkpoint_at = index;
+	if (!h->busy) { /* else at the end of the batch in flight */
+		checkpoint_now(h);
+		maybe_snapshot(h); /* one skipped while this one was written */
+	}
+}
+
+/* Every snapshot_every applied slots: snapshot the state machine (its copy,
+ * on the shard), give it to the core, and have the file written — by the
+ * snapshot writer's thread when there is one, else here — and only once it
+ * is durable checkpoint the journal (snap_written). One write at a time.
+ * Failures are logged and the journal just stays longer; a crash before
+ * the checkpoint finds the old snapshot and the whole journal. */
 static void maybe_snapshot(struct keel_phost *h)
 {
-	if (!h->snap_every || h->applied < h->snap_index + h->snap_every)
+	if (h->snap_job || !snap_due(h->applied, h->snap_index, h->snap_every, h->snap_phase))
 		return;
 	void *data = NULL;
 	size_t len = 0;
@@ -286,32 +346,26 @@ static void maybe_snapshot(struct keel_phost *h)
 	}
 	uint64_t index = h->applied;
 	char err[KEEL_ERRMSG_LEN];
-	rc = snap_save(h, index, data, len, err);
-	if (rc == 0)
-		rc = keel_paxos_snapshot_taken(h->p, index, data, len, h->snap_keep);
-	free(data);
+	rc = keel_paxos_snapshot_taken(h->p, index, data, len, h->snap_keep);
 	h->snap_index = index;
 	if (rc < 0) {
+		free(data);
 		keel_warn("paxos: group %u: snapshot at %llu: %s", h->cfg.group,
 			  (unsigned long long)index, keel_strerror(rc));
 		return;
 	}
-	h->st.snapshots_taken++;
-	size_t n = 0;
-	const struct keel_paxos_value *v = keel_paxos_accepted_values(h->p, &n);
-	while (n && v->slot <= index) {
-		v++;
-		n--;
+	if (h->snap_async) {
+		struct keel_raft_snapshot_meta meta = {.index = index};
+		rc = snapwriter_submit(&h->snap, h->shard, &meta, data, len, snap_written, h,
+				       &h->snap_job, err);
+		if (rc < 0)
+			keel_warn("paxos: group %u: %s (the journal keeps everything)", h->cfg.group,
+				  err);
+		return;
 	}
-	uint64_t first = keel_wal_last_index(h->w) + 1;
-	rc = n ? journal_append(h, v, n, NULL) : 0;
-	if (rc == 0 && n)
-		rc = keel_wal_flush(h->w);
-	if (rc == 0)
-		rc = keel_wal_compact(h->w, first - 1);
-	if (rc < 0)
-		keel_warn("paxos: group %u: journal checkpoint after slot %llu: %s", h->cfg.group,
-			  (unsigned long long)index, keel_wal_errmsg(h->w));
+	rc = snap_save(h, index, data, len, err);
+	free(data);
+	snap_written(h, index, rc, err);
 }
 
 /* ---- the ready loop ----------------------------------------------------------- */
@@ -415,6 +469,7 @@ static void ready_finish(struct keel_phost *h)
 	note_role(h, rd);
 	keel_paxos_advance(h->p, rd);
 	h->busy = false;
+	checkpoint_now(h);
 	maybe_snapshot(h);
 	gread_complete(&h->reads, h->applied);
 	if (h->fail_reads) {
@@ -929,6 +984,7 @@ static int px_open(const struct keel_rlog_config *cfg, struct keel_rlog **out, c
 	h->req_timeout = cfg->request_timeout_ticks ? cfg->request_timeout_ticks : 50;
 	h->snap_every = cfg->sm.snapshot && cfg->sm.restore ? cfg->snapshot_every : 0;
 	h->snap_keep = cfg->snapshot_keep ? cfg->snapshot_keep : 64;
+	h->snap_phase = snap_phase(h->id, cfg->group, h->snap_every);
 	uint32_t frame = keel_endpoint_max_payload(cfg->ep);
 	h->max_entry = frame / 2 < (1u << 20) ? frame / 2 : (1u << 20);
 	keel_timer_init(&h->tick, on_tick, h);
@@ -954,6 +1010,16 @@ static int px_open(const struct keel_rlog_config *cfg, struct keel_rlog **out, c
 			keel_errmsg_set(errmsg, rc, "paxos: attaching the WAL to the shard: %s",
 					keel_strerror(rc));
 	}
+	if (rc == 0 && snapwriter_usable(&h->snap, keel_endpoint_reactor(cfg->ep))) {
+		char werr[KEEL_ERRMSG_LEN];
+		if (snapwriter_ref(werr) < 0) {
+			keel_warn("paxos: group %u: %s: snapshots are written on the shard",
+				  cfg->group, werr);
+		} else {
+			h->snap_async = true;
+			h->shard = keel_endpoint_reactor(cfg->ep);
+		}
+	}
 	if (rc < 0) {
 		px_close(&h->head);
 		return rc;
@@ -976,6 +1042,9 @@ static void px_close(struct keel_rlog *l)
 		keel_wal_detach(h->wr);
 	if (h->w)
 		keel_wal_close(h->w);
+	snap_job_drop(h); /* waits for the snapshot writer to be done with h->snap */
+	if (h->snap_async)
+		snapwriter_unref();
 	if (h->snap.io)
 		h->snap.io->ops->destroy(h->snap.io);
 	gprop_fail_all(&h->queued, KEEL_ESTOPPED);

@@ -5,10 +5,13 @@
  * restart from the WALs keeps term, vote and log. With snapshots on, a node
  * that was down catches up through InstallSnapshot and restarts from its
  * snapshot file. A fourth endpoint that speaks garbage is dropped with log
- * lines while the others keep working. */
+ * lines while the others keep working. A snapshot whose write hangs does
+ * not stop the group (Raft and Paxos). */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +25,7 @@
 #include "keel/rlog.h"
 #include "keel/runtime.h"
 #include "keel/transport.h"
+#include "keel/wal.h"
 
 #define TICK_MS 30
 
@@ -46,6 +50,9 @@ struct node {
 	atomic_ullong close_term, close_last;
 	atomic_ullong bad_msgs;
 	bool snap;             /* snapshots on (every 5 entries, 1 kept) */
+	bool gated;            /* its snapshot store is the gated one below */
+	uint64_t seg_size;     /* WAL segment size; 0: 256 KiB */
+	const char *protocol;  /* NULL: raft */
 	atomic_int restored;   /* restore() calls */
 	atomic_int open_rc;
 	atomic_ullong restored_index;
@@ -156,18 +163,156 @@ static void snapshot_status(struct node *n, atomic_ullong *t, atomic_ullong *l)
 	atomic_store(l, st.last_index);
 }
 
+/* ---- a snapshot store whose fdatasync waits at a gate ------------------
+ * The real files (keel_wal_io_posix_new) behind a wrapper that, while the
+ * gate is closed, holds every fdatasync of a snapshot file until the test
+ * opens it (then each held call returns gate.fail: 0, or an error standing
+ * for a disk that failed mid-write), and counts the writing calls made on
+ * a shard thread: with the snapshot writer there are none, and a shard
+ * whose snapshot is stuck at the gate still commits. */
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool closed;
+	int fail;
+	atomic_int held;     /* fdatasyncs waiting at the gate now */
+	atomic_int on_shard; /* writing calls made on a shard thread */
+	atomic_int syncs;    /* fdatasyncs that went through */
+} gate = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static struct keel_wal_io *IN(struct keel_wal_io *io) { return io->impl; }
+static void note_shard(void)
+{
+	if (keel_shard_self())
+		atomic_fetch_add(&gate.on_shard, 1);
+}
+static int g_open(struct keel_wal_io *io, const char *name, int *flags)
+{
+	if (*flags & KEEL_WAL_IO_CREATE)
+		note_shard();
+	return IN(io)->ops->open(IN(io), name, flags);
+}
+static int g_close(struct keel_wal_io *io, int fd) { return IN(io)->ops->close(IN(io), fd); }
+static int64_t g_pread(struct keel_wal_io *io, int fd, void *b, size_t l, uint64_t o)
+{
+	return IN(io)->ops->pread(IN(io), fd, b, l, o);
+}
+static int64_t g_pwrite(struct keel_wal_io *io, int fd, const void *b, size_t l, uint64_t o)
+{
+	note_shard();
+	return IN(io)->ops->pwrite(IN(io), fd, b, l, o);
+}
+static int g_fdatasync(struct keel_wal_io *io, int fd)
+{
+	note_shard();
+	pthread_mutex_lock(&gate.mu);
+	int rc = 0;
+	if (gate.closed) {
+		atomic_fetch_add(&gate.held, 1);
+		while (gate.closed)
+			pthread_cond_wait(&gate.cv, &gate.mu);
+		atomic_fetch_sub(&gate.held, 1);
+		rc = gate.fail;
+	}
+	pthread_mutex_unlock(&gate.mu);
+	if (rc)
+		return rc;
+	atomic_fetch_add(&gate.syncs, 1);
+	return IN(io)->ops->fdatasync(IN(io), fd);
+}
+static int g_fallocate(struct keel_wal_io *io, int fd, uint64_t l)
+{
+	return IN(io)->ops->fallocate(IN(io), fd, l);
+}
+static int g_ftruncate(struct keel_wal_io *io, int fd, uint64_t l)
+{
+	return IN(io)->ops->ftruncate(IN(io), fd, l);
+}
+static int64_t g_size(struct keel_wal_io *io, int fd) { return IN(io)->ops->size(IN(io), fd); }
+static int g_rename(struct keel_wal_io *io, const char *a, const char *b)
+{
+	note_shard();
+	return IN(io)->ops->rename(IN(io), a, b);
+}
+static int g_unlink(struct keel_wal_io *io, const char *a) { return IN(io)->ops->unlink(IN(io), a); }
+static int g_sync_dir(struct keel_wal_io *io)
+{
+	note_shard();
+	return IN(io)->ops->sync_dir(IN(io));
+}
+static int g_list(struct keel_wal_io *io, int (*fn)(void *, const char *), void *arg)
+{
+	return IN(io)->ops->list(IN(io), fn, arg);
+}
+static int g_submit(struct keel_wal_io *io, struct keel_wal_io_req *r)
+{
+	return IN(io)->ops->submit(IN(io), r);
+}
+static int g_reap(struct keel_wal_io *io, unsigned m) { return IN(io)->ops->reap(IN(io), m); }
+static int g_event_fd(struct keel_wal_io *io) { return IN(io)->ops->event_fd(IN(io)); }
+static void g_destroy(struct keel_wal_io *io)
+{
+	IN(io)->ops->destroy(IN(io));
+	free(io);
+}
+static const struct keel_wal_io_ops gate_ops = {
+	.open = g_open, .close = g_close, .pread = g_pread, .pwrite = g_pwrite,
+	.fdatasync = g_fdatasync, .fallocate = g_fallocate, .ftruncate = g_ftruncate,
+	.size = g_size, .rename = g_rename, .unlink = g_unlink, .sync_dir = g_sync_dir,
+	.list = g_list, .submit = g_submit, .reap = g_reap, .event_fd = g_event_fd,
+	.destroy = g_destroy};
+
+static int gate_io_new(const char *path, struct keel_wal_io **out, char *errmsg)
+{
+	struct keel_wal_io *in, *io = calloc(1, sizeof(*io));
+	if (!io)
+		return -ENOMEM;
+	int rc = keel_wal_io_posix_new(&in, path, KEEL_WAL_ENGINE_SYNC, errmsg);
+	if (rc < 0) {
+		free(io);
+		return rc;
+	}
+	*io = (struct keel_wal_io){.ops = &gate_ops, .impl = in, .engine = "gated",
+				   .background = in->background};
+	*out = io;
+	return 0;
+}
+
+static void gate_set(bool closed, int fail)
+{
+	pthread_mutex_lock(&gate.mu);
+	gate.closed = closed;
+	gate.fail = fail;
+	pthread_cond_broadcast(&gate.cv);
+	pthread_mutex_unlock(&gate.mu);
+}
+
 static int init(void *arg, struct keel_node *node, struct keel_endpoint *ep, char *errmsg)
 {
 	struct node *n = arg;
 	(void)node;
-	static const struct keel_wal_config wc = {.segment_size = 256 * 1024};
+	const struct keel_wal_config wc = {.segment_size = n->seg_size ? n->seg_size : 256 * 1024};
 	char dir0[200];
 	snprintf(dir0, sizeof(dir0), "%s/g0", n->wal);
+	struct keel_wal_io *sio = NULL;
+	if (n->gated) {
+		char sdir[220];
+		snprintf(sdir, sizeof(sdir), "%s/snap", dir0);
+		mkdir(n->wal, 0700);
+		mkdir(dir0, 0700);
+		int rc = gate_io_new(sdir, &sio, errmsg);
+		if (rc < 0) {
+			atomic_store(&n->open_rc, rc);
+			fprintf(stderr, "node %u: %s\n", n->id, errmsg);
+			return 0;
+		}
+	}
 	struct keel_rlog_config lc = {
-		.ep = ep, .group = 0, .dir = dir0, .wal = &wc,
+		.protocol = n->protocol, .ep = ep, .group = 0, .dir = dir0, .wal = &wc,
 		.tick_ms = TICK_MS, .seed = n->id * 7919,
 		.snapshot_every = n->snap ? 5 : 0,
 		.snapshot_keep = 1,
+		.snap_io = sio,
 		.sm = {.apply = on_apply, .on_leader = on_leader, .arg = n,
 		       .snapshot = n->snap ? on_snapshot : NULL,
 		       .restore = n->snap ? on_restore : NULL},
@@ -604,6 +749,132 @@ Test(group, snapshot_install_and_restart)
 		stop(&nodes[i]);
 		keel_node_config_free(&nodes[i].cfg);
 	}
+}
+
+/* The lowest first index of the WAL segments of a node's group 0 (the WAL
+ * names them by it), UINT64_MAX when there are none. */
+static uint64_t oldest_segment(struct node *n)
+{
+	char d[200];
+	snprintf(d, sizeof(d), "%s/g0", n->wal);
+	DIR *dd = opendir(d);
+	cr_assert(dd, "%s: %s", d, strerror(errno));
+	uint64_t low = UINT64_MAX;
+	struct dirent *e;
+	while ((e = readdir(dd))) {
+		unsigned long long first;
+		char rest[8];
+		if (strlen(e->d_name) == 20 && sscanf(e->d_name, "%16llx%7s", &first, rest) == 2 &&
+		    !strcmp(rest, ".seg") && first < low)
+			low = first;
+	}
+	closedir(dd);
+	return low;
+}
+
+static bool has_snapshot_file(struct node *n)
+{
+	char p[220];
+	struct stat st;
+	snprintf(p, sizeof(p), "%s/g0/snap/snapshot", n->wal);
+	return stat(p, &st) == 0;
+}
+
+/* No stalls (issue 12): a snapshot's file is written and fsynced by the
+ * snapshot writer's thread, never the shard's, so a group whose snapshot
+ * write hangs (the gate holds its fdatasync) still commits; the WAL keeps
+ * its segments until the snapshot is durable and drops them after (Raft:
+ * compaction; Paxos: the journal's checkpoint); a write that fails is
+ * retried with the next snapshot; a restart restores the file the writer
+ * made. Three nodes, 16 KiB segments, 600 entries. */
+static void snapshot_off_the_shard(const char *protocol)
+{
+	const unsigned all[] = {1, 2, 3};
+	atomic_store(&gate.on_shard, 0);
+	atomic_store(&gate.syncs, 0);
+	gate_set(true, -EIO); /* the first write to reach its fdatasync fails */
+	for (unsigned i = 1; i <= 3; i++) {
+		load(&nodes[i], i);
+		nodes[i].snap = nodes[i].gated = true;
+		nodes[i].seg_size = 16 * 1024;
+		nodes[i].protocol = protocol;
+		start(&nodes[i]);
+	}
+	unsigned lead = wait_leader(all, 3);
+	cr_assert(lead, "no leader elected among three nodes");
+	for (int k = 0; k < 3; k++)
+		cr_assert_eq(propose(&nodes[lead], k == 0 ? "a" : k == 1 ? "b" : "c", 200, NULL), 1);
+	cr_assert(wait_count(all, 3, 600),
+		  "600 entries not applied on all three while a snapshot write hung "
+		  "(applied %llu, %llu, %llu): the shard waits for its snapshot's fdatasync",
+		  (unsigned long long)atomic_load(&nodes[1].count),
+		  (unsigned long long)atomic_load(&nodes[2].count),
+		  (unsigned long long)atomic_load(&nodes[3].count));
+	cr_assert_eq(atomic_load(&gate.held), 1, "%d snapshot fdatasyncs at the gate, not one",
+		     atomic_load(&gate.held));
+	uint64_t before[4];
+	for (unsigned i = 1; i <= 3; i++) {
+		cr_assert(!has_snapshot_file(&nodes[i]), "node %u has a snapshot file before any "
+			  "fdatasync of one returned", i);
+		before[i] = oldest_segment(&nodes[i]);
+		cr_assert_eq(before[i], 1, "node %u compacted its WAL (oldest segment %llu) before "
+			     "a snapshot was durable", i, (unsigned long long)before[i]);
+	}
+
+	/* The held write fails; the next snapshots go through. */
+	gate_set(false, -EIO);
+	for (int t = 0; t < 2000; t++) {
+		bool done = true;
+		for (unsigned i = 1; i <= 3; i++)
+			done = done && has_snapshot_file(&nodes[i]) && oldest_segment(&nodes[i]) > 1;
+		if (done)
+			break;
+		usleep(10000);
+	}
+	for (unsigned i = 1; i <= 3; i++) {
+		cr_assert(has_snapshot_file(&nodes[i]), "node %u wrote no snapshot file", i);
+		cr_assert_gt(oldest_segment(&nodes[i]), 1, "node %u did not compact its WAL after "
+			     "its snapshot was durable", i);
+	}
+	cr_assert_geq(atomic_load(&gate.syncs), 3);
+	cr_assert_eq(atomic_load(&gate.on_shard), 0,
+		     "%d snapshot writes, fsyncs or renames ran on a shard thread",
+		     atomic_load(&gate.on_shard));
+	uint64_t sum = atomic_load(&nodes[lead].sum);
+	for (unsigned i = 1; i <= 3; i++) {
+		cr_assert_eq(atomic_load(&nodes[i].sum), sum, "node %u's state differs", i);
+		stop(&nodes[i]);
+	}
+
+	/* Restart from the writer's files and the compacted WALs. */
+	for (unsigned i = 1; i <= 3; i++) {
+		atomic_store(&nodes[i].restored, 0);
+		start(&nodes[i]);
+		cr_assert_eq(atomic_load(&nodes[i].restored), 1, "node %u did not restore its snapshot", i);
+		cr_assert_geq(atomic_load(&nodes[i].restored_index), before[i]);
+	}
+	lead = wait_leader(all, 3);
+	cr_assert(lead, "no leader after the restart");
+	cr_assert(wait_count(all, 3, 600));
+	for (unsigned i = 1; i <= 3; i++)
+		cr_assert_eq(atomic_load(&nodes[i].sum), sum, "node %u's state after restart differs", i);
+	cr_assert_eq(propose(&nodes[lead], "d", 3, NULL), 1);
+	cr_assert(wait_count(all, 3, 603));
+	cr_assert_eq(atomic_load(&gate.on_shard), 0);
+	for (unsigned i = 1; i <= 3; i++) {
+		stop(&nodes[i]);
+		keel_node_config_free(&nodes[i].cfg);
+	}
+}
+
+Test(group, snapshot_written_off_the_shard)
+{
+	snapshot_off_the_shard("raft");
+}
+
+Test(group, paxos_snapshot_written_off_the_shard)
+{
+	snapshot_off_the_shard("paxos");
 }
 
 /* A damaged snapshot file stops the open with KEEL_ECORRUPT (never a
