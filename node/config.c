@@ -54,6 +54,7 @@ static const struct section_rule sections[] = {
 	{"node", NULL, NULL},      /* this file: node_key */
 	{"peers", NULL, NULL},     /* this file: peer_key */
 	{"dpdk", NULL, "peer"},    /* transport/dpdk/dpdk_config.c */
+	{"rdma", "device port gid_index mtu slots slot_size", NULL}, /* transport/rdma.c */
 	{"mr", "data", NULL},      /* compute/mr_cluster.c */
 	/* Sections of layers on their way (ARCHITECTURE.md); each owner
 	 * replaces NULL with its keys when it lands. */
