@@ -1168,8 +1168,10 @@ void keel_transport_rdma_devices_print(FILE *f)
 	errno = 0;
 	struct ibv_device **list = ibv_get_device_list(&n);
 	if (!list) {
-		fprintf(f, "rdma devices: none (ibv_get_device_list: %s)\n",
-			strerror(errno ? errno : ENODEV));
+		int e = errno ? errno : ENODEV;
+		fprintf(f, "rdma devices: none (ibv_get_device_list: %s%s)\n", strerror(e),
+			e == ENOSYS ? ": this kernel has no RDMA support (no ib_uverbs, no "
+				      "/sys/class/infiniband)" : "");
 		return;
 	}
 	if (n == 0)
