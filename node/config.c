@@ -54,7 +54,6 @@ static const struct section_rule sections[] = {
 	{"node", NULL, NULL},      /* this file: node_key */
 	{"peers", NULL, NULL},     /* this file: peer_key */
 	{"dpdk", NULL, "peer"},    /* transport/dpdk/dpdk_config.c */
-	{"rdma", "device port gid_index mtu slots slot_size", NULL}, /* transport/rdma.c */
 	{"mr", "data", NULL},      /* compute/mr_cluster.c */
 	/* Sections of layers on their way (ARCHITECTURE.md); each owner
 	 * replaces NULL with its keys when it lands. */
@@ -68,6 +67,7 @@ static const struct section_rule sections[] = {
 	{"client", "listen token_file max_conns", NULL}, /* services/client_port.c, cli/cmd_node.c */
 	{"http", NULL, NULL},      /* node/: health and metrics */
 	{"tls", "cert key ca", NULL}, /* transport/tls.c: certificates */
+	{"rdma", "device port gid_index mtu slots slot_size", NULL}, /* transport/rdma.c */
 };
 
 /* [node] keys; node_line[] remembers where each was given. */
