@@ -949,6 +949,9 @@ static void ctl_down(struct keel_transport *ct, struct keel_conn *cc, int reason
 	if (!c)
 		return;
 	c->ctl = NULL;
+	/* The peer usually closes the channel because its QP failed; ours
+	 * then has an event pending too, and that is the better reason. */
+	on_async(c->t);
 	fail(c, reason ? reason : -ECONNRESET, "control connection closed");
 }
 
