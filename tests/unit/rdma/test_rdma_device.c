@@ -8,6 +8,7 @@
  * the rings and pools (`ulimit -l` of 64 MiB or unlimited). Without a
  * device it skips (exit 77) and says so. [rdma] lines for the endpoints
  * come from KEEL_RDMA_TEST_CONFIG, e.g. "device = rxe0\ngid_index = 1\n". */
+#include <errno.h>
 #include <infiniband/verbs.h>
 
 #include "rdma_harness.h"
@@ -22,15 +23,17 @@ static int check(bool ok, const char *what)
 int main(void)
 {
 	int n = 0;
+	errno = 0;
 	struct ibv_device **l = ibv_get_device_list(&n);
+	int e = errno;
 	if (l)
 		ibv_free_device_list(l);
 	if (!l || n == 0) {
-		printf("SKIP: rdma-device needs an RDMA device from ibv_get_device_list (found %s); "
+		printf("SKIP: rdma-device needs an RDMA device from ibv_get_device_list (%s%s); "
 		       "this machine has none. On a kernel with CONFIG_RDMA_RXE, soft-RoCE gives "
 		       "one: modprobe rdma_rxe && rdma link add rxe0 type rxe netdev IFACE. "
 		       "The backend's logic is tested on emulated verbs in rdma-emu.\n",
-		       l ? "none" : "no verbs library/driver");
+		       l ? "it found none" : "it failed: ", l ? "" : strerror(e ? e : ENODEV));
 		return 77;
 	}
 	const char *extra = getenv("KEEL_RDMA_TEST_CONFIG");
