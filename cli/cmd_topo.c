@@ -28,6 +28,7 @@ static void print_transports(FILE *f)
 {
 	fprintf(f, "transports:\n");
 	keel_transport_registry_print(f);
+	keel_transport_devices_print(f);
 }
 
 int keel_cmd_topo(int argc, char **argv)

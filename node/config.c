@@ -68,6 +68,7 @@ static const struct section_rule sections[] = {
 	{"resp", "listen password_file auth max_conns", NULL}, /* services/resp_port.c, cli/node_resp.c */
 	{"http", NULL, NULL},      /* node/: health and metrics */
 	{"tls", "cert key ca", NULL}, /* transport/tls.c: certificates */
+	{"rdma", "device port gid_index mtu slots slot_size", NULL}, /* transport/rdma.c */
 };
 
 /* [node] keys; node_line[] remembers where each was given. */

@@ -12,6 +12,10 @@ extern const struct keel_transport_ops keel_transport_sim_ops; /* transport/sim.
 #if KEEL_HAVE_DPDK
 extern const struct keel_transport_ops keel_transport_dpdk_ops; /* transport/dpdk/ */
 #endif
+#if KEEL_HAVE_RDMA
+extern const struct keel_transport_ops keel_transport_rdma_ops; /* transport/rdma.c */
+void keel_transport_rdma_devices_print(FILE *f);                 /* transport/rdma.c */
+#endif
 
 /* One line per backend, in preference order. */
 static const struct keel_transport_ops *const backends[] = {
@@ -19,6 +23,9 @@ static const struct keel_transport_ops *const backends[] = {
 	&keel_transport_sim_ops,
 #if KEEL_HAVE_DPDK
 	&keel_transport_dpdk_ops,
+#endif
+#if KEEL_HAVE_RDMA
+	&keel_transport_rdma_ops,
 #endif
 	NULL,
 };
@@ -78,4 +85,14 @@ void keel_transport_registry_print(FILE *f)
 			keel_transport_caps_str((*b)->caps, caps, sizeof(caps)), maxmsg,
 			(*b)->description);
 	}
+}
+
+void keel_transport_devices_print(FILE *f)
+{
+#if KEEL_HAVE_RDMA
+	keel_transport_rdma_devices_print(f);
+#else
+	fprintf(f, "rdma devices: not looked for (this build has no rdma backend: "
+		   "-Drdma=disabled or libibverbs not found)\n");
+#endif
 }

@@ -1,7 +1,7 @@
 /*
  * keel/transport.h — moving messages between shards of different nodes.
  *
- * One API, several backends (tcp, sim, dpdk; no rdma yet), chosen by name
+ * One API, several backends (tcp, sim, dpdk, rdma), chosen by name
  * in the node configuration (`transport = tcp`). Consensus, services and
  * compute see only this header, never a backend's.
  *
@@ -307,6 +307,9 @@ const struct keel_transport_ops *keel_transport_find(const char *name);
 /* One line per backend: name, capabilities, description (for `keel topo`
  * and `keel --version`). */
 void keel_transport_registry_print(FILE *f);
+/* The devices the build's device backends see here, one line each, or why
+ * there are none (rdma: ibv_get_device_list), for `keel topo`. */
+void keel_transport_devices_print(FILE *f);
 /* "reliable,auth,reactor" for caps, into buf of len bytes; returns buf. */
 const char *keel_transport_caps_str(uint32_t caps, char *buf, size_t len);
 
