@@ -408,6 +408,8 @@ int keel_services_start(const struct keel_services_config *cfg, struct keel_serv
 		struct keel_rlog_config lc;
 		keel_rlog_settings_config(cfg->log, gid, g->dir, sizeof(g->dir), &lc);
 		lc.ep = cfg->ep;
+		if (cfg->log_config)
+			cfg->log_config(cfg->arg, gid, &lc);
 		lc.sm = (struct keel_rlog_sm){.apply = sm_apply, .snapshot = sm_snapshot,
 					      .restore = sm_restore, .on_leader = on_leader,
 					      .on_error = on_error, .arg = g};
