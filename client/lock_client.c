@@ -48,7 +48,7 @@ struct lconn {
 /* One group's registration of the session. */
 struct lgroup {
 	uint64_t session;     /* 0: not opened here */
-	uint64_t lease_until; /* client clock: held locks are good until then */
+	struct keel_lock_lease lease; /* client clock: held locks are good until then */
 	uint64_t ka_id, ka_sent, last_ka;
 	uint32_t leader;
 	uint32_t gen;         /* sessions opened here before: each gets a new id */
@@ -96,7 +96,6 @@ struct keel_lock_client {
 	struct lgroup *g;
 	struct held *held;
 	uint64_t base_session, seq, next_id;
-	uint32_t margin_ms;
 	bool newly_lost;
 	uint8_t *wbuf;
 	size_t wcap;
@@ -200,7 +199,7 @@ static void on_event(struct keel_lock_client *lc, const struct keel_proto_msg *m
 		if (!g->lost)
 			lc->newly_lost = true;
 		g->lost = true;
-		g->lease_until = 0;
+		keel_lock_lease_lose(&g->lease);
 	}
 	/* a wait's event carries the sequence of the ACQUIRE that queued it:
 	 * this call's first, or a later one (a retry queued anew). One of an
@@ -239,14 +238,12 @@ static void on_ka_answer(struct keel_lock_client *lc, uint32_t gi, const struct 
 		if (!g->lost)
 			lc->newly_lost = true;
 		g->lost = true;
-		g->lease_until = 0;
+		keel_lock_lease_lose(&g->lease);
 		return;
 	}
-	/* the renewal applied after it was sent: the cluster's deadline is
-	 * at least sent + TTL on its (no faster) clock */
-	uint64_t until = g->ka_sent + lc->cfg.ttl_ms - lc->margin_ms;
-	if (!g->lost && until > g->lease_until)
-		g->lease_until = until;
+	/* the renewal applied after it was sent (lock_lease.c) */
+	if (!g->lost)
+		keel_lock_lease_renewed(&g->lease, g->ka_sent, now(lc));
 }
 
 static void dispatch(struct keel_lock_client *lc, struct lconn *k, const struct keel_proto_msg *m,
@@ -496,7 +493,7 @@ static void note_lost(struct keel_lock_client *lc, uint64_t t)
 {
 	for (uint32_t i = 0; i < lc->groups; i++) {
 		struct lgroup *g = &lc->g[i];
-		if (g->session && !g->lost && g->lease_until && t >= g->lease_until) {
+		if (g->session && !g->lost && keel_lock_lease_check(&g->lease, t)) {
 			g->lost = true;
 			lc->newly_lost = true;
 		}
@@ -673,10 +670,9 @@ int keel_lock_client_open(const struct keel_lock_client_config *cfg,
 		lc->cfg.timeout_ms = 5000;
 	if (!lc->cfg.now_ms)
 		lc->cfg.now_ms = mono_ms;
-	/* the margin covers the client's clock running slower than the
-	 * leader's (a drift of parts per million) and the scheduling of this
-	 * process: a tenth of the TTL, at least 20 ms */
-	lc->margin_ms = ttl / 10 > 20 ? ttl / 10 : 20;
+	/* the view's margin (keel_lock_lease_margin) covers the client's
+	 * clock running slower than the leader's and this process's
+	 * scheduling */
 	if (cfg->token)
 		snprintf(lc->token, sizeof(lc->token), "%s", cfg->token);
 	for (unsigned i = 0; i < MAX_EPS; i++)
@@ -829,8 +825,8 @@ static int session_in(struct keel_lock_client *lc, uint32_t gi)
 		return fail(lc, w.status, "opening the session in group %u: %s", gi,
 			    keel_strerror(w.status));
 	*g = (struct lgroup){.session = sid, .leader = g->leader, .gen = g->gen,
-			     .lease_until = sent + lc->cfg.ttl_ms - lc->margin_ms,
 			     .last_ka = sent, .ka_sent = sent};
+	keel_lock_lease_open(&g->lease, lc->cfg.ttl_ms, sent);
 	return 0;
 }
 
@@ -1056,9 +1052,10 @@ bool keel_lock_held(struct keel_lock_client *lc, const void *name, size_t len, u
 {
 	struct held *h = find_held(lc, name, len);
 	uint64_t t = now(lc);
-	bool ok = h && !lc->g[h->group].lost && lc->g[h->group].lease_until > t;
-	if (left_ms)
-		*left_ms = ok ? lc->g[h->group].lease_until - t : 0;
+	bool ok = h && !lc->g[h->group].lost &&
+		  keel_lock_lease_valid(&lc->g[h->group].lease, t, left_ms);
+	if (!ok && left_ms)
+		*left_ms = 0;
 	return ok;
 }
 

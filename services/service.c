@@ -312,14 +312,12 @@ static void propose_keepalives(struct sgroup *g)
 	}
 }
 
-static void lock_tick(struct keel_timer *t)
+/* Proposes a TICK bringing the lock clock up to now (when there is
+ * anything to time, or force). */
+static void propose_tick(struct sgroup *g, bool force)
 {
-	struct sgroup *g = t->arg;
-	if (!g->leading)
-		return;
-	propose_keepalives(g);
 	uint64_t now = keel_clock_now(g->s->clock);
-	if (keel_lock_sm_sessions(g->lock) || g->ka_n) {
+	if (force || keel_lock_sm_sessions(g->lock) || g->ka_n) {
 		struct keel_lock_cmd c = {.op = KEEL_LOCK_TICK, .elapsed_ms = (now - g->last_tick_ns) / 1000000,
 					  .term = g->term};
 		uint8_t buf[128];
@@ -332,6 +330,23 @@ static void lock_tick(struct keel_timer *t)
 	} else {
 		g->last_tick_ns = now; /* nothing to time: idle time is nobody's */
 	}
+}
+
+static void lock_tick(struct keel_timer *t)
+{
+	struct sgroup *g = t->arg;
+	if (!g->leading)
+		return;
+	/* The TICK first, then the keepalives it batched: a renewal applies
+	 * at the lock clock's present (this leader's now, after it received
+	 * them), so each deadline is at least the client's send time + TTL.
+	 * In the other order a renewal applied at the previous tick's time,
+	 * up to a lock tick before it was sent, and a client whose margin
+	 * was smaller than the lock tick (any TTL under 1 s with the default
+	 * 100 ms tick) could still believe it held a lock the cluster had
+	 * granted to another (found by lock-sim, seed 26). */
+	propose_tick(g, false);
+	propose_keepalives(g);
 	keel_clock_arm(g->s->clock, &g->tick, (uint64_t)g->s->tick_ms * 1000000);
 }
 
@@ -408,6 +423,8 @@ int keel_services_start(const struct keel_services_config *cfg, struct keel_serv
 		struct keel_rlog_config lc;
 		keel_rlog_settings_config(cfg->log, gid, g->dir, sizeof(g->dir), &lc);
 		lc.ep = cfg->ep;
+		if (cfg->log_config)
+			cfg->log_config(cfg->arg, gid, &lc);
 		lc.sm = (struct keel_rlog_sm){.apply = sm_apply, .snapshot = sm_snapshot,
 					      .restore = sm_restore, .on_leader = on_leader,
 					      .on_error = on_error, .arg = g};
@@ -662,6 +679,11 @@ int keel_lock_call(struct keel_services *s, uint32_t group, const struct keel_lo
 		rc = -ENOMEM;
 	if (rc >= 0) {
 		*lc = (struct lock_call){g, c->session, c->seq, cb, arg};
+		/* An OPEN starts a lease: a TICK just before it makes it apply
+		 * at the lock clock's present, not up to a tick in the past
+		 * (see lock_tick). */
+		if (c->op == KEEL_LOCK_OPEN && g->leading)
+			propose_tick(g, true);
 		rc = keel_rlog_propose(g->log, buf, n + 1, lock_call_done, lc);
 		if (rc < 0)
 			free(lc);

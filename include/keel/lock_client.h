@@ -117,6 +117,35 @@ int keel_lock_inspect(struct keel_lock_client *lc, const void *name, size_t len,
 		      void *arg);
 uint64_t keel_lock_client_session(const struct keel_lock_client *lc, uint32_t group);
 
+/* ---- the lease view (client/lock_lease.c) --------------------------------
+ * The client's conservative view of one group's session, on the client's
+ * own clock: the decision of how long a held lock may be used. The client
+ * above keeps one per group; the lock simulation (tests/sim/lock_sim.c)
+ * runs the same code on its simulated clients' clocks. A renewal (an OPEN
+ * or a KEEPALIVE) counts from when it was SENT, not when its answer came:
+ * the cluster applied it after it was sent, and its time runs no faster
+ * than the leader's clock, so its deadline is at least sent + TTL there.
+ * The margin (a tenth of the TTL, at least 20 ms) covers the client's
+ * clock running slower than the leader's. A view that ran out, or that the
+ * cluster said expired, stays lost. Plain data: no allocation, no I/O. */
+struct keel_lock_lease {
+	uint32_t ttl_ms, margin_ms;
+	uint64_t until;      /* client clock: held locks are good before this */
+	bool lost;
+};
+uint32_t keel_lock_lease_margin(uint32_t ttl_ms);
+/* A session opened (or reopened) by an OPEN sent at sent_ms, answered. */
+void keel_lock_lease_open(struct keel_lock_lease *l, uint32_t ttl_ms, uint64_t sent_ms);
+/* A keepalive sent at sent_ms was answered (applied) at ack_ms. */
+void keel_lock_lease_renewed(struct keel_lock_lease *l, uint64_t sent_ms, uint64_t ack_ms);
+/* The cluster said the session expired (an EXPIRED push, NO_SESSION). */
+void keel_lock_lease_lose(struct keel_lock_lease *l);
+/* true when the view ran out at now_ms and was not lost before (it is
+ * lost from now on). */
+bool keel_lock_lease_check(struct keel_lock_lease *l, uint64_t now_ms);
+/* Whether locks under this view may be used at now_ms, and for how long. */
+bool keel_lock_lease_valid(const struct keel_lock_lease *l, uint64_t now_ms, uint64_t *left_ms);
+
 #ifdef __cplusplus
 }
 #endif

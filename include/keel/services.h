@@ -66,6 +66,10 @@ struct keel_services_config {
 	void (*on_leader)(void *arg, uint32_t group, uint32_t leader, uint64_t epoch, bool self);
 	void (*on_error)(void *arg, uint32_t group, int code, const char *why);
 	void (*on_lock_event)(void *arg, uint32_t group, const struct keel_lock_event *ev);
+	/* Optional: adjusts each group's log config from [log] just before it
+	 * opens (the lock simulation injects its disk, the election seed and
+	 * the snapshot cadence this way, so it runs this production code). */
+	void (*log_config)(void *arg, uint32_t group, struct keel_rlog_config *lc);
 	void *arg;
 };
 

@@ -2,7 +2,17 @@
  * Every decision depends only on the state and the command, and every walk
  * whose order shows (expiries, grants, events) goes in id or name order, so
  * replicas that applied the same log, restored or not, agree byte for
- * byte. */
+ * byte.
+ *
+ * Planted bugs (tests/sim/meson.build builds this file again with one, for
+ * lock-sim to catch; none is ever defined in a real build):
+ *   KEEL_LOCK_BUG_GRANT_EXPIRED           an ending session's waits stay
+ *                                         queued and are granted (etcd#11456)
+ *   KEEL_LOCK_BUG_SHARED_WITH_EXCLUSIVE   an exclusive waiter is granted
+ *                                         beside shared holders
+ *   KEEL_LOCK_BUG_TOKEN_COUNTER           tokens from a grant counter that
+ *                                         a snapshot does not keep
+ */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,7 +186,18 @@ struct keel_lock_sm {
 	size_t nlocks, bcap;
 	keel_lock_event_fn *on_event;
 	void *event_arg;
+#ifdef KEEL_LOCK_BUG_TOKEN_COUNTER
+	uint64_t grants; /* the planted bug's token counter: not in the snapshot */
+#endif
 };
+
+/* A grant's token: the granting command's index (see keel/lock.h). The
+ * planted bug counts grants instead, a counter a snapshot forgets. */
+#ifdef KEEL_LOCK_BUG_TOKEN_COUNTER
+#define GRANT_TOKEN(sm) (++(sm)->grants)
+#else
+#define GRANT_TOKEN(sm) ((sm)->index)
+#endif
 
 static uint64_t name_hash(const uint8_t *n, uint32_t len)
 {
@@ -371,16 +392,21 @@ static void pump(struct keel_lock_sm *sm, struct lock *l)
 		return;
 	while (l->wq_head) {
 		struct waiter *w = l->wq_head;
+#ifdef KEEL_LOCK_BUG_SHARED_WITH_EXCLUSIVE
+		bool ok = !l->n_holders || l->mode == KEEL_LOCK_SHARED; /* the waiter's mode ignored */
+#else
 		bool ok = !l->n_holders ||
 			  (l->mode == KEEL_LOCK_SHARED && w->mode == KEEL_LOCK_SHARED);
+#endif
 		if (!ok)
 			break;
 		l->wq_head = w->next;
 		if (!l->wq_head)
 			l->wq_tail = NULL;
 		l->n_waiters--;
-		add_holder(l, w->session, sm->index, w->value, w->value_len, w->mode, w->delay_ms);
-		emit(sm, KEEL_LOCK_EV_GRANTED, w->session, w->seq, l, sm->index);
+		uint64_t token = GRANT_TOKEN(sm);
+		add_holder(l, w->session, token, w->value, w->value_len, w->mode, w->delay_ms);
+		emit(sm, KEEL_LOCK_EV_GRANTED, w->session, w->seq, l, token);
 		free(w);
 		if (l->mode == KEEL_LOCK_EXCLUSIVE)
 			break;
@@ -401,6 +427,9 @@ static uint32_t drop_session_on(struct lock *l, uint64_t s)
 			i++;
 		}
 	}
+#ifdef KEEL_LOCK_BUG_GRANT_EXPIRED
+	return held; /* the waits stay queued, to be granted later (etcd#11456) */
+#endif
 	struct waiter **pp = &l->wq_head, *prev = NULL;
 	while (*pp) {
 		struct waiter *w = *pp;
@@ -571,9 +600,9 @@ static struct keel_lock_result acquire(struct keel_lock_sm *sm, const struct kee
 			(!l->n_holders ||
 			 (l->mode == KEEL_LOCK_SHARED && c->mode == KEEL_LOCK_SHARED));
 	if (free_now) {
-		add_holder(l, c->session, sm->index, c->value, c->value_len, c->mode, c->lock_delay_ms);
+		r.token = GRANT_TOKEN(sm);
+		add_holder(l, c->session, r.token, c->value, c->value_len, c->mode, c->lock_delay_ms);
 		r.status = KEEL_LOCK_OK;
-		r.token = sm->index;
 		return r;
 	}
 	if (!c->wait_ms) {
