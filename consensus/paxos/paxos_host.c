@@ -67,6 +67,12 @@ struct keel_phost {
 	struct keel_paxos_ready rd;
 	bool busy, pumping, in_start, wal_done;
 	int wal_status;
+	/* the journal checkpoint after a snapshot: queued (inflight), durable
+	 * (its append completed, with ckpt_status), and the journal index it
+	 * lets go of once durable */
+	bool ckpt_inflight, ckpt_durable;
+	int ckpt_status;
+	uint64_t ckpt_upto;
 	bool failed, closing, joined;
 	int fail_code;
 	uint64_t saved_promised;
@@ -267,13 +273,44 @@ static int install_snapshot(struct keel_phost *h, const struct keel_paxos_snapsh
 static int journal_append(struct keel_phost *h, const struct keel_paxos_value *v, size_t n,
 			  keel_wal_done_fn *cb);
 
+/* The checkpoint's append is durable: drop the journal before it. Called
+ * from the kick timer or the next snapshot, never inside keel_wal_poll
+ * (where the completion runs). */
+static void ckpt_finish(struct keel_phost *h)
+{
+	if (!h->ckpt_durable)
+		return;
+	h->ckpt_durable = h->ckpt_inflight = false;
+	int rc = h->ckpt_status < 0 ? h->ckpt_status : keel_wal_compact(h->w, h->ckpt_upto);
+	if (rc < 0)
+		keel_warn("paxos: group %u: journal checkpoint (compacting to record %llu): %s",
+			  h->cfg.group, (unsigned long long)h->ckpt_upto, keel_wal_errmsg(h->w));
+}
+
+static void ckpt_done(void *arg, uint64_t last_index, int status)
+{
+	struct keel_phost *h = arg;
+	(void)last_index;
+	h->ckpt_durable = true;
+	h->ckpt_status = status;
+	/* a batch in flight finishes after this one (the WAL completes in
+	 * order) and its kick compacts; with none, kick now */
+	if (!h->closing && !h->busy)
+		keel_clock_arm(h->clock, &h->kick, 0);
+}
+
 /* Every snapshot_every applied slots: snapshot the state machine, save it,
  * then checkpoint the journal (the live accepted values again at its end)
- * and drop everything before the checkpoint. Failures are logged and the
- * journal just stays longer. */
+ * and, once that is durable, drop everything before the checkpoint. The
+ * checkpoint is not waited for here: a synchronous flush on the shard
+ * thread stalled every group on the shard for an fdatasync at each
+ * snapshot (docs/perf/paxos.md). Failures are logged and the journal just
+ * stays longer. */
 static void maybe_snapshot(struct keel_phost *h)
 {
-	if (!h->snap_every || h->applied < h->snap_index + h->snap_every)
+	ckpt_finish(h);
+	/* one checkpoint at a time: the next snapshot waits for it */
+	if (!h->snap_every || h->applied < h->snap_index + h->snap_every || h->ckpt_inflight)
 		return;
 	void *data = NULL;
 	size_t len = 0;
@@ -304,11 +341,16 @@ static void maybe_snapshot(struct keel_phost *h)
 		n--;
 	}
 	uint64_t first = keel_wal_last_index(h->w) + 1;
-	rc = n ? journal_append(h, v, n, NULL) : 0;
-	if (rc == 0 && n)
-		rc = keel_wal_flush(h->w);
-	if (rc == 0)
+	if (!n) {
 		rc = keel_wal_compact(h->w, first - 1);
+	} else {
+		h->ckpt_inflight = true;
+		h->ckpt_durable = false;
+		h->ckpt_upto = first - 1;
+		rc = journal_append(h, v, n, ckpt_done);
+		if (rc < 0)
+			h->ckpt_inflight = h->ckpt_durable = false;
+	}
 	if (rc < 0)
 		keel_warn("paxos: group %u: journal checkpoint after slot %llu: %s", h->cfg.group,
 			  (unsigned long long)index, keel_wal_errmsg(h->w));
@@ -538,7 +580,11 @@ static void host_pump(struct keel_phost *h)
 static void on_kick(struct keel_timer *t)
 {
 	struct keel_phost *h = t->arg;
-	if (!h->busy || h->failed)
+	if (h->failed)
+		return;
+	ckpt_finish(h);
+	/* a kick armed by a checkpoint may fire after a batch started */
+	if (!h->busy || !h->wal_done)
 		return;
 	if (h->wal_status < 0) {
 		host_fail(h, h->wal_status, "WAL write failed");
