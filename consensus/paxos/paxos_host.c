@@ -18,8 +18,9 @@
  *   - chosen values are applied in slot order once the batch is durable;
  *   - every snapshot_every applied commands the state machine is
  *     snapshotted, the live accepted values after the snapshot are written
- *     again at the journal's end (a checkpoint) and the journal before them
- *     is dropped (keel_wal_compact): the WAL's prefix compaction works on a
+ *     again at the journal's end (a checkpoint) and, once that append has
+ *     completed (not waited for on the shard), the journal before them is
+ *     dropped (keel_wal_compact): the WAL's prefix compaction works on a
  *     journal because nothing before the checkpoint is needed.
  *
  * Reconfiguration is not implemented: change_member and transfer_leader
