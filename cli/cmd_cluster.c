@@ -5,7 +5,8 @@
  *                   [--protocol P] [--dir DIR]
  *     writes DIR/nI.ini for every node (ports free on 127.0.0.1, a fresh
  *     cluster secret in DIR/secret and client token in DIR/client-token,
- *     mode 0600; the client ports in DIR/endpoints), starts `keel node` for
+ *     mode 0600; the client ports in DIR/endpoints, the HTTP ports of
+ *     /livez, /readyz and /metrics in DIR/http-endpoints), starts `keel node` for
  *     each (own session: it outlives this command; log in DIR/nI.log, PID
  *     in DIR/nI.pid, status in DIR/nI.status), waits until every group has
  *     a leader that every node agrees on, and prints the endpoints. DIR
@@ -377,8 +378,8 @@ static int cluster_up(int argc, char **argv)
 		snprintf(dir, sizeof(dir), "%s", abs);
 		free(abs);
 	}
-	/* per node: S peer ports then one client port */
-	unsigned per = shards + 1;
+	/* per node: S peer ports, one client port, one HTTP port */
+	unsigned per = shards + 2;
 	unsigned base = find_ports(nodes * per);
 	if (!base) {
 		fprintf(stderr, "keel cluster up: no run of %u free ports on 127.0.0.1\n", nodes * per);
@@ -420,8 +421,8 @@ static int cluster_up(int argc, char **argv)
 		return 1;
 	}
 	uint64_t cluster_id = 1 + (keel_get_le64(rnd) >> 12);
-	char endpoints[1024] = "";
-	size_t ek = 0;
+	char endpoints[1024] = "", http_eps[1024] = "";
+	size_t ek = 0, hk = 0;
 	for (unsigned n = 1; n <= nodes; n++) {
 		char *ini = NULL;
 		size_t len = 0;
@@ -446,6 +447,9 @@ static int cluster_up(int argc, char **argv)
 			   "segment_size = 8M\n",
 			protocol, groups, n);
 		fprintf(f, "[client]\nlisten = 127.0.0.1:%u\ntoken_file = client-token\n", mine + shards);
+		fprintf(f, "[http]\nlisten = 127.0.0.1:%u\n", mine + shards + 1);
+		hk += (size_t)snprintf(http_eps + hk, sizeof(http_eps) - hk, "%s127.0.0.1:%u",
+				       n > 1 ? "," : "", mine + shards + 1);
 		fclose(f);
 		snprintf(path, sizeof(path), "%s/n%u.ini", dir, n);
 		int rc = write_file(path, ini, 0600);
@@ -460,6 +464,9 @@ static int cluster_up(int argc, char **argv)
 	snprintf(path, sizeof(path), "%s/endpoints", dir);
 	char ep_line[1100];
 	snprintf(ep_line, sizeof(ep_line), "%s\n", endpoints);
+	write_file(path, ep_line, 0644);
+	snprintf(path, sizeof(path), "%s/http-endpoints", dir);
+	snprintf(ep_line, sizeof(ep_line), "%s\n", http_eps);
 	write_file(path, ep_line, 0644);
 	remember(dir);
 	for (unsigned n = 1; n <= nodes; n++) {
