@@ -69,6 +69,14 @@ done
 ok "livez, readyz 200, 404, 405 and promtool check metrics on all 3 nodes ($(elapsed) s)"
 
 # ---- prometheus scrapes the cluster -----------------------------------------
+targets=$(printf "'%s'," "${http[@]}")
+cat >"$dir/prom.yml" <<EOF
+global: {scrape_interval: 1s, scrape_timeout: 1s}
+scrape_configs:
+  - job_name: keel
+    static_configs: [{targets: [${targets%,}]}]
+EOF
+promtool check config "$dir/prom.yml" >"$dir/lint" 2>&1 || fail "promtool check config: $(cat "$dir/lint")"
 # prometheus on a free port: the nodes' HTTP ports end each node's run
 # (cluster up found them free), so try the ports past node 3's in turn
 pport=$(( ${http[2]##*:} + 1 ))
