@@ -65,7 +65,7 @@ static const struct section_rule sections[] = {
 	{"kv", NULL, NULL},        /* services/kv */
 	{"lock", NULL, NULL},      /* services/lock */
 	{"client", "listen token_file max_conns", NULL}, /* services/client_port.c, cli/cmd_node.c */
-	{"http", NULL, NULL},      /* node/: health and metrics */
+	{"http", "listen port ready_lag refresh_ms", NULL}, /* node/http.c, cli/node_http.c */
 	{"tls", "cert key ca", NULL}, /* transport/tls.c: certificates */
 };
 
