@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/node_env.h"
 #include "cli/node_http.h"
 #include "cli/stream.h"
 #include "keel/config.h"
@@ -594,7 +595,8 @@ int keel_cmd_node(int argc, char **argv)
 	uint32_t http_port = UINT32_MAX;
 	const struct keel_opt opts[] = {
 		{"config", 'c', KEEL_OPT_STR, &path, .arg = "FILE",
-		 .help = "this node's configuration file", .flags = KEEL_OPT_REQUIRED},
+		 .help = "this node's configuration file (without it: from the\n"
+			 "environment, KEEL_NODE_ID, KEEL_PEERS, ...: docs/design/deploy.md)"},
 		{"status-file", 0, KEEL_OPT_STR, &status_path, .arg = "PATH",
 		 .help = "rewrite PATH with a key=value line per group every --status-ms"},
 		{"status-ms", 0, KEEL_OPT_MS, &status_ms, 10, 60000, "MS",
@@ -640,7 +642,17 @@ int keel_cmd_node(int argc, char **argv)
 	a->status_ms = status_ms;
 	char err[KEEL_ERRMSG_LEN];
 	int ret = 1;
-	if (keel_node_config_load(path, &a->cfg, err) < 0 ||
+	char *envtext = NULL;
+	int lrc = 0;
+	if (path) {
+		lrc = keel_node_config_load(path, &a->cfg, err);
+	} else {
+		lrc = node_env_config(&envtext, err);
+		if (lrc == 0)
+			lrc = keel_node_config_parse(envtext, "environment", "/", &a->cfg, err);
+		free(envtext);
+	}
+	if (lrc < 0 ||
 	    keel_node_config_validate(&a->cfg, err) < 0 ||
 	    keel_rlog_settings_load(&a->cfg, &a->log, err) < 0 || load_client(a, err) < 0) {
 		fprintf(stderr, "keel node: %s\n", err);
