@@ -134,3 +134,17 @@ grep -q "no known leader" "$dir/body" || fail "node 3 alone: /readyz says $(cat 
 why=$(head -n 1 "$dir/body")
 c=$(code "$h3" /livez); [ "$c" = 200 ] || fail "node 3 alone: /livez $c, expected 200"
 ok "node 3 alone: /readyz 503 ($why), /livez 200 ($(elapsed) s)"
+
+# ---- bad [http] settings: a clear error, exit 1 -------------------------------
+bad() { # WHAT EXPECTED-MESSAGE SED-EXPR
+  sed "$3" "$cdir/n3.ini" >"$cdir/bad.ini"
+  "$KEEL" node --config "$cdir/bad.ini" >"$dir/bad.out" 2>&1
+  local rc=$?
+  [ $rc = 1 ] || fail "$1: exit $rc, expected 1: $(cat "$dir/bad.out")"
+  grep -qF "$2" "$dir/bad.out" || fail "$1: no '$2' in: $(cat "$dir/bad.out")"
+}
+bad "a taken HTTP port" "http: cannot listen on 127.0.0.1:${h3##*:}" 's/^x//'
+bad "a port out of range" "[http] listen: expected HOST:PORT" "s/^listen = 127.0.0.1:${h3##*:}\$/listen = 127.0.0.1:70000/"
+bad "a bad ready_lag" "[http] ready_lag: expected a number" 's/^\[http\]$/[http]\nready_lag = soon/'
+bad "an unknown [http] key" "bogus" 's/^\[http\]$/[http]\nbogus = 1/'
+ok "a taken HTTP port, a bad listen, a bad ready_lag and an unknown key: exit 1 with the reason ($(elapsed) s)"
