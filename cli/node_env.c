@@ -96,6 +96,14 @@ int node_env_config(char **text, char *err)
 	for (const char *q = peers; q && *q;) {
 		const char *comma = strchr(q, ',');
 		size_t n = comma ? (size_t)(comma - q) : strlen(q);
+		const char *eq = memchr(q, '=', n);
+		if (!eq || eq == q) {
+			fclose(f);
+			free(buf);
+			return keel_errmsg_set(err, KEEL_ECONFIG,
+					       "environment: KEEL_PEERS: '%.*s' is not ID=HOST:PORT",
+					       (int)n, q);
+		}
 		if (n > idl && !strncmp(q, id, idl) && q[idl] == '=' && n - idl - 1 < sizeof(self))
 			snprintf(self, sizeof(self), "%.*s", (int)(n - idl - 1), q + idl + 1);
 		q = comma ? comma + 1 : NULL;
