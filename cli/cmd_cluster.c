@@ -6,7 +6,8 @@
  *     writes DIR/nI.ini for every node (ports free on 127.0.0.1, a fresh
  *     cluster secret in DIR/secret and client token in DIR/client-token,
  *     mode 0600; the client ports in DIR/endpoints, the Redis-protocol
- *     ports, open without AUTH on loopback, in DIR/resp), starts `keel node` for
+ *     ports, open without AUTH on loopback, in DIR/resp, the HTTP ports of
+ *     /livez, /readyz and /metrics in DIR/http-endpoints), starts `keel node` for
  *     each (own session: it outlives this command; log in DIR/nI.log, PID
  *     in DIR/nI.pid, status in DIR/nI.status), waits until every group has
  *     a leader that every node agrees on, and prints the endpoints. DIR
@@ -378,8 +379,9 @@ static int cluster_up(int argc, char **argv)
 		snprintf(dir, sizeof(dir), "%s", abs);
 		free(abs);
 	}
-	/* per node: S peer ports, one client port, one RESP (Redis) port */
-	unsigned per = shards + 2;
+	/* per node: S peer ports, one client port, one RESP (Redis) port, one
+	 * HTTP port */
+	unsigned per = shards + 3;
 	unsigned base = find_ports(nodes * per);
 	if (!base) {
 		fprintf(stderr, "keel cluster up: no run of %u free ports on 127.0.0.1\n", nodes * per);
@@ -421,8 +423,8 @@ static int cluster_up(int argc, char **argv)
 		return 1;
 	}
 	uint64_t cluster_id = 1 + (keel_get_le64(rnd) >> 12);
-	char endpoints[1024] = "", resp_eps[1024] = "";
-	size_t ek = 0, rk = 0;
+	char endpoints[1024] = "", resp_eps[1024] = "", http_eps[1024] = "";
+	size_t ek = 0, rk = 0, hk = 0;
 	for (unsigned n = 1; n <= nodes; n++) {
 		char *ini = NULL;
 		size_t len = 0;
@@ -451,6 +453,9 @@ static int cluster_up(int argc, char **argv)
 		 * without AUTH (a node's own config needs a password_file or
 		 * this line written out; docs/design/resp.md) */
 		fprintf(f, "[resp]\nlisten = 127.0.0.1:%u\nauth = none\n", mine + shards + 1);
+		fprintf(f, "[http]\nlisten = 127.0.0.1:%u\n", mine + shards + 2);
+		hk += (size_t)snprintf(http_eps + hk, sizeof(http_eps) - hk, "%s127.0.0.1:%u",
+				       n > 1 ? "," : "", mine + shards + 2);
 		fclose(f);
 		snprintf(path, sizeof(path), "%s/n%u.ini", dir, n);
 		int rc = write_file(path, ini, 0600);
@@ -471,6 +476,9 @@ static int cluster_up(int argc, char **argv)
 	snprintf(path, sizeof(path), "%s/endpoints", dir);
 	char ep_line[1100];
 	snprintf(ep_line, sizeof(ep_line), "%s\n", endpoints);
+	write_file(path, ep_line, 0644);
+	snprintf(path, sizeof(path), "%s/http-endpoints", dir);
+	snprintf(ep_line, sizeof(ep_line), "%s\n", http_eps);
 	write_file(path, ep_line, 0644);
 	remember(dir);
 	for (unsigned n = 1; n <= nodes; n++) {

@@ -39,6 +39,8 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/node_env.h"
+#include "cli/node_http.h"
 #include "cli/node_resp.h"
 #include "cli/stream.h"
 #include "keel/config.h"
@@ -82,6 +84,7 @@ struct nshard {
 	struct keel_services *svc;        /* services mode: this shard's */
 	struct keel_client_port *port;    /* services mode, shard 0 */
 	struct keel_timer status_timer;
+	struct keel_timer http_timer;     /* [http]: posts the metrics snapshot */
 	pthread_mutex_t mu;   /* guards status (read by the writer thread) */
 	char *status;
 	size_t status_len;
@@ -104,6 +107,7 @@ struct app {
 	struct node_resp resp;   /* [resp]: the Redis protocol listener */
 	const char *status_path;
 	uint64_t status_ms;
+	struct node_http *http;  /* [http] or --http-port; NULL: none */
 	atomic_int failed;
 	atomic_bool done;
 };
@@ -338,6 +342,21 @@ static void status_tick(struct keel_timer *t)
 	keel_clock_arm(keel_endpoint_clock(ns->ep), &ns->status_timer, ns->a->status_ms * 1000000u);
 }
 
+/* [http]: this shard's groups, endpoint and client port for the pages
+ * (cli/node_http.h), every refresh_ms. */
+static void http_tick(struct keel_timer *t)
+{
+	struct nshard *ns = t->arg;
+	struct node_http *h = ns->a->http;
+	unsigned s = keel_endpoint_shard(ns->ep);
+	node_http_begin(h, s);
+	for (unsigned i = 0; i < ns->ngroups; i++)
+		node_http_group(h, s, ns->groups[i]->id, ns->groups[i]->log);
+	node_http_end(h, s, ns->ep, ns->port);
+	keel_clock_arm(keel_endpoint_clock(ns->ep), &ns->http_timer,
+		       (uint64_t)node_http_refresh_ms(h) * 1000000u);
+}
+
 static void write_status(struct app *a, bool up)
 {
 	if (!a->status_path)
@@ -539,6 +558,10 @@ static int shard_start(void *arg, struct keel_node *node, struct keel_endpoint *
 		keel_timer_init(&ns->status_timer, status_tick, ns);
 		keel_clock_arm(keel_endpoint_clock(ep), &ns->status_timer, 0);
 	}
+	if (a->http) {
+		keel_timer_init(&ns->http_timer, http_tick, ns);
+		keel_clock_arm(keel_endpoint_clock(ep), &ns->http_timer, 0);
+	}
 	return 0;
 }
 
@@ -552,6 +575,8 @@ static void shard_stop(void *arg, struct keel_node *node, struct keel_endpoint *
 		status_tick(&ns->status_timer); /* the last state, for the final file */
 		keel_clock_cancel(keel_endpoint_clock(ep), &ns->status_timer);
 	}
+	if (a->http)
+		keel_clock_cancel(keel_endpoint_clock(ep), &ns->http_timer);
 	if (ns->port) {
 		keel_client_port_stop(ns->port);
 		ns->port = NULL;
@@ -586,13 +611,18 @@ int keel_cmd_node(int argc, char **argv)
 	bool busy = false, overcommit = false;
 	uint32_t target = 0;
 	uint64_t status_ms = 200;
+	uint32_t http_port = UINT32_MAX;
 	const struct keel_opt opts[] = {
 		{"config", 'c', KEEL_OPT_STR, &path, .arg = "FILE",
-		 .help = "this node's configuration file", .flags = KEEL_OPT_REQUIRED},
+		 .help = "this node's configuration file (without it: from the\n"
+			 "environment, KEEL_NODE_ID, KEEL_PEERS, ...: docs/design/deploy.md)"},
 		{"status-file", 0, KEEL_OPT_STR, &status_path, .arg = "PATH",
 		 .help = "rewrite PATH with a key=value line per group every --status-ms"},
 		{"status-ms", 0, KEEL_OPT_MS, &status_ms, 10, 60000, "MS",
 		 "how often the status file is rewritten"},
+		{"http-port", 0, KEEL_OPT_U32, &http_port, 0, 65535, "PORT",
+		 "serve /livez, /readyz and /metrics on PORT (overrides [http];\n"
+		 "0: any free port)"},
 		{"propose", 0, KEEL_OPT_U32, &target, 0, 100000000, "N",
 		 "while leading a group, propose test entries until N of this\n"
 		 "node's own have committed in it (a load for tests and the demo)"},
@@ -631,7 +661,17 @@ int keel_cmd_node(int argc, char **argv)
 	a->status_ms = status_ms;
 	char err[KEEL_ERRMSG_LEN];
 	int ret = 1;
-	if (keel_node_config_load(path, &a->cfg, err) < 0 ||
+	char *envtext = NULL;
+	int lrc = 0;
+	if (path) {
+		lrc = keel_node_config_load(path, &a->cfg, err);
+	} else {
+		lrc = node_env_config(&envtext, err);
+		if (lrc == 0)
+			lrc = keel_node_config_parse(envtext, "environment", "/", &a->cfg, err);
+		free(envtext);
+	}
+	if (lrc < 0 ||
 	    keel_node_config_validate(&a->cfg, err) < 0 ||
 	    keel_rlog_settings_load(&a->cfg, &a->log, err) < 0 || load_client(a, err) < 0 ||
 	    node_resp_load(&a->cfg, &a->resp, err) < 0) {
@@ -657,6 +697,16 @@ int keel_cmd_node(int argc, char **argv)
 	}
 	a->nshards = keel_node_shard_count(a->node);
 	a->ngroups = a->log.groups ? a->log.groups : a->nshards;
+	/* before the shards start, so that a bad [http] or a taken port stops
+	 * the node at once, and probes are answered (503) while groups recover */
+	if (node_http_open(&a->cfg, http_port == UINT32_MAX ? -1 : (int)http_port, a->nshards,
+			   a->ngroups, &a->http, err) < 0 ||
+	    (a->http && node_http_start(a->http, keel_reactor_name(keel_runtime_reactor(
+							  keel_node_runtime(a->node))),
+					err) < 0)) {
+		fprintf(stderr, "keel node: %s\n", err);
+		goto out;
+	}
 	a->shards = aligned_alloc(KEEL_CACHELINE, sizeof(*a->shards) * a->nshards);
 	a->groups = calloc(a->ngroups, sizeof(*a->groups));
 	if (!a->shards || !a->groups)
@@ -692,7 +742,11 @@ int keel_cmd_node(int argc, char **argv)
 		  a->cfg.listen_port);
 	if (a->status_path && pthread_create(&writer, NULL, status_writer, a) == 0)
 		have_writer = true;
+	if (a->http)
+		node_http_serving(a->http, true);
 	rc = keel_node_wait(a->node);
+	if (a->http)
+		node_http_serving(a->http, false);
 	atomic_store(&a->done, true);
 	if (have_writer)
 		pthread_join(writer, NULL);
@@ -706,6 +760,7 @@ int keel_cmd_node(int argc, char **argv)
 		  (unsigned long long)msgs, (unsigned long long)errors);
 	ret = rc < 0 || atomic_load(&a->failed) ? 1 : 0;
 out:
+	node_http_close(a->http); /* first: its pages read a->cfg */
 	keel_node_destroy(a->node);
 	if (a->shards) {
 		for (unsigned s = 0; s < a->nshards; s++) {

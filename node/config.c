@@ -66,7 +66,7 @@ static const struct section_rule sections[] = {
 	{"lock", NULL, NULL},      /* services/lock */
 	{"client", "listen token_file max_conns", NULL}, /* services/client_port.c, cli/cmd_node.c */
 	{"resp", "listen password_file auth max_conns", NULL}, /* services/resp_port.c, cli/node_resp.c */
-	{"http", NULL, NULL},      /* node/: health and metrics */
+	{"http", "listen port ready_lag refresh_ms", NULL}, /* node/http.c, cli/node_http.c */
 	{"tls", "cert key ca", NULL}, /* transport/tls.c: certificates */
 	{"rdma", "device port gid_index mtu slots slot_size", NULL}, /* transport/rdma.c */
 };

@@ -292,6 +292,7 @@ struct creq {
 	struct keel_node *node;
 	uint64_t id;
 	uint8_t type;
+	int status;                /* the answer's, for the metrics */
 	uint32_t group;
 	uint32_t flags, limit;
 	uint8_t cmp;
@@ -307,6 +308,7 @@ static void deliver(struct keel_shard *on, void *arg)
 	struct creq *r = arg;
 	struct cconn *c = r->c;
 	c->inflight--;
+	cport_count_answer(r->p, r->type, r->status);
 	if (r->out)
 		queue(c, r->out);
 	else if (!c->closing)
@@ -319,6 +321,7 @@ static void deliver(struct keel_shard *on, void *arg)
 static void reply(struct creq *r, struct keel_proto_msg *m)
 {
 	m->id = r->id;
+	r->status = m->status;
 	r->out = encode(m);
 	if (keel_shard_post(r->on, 0, deliver, r) < 0) {
 		/* the runtime is stopping: shard 0 frees its connections
@@ -1384,6 +1387,16 @@ void keel_client_port_stop(struct keel_client_port *p)
 void keel_client_port_get_stats(const struct keel_client_port *p, struct keel_client_port_stats *st)
 {
 	*st = p->st;
+	st->conns = p->nconns;
+}
+
+void cport_count_answer(struct keel_client_port *p, uint8_t type, int status)
+{
+	if (type >= KEEL_CLIENT_PORT_TYPES)
+		return;
+	int k = status == 0 ? KEEL_CLIENT_OK
+		: status == KEEL_ENOTLEADER ? KEEL_CLIENT_REDIRECT : KEEL_CLIENT_ERROR;
+	p->st.answers[type][k]++;
 }
 
 /* ---- lent to the lock service's part (client_port_int.h) ----------------- */

@@ -50,6 +50,8 @@ void cport_unhold(struct cconn *c);
 /* Refuses a request and closes c (an ERROR frame first). */
 void cport_refuse(struct cconn *c, uint64_t id, int code, const char *why);
 void cport_count_request(struct keel_client_port *p);
+/* On shard 0, as an answer goes out: counts it by type and result. */
+void cport_count_answer(struct keel_client_port *p, uint8_t type, int status);
 
 /* ---- given by client_port_lock.c ---- */
 /* 0 or a negative code: the port does not start without it. */

@@ -186,6 +186,7 @@ struct lreq {
 	struct keel_shard *on;
 	uint64_t id;
 	uint8_t type;
+	int status;              /* the answer's, for the metrics */
 	uint32_t group;
 	bool serializable;
 	struct keel_lock_cmd cmd;
@@ -197,6 +198,7 @@ static void lreq_home(struct keel_shard *on, void *arg)
 {
 	(void)on;
 	struct lreq *r = arg;
+	cport_count_answer(cport_of(r->c), r->type, r->status);
 	if (r->out)
 		cport_queue(r->c, r->out);
 	cport_unhold(r->c);
@@ -206,6 +208,7 @@ static void lreq_home(struct keel_shard *on, void *arg)
 static void lreq_reply(struct lreq *r, struct keel_proto_msg *m)
 {
 	m->id = r->id;
+	r->status = m->status;
 	r->out = cport_encode(m);
 	if (keel_shard_post(r->on, 0, lreq_home, r) < 0) {
 		/* stopping: the port frees its connections itself */

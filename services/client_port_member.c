@@ -40,6 +40,7 @@ struct mreq {
 	uint64_t id;
 	uint32_t group, node;
 	uint8_t op;
+	int status;              /* the answer's, for the metrics */
 	struct outbuf *out;
 };
 
@@ -47,6 +48,7 @@ static void mreq_home(struct keel_shard *on, void *arg)
 {
 	(void)on;
 	struct mreq *r = arg;
+	cport_count_answer(cport_of(r->c), KEEL_PROTO_MEMBER, r->status);
 	if (r->out)
 		cport_queue(r->c, r->out);
 	cport_unhold(r->c);
@@ -59,6 +61,7 @@ static void mreq_reply(struct mreq *r, struct keel_proto_msg *m)
 	m->type = KEEL_PROTO_RESULT;
 	m->id = r->id;
 	keel_proto_set(m, KEEL_PT_STATUS);
+	r->status = m->status;
 	r->out = cport_encode(m);
 	if (keel_shard_post(r->on, 0, mreq_home, r) < 0) {
 		/* stopping: the port frees its connections itself */

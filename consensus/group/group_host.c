@@ -675,6 +675,8 @@ static void raft_status(const struct keel_rlog *l, struct keel_rlog_status *out)
 static void raft_stats(const struct keel_rlog *l, struct keel_rlog_stats *st)
 {
 	*st = CG(l)->st;
+	if (CG(l)->w)
+		keel_wal_get_stats(CG(l)->w, &st->wal);
 }
 
 /* ---- open / close ------------------------------------------------------- */

@@ -729,6 +729,8 @@ static void px_status(const struct keel_rlog *l, struct keel_rlog_status *out)
 static void px_stats(const struct keel_rlog *l, struct keel_rlog_stats *st)
 {
 	*st = CH(l)->st;
+	if (CH(l)->w)
+		keel_wal_get_stats(CH(l)->w, &st->wal);
 }
 
 /* ---- open / close --------------------------------------------------------------- */

@@ -81,8 +81,10 @@ static int submit_head(struct keel_wal *w)
 		return -EBADF;
 	uint64_t used = b->end - b->start;
 	uint64_t padded = (used + w->align - 1) / w->align * w->align;
-	if (!b->submitted)
+	if (!b->submitted) {
 		memset(b->buf + used, 0, padded - used);
+		b->submit_ns = keel_now_ns();
+	}
 	b->submitted = true;
 	b->req = (struct keel_wal_io_req){
 		.fd = s->fd,
@@ -148,6 +150,22 @@ static void kick(struct keel_wal *w)
 		fail_all(w, rc);
 }
 
+const uint32_t keel_wal_sync_bounds_us[KEEL_WAL_SYNC_BUCKETS] = {
+	50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 1000000,
+};
+
+/* Read by the metrics page from another thread only through a copy the
+ * shard makes (keel_wal_get_stats on the shard), so plain counters do. */
+static void count_sync(struct keel_wal_stats *st, uint64_t ns)
+{
+	st->sync_ns_sum += ns;
+	for (int i = 0; i < KEEL_WAL_SYNC_BUCKETS; i++)
+		if (ns <= (uint64_t)keel_wal_sync_bounds_us[i] * 1000u) {
+			st->sync_le[i]++;
+			return;
+		}
+}
+
 static void batch_done(struct keel_wal_io_req *req)
 {
 	struct batch *b = (struct batch *)req; /* req is the first member */
@@ -178,6 +196,7 @@ static void batch_done(struct keel_wal_io_req *req)
 	w->dur_index = b->last_index;
 	w->stats.syncs++;
 	w->stats.records_durable += b->last_index - b->first_index + 1;
+	count_sync(&w->stats, keel_now_ns() - b->submit_ns);
 	if (!w->qhead && w->align > 1) {
 		uint64_t blk = b->end / ALIGN * ALIGN;
 		memcpy(w->tailblk, b->buf + (blk - b->start), b->end - blk);

@@ -46,6 +46,7 @@ struct batch {
 	uint64_t first_index, last_index;
 	uint64_t written; /* bytes written so far, after short writes */
 	bool submitted;
+	uint64_t submit_ns; /* keel_now_ns at the first submission: the sync histogram */
 	struct cbent *cbs;
 	size_t ncb, cbcap;
 	struct batch *next;

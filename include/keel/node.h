@@ -58,6 +58,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "keel/base.h"
 #include "keel/config.h"
@@ -281,6 +282,28 @@ struct keel_runtime *keel_node_runtime(struct keel_node *n);
 unsigned keel_node_shard_count(const struct keel_node *n);
 /* Shard i's endpoint: use it only on shard i's thread. */
 struct keel_endpoint *keel_node_endpoint(struct keel_node *n, unsigned shard);
+
+/* ---- HTTP: health and metrics (node/http.c) -----------------------------
+ *
+ * A small HTTP/1.1 server (libmicrohttpd) on a thread of its own, off the
+ * shards: the page handler runs on that thread, so it must read what the
+ * shards own only through something safe across threads (atomics, or a
+ * snapshot each shard posts under a lock: cli/node_http.c). GET and HEAD
+ * only; anything else is answered 405 without calling the handler. */
+struct keel_http;
+/* Writes the page for path into body, may set *ctype (a static string),
+ * returns the HTTP status. body and path are lent for the call. */
+typedef int keel_http_fn(void *arg, const char *path, FILE *body, const char **ctype);
+struct keel_http_config {
+	const char *host;    /* address or name to bind; NULL or "": every address */
+	uint16_t port;       /* 0: any free port (keel_http_port says which) */
+	keel_http_fn *fn;
+	void *arg;           /* outlives the server */
+};
+int keel_http_start(const struct keel_http_config *c, struct keel_http **out, char *errmsg);
+uint16_t keel_http_port(const struct keel_http *h);
+/* Waits for a page being rendered, closes every connection; NULL is a no-op. */
+void keel_http_stop(struct keel_http *h);
 
 #ifdef __cplusplus
 }

@@ -220,6 +220,7 @@ struct keel_rlog_stats {
 	uint64_t proposals_ok, proposals_failed;
 	uint64_t leader_changes;
 	uint64_t snapshots_taken, snapshots_installed;
+	struct keel_wal_stats wal; /* the group's WAL (zero where it has none) */
 };
 void keel_rlog_get_stats(const struct keel_rlog *l, struct keel_rlog_stats *st);
 

@@ -154,11 +154,20 @@ struct keel_client_port_config {
 	uint32_t hello_timeout_ms; /* 0: 5000 */
 	uint32_t max_pending;      /* connections waiting for HELLO at once; 0: 128 */
 };
+#define KEEL_CLIENT_PORT_TYPES 64
+#define KEEL_CLIENT_RESULTS 3
 struct keel_client_port_stats {
 	uint64_t accepted, refused, auth_failed, hello_timeouts, bad_frames, slow_closed;
 	uint64_t evicted;          /* waiting for HELLO, closed to admit another address */
 	uint64_t requests;
+	uint64_t conns;            /* open now (keel_client_port_get_stats fills it) */
+	/* Answers sent, by request type (enum keel_proto_type, < 64) and
+	 * result class: for /metrics' client requests by type and result. */
+	uint64_t answers[KEEL_CLIENT_PORT_TYPES][KEEL_CLIENT_RESULTS];
 };
+/* The result classes of answers[][]: 0 ok, KEEL_ENOTLEADER (a redirect),
+ * anything else. */
+enum { KEEL_CLIENT_OK = 0, KEEL_CLIENT_REDIRECT = 1, KEEL_CLIENT_ERROR = 2 };
 int keel_client_port_start(const struct keel_client_port_config *cfg, struct keel_endpoint *ep,
 			   struct keel_client_port **out, char *errmsg);
 void keel_client_port_stop(struct keel_client_port *p);

@@ -211,7 +211,18 @@ bool keel_wal_is_direct(const struct keel_wal *w);
 struct keel_wal_stats {
 	uint64_t writes, bytes_written, syncs, records_durable;
 	uint64_t segs_prepared; /* rolls onto a segment the helper had prepared ahead */
+	/* How long each successful batch took from its submission to its
+	 * completion: the write and its linked fdatasync together (io_uring
+	 * links them, so the sync alone cannot be timed apart), on the
+	 * process's monotonic clock. sync_le[i] counts the batches that took
+	 * at most keel_wal_sync_bounds_us[i] (not cumulative: a Prometheus
+	 * exporter sums them); the rest took longer. sync_ns_sum is the total. */
+#define KEEL_WAL_SYNC_BUCKETS 12
+	uint64_t sync_le[KEEL_WAL_SYNC_BUCKETS];
+	uint64_t sync_ns_sum;
 };
+/* The upper bounds of the sync duration buckets, in microseconds. */
+extern const uint32_t keel_wal_sync_bounds_us[KEEL_WAL_SYNC_BUCKETS];
 void keel_wal_get_stats(const struct keel_wal *w, struct keel_wal_stats *st);
 
 /* Queues n entries with contiguous indices starting at last_index + 1 (any
