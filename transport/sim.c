@@ -727,6 +727,32 @@ static void replay_on(struct sim_ep *e, struct sim_conn *c)
 	}
 }
 
+int keel_sim_net_inject(struct keel_sim_net *n, struct keel_addr from, struct keel_addr to,
+			uint16_t type, const void *data, size_t len, uint64_t delay_ns)
+{
+	struct sim_ep *e = find_ep(n, to);
+	if (!e || len > UINT32_MAX)
+		return KEEL_ENOTFOUND;
+	struct sim_conn *c = e->conns;
+	while (c && (c->state != C_UP || !same_addr(c->pub.peer, from)))
+		c = c->next;
+	if (!c)
+		return KEEL_ENOTFOUND;
+	struct sim_buf *m = malloc(sizeof(*m) + len);
+	if (!m)
+		return -ENOMEM;
+	memset(m, 0, sizeof(*m));
+	m->pub.data = m->data;
+	m->pub.cap = m->pub.len = (uint32_t)len;
+	m->pub.type = type;
+	memcpy(m->data, data, len);
+	n->st.replayed++;
+	trace_event(n, "inject", from, to, n->now + delay_ns);
+	schedule(e, (struct sim_event){ .at = n->now + delay_ns, .kind = EV_MSG, .conn_id = c->id,
+					.from = from, .buf = m });
+	return 0;
+}
+
 static void handle(struct sim_ep *e, struct sim_event *ev)
 {
 	struct keel_sim_net *n = e->net;

@@ -136,6 +136,14 @@ typedef void keel_sim_tap_fn(void *arg, struct keel_addr from, struct keel_addr 
 			     const void *data, size_t len);
 void keel_sim_net_set_tap(struct keel_sim_net *net, keel_sim_tap_fn *fn, void *arg);
 
+/* Delivers a copy of a frame from `from` to `to` delay_ns from now on the
+ * connection between them that is up now (the receiver's end), as a message
+ * that sat in a queue somewhere: a simulator replaying an old message it
+ * saw through the tap. KEEL_ENOTFOUND if no such connection is up. The
+ * frame goes through the receiver's checks like any other. */
+int keel_sim_net_inject(struct keel_sim_net *net, struct keel_addr from, struct keel_addr to,
+			uint16_t type, const void *data, size_t len, uint64_t delay_ns);
+
 /* The backend's ops (also listed in the transport registry as "sim"). */
 extern const struct keel_transport_ops keel_transport_sim_ops;
 

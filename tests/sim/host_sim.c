@@ -101,6 +101,14 @@ struct replica {
 	uint64_t max_term_sent;
 	uint32_t *votes;
 	size_t nvotes;
+	/* the last vote requests sent to this replica (whole frames), replayed
+	 * to it after it restarts */
+	struct old_frame {
+		uint32_t from;
+		size_t len;
+		uint8_t *buf;
+	} old_votes[8];
+	unsigned nold_votes;
 };
 
 struct simnode {
@@ -108,6 +116,8 @@ struct simnode {
 	bool up;
 	uint64_t restart_at;           /* when down: when to come back */
 	uint64_t next_disk;            /* next time its disk completes I/O */
+	uint64_t replay_at;            /* after a restart: when old vote requests arrive */
+	unsigned replay_left;          /* rounds of them still to come */
 	struct keel_endpoint *ep;
 	struct replica r[MAXG];
 };
@@ -161,6 +171,8 @@ struct world {
 	 * may not be closed), carried out by the main loop */
 	uint32_t cut_after_ack;        /* node to cut off: it just acknowledged a write */
 	uint32_t crash_after_ack;      /* node to crash */
+	uint32_t crash_after_vote;     /* node to crash: it just granted a vote */
+	bool replay_votes;             /* old vote requests reach restarted nodes */
 	unsigned aim_ppm;              /* share of acknowledgements that trigger one */
 	uint16_t raft_type;            /* the "raft" frame's wire id */
 	uint64_t steps;                /* main loop iterations (the watchdog's count) */
@@ -406,7 +418,23 @@ static void on_tap(void *arg, struct keel_addr from, struct keel_addr to, uint16
 	if (m.type != KEEL_RAFT_MSG_PREVOTE && m.type != KEEL_RAFT_MSG_PREVOTE_RESP &&
 	    m.term > r->max_term_sent)
 		r->max_term_sent = m.term;
+	struct replica *dst = replica_of(to, keel_get_le32(b));
+	if (m.type == KEEL_RAFT_MSG_VOTE && dst && W.replay_votes) {
+		struct old_frame *o = &dst->old_votes[dst->nold_votes++ % 8];
+		free(o->buf);
+		o->buf = malloc(len);
+		if (!o->buf)
+			exit(2);
+		memcpy(o->buf, data, len);
+		o->len = len;
+		o->from = from.node;
+	}
 	if (m.type == KEEL_RAFT_MSG_VOTE_RESP && !m.reject) {
+		/* a vote just granted: now and then the voter crashes at once
+		 * and comes back while the election still runs */
+		if (!W.healing && W.aim_ppm && !W.crash_after_vote &&
+		    keel_prng_range(&W.rng, 0, 999999) < W.aim_ppm * 4)
+			W.crash_after_vote = from.node;
 		if (m.term >= r->nvotes) {
 			size_t n = r->nvotes ? r->nvotes : 64;
 			while (n <= m.term)
@@ -636,6 +664,10 @@ static void start_node(struct simnode *n)
 	}
 	n->up = true;
 	n->next_disk = disk_latency();
+	if (W.replay_votes && W.now) {
+		n->replay_left = 3;
+		n->replay_at = W.now + keel_prng_range(&W.rng, 5, 40) * MS;
+	}
 	for (unsigned gi = 0; gi < W.ngroups; gi++)
 		open_replica(n, gi);
 	trace("n%u up", n->id);
@@ -700,6 +732,36 @@ static void aimed_act(void)
 		cut_off(W.cut_after_ack);
 		trace("partition: n%u cut off after a write committed", W.cut_after_ack);
 		W.cut_after_ack = 0;
+	}
+	if (W.crash_after_vote) {
+		struct simnode *n = &W.nodes[W.crash_after_vote - 1];
+		W.crash_after_vote = 0;
+		if (n->up) {
+			crash_node(n, keel_prng_range(&W.rng, 0, 1) != 0);
+			n->restart_at = W.now + keel_prng_range(&W.rng, 2, 40) * MS;
+			trace("n%u crashed after granting a vote", n->id);
+		}
+	}
+	/* Old vote requests reach a restarted node, once its connections
+	 * are up: a vote it forgot is granted again, to someone else. */
+	for (unsigned i = 0; i < W.n; i++) {
+		struct simnode *n = &W.nodes[i];
+		if (!n->up || !n->replay_left || W.now < n->replay_at)
+			continue;
+		n->replay_left--;
+		n->replay_at = W.now + keel_prng_range(&W.rng, 10, 60) * MS;
+		for (unsigned gi = 0; gi < W.ngroups; gi++) {
+			struct replica *r = &n->r[gi];
+			unsigned have = r->nold_votes < 8 ? r->nold_votes : 8;
+			for (unsigned k = 0; k < have; k++) {
+				const struct old_frame *o = &r->old_votes[k];
+				if (!keel_prng_range(&W.rng, 0, 1))
+					continue;
+				struct keel_addr from = {o->from, 0}, to = {n->id, 0};
+				keel_sim_net_inject(W.net, from, to, W.raft_type, o->buf, o->len,
+						    keel_prng_range(&W.rng, 0, 20) * MS);
+			}
+		}
 	}
 	if (W.crash_after_ack) {
 		struct simnode *n = &W.nodes[W.crash_after_ack - 1];
@@ -813,6 +875,8 @@ static uint64_t next_time(uint64_t next_act)
 		e = n->up ? n->next_disk : n->restart_at;
 		if (e < t)
 			t = e;
+		if (n->up && n->replay_left && n->replay_at < t)
+			t = n->replay_at;
 	}
 	return t < W.now ? W.now : t;
 }
@@ -920,6 +984,8 @@ static void free_world(void)
 			if (n->r[gi].l)
 				keel_rlog_close(n->r[gi].l);
 			free(n->r[gi].votes);
+			for (unsigned k = 0; k < 8; k++)
+				free(n->r[gi].old_votes[k].buf);
 			keel_faultdisk_free(n->r[gi].wal_disk);
 			keel_faultdisk_free(n->r[gi].snap_disk);
 		}
@@ -978,6 +1044,7 @@ static void run_seed(uint64_t seed, unsigned nodes, struct result *res)
 		f.hold_max_ns = keel_prng_range(&W.rng, 100, 600) * MS;
 	}
 	if (nem & 8) {
+		W.replay_votes = true;
 		f.replay_ppm = (uint32_t)keel_prng_range(&W.rng, 5000, 50000);
 		if (!f.hold_max_ns)
 			f.hold_max_ns = 300 * MS;
