@@ -18,11 +18,28 @@
  * failures of one node or of all at once (every byte not fdatasync'd is
  * lost, the last unsynced write torn part-way), process kills (the page cache survives), a disk that
  * loses power at a chosen I/O step, leadership transfers, and clients
- * proposing commands and asking for read barriers. The last phase heals
- * everything and checks that the cluster converges.
+ * proposing commands and asking for read barriers (at any node). In a share
+ * of the seeds each, the nemesis classes of raft_sim.c: a tail of late
+ * messages up to several election timeouts, duplicated and reordered
+ * messages, messages kept in flight across a partition and delivered after
+ * it heals (hold_ppm of transport/sim.h: old terms arrive late), old
+ * messages replayed on the new connections of a restarted process
+ * (replay_ppm) and old vote requests replayed to it (keel_sim_net_inject),
+ * and faults aimed at interesting moments: the leader cut off, or a node
+ * crashed, right after a write committed; a leader cut off once its
+ * transfer's TIMEOUT_NOW is out; a voter crashed right after its grant and
+ * back while the election runs. Clusters of 3, 5 and 7 nodes, a third of
+ * the seeds each. The last phase heals everything and checks that the
+ * cluster converges.
  *
  * Checks (each a violation that fails the seed):
  *   election safety   at most one node reports itself leader of an epoch;
+ *   vote ledger       (Raft) one vote granted per server per term, in a
+ *                     ledger fed by a tap on the network that survives the
+ *                     servers' restarts;
+ *   restart           (Raft) a restarted replica's term covers every term
+ *                     it put in a message before the crash (the host saves
+ *                     term and vote before it sends: restart equals disk);
  *   applied order     a replica applies increasing indexes;
  *   state machine     no two replicas apply different commands at one
  *     safety          index, nor reach different states at one index (a
@@ -39,7 +56,12 @@
  *                     command acknowledged before it was issued;
  *   convergence       after healing, every replica reaches one state that
  *                     holds every acknowledged command, and a new proposal
- *                     commits (liveness: reported, not a safety finding).
+ *                     commits (liveness: reported, not a safety finding);
+ *   watchdog          a seed whose loop does not settle (10^5 steps at one
+ *                     instant, or 2*10^7 in all) fails with its seed, its
+ *                     last events and the replay line.
+ * --check NAME with --expect-violation counts only findings of that check
+ * (a violation message starts with its check's name): the mutation suite.
  *
  * Planted bugs: the group host built with -DKEEL_GROUP_BUG_ACK_EARLY
  * (acknowledge appends and votes before they are durable) or
@@ -53,7 +75,8 @@
  *   host-sim --expect-violation ...   succeed iff a seed finds a safety
  *                                     violation (for planted bugs)
  *   host-sim --determinism --seeds A:B  each seed twice: the same trace
- *   --nodes 3|5|7 (default: by seed, a third each), --chaos-ms N (default 3000)
+ *   --nodes 3|5|7 (default: by seed, a third each), --chaos-ms N (default 3000),
+ *   --heal-ms N (default 2500: the healed phase, its last second quiet)
  *   --protocol raft|paxos             the engine (default raft; paxos_sim.md
  *                                     in docs/design/paxos.md lists its runs)
  * Exit: 0 every seed passed (or, with --expect-violation, a violation was
@@ -1155,7 +1178,7 @@ static void make_configs(void)
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: host-sim [--seeds A:B] [--nodes 3|5|7] [--chaos-ms N] "
+	fprintf(stderr, "usage: host-sim [--seeds A:B] [--nodes 3|5|7] [--chaos-ms N] [--heal-ms N] "
 			"[--protocol raft|paxos] [--expect-violation [--check NAME]] [--determinism] [-v]\n");
 	return 2;
 }

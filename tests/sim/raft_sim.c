@@ -416,6 +416,12 @@ static struct sim {
 	 * replayed to a server when it next campaigns or leads. */
 	struct old_msg old_ans[MAXN + 1][OLD_ANS];
 	uint64_t n_old_ans[MAXN + 1]; /* by receiver */
+	/* hi_ack[to][from]: the append acknowledgement with the highest index
+	 * `from` ever sent `to`, replayed when `to` leads again */
+	struct hi_ack {
+		uint64_t index;
+		struct old_msg m;
+	} hi_ack[MAXN + 1][MAXN + 1];
 	uint64_t same_time_steps;
 	/* Invariant state. */
 	uint64_t *leader_of; /* by term */
@@ -835,6 +841,13 @@ static void node_send(struct node *n, const struct keel_raft_msg *m)
 			*o = (struct old_msg){ .from = (int)n->id, .to = to,
 					       .buf = dup_bytes(bytes, len), .len = len };
 		}
+		struct hi_ack *h = &S.hi_ack[to][n->id];
+		if (m->type == KEEL_RAFT_MSG_APPEND_RESP && !m->reject && m->index > h->index) {
+			free(h->m.buf);
+			h->index = m->index;
+			h->m = (struct old_msg){ .from = (int)n->id, .to = to,
+						 .buf = dup_bytes(bytes, len), .len = len };
+		}
 	}
 	if (m->type == KEEL_RAFT_MSG_TIMEOUT_NOW && S.lease_clients && n->rejoin_at == UINT64_MAX &&
 	    n->isolate_at == UINT64_MAX && now_ns < S.end_faults_at && coin(90)) {
@@ -936,6 +949,25 @@ static void replay_answers(int who)
 	for (unsigned k = (unsigned)rnd_in(1, 4); k; k--) {
 		const struct old_msg *o = &S.old_ans[who][rnd() % have];
 		late_add(o->to, o->buf, o->len, now_ns + rnd_in(0, 20 * MS));
+		S.replayed++;
+	}
+}
+
+/* A server leads again: the highest append acknowledgement each follower
+ * ever sent it (of an earlier term, mostly) arrives spread over the next
+ * election timeouts, by when its log of the new term may have grown past
+ * that index. An acknowledgement taken without its term then counts a
+ * follower that no longer holds those entries (§3.5): the situation an
+ * acknowledgement picked at random from the ring rarely makes. */
+static void replay_high_acks(int who)
+{
+	if (!S.replay_max || !coin(50))
+		return;
+	for (int f = 1; f <= S.n; f++) {
+		const struct old_msg *o = &S.hi_ack[who][f].m;
+		if (!o->buf || coin(40))
+			continue;
+		late_add(who, o->buf, o->len, now_ns + rnd_in(TICK, S.late_max_ns));
 		S.replayed++;
 	}
 }
@@ -1231,6 +1263,8 @@ static void node_check(struct node *n)
 	if (st.role != n->last_role || st.term != n->last_term) {
 		if (st.role == KEEL_RAFT_CANDIDATE || st.role == KEEL_RAFT_LEADER)
 			replay_answers((int)n->id);
+		if (st.role == KEEL_RAFT_LEADER)
+			replay_high_acks((int)n->id);
 		if (st.role != KEEL_RAFT_LEADER)
 			trace("n%llu %s term %llu (vote %llu, last %llu)", (unsigned long long)n->id,
 			      keel_raft_role_name(st.role), (unsigned long long)st.term,
@@ -1820,6 +1854,9 @@ static void sim_free(void)
 	for (int i = 0; i <= MAXN; i++)
 		for (int k = 0; k < OLD_ANS; k++)
 			free(S.old_ans[i][k].buf);
+	for (int i = 0; i <= MAXN; i++)
+		for (int k = 0; k <= MAXN; k++)
+			free(S.hi_ack[i][k].m.buf);
 	for (int i = 1; i <= MAXN; i++)
 		free(S.nodes[i].votes);
 	memset(&S, 0, sizeof(S));
