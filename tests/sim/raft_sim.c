@@ -26,9 +26,15 @@
  *                   message of an old term lands in a new one;
  *   replays         after a restart, old messages to and from the server
  *                   arrive again; when a server campaigns or leads, old
- *                   grants and acknowledgements addressed to it do;
+ *                   grants and acknowledgements addressed to it do, and
+ *                   when it leads again, the highest acknowledgement each
+ *                   follower ever sent it, spread over the next election
+ *                   timeouts (its new term's log may have grown past it);
  *   leader cut-offs a new leader, a leader that just advanced its commit
- *                   index or completed a write, and a transfer's old leader
+ *                   index (always at its first commit if it won holding
+ *                   uncommitted entries of older terms: the moment that
+ *                   commits an old-term entry by counting, §3.6.2) or
+ *                   completed a write, and a transfer's old leader
  *                   right after its TIMEOUT_NOW are isolated (they go on
  *                   believing they lead, with a lease);
  *   joint splits    right after C_old,new is proposed, the leader's side
@@ -340,6 +346,9 @@ struct node {
 	 * several terms common enough to find the planted bugs. */
 	uint64_t isolate_at, rejoin_at;
 	uint64_t first_commit_term; /* term of its first commit as leader */
+	/* it won its term holding entries of older terms past its commit
+	 * index (Figure 8 of the Raft paper, §3.6.2) */
+	bool old_uncommitted;
 	uint64_t snap_every;
 	enum keel_raft_role last_role;
 	uint64_t last_term;
@@ -1274,6 +1283,8 @@ static void node_check(struct node *n)
 			      (unsigned long long)n->id, (unsigned long long)st.term,
 			      (unsigned long long)st.last_index, (unsigned long long)st.commit);
 			check_leader_completeness(n, &st);
+			const struct keel_raft_entry *e = keel_raft_entry_at(n->r, st.commit + 1);
+			n->old_uncommitted = e && e->term < st.term;
 			if (now_ns < S.end_faults_at && n->rejoin_at == UINT64_MAX &&
 			    coin(S.isolate_pct))
 				n->isolate_at = now_ns + (coin(50) ? 0 : rnd_in(0, 10 * MS));
@@ -1298,7 +1309,8 @@ static void node_check(struct node *n)
 			n->first_commit_term = st.term;
 		if (st.role == KEEL_RAFT_LEADER && now_ns < S.end_faults_at &&
 		    n->rejoin_at == UINT64_MAX && n->isolate_at == UINT64_MAX &&
-		    S.isolate_pct && coin(first ? 70 : S.isolate_pct / 2))
+		    S.isolate_pct &&
+		    coin(first ? (n->old_uncommitted ? 100 : 70) : S.isolate_pct / 2))
 			n->isolate_at = now_ns;
 		n->checked_commit = st.commit;
 	}
