@@ -805,6 +805,18 @@ static int open_core(struct keel_group *g, char *errmsg)
 				ok = b.e[i].term == snap.meta.term;
 		while (skip < b.n && b.e[skip].index <= s_idx)
 			skip++;
+		/* A WAL that ends below the snapshot (a crash or an I/O error
+		 * between saving the snapshot and compacting) would take its
+		 * next append at its own end, not after the snapshot: reset it
+		 * too (found by host-sim, seeds 120 and 976). */
+		if (ok && keel_wal_last_index(g->w) < s_idx) {
+			rc = wal_reset_to(g, s_idx);
+			if (rc < 0) {
+				boot_free(&b);
+				free(snap_buf);
+				return keel_errmsg_set(errmsg, rc, "raft: %s", keel_wal_errmsg(g->w));
+			}
+		}
 		if (!ok) {
 			keel_warn("raft: %s does not continue the snapshot at %llu: dropping its log",
 				  g->dir, (unsigned long long)s_idx);
