@@ -71,6 +71,15 @@ struct sim_ep {
 	struct sim_ep *next;
 };
 
+/* A delivered message remembered for replay (replay_ppm). */
+struct sim_replay {
+	struct keel_addr from, to;
+	uint16_t type;
+	uint32_t len;
+	uint8_t *data;
+};
+#define SIM_REPLAY_RING 32
+
 struct keel_sim_net {
 	uint64_t rng[4];
 	struct keel_sim_faults f;
@@ -81,6 +90,10 @@ struct keel_sim_net {
 	struct sim_ep *eps;
 	struct keel_sim_stats st;
 	FILE *trace;
+	keel_sim_tap_fn *tap;
+	void *tap_arg;
+	struct sim_replay replay[SIM_REPLAY_RING];
+	unsigned nreplay, replay_next;
 };
 
 /* ---- PRNG: xoshiro256**, seeded by splitmix64 */
@@ -190,6 +203,8 @@ void keel_sim_net_destroy(struct keel_sim_net *n)
 		return;
 	/* Endpoints must be closed by their owners first; if not, it is a
 	 * bug in the caller, and leaking beats freeing under its feet. */
+	for (unsigned i = 0; i < n->nreplay; i++)
+		free(n->replay[i].data);
 	free(n);
 }
 
@@ -269,6 +284,12 @@ void keel_sim_net_stats(const struct keel_sim_net *n, struct keel_sim_stats *st)
 void keel_sim_net_set_trace(struct keel_sim_net *n, FILE *f)
 {
 	n->trace = f;
+}
+
+void keel_sim_net_set_tap(struct keel_sim_net *n, keel_sim_tap_fn *fn, void *arg)
+{
+	n->tap = fn;
+	n->tap_arg = arg;
 }
 
 /* ---- events */
@@ -384,12 +405,30 @@ static bool link_blocked(struct keel_sim_net *n, struct keel_addr a, struct keel
 	       !keel_sim_net_is_up(n, b.node);
 }
 
+/* hold_ppm: a message that meets a partition stays in flight (a stalled
+ * TCP connection) and is tried again this much later. */
+static uint64_t hold_delay(struct keel_sim_net *n)
+{
+	return uniform(n, n->f.delay_max_ns, n->f.hold_max_ns);
+}
+
 /* Puts one message of an up connection into the network. */
 static void transmit(struct sim_ep *src, struct sim_conn *c, struct sim_buf *b)
 {
 	struct keel_sim_net *n = src->net;
 	struct sim_ep *dst = find_ep(n, c->pub.peer);
 	n->st.sent++;
+	if (n->tap)
+		n->tap(n->tap_arg, src->pub.self, c->pub.peer, b->pub.type, b->data, b->pub.len);
+	if (dst && n->f.hold_ppm && keel_sim_net_blocked(n, src->pub.self.node, c->pub.peer.node) &&
+	    keel_sim_net_is_up(n, c->pub.peer.node) && chance(n, n->f.hold_ppm)) {
+		n->st.held++;
+		uint64_t at = n->now + hold_delay(n);
+		trace_event(n, "hold", src->pub.self, c->pub.peer, at);
+		schedule(dst, (struct sim_event){ .at = at, .kind = EV_MSG, .conn_id = c->twin,
+						  .from = src->pub.self, .buf = b });
+		return;
+	}
 	if (!dst || link_blocked(n, src->pub.self, c->pub.peer)) {
 		n->st.partitioned += dst != NULL;
 		n->st.dead += dst == NULL;
@@ -633,6 +672,87 @@ static void conn_down(struct sim_ep *e, struct sim_conn *c, int reason)
 	free_conn(e, c);
 }
 
+/* replay_ppm: a copy of a delivered message is kept (a ring of the last
+ * SIM_REPLAY_RING), to be delivered again on a later connection between the
+ * same two endpoints: an old message that reaches a restarted process. */
+static void remember(struct keel_sim_net *n, struct keel_addr from, struct keel_addr to,
+		     const struct sim_buf *b)
+{
+	struct sim_replay *r = &n->replay[n->replay_next];
+	n->replay_next = (n->replay_next + 1) % SIM_REPLAY_RING;
+	if (n->nreplay < SIM_REPLAY_RING)
+		n->nreplay++;
+	free(r->data);
+	r->data = malloc(b->pub.len ? b->pub.len : 1);
+	if (!r->data)
+		abort();
+	memcpy(r->data, b->data, b->pub.len);
+	r->len = b->pub.len;
+	r->type = b->pub.type;
+	r->from = from;
+	r->to = to;
+}
+
+static bool same_addr(struct keel_addr a, struct keel_addr b)
+{
+	return a.node == b.node && a.shard == b.shard;
+}
+
+/* A connection from peer came up at e: some remembered messages of that
+ * peer to e arrive on it, one delay or more later. */
+static void replay_on(struct sim_ep *e, struct sim_conn *c)
+{
+	struct keel_sim_net *n = e->net;
+	if (!n->f.replay_ppm)
+		return;
+	for (unsigned i = 0; i < n->nreplay; i++) {
+		const struct sim_replay *r = &n->replay[i];
+		if (!same_addr(r->from, c->pub.peer) || !same_addr(r->to, e->pub.self) ||
+		    rnd(n) % 2)
+			continue;
+		struct sim_buf *m = malloc(sizeof(*m) + r->len);
+		if (!m)
+			abort();
+		memset(m, 0, sizeof(*m));
+		m->pub.data = m->data;
+		m->pub.cap = r->len;
+		m->pub.len = r->len;
+		m->pub.type = r->type;
+		memcpy(m->data, r->data, r->len);
+		uint64_t at = n->now + draw_delay(n) + uniform(n, 0, n->f.hold_max_ns);
+		n->st.replayed++;
+		trace_event(n, "replay", r->from, r->to, at);
+		schedule(e, (struct sim_event){ .at = at, .kind = EV_MSG, .conn_id = c->id,
+						.from = r->from, .buf = m });
+	}
+}
+
+int keel_sim_net_inject(struct keel_sim_net *n, struct keel_addr from, struct keel_addr to,
+			uint16_t type, const void *data, size_t len, uint64_t delay_ns)
+{
+	struct sim_ep *e = find_ep(n, to);
+	if (!e || len > UINT32_MAX)
+		return KEEL_ENOTFOUND;
+	struct sim_conn *c = e->conns;
+	while (c && (c->state != C_UP || !same_addr(c->pub.peer, from)))
+		c = c->next;
+	if (!c)
+		return KEEL_ENOTFOUND;
+	struct sim_buf *m = malloc(sizeof(*m) + len);
+	if (!m)
+		return -ENOMEM;
+	memset(m, 0, sizeof(*m));
+	m->pub.data = m->data;
+	m->pub.cap = m->pub.len = (uint32_t)len;
+	m->pub.type = type;
+	memcpy(m->data, data, len);
+	n->st.replayed++;
+	trace_event(n, "inject", from, to, n->now + delay_ns);
+	schedule(e, (struct sim_event){ .at = n->now + delay_ns, .kind = EV_MSG, .conn_id = c->id,
+					.from = from, .buf = m });
+	return 0;
+}
+
 static void handle(struct sim_ep *e, struct sim_event *ev)
 {
 	struct keel_sim_net *n = e->net;
@@ -645,6 +765,17 @@ static void handle(struct sim_ep *e, struct sim_event *ev)
 			trace_event(n, "lost-closed", ev->from, e->pub.self, ev->buf->pub.len);
 			break;
 		}
+		if (n->f.hold_ppm && keel_sim_net_blocked(n, ev->from.node, e->pub.self.node) &&
+		    keel_sim_net_is_up(n, ev->from.node) && chance(n, n->f.hold_ppm)) {
+			/* still cut off: the message waits in the network */
+			n->st.held++;
+			uint64_t at = n->now + hold_delay(n);
+			trace_event(n, "hold", ev->from, e->pub.self, at);
+			schedule(e, (struct sim_event){ .at = at, .kind = EV_MSG, .conn_id = ev->conn_id,
+							.from = ev->from, .buf = ev->buf });
+			ev->buf = NULL; /* the new event owns it */
+			break;
+		}
 		if (link_blocked(n, ev->from, e->pub.self)) {
 			n->st.partitioned++;
 			trace_event(n, "lost-partition", ev->from, e->pub.self, ev->buf->pub.len);
@@ -655,6 +786,8 @@ static void handle(struct sim_ep *e, struct sim_event *ev)
 		n->st.delivered++;
 		trace_event(n, "deliver", ev->from, e->pub.self,
 			    fnv(m.data, m.len) ^ ((uint64_t)m.type << 48));
+		if (chance(n, n->f.replay_ppm))
+			remember(n, ev->from, e->pub.self, ev->buf);
 		h->on_recv(&e->pub, &c->pub, &m);
 		break;
 	}
@@ -677,6 +810,7 @@ static void handle(struct sim_ep *e, struct sim_event *ev)
 		c->twin = dc->id;
 		n->st.conns_up++;
 		trace_event(n, "accept", ev->from, e->pub.self, c->id);
+		replay_on(e, c);
 		schedule(de, (struct sim_event){ .at = n->now + draw_delay(n),
 						 .kind = EV_CONN_ACCEPT, .conn_id = dc->id,
 						 .peer_conn = c->id, .from = e->pub.self });
@@ -700,6 +834,7 @@ static void handle(struct sim_ep *e, struct sim_event *ev)
 		c->twin = ev->peer_conn;
 		n->st.conns_up++;
 		trace_event(n, "conn-up", e->pub.self, c->pub.peer, c->id);
+		replay_on(e, c);
 		if (h->on_conn_up)
 			h->on_conn_up(&e->pub, &c->pub);
 		/* The handler may have closed it. */

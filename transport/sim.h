@@ -24,7 +24,18 @@
  *   reorder  a connection delivers in send order unless a message draws
  *            reorder (reorder_ppm): it then keeps its own delay and may
  *            overtake earlier messages.
- * With drop, dup and reorder at 0 a connection keeps the RELIABLE contract
+ *   hold     a message that meets a partition (at send or on arrival) is,
+ *            with hold_ppm, kept in flight and tried again uniform in
+ *            [delay_max_ns, hold_max_ns] later instead of lost, as a
+ *            stalled TCP connection delivers after the partition heals:
+ *            messages of an old term arrive late;
+ *   replay   a delivered message is, with replay_ppm, remembered (the last
+ *            32); when a new connection between the same two endpoints
+ *            comes up (after a restart, say), each remembered one is
+ *            delivered again on it with probability 1/2, up to
+ *            hold_max_ns late.
+ * With hold and replay at 0 nothing is drawn for them (seeds of older
+ * simulations keep their runs). With drop, dup, reorder and replay at 0 a connection keeps the RELIABLE contract
  * (whole, in order, at most once); with them on it deliberately does not,
  * which is why the backend does not advertise KEEL_TRANSPORT_RELIABLE.
  *
@@ -65,6 +76,9 @@ struct keel_sim_faults {
 	uint32_t drop_ppm;
 	uint32_t dup_ppm;
 	uint32_t reorder_ppm;
+	uint32_t hold_ppm;
+	uint64_t hold_max_ns;
+	uint32_t replay_ppm;
 };
 
 struct keel_sim_stats {
@@ -77,6 +91,8 @@ struct keel_sim_stats {
 	uint64_t reordered;
 	uint64_t conns_up;
 	uint64_t conns_down;
+	uint64_t held;       /* kept in flight across a partition (hold_ppm) */
+	uint64_t replayed;   /* old messages delivered again (replay_ppm) */
 };
 
 /* Creates a network whose PRNG starts from seed. */
@@ -111,6 +127,22 @@ uint64_t keel_sim_net_trace_hash(const struct keel_sim_net *net);
 void keel_sim_net_stats(const struct keel_sim_net *net, struct keel_sim_stats *st);
 /* If f is non-NULL, one line per network event goes there. */
 void keel_sim_net_set_trace(struct keel_sim_net *net, FILE *f);
+
+/* A tap: called for every message a process puts into the network (before
+ * any fault decides its fate), with the ends and the frame as sent. The
+ * simulator's observer (a vote ledger, say); it must not call back into the
+ * network. NULL turns it off. */
+typedef void keel_sim_tap_fn(void *arg, struct keel_addr from, struct keel_addr to, uint16_t type,
+			     const void *data, size_t len);
+void keel_sim_net_set_tap(struct keel_sim_net *net, keel_sim_tap_fn *fn, void *arg);
+
+/* Delivers a copy of a frame from `from` to `to` delay_ns from now on the
+ * connection between them that is up now (the receiver's end), as a message
+ * that sat in a queue somewhere: a simulator replaying an old message it
+ * saw through the tap. KEEL_ENOTFOUND if no such connection is up. The
+ * frame goes through the receiver's checks like any other. */
+int keel_sim_net_inject(struct keel_sim_net *net, struct keel_addr from, struct keel_addr to,
+			uint16_t type, const void *data, size_t len, uint64_t delay_ns);
 
 /* The backend's ops (also listed in the transport registry as "sim"). */
 extern const struct keel_transport_ops keel_transport_sim_ops;

@@ -278,7 +278,14 @@ static int install_snapshot(struct keel_group *g, const struct keel_raft_snapsho
 	g->st.snapshots_installed++;
 	/* Our proposals at or below the snapshot: committed or overwritten,
 	 * we cannot tell which. */
+#ifdef KEEL_MUTANT_GROUP_SNAPSHOT_PROPS_COMMITTED
+	/* MUTANT: "the leader's snapshot holds them, so they committed":
+	 * proposals at or below it are reported committed, though another
+	 * leader's entries may have taken their indexes. */
+	gprop_fail_upto(&g->pending, s->meta.index, 0);
+#else
 	gprop_fail_upto(&g->pending, s->meta.index, KEEL_ETIMEOUT);
+#endif
 	return 0;
 }
 
@@ -853,6 +860,18 @@ static int open_core(struct keel_group *g, char *errmsg)
 				ok = b.e[i].term == snap.meta.term;
 		while (skip < b.n && b.e[skip].index <= s_idx)
 			skip++;
+		/* A WAL that ends below the snapshot (a crash or an I/O error
+		 * between saving the snapshot and compacting) would take its
+		 * next append at its own end, not after the snapshot: reset it
+		 * too (found by host-sim, seeds 120 and 976). */
+		if (ok && keel_wal_last_index(g->w) < s_idx) {
+			rc = wal_reset_to(g, s_idx);
+			if (rc < 0) {
+				boot_free(&b);
+				free(snap_buf);
+				return keel_errmsg_set(errmsg, rc, "raft: %s", keel_wal_errmsg(g->w));
+			}
+		}
 		if (!ok) {
 			keel_warn("raft: %s does not continue the snapshot at %llu: dropping its log",
 				  g->dir, (unsigned long long)s_idx);
@@ -883,6 +902,23 @@ static int open_core(struct keel_group *g, char *errmsg)
 					     : keel_clock_now(g->clock) ^ keel_now_ns()) ^
 			((uint64_t)g->id << 48 | cfg->group),
 	};
+#ifdef KEEL_MUTANT_GROUP_BOOT_TERM_FROM_LOG
+	/* MUTANT: "the term is the newest entry's (or the snapshot's)": the
+	 * saved term is ignored at boot, the vote kept only if it matches. */
+	{
+		uint64_t t = boot.n_entries ? boot.entries[boot.n_entries - 1].term
+					    : have_snap ? snap.meta.term : 0;
+		if (t < boot.hard_state.term) {
+			boot.hard_state.term = t;
+			boot.hard_state.vote = 0;
+		}
+	}
+#endif
+#ifdef KEEL_MUTANT_GROUP_BOOT_NO_VOTE
+	/* MUTANT: "the vote only matters in the running election": it is
+	 * not restored at boot. */
+	boot.hard_state.vote = 0;
+#endif
 	rc = initial_conf(g, &rc_cfg.initial, errmsg);
 	if (rc == 0)
 		rc = keel_raft_create(&rc_cfg, &boot, &g->r, errmsg);

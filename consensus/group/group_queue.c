@@ -151,7 +151,15 @@ void gread_complete(struct gread **head, uint64_t applied)
 	struct gread **rp = head;
 	while (*rp) {
 		struct gread *r = *rp;
+#ifdef KEEL_MUTANT_GROUP_READ_BEFORE_APPLIED
+		/* MUTANT: "the leader confirmed the read index, so reads may
+		 * go": a barrier completes before this replica applied up to
+		 * its index. */
+		(void)applied;
+		if (r->have_index) {
+#else
 		if (r->have_index && applied >= r->index) {
+#endif
 			*rp = r->next;
 			r->cb(r->arg, 0, r->index);
 			free(r);

@@ -26,9 +26,15 @@
  *                   message of an old term lands in a new one;
  *   replays         after a restart, old messages to and from the server
  *                   arrive again; when a server campaigns or leads, old
- *                   grants and acknowledgements addressed to it do;
+ *                   grants and acknowledgements addressed to it do, and
+ *                   when it leads again, the highest acknowledgement each
+ *                   follower ever sent it, spread over the next election
+ *                   timeouts (its new term's log may have grown past it);
  *   leader cut-offs a new leader, a leader that just advanced its commit
- *                   index or completed a write, and a transfer's old leader
+ *                   index (always at its first commit if it won holding
+ *                   uncommitted entries of older terms: the moment that
+ *                   commits an old-term entry by counting, §3.6.2) or
+ *                   completed a write, and a transfer's old leader
  *                   right after its TIMEOUT_NOW are isolated (they go on
  *                   believing they lead, with a lease);
  *   joint splits    right after C_old,new is proposed, the leader's side
@@ -340,6 +346,9 @@ struct node {
 	 * several terms common enough to find the planted bugs. */
 	uint64_t isolate_at, rejoin_at;
 	uint64_t first_commit_term; /* term of its first commit as leader */
+	/* it won its term holding entries of older terms past its commit
+	 * index (Figure 8 of the Raft paper, §3.6.2) */
+	bool old_uncommitted;
 	uint64_t snap_every;
 	enum keel_raft_role last_role;
 	uint64_t last_term;
@@ -416,6 +425,12 @@ static struct sim {
 	 * replayed to a server when it next campaigns or leads. */
 	struct old_msg old_ans[MAXN + 1][OLD_ANS];
 	uint64_t n_old_ans[MAXN + 1]; /* by receiver */
+	/* hi_ack[to][from]: the append acknowledgement with the highest index
+	 * `from` ever sent `to`, replayed when `to` leads again */
+	struct hi_ack {
+		uint64_t index;
+		struct old_msg m;
+	} hi_ack[MAXN + 1][MAXN + 1];
 	uint64_t same_time_steps;
 	/* Invariant state. */
 	uint64_t *leader_of; /* by term */
@@ -835,6 +850,13 @@ static void node_send(struct node *n, const struct keel_raft_msg *m)
 			*o = (struct old_msg){ .from = (int)n->id, .to = to,
 					       .buf = dup_bytes(bytes, len), .len = len };
 		}
+		struct hi_ack *h = &S.hi_ack[to][n->id];
+		if (m->type == KEEL_RAFT_MSG_APPEND_RESP && !m->reject && m->index > h->index) {
+			free(h->m.buf);
+			h->index = m->index;
+			h->m = (struct old_msg){ .from = (int)n->id, .to = to,
+						 .buf = dup_bytes(bytes, len), .len = len };
+		}
 	}
 	if (m->type == KEEL_RAFT_MSG_TIMEOUT_NOW && S.lease_clients && n->rejoin_at == UINT64_MAX &&
 	    n->isolate_at == UINT64_MAX && now_ns < S.end_faults_at && coin(90)) {
@@ -936,6 +958,25 @@ static void replay_answers(int who)
 	for (unsigned k = (unsigned)rnd_in(1, 4); k; k--) {
 		const struct old_msg *o = &S.old_ans[who][rnd() % have];
 		late_add(o->to, o->buf, o->len, now_ns + rnd_in(0, 20 * MS));
+		S.replayed++;
+	}
+}
+
+/* A server leads again: the highest append acknowledgement each follower
+ * ever sent it (of an earlier term, mostly) arrives spread over the next
+ * election timeouts, by when its log of the new term may have grown past
+ * that index. An acknowledgement taken without its term then counts a
+ * follower that no longer holds those entries (§3.5): the situation an
+ * acknowledgement picked at random from the ring rarely makes. */
+static void replay_high_acks(int who)
+{
+	if (!S.replay_max || !coin(50))
+		return;
+	for (int f = 1; f <= S.n; f++) {
+		const struct old_msg *o = &S.hi_ack[who][f].m;
+		if (!o->buf || coin(40))
+			continue;
+		late_add(who, o->buf, o->len, now_ns + rnd_in(TICK, S.late_max_ns));
 		S.replayed++;
 	}
 }
@@ -1231,6 +1272,8 @@ static void node_check(struct node *n)
 	if (st.role != n->last_role || st.term != n->last_term) {
 		if (st.role == KEEL_RAFT_CANDIDATE || st.role == KEEL_RAFT_LEADER)
 			replay_answers((int)n->id);
+		if (st.role == KEEL_RAFT_LEADER)
+			replay_high_acks((int)n->id);
 		if (st.role != KEEL_RAFT_LEADER)
 			trace("n%llu %s term %llu (vote %llu, last %llu)", (unsigned long long)n->id,
 			      keel_raft_role_name(st.role), (unsigned long long)st.term,
@@ -1240,6 +1283,8 @@ static void node_check(struct node *n)
 			      (unsigned long long)n->id, (unsigned long long)st.term,
 			      (unsigned long long)st.last_index, (unsigned long long)st.commit);
 			check_leader_completeness(n, &st);
+			const struct keel_raft_entry *e = keel_raft_entry_at(n->r, st.commit + 1);
+			n->old_uncommitted = e && e->term < st.term;
 			if (now_ns < S.end_faults_at && n->rejoin_at == UINT64_MAX &&
 			    coin(S.isolate_pct))
 				n->isolate_at = now_ns + (coin(50) ? 0 : rnd_in(0, 10 * MS));
@@ -1264,7 +1309,8 @@ static void node_check(struct node *n)
 			n->first_commit_term = st.term;
 		if (st.role == KEEL_RAFT_LEADER && now_ns < S.end_faults_at &&
 		    n->rejoin_at == UINT64_MAX && n->isolate_at == UINT64_MAX &&
-		    S.isolate_pct && coin(first ? 70 : S.isolate_pct / 2))
+		    S.isolate_pct &&
+		    coin(first ? (n->old_uncommitted ? 100 : 70) : S.isolate_pct / 2))
 			n->isolate_at = now_ns;
 		n->checked_commit = st.commit;
 	}
@@ -1820,6 +1866,9 @@ static void sim_free(void)
 	for (int i = 0; i <= MAXN; i++)
 		for (int k = 0; k < OLD_ANS; k++)
 			free(S.old_ans[i][k].buf);
+	for (int i = 0; i <= MAXN; i++)
+		for (int k = 0; k <= MAXN; k++)
+			free(S.hi_ack[i][k].m.buf);
 	for (int i = 1; i <= MAXN; i++)
 		free(S.nodes[i].votes);
 	memset(&S, 0, sizeof(S));
