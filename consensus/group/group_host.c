@@ -926,6 +926,14 @@ static int open_core(struct keel_group *g, char *errmsg)
 	free(snap_buf);
 	if (rc < 0)
 		return rc;
+	/* Read contexts start where this incarnation's own do: a leader may
+	 * answer a read the previous incarnation asked for after this one has
+	 * started (the request was in flight at the crash), and with contexts
+	 * counted from 0 again that answer matched a new read and released it
+	 * at an index older than writes acknowledged before it was issued
+	 * (host-sim seeds 1693 and 3698, a stale linearizable read). Halved so
+	 * that counting up never wraps to 0. */
+	g->next_ctx = keel_mix64(rc_cfg.seed ^ keel_clock_now(g->clock)) >> 1;
 	struct keel_raft_status st;
 	keel_raft_status(g->r, &st);
 	keel_info("raft: group %u recovered from %s (%s): term %llu, vote %llu, log [%llu, %llu], "

@@ -944,6 +944,10 @@ static int open_core(struct keel_phost *h, char *errmsg)
 	free(snap_buf);
 	if (rc < 0)
 		return rc;
+	/* Read contexts of this incarnation's own, as the Raft host's
+	 * (group_host.c, open_core): an answer to the previous incarnation's
+	 * read must not release a new one. */
+	h->next_ctx = keel_mix64(pc.seed ^ keel_clock_now(h->clock)) >> 1;
 	struct keel_paxos_status st;
 	keel_paxos_status(h->p, &st);
 	keel_info("paxos: group %u recovered from %s (%s): promised %llx, slots (%llu, %llu], "
