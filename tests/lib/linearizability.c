@@ -131,12 +131,12 @@ void keel_lin_op_format(const struct keel_lin_op *op, char *buf, size_t len)
  * outcome is accepted (a pending cas swaps iff the value matches: had it
  * run at a point where it did not, that is a different point). */
 /* The lock model's state in one word, so the memo keys on it as on a KV
- * value: bits 0..15 the holders, bit 16 set if they hold exclusively, bits
- * 17..63 the highest token granted (tokens are log indexes: far below
- * 2^47). 0 is a free lock that never granted. */
-#define LK_MASK 0xffffull
-#define LK_EXCL (1ull << 16)
-#define LK_TOKEN_SHIFT 17
+ * value: bits 0..31 the holders, bit 32 set if they hold exclusively, bits
+ * 33..63 the highest token granted (tokens are log indexes: a test's stay
+ * far below 2^31). 0 is a free lock that never granted. */
+#define LK_MASK ((1ull << KEEL_LIN_MAX_HOLDERS) - 1)
+#define LK_EXCL (1ull << KEEL_LIN_MAX_HOLDERS)
+#define LK_TOKEN_SHIFT (KEEL_LIN_MAX_HOLDERS + 1)
 
 static uint64_t lk_pack(uint64_t mask, bool excl, uint64_t token)
 {
@@ -164,6 +164,11 @@ static bool lock_step(uint64_t s, const struct keel_lin_op *op, uint64_t *out)
 		}
 		if (!op->ok)
 			return mask != 0; /* busy or timed out: someone else held it */
+		if (op->value >> (64 - LK_TOKEN_SHIFT)) {
+			fprintf(stderr, "linearizability: lock token %llu is beyond the model's %d bits\n",
+				(unsigned long long)op->value, 64 - LK_TOKEN_SHIFT);
+			abort();
+		}
 		/* One command can grant several shared waiters: they share its
 		 * index as their token. */
 		bool fresh = op->value > last || (shared && mask && op->value == last);

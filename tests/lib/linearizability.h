@@ -13,7 +13,9 @@
  *   cas(k, old, new)  -> ok and sets new if the value is old, else fails
  *
  * Lock model, per key (a lock name), with the lock service's semantics
- * (docs/design/lock.md): holders are clients 0..15 (a client's session);
+ * (docs/design/lock.md): holders are "clients" 0..31, each standing for a
+ * session (a caller whose clients open several sessions in turn gives each
+ * its own number: an old session may still hold what a new one asks for);
  * the lock is free, held exclusively by one, or shared by several; every
  * grant's fencing token is its log index, so it exceeds every token
  * granted before it (shared grants by one command share its index).
@@ -67,7 +69,7 @@ enum keel_lin_kind {
 };
 
 enum { KEEL_LIN_EXCLUSIVE = 0, KEEL_LIN_SHARED = 1 };
-#define KEEL_LIN_MAX_HOLDERS 16 /* lock model: clients 0..15 */
+#define KEEL_LIN_MAX_HOLDERS 32 /* lock model: holders 0..31; tokens below 2^31 */
 
 struct keel_lin_op {
 	int client;

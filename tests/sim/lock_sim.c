@@ -215,6 +215,7 @@ struct world {
 	bool liveness;
 	const char *only;          /* --check with --expect-violation: the checks that count */
 	struct keel_lin_history hist; /* every lock's history, by its clients */
+	uint64_t holder_sess[KEEL_LIN_MAX_HOLDERS], holder_used[KEEL_LIN_MAX_HOLDERS];
 	uint64_t lin_ops, lin_steps;
 	bool lin_unknown;
 };
@@ -295,9 +296,36 @@ static uint64_t cnow(const struct client *c)
 
 /* An acquire begins when the client first sends it; its retries and re-asks
  * are the same operation. */
+/* The history's holder for the client's session of its lock's group. The
+ * model has KEEL_LIN_MAX_HOLDERS of them; a session that lost its lease
+ * (or whose process crashed) must stay apart from the next ones, since its
+ * holds live on at the cluster until it expires there (which waits for
+ * the lock clock: long without a leader). So a new session takes the
+ * number used least recently; two would mix only if that many sessions
+ * acquired within one expiry. */
+static int lin_holder(const struct client *c)
+{
+	uint64_t s = c->g[group_of_lock(c->lk)].session;
+	int pick = 0;
+	for (int i = 0; i < KEEL_LIN_MAX_HOLDERS; i++) {
+		if (W.holder_sess[i] == s) {
+			pick = i;
+			goto used;
+		}
+		if (W.holder_used[i] < W.holder_used[pick])
+			pick = i;
+	}
+	W.holder_sess[pick] = s;
+	trace("linearizable: c%u's session %016llx is c%d in the history", c->id,
+	      (unsigned long long)s, pick);
+used:
+	W.holder_used[pick] = W.now + 1;
+	return pick;
+}
+
 static void lin_acquire(struct client *c)
 {
-	c->lin_acq = keel_lin_invoke(&W.hist, (int)c->id, KEEL_LIN_ACQUIRE, c->lk,
+	c->lin_acq = keel_lin_invoke(&W.hist, lin_holder(c), KEEL_LIN_ACQUIRE, c->lk,
 				     c->mode == KEEL_LOCK_SHARED ? KEEL_LIN_SHARED : KEEL_LIN_EXCLUSIVE,
 				     c->wait_ms != 0, W.now);
 	W.lin_ops++;
@@ -310,7 +338,7 @@ static void lin_acquire(struct client *c)
  * expires a session only after that, or the lease view is wrong). */
 static void lin_let_go(struct client *c, uint64_t from)
 {
-	(void)keel_lin_invoke(&W.hist, (int)c->id, KEEL_LIN_EXPIRE, c->lk, 0, 0, from);
+	(void)keel_lin_invoke(&W.hist, lin_holder(c), KEEL_LIN_EXPIRE, c->lk, 0, 0, from);
 	W.lin_ops++;
 }
 
@@ -355,7 +383,7 @@ static void check_linearizable(void)
 			fprintf(stderr, "lock-sim: seed %llu: lock %s:\n%s", (unsigned long long)W.seed,
 				lock_names[rep.key], rep.text);
 		violate(false, "linearizable: lock %s's history (%zu ops) has no linearization against "
-			"the lock model: %.300s", lock_names[rep.key], W.hist.n, rep.text);
+			"the lock model (cN: a session, -v names it): %.280s", lock_names[rep.key], W.hist.n, rep.text);
 	} else if (v == KEEL_LIN_UNKNOWN) {
 		W.lin_unknown = true;
 		trace("linearizable: lock %s: search budget ran out", lock_names[rep.key]);
@@ -1019,7 +1047,7 @@ static void client_run(struct client *c)
 		if (t >= c->hold_until) {
 			c->op = OP_REL;
 			c->op_seq = ++c->seq;
-			c->lin_rel = keel_lin_invoke(&W.hist, (int)c->id, KEEL_LIN_RELEASE, c->lk, 0, 0,
+			c->lin_rel = keel_lin_invoke(&W.hist, lin_holder(c), KEEL_LIN_RELEASE, c->lk, 0, 0,
 						     W.now);
 			W.lin_ops++;
 			op_send(c);
