@@ -12,6 +12,11 @@
  *                                         beside shared holders
  *   KEEL_LOCK_BUG_TOKEN_COUNTER           tokens from a grant counter that
  *                                         a snapshot does not keep
+ *   KEEL_LOCK_BUG_DOUBLE_GRANT            a release decides once that the
+ *                                         lock is free and grants waiters
+ *                                         from the head while that stale
+ *                                         answer holds: two exclusive
+ *                                         waiters both granted
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -390,9 +395,17 @@ static void pump(struct keel_lock_sm *sm, struct lock *l)
 {
 	if (l->delay_until_ms > sm->now_ms)
 		return;
+#ifdef KEEL_LOCK_BUG_DOUBLE_GRANT
+	bool was_free = !l->n_holders; /* decided once, before the first grant */
+	unsigned granted = 0;
+#endif
 	while (l->wq_head) {
 		struct waiter *w = l->wq_head;
-#ifdef KEEL_LOCK_BUG_SHARED_WITH_EXCLUSIVE
+#ifdef KEEL_LOCK_BUG_DOUBLE_GRANT
+		if (granted == 2)
+			break;
+		bool ok = was_free || (l->mode == KEEL_LOCK_SHARED && w->mode == KEEL_LOCK_SHARED);
+#elif defined(KEEL_LOCK_BUG_SHARED_WITH_EXCLUSIVE)
 		bool ok = !l->n_holders || l->mode == KEEL_LOCK_SHARED; /* the waiter's mode ignored */
 #else
 		bool ok = !l->n_holders ||
@@ -408,8 +421,14 @@ static void pump(struct keel_lock_sm *sm, struct lock *l)
 		add_holder(l, w->session, token, w->value, w->value_len, w->mode, w->delay_ms);
 		emit(sm, KEEL_LOCK_EV_GRANTED, w->session, w->seq, l, token);
 		free(w);
+#ifdef KEEL_LOCK_BUG_DOUBLE_GRANT
+		granted++;
+		if (l->mode == KEEL_LOCK_EXCLUSIVE && !was_free)
+			break;
+#else
 		if (l->mode == KEEL_LOCK_EXCLUSIVE)
 			break;
+#endif
 	}
 }
 

@@ -104,6 +104,25 @@ void keel_lin_op_format(const struct keel_lin_op *op, char *buf, size_t len)
 			 (unsigned long long)op->arg,
 			 op->pending ? "?" : (op->ok ? "ok" : "fail"), when);
 		break;
+	case KEEL_LIN_ACQUIRE:
+		if (op->pending)
+			snprintf(res, sizeof(res), "?");
+		else if (op->ok)
+			snprintf(res, sizeof(res), "token %llu", (unsigned long long)op->value);
+		else
+			snprintf(res, sizeof(res), "%s", op->expect ? "timed out" : "busy");
+		snprintf(buf, len, "c%d acquire(k%llu, %s%s)=%s %s", op->client,
+			 (unsigned long long)op->key, op->arg == KEEL_LIN_SHARED ? "shared" : "exclusive",
+			 op->expect ? ", wait" : ", try", res, when);
+		break;
+	case KEEL_LIN_RELEASE:
+		snprintf(buf, len, "c%d release(k%llu)=%s %s", op->client, (unsigned long long)op->key,
+			 op->pending ? "?" : (op->ok ? "ok" : "not held"), when);
+		break;
+	case KEEL_LIN_EXPIRE:
+		snprintf(buf, len, "c%d expire(k%llu) %s", op->client, (unsigned long long)op->key,
+			 when);
+		break;
 	}
 }
 
@@ -111,9 +130,73 @@ void keel_lin_op_format(const struct keel_lin_op *op, char *buf, size_t len)
  * what state follows. A pending operation's output is unknown, so any
  * outcome is accepted (a pending cas swaps iff the value matches: had it
  * run at a point where it did not, that is a different point). */
+/* The lock model's state in one word, so the memo keys on it as on a KV
+ * value: bits 0..31 the holders, bit 32 set if they hold exclusively, bits
+ * 33..63 the highest token granted (tokens are log indexes: a test's stay
+ * far below 2^31). 0 is a free lock that never granted. */
+#define LK_MASK ((1ull << KEEL_LIN_MAX_HOLDERS) - 1)
+#define LK_EXCL (1ull << KEEL_LIN_MAX_HOLDERS)
+#define LK_TOKEN_SHIFT (KEEL_LIN_MAX_HOLDERS + 1)
+
+static uint64_t lk_pack(uint64_t mask, bool excl, uint64_t token)
+{
+	return (mask & LK_MASK) | (mask && excl ? LK_EXCL : 0) | (token << LK_TOKEN_SHIFT);
+}
+
+static bool lock_step(uint64_t s, const struct keel_lin_op *op, uint64_t *out)
+{
+	uint64_t mask = s & LK_MASK, last = s >> LK_TOKEN_SHIFT;
+	bool excl = (s & LK_EXCL) != 0;
+	uint64_t me = 1ull << ((unsigned)op->client % KEEL_LIN_MAX_HOLDERS);
+	*out = s;
+	switch (op->kind) {
+	case KEEL_LIN_ACQUIRE: {
+		bool shared = op->arg == KEEL_LIN_SHARED;
+		bool compatible = !mask || (!excl && shared);
+		if (mask & me) /* a re-ask: the hold it has, whatever the token */
+			return op->pending || op->ok;
+		if (op->pending) {
+			/* granted where compatible (token unknown: the bound
+			 * stays), else it had no effect */
+			if (compatible)
+				*out = lk_pack(mask | me, !shared, last);
+			return true;
+		}
+		if (!op->ok)
+			return mask != 0; /* busy or timed out: someone else held it */
+		if (op->value >> (64 - LK_TOKEN_SHIFT)) {
+			fprintf(stderr, "linearizability: lock token %llu is beyond the model's %d bits\n",
+				(unsigned long long)op->value, 64 - LK_TOKEN_SHIFT);
+			abort();
+		}
+		/* One command can grant several shared waiters: they share its
+		 * index as their token. */
+		bool fresh = op->value > last || (shared && mask && op->value == last);
+		if (!compatible || !fresh)
+			return false;
+		*out = lk_pack(mask | me, !shared, op->value);
+		return true;
+	}
+	case KEEL_LIN_RELEASE:
+		if (!op->pending && op->ok && !(mask & me))
+			return false;
+		*out = lk_pack(mask & ~me, excl, last);
+		return true;
+	case KEEL_LIN_EXPIRE:
+		*out = lk_pack(mask & ~me, excl, last);
+		return true;
+	default:
+		return false;
+	}
+}
+
 static bool model_step(uint64_t s, const struct keel_lin_op *op, uint64_t *out)
 {
 	switch (op->kind) {
+	case KEEL_LIN_ACQUIRE:
+	case KEEL_LIN_RELEASE:
+	case KEEL_LIN_EXPIRE:
+		return lock_step(s, op, out);
 	case KEEL_LIN_GET:
 		*out = s;
 		return op->pending || op->value == s;
@@ -422,8 +505,14 @@ static void explain(FILE *f, enum keel_lin_verdict v, const struct keel_lin_op *
 	}
 	fprintf(f, "key k%llu: NOT linearizable (%zu ops, %llu search steps)\n",
 		(unsigned long long)key, n, (unsigned long long)r->steps);
-	fprintf(f, "  longest linearizable prefix: %zu ops, ending in value %llu\n", r->best_len,
+	fprintf(f, "  longest linearizable prefix: %zu ops, ending in state %llu", r->best_len,
 		(unsigned long long)r->best_state);
+	if (ops[0]->kind >= KEEL_LIN_ACQUIRE)
+		fprintf(f, " (lock: holders %#llx %s, last token %llu)",
+			(unsigned long long)(r->best_state & LK_MASK),
+			r->best_state & LK_EXCL ? "exclusive" : "shared/free",
+			(unsigned long long)(r->best_state >> LK_TOKEN_SHIFT));
+	fputc('\n', f);
 	size_t from = r->best_len > 12 ? r->best_len - 12 : 0;
 	if (from)
 		fprintf(f, "    ... %zu earlier ops\n", from);
@@ -435,7 +524,7 @@ static void explain(FILE *f, enum keel_lin_verdict v, const struct keel_lin_op *
 		keel_lin_op_format(ops[r->stuck], buf, sizeof(buf));
 		fprintf(f,
 			"  then no operation can take effect before this one returns, and it cannot "
-			"take effect in value %llu (nor in any other reachable order):\n    %s\n",
+			"take effect in state %llu (nor in any other reachable order):\n    %s\n",
 			(unsigned long long)r->best_state, buf);
 	}
 	fprintf(f, "  history of k%llu (by invocation; * = in the prefix above, ! = stuck):\n",

@@ -12,6 +12,33 @@
  *   del(k)            -> sets 0
  *   cas(k, old, new)  -> ok and sets new if the value is old, else fails
  *
+ * Lock model, per key (a lock name), with the lock service's semantics
+ * (docs/design/lock.md): holders are "clients" 0..31, each standing for a
+ * session (a caller whose clients open several sessions in turn gives each
+ * its own number: an old session may still hold what a new one asks for);
+ * the lock is free, held exclusively by one, or shared by several; every
+ * grant's fencing token is its log index, so it exceeds every token
+ * granted before it (shared grants by one command share its index).
+ *   acquire(k, mode, wait) -> granted with a token (ok, value = token):
+ *                     the lock was compatible (free, or shared and a
+ *                     shared request) and the token is above every
+ *                     earlier grant's; or the client already holds it (a
+ *                     re-ask answered ALREADY: its hold is reported again);
+ *                     not granted (busy for a try, wait = 0; timed out for
+ *                     a wait): another client held it (FIFO: a shared
+ *                     request can be refused beside shared holders while
+ *                     an exclusive waiter is queued, so any other holder
+ *                     justifies it)
+ *   release(k)        -> ok: the client held it, and no longer does
+ *   expire(k)         -> the client's session ended (expiry, crash, lost
+ *                     lease): its hold of k, if any, is gone
+ * A pending acquire grants iff the lock is compatible where it is placed
+ * (its token unknown: the token bound is kept); a pending release or
+ * expire drops the client's hold if it has one. A caller that does not
+ * know whether a pending acquire was granted records a pending expire
+ * beside it (the server lets go of it by a release, a cancel or an expiry
+ * the client may not see).
+ *
  * History: each operation has an invocation time and, if it returned, a
  * response time (any monotonic clock; equal times count as concurrent).
  * An operation that never returned (client timed out, node crashed) is
@@ -36,7 +63,13 @@ enum keel_lin_kind {
 	KEEL_LIN_PUT = 1,
 	KEEL_LIN_DEL = 2,
 	KEEL_LIN_CAS = 3,
+	KEEL_LIN_ACQUIRE = 4, /* arg: KEEL_LIN_EXCLUSIVE/SHARED; expect: wait (0 = try) */
+	KEEL_LIN_RELEASE = 5,
+	KEEL_LIN_EXPIRE = 6,
 };
+
+enum { KEEL_LIN_EXCLUSIVE = 0, KEEL_LIN_SHARED = 1 };
+#define KEEL_LIN_MAX_HOLDERS 32 /* lock model: holders 0..31; tokens below 2^31 */
 
 struct keel_lin_op {
 	int client;
@@ -48,8 +81,8 @@ struct keel_lin_op {
 	uint64_t ret;    /* response time, valid when !pending */
 	bool pending;    /* never returned: outcome unknown */
 	/* Output, valid when !pending. */
-	uint64_t value; /* get: the value read (0 = absent) */
-	bool ok;        /* cas: whether it swapped */
+	uint64_t value; /* get: the value read (0 = absent); acquire: the token */
+	bool ok;        /* cas: whether it swapped; acquire: granted; release: ok */
 };
 
 struct keel_lin_history {
