@@ -30,7 +30,9 @@
  *
  * usage: bench-transport [--quick] [--transport NAME] [--rounds N] [--poll]
  *                        [--size 64|1024|65000] [--reactor io_uring|epoll|both]
- *                        [--no-tls]
+ *                        [--no-tls] [--skip NAME]
+ * --skip leaves one backend out (the smoke run skips dpdk, whose own program
+ * bench-transport-dpdk has its own smoke run).
  * --size runs the ping-pong of that size only (no one-way), for profiling.
  */
 #include <errno.h>
@@ -62,6 +64,7 @@ static const char *size_names[NSIZES] = {"64B", "1KiB", "65000B"};
 struct opts {
 	bool quick, poll;
 	const char *only;
+	const char *skip; /* --skip NAME: every backend but this one */
 	unsigned rounds;
 	unsigned size_mask;  /* ping-pong sizes to run (bit i: sizes[i]) */
 	unsigned samples;   /* most RTT samples per size */
@@ -584,7 +587,7 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: bench-transport [--quick] [--transport NAME] [--rounds N] [--poll]\n"
 		   "                       [--size 64|1024|65000] [--reactor io_uring|epoll|both]\n"
-		   "                       [--no-tls]\n");
+		   "                       [--no-tls] [--skip NAME]\n");
 }
 
 /* A CA and a certificate per node (1 and 2) in dir, made with the openssl
@@ -703,6 +706,8 @@ int main(int argc, char **argv)
 			o.poll = true;
 		} else if (!strcmp(argv[i], "--transport") && i + 1 < argc) {
 			o.only = argv[++i];
+		} else if (!strcmp(argv[i], "--skip") && i + 1 < argc) {
+			o.skip = argv[++i];
 		} else if (!strcmp(argv[i], "--rounds") && i + 1 < argc) {
 			o.rounds = (unsigned)atoi(argv[++i]);
 			if (o.rounds < 1 || o.rounds > 64)
@@ -775,7 +780,7 @@ int main(int argc, char **argv)
 	bool kran[3] = {false};
 	for (const struct keel_transport_ops *const *b = keel_transport_registry(); *b; b++) {
 		const struct keel_transport_ops *ops = *b;
-		if (o.only && strcmp(o.only, ops->name))
+		if ((o.only && strcmp(o.only, ops->name)) || (o.skip && !strcmp(o.skip, ops->name)))
 			continue;
 		if (ops->caps & KEEL_TRANSPORT_SIMULATED) {
 			printf("%s: skipped (simulated backend, virtual time)\n", ops->name);
