@@ -53,6 +53,7 @@
 #include "keel/services.h"
 #include "keel/proto_lock.h"
 #include "client_port_int.h"
+#include "listen.h"
 
 #define KEEL_CPORT_MAX_QUEUED (16u << 20)
 #define MAX_INFLIGHT 4096
@@ -1294,38 +1295,10 @@ int keel_client_port_start(const struct keel_client_port_config *cfg, struct kee
 	if (!cfg->node || !cfg->listen || !sh || keel_endpoint_shard(ep) != 0)
 		return keel_errmsg_set(errmsg, KEEL_ECONFIG,
 				       "client port: needs a node, an address and shard 0's endpoint");
-	char host[256];
-	const char *colon = strrchr(cfg->listen, ':');
-	char *end = NULL;
-	long port = colon ? strtol(colon + 1, &end, 10) : -1;
-	if (!colon || colon == cfg->listen || (size_t)(colon - cfg->listen) >= sizeof(host) || !end ||
-	    *end || port < 0 || port > 65535)
-		return keel_errmsg_set(errmsg, KEEL_ECONFIG,
-				       "client port: listen '%s': expected HOST:PORT", cfg->listen);
-	memcpy(host, cfg->listen, (size_t)(colon - cfg->listen));
-	host[colon - cfg->listen] = '\0';
-	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-				 .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
-			*ai;
-	char ps[8];
-	snprintf(ps, sizeof(ps), "%ld", port);
-	int g = getaddrinfo(host, ps, &hints, &ai);
-	if (g)
-		return keel_errmsg_set(errmsg, KEEL_ECONFIG, "client port: %s: %s", cfg->listen,
-				       gai_strerror(g));
-	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	int one = 1;
-	if (fd >= 0)
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
-		int e = -errno;
-		if (fd >= 0)
-			close(fd);
-		freeaddrinfo(ai);
-		return keel_errmsg_set(errmsg, e, "client port: cannot listen on %s: %s", cfg->listen,
-				       keel_strerror(e));
-	}
-	freeaddrinfo(ai);
+	int fd;
+	int rc = keel_services_listen("client port", cfg->listen, 4096, &fd, errmsg);
+	if (rc < 0)
+		return rc;
 	struct keel_client_port *p = calloc(1, sizeof(*p));
 	if (!p) {
 		close(fd);

@@ -55,6 +55,7 @@
 #include "keel/runtime.h"
 #include "keel/services.h"
 #include "keel_config.h"
+#include "listen.h"
 
 #define MAX_SLOTS 1024             /* commands waiting for answers, per connection */
 #define MAX_RBUF (8u << 20)        /* unparsed input, per connection */
@@ -1855,38 +1856,10 @@ int keel_resp_port_start(const struct keel_resp_port_config *cfg, struct keel_en
 	if (!cfg->node || !cfg->listen || !sh || keel_endpoint_shard(ep) != 0)
 		return keel_errmsg_set(errmsg, KEEL_ECONFIG,
 				       "resp port: needs a node, an address and shard 0's endpoint");
-	char host[256];
-	const char *colon = strrchr(cfg->listen, ':');
-	char *end = NULL;
-	long port = colon ? strtol(colon + 1, &end, 10) : -1;
-	if (!colon || colon == cfg->listen || (size_t)(colon - cfg->listen) >= sizeof(host) || !end ||
-	    *end || port < 0 || port > 65535)
-		return keel_errmsg_set(errmsg, KEEL_ECONFIG, "resp port: listen '%s': expected HOST:PORT",
-				       cfg->listen);
-	memcpy(host, cfg->listen, (size_t)(colon - cfg->listen));
-	host[colon - cfg->listen] = '\0';
-	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-				 .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
-			*ai;
-	char ps[8];
-	snprintf(ps, sizeof(ps), "%ld", port);
-	int g = getaddrinfo(host, ps, &hints, &ai);
-	if (g)
-		return keel_errmsg_set(errmsg, KEEL_ECONFIG, "resp port: %s: %s", cfg->listen,
-				       gai_strerror(g));
-	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	int one = 1;
-	if (fd >= 0)
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
-		int e = -errno;
-		if (fd >= 0)
-			close(fd);
-		freeaddrinfo(ai);
-		return keel_errmsg_set(errmsg, e, "resp port: cannot listen on %s: %s", cfg->listen,
-				       keel_strerror(e));
-	}
-	freeaddrinfo(ai);
+	int fd;
+	int rc = keel_services_listen("resp port", cfg->listen, 4096, &fd, errmsg);
+	if (rc < 0)
+		return rc;
 	struct keel_resp_port *p = calloc(1, sizeof(*p));
 	if (!p) {
 		close(fd);
